@@ -1,0 +1,388 @@
+//! The HTTP surface: thin axum handlers over the store and the media handle, the signalling
+//! WebSocket, and the web client's files. `app(state)` builds the whole router so tests can call
+//! it with `oneshot`.
+
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use include_dir::{include_dir, Dir};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub use error::ApiError;
+
+use crate::auth::{token_eq, Tokens};
+use crate::core::Role;
+use crate::media::{Command, MediaHandle};
+use crate::signal::protocol::MAX_MESSAGE_BYTES;
+use crate::signal::{run_connection, SignalContext};
+use crate::store::{new_id, rfc3339, Store};
+
+static WEB_CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/web-client");
+
+/// Largest accepted request body.
+const MAX_BODY: usize = 64 * 1024;
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 86_400);
+const SITE_KINDS: [&str; 5] = ["county_court", "county_center", "township_center", "village_station", "petition_office"];
+const CASE_KINDS: [&str; 3] = ["hearing", "mediation", "reception"];
+
+/// Everything handlers share. Cloned per request (all fields are handles).
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Tokens,
+    pub media: MediaHandle,
+    /// The administrator's bearer token.
+    pub admin_token: Arc<str>,
+    /// Base of join links, e.g. `https://qiao.example.gov.cn`.
+    pub public_url: Arc<str>,
+    /// Default join-token lifetime.
+    pub token_ttl: Duration,
+}
+
+pub fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/sites", post(create_site).get(list_sites))
+        .route("/sites/{id}", get(get_site))
+        .route("/cases", post(create_case).get(list_cases))
+        .route("/cases/{id}", get(get_case))
+        .route("/cases/{id}/sessions", post(create_session).get(list_sessions))
+        .route("/sessions/{id}", get(get_session))
+        .route("/sessions/{id}/open", post(open_session))
+        .route("/sessions/{id}/close", post(close_session))
+        .route("/sessions/{id}/participants", post(invite).get(list_participants))
+        .route("/sessions/{id}/participants/{pid}", axum::routing::delete(remove_participant))
+        .route("/media/stats", get(media_stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    let api = Router::new().route("/signal", get(signal)).merge(admin).fallback(api_not_found);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api)
+        .route("/", get(index))
+        .route("/join", get(index))
+        .fallback(static_file)
+        .with_state(state)
+}
+
+// ---- plumbing ---------------------------------------------------------------------------------
+
+async fn require_admin(State(s): State<AppState>, headers: HeaderMap, req: Request, next: Next) -> Response {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !token_eq(given, &s.admin_token) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::NotFound("endpoint")
+}
+
+/// JSON body with our error shape for every failure (axum's own rejections are plain text).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let len = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if len.is_some_and(|l| l > MAX_BODY) {
+            return Err(ApiError::TooLarge);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|_| ApiError::TooLarge)?;
+        if bytes.len() > MAX_BODY {
+            return Err(ApiError::TooLarge);
+        }
+        let bytes = if bytes.is_empty() { Bytes::from_static(b"{}") } else { bytes };
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| ApiError::BadRequest(e.to_string()))
+    }
+}
+
+fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
+    let n = v.chars().count();
+    if n == 0 || n > max || v.chars().any(|c| c.is_control()) {
+        return Err(ApiError::BadRequest(format!("{field} must be 1–{max} characters without control characters")));
+    }
+    Ok(())
+}
+
+fn check_opt_text(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
+    v.as_deref().map_or(Ok(()), |v| check_text(field, v, max))
+}
+
+// ---- health and files -------------------------------------------------------------------------
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    let db = s.store.ping().await.is_ok();
+    let media = s.media.stats().await.is_ok();
+    let status = if db && media { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({"status": if db && media {"ok"} else {"degraded"}, "version": env!("CARGO_PKG_VERSION"), "database": db, "media": media});
+    (status, Json(body)).into_response()
+}
+
+async fn index() -> Response {
+    serve_file("index.html")
+}
+
+async fn static_file(uri: Uri) -> Response {
+    serve_file(uri.path().trim_start_matches('/'))
+}
+
+fn serve_file(path: &str) -> Response {
+    let Some(file) = WEB_CLIENT.get_file(path) else {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    };
+    let mime = match path.rsplit('.').next() {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], file.contents()).into_response()
+}
+
+// ---- signalling -------------------------------------------------------------------------------
+
+async fn signal(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let ctx = SignalContext { store: s.store.clone(), tokens: s.tokens.clone(), media: s.media.clone() };
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| async move {
+            let (sink, stream) = socket.split();
+            run_connection(sink, stream, ctx).await;
+        })
+}
+
+// ---- sites ------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSite {
+    name: String,
+    kind: String,
+    #[serde(default)]
+    parent_id: Option<String>,
+}
+
+async fn create_site(State(s): State<AppState>, JsonBody(b): JsonBody<NewSite>) -> Result<Response, ApiError> {
+    check_text("name", &b.name, 200)?;
+    if !SITE_KINDS.contains(&b.kind.as_str()) {
+        return Err(ApiError::BadRequest(format!("kind must be one of {}", SITE_KINDS.join(", "))));
+    }
+    let site = s.store.create_site(&b.name, &b.kind, b.parent_id.as_deref()).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::BadRequest("parent_id names no site".into()),
+        other => ApiError::internal(other),
+    })?;
+    Ok((StatusCode::CREATED, Json(site)).into_response())
+}
+
+async fn list_sites(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let sites = s.store.sites().await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "sites": sites })))
+}
+
+async fn get_site(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let site = s.store.site(&id).await.map_err(ApiError::from_store("site"))?;
+    Ok(Json(json!(site)))
+}
+
+// ---- cases ------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCase {
+    case_id: String,
+    kind: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    site_id: Option<String>,
+}
+
+async fn create_case(State(s): State<AppState>, JsonBody(b): JsonBody<NewCase>) -> Result<Response, ApiError> {
+    check_text("case_id", &b.case_id, 200)?;
+    check_opt_text("title", &b.title, 200)?;
+    if !CASE_KINDS.contains(&b.kind.as_str()) {
+        return Err(ApiError::BadRequest(format!("kind must be one of {}", CASE_KINDS.join(", "))));
+    }
+    let case = s.store.create_case(&b.case_id, &b.kind, b.title.as_deref(), b.site_id.as_deref()).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
+        crate::store::StoreError::Conflict => ApiError::Conflict("a case with this case_id exists"),
+        other => ApiError::internal(other),
+    })?;
+    Ok((StatusCode::CREATED, Json(case)).into_response())
+}
+
+#[derive(Deserialize)]
+struct CaseQuery {
+    case_id: Option<String>,
+}
+
+async fn list_cases(State(s): State<AppState>, Query(q): Query<CaseQuery>) -> Result<Json<Value>, ApiError> {
+    let cases = s.store.cases(q.case_id.as_deref()).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "cases": cases })))
+}
+
+async fn get_case(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let case = s.store.case(&id).await.map_err(ApiError::from_store("case"))?;
+    let sessions = s.store.sessions_of_case(&id).await.map_err(ApiError::internal)?;
+    let mut v = json!(case);
+    v["sessions"] = json!(sessions);
+    Ok(Json(v))
+}
+
+// ---- sessions ---------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSession {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    site_id: Option<String>,
+    #[serde(default)]
+    scheduled_at: Option<String>,
+}
+
+async fn create_session(State(s): State<AppState>, Path(case): Path<String>, JsonBody(b): JsonBody<NewSession>) -> Result<Response, ApiError> {
+    check_opt_text("title", &b.title, 200)?;
+    if let Some(at) = &b.scheduled_at {
+        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| ApiError::BadRequest("scheduled_at must be an RFC 3339 time".into()))?;
+    }
+    s.store.case(&case).await.map_err(ApiError::from_store("case"))?;
+    let session = s.store.create_session(&case, b.title.as_deref(), b.site_id.as_deref(), b.scheduled_at.as_deref()).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
+        other => ApiError::internal(other),
+    })?;
+    Ok((StatusCode::CREATED, Json(session)).into_response())
+}
+
+async fn list_sessions(State(s): State<AppState>, Path(case): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.store.case(&case).await.map_err(ApiError::from_store("case"))?;
+    let sessions = s.store.sessions_of_case(&case).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+async fn get_session(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let session = s.store.session(&id).await.map_err(ApiError::from_store("session"))?;
+    let participants = participants_with_presence(&s, &id).await?;
+    let mut v = json!(session);
+    v["participants"] = participants;
+    Ok(Json(v))
+}
+
+async fn open_session(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let session = s.store.open_session(&id).await.map_err(ApiError::from_store("session"))?;
+    Ok(Json(json!(session)))
+}
+
+async fn close_session(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let session = s.store.close_session(&id).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound => ApiError::NotFound("session"),
+        crate::store::StoreError::Conflict => ApiError::Conflict("session already closed"),
+        other => ApiError::internal(other),
+    })?;
+    s.media.send(Command::CloseSession { session_id: id }).await.map_err(ApiError::internal)?;
+    Ok(Json(json!(session)))
+}
+
+// ---- participants -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewParticipant {
+    display_name: String,
+    role: String,
+    #[serde(default)]
+    site_id: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+async fn invite(State(s): State<AppState>, Path(session_id): Path<String>, JsonBody(b): JsonBody<NewParticipant>) -> Result<Response, ApiError> {
+    check_text("display_name", &b.display_name, 100)?;
+    let role = Role::parse(&b.role).ok_or_else(|| {
+        let all: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        ApiError::BadRequest(format!("role must be one of {}", all.join(", ")))
+    })?;
+    let ttl = match b.ttl_seconds {
+        None => s.token_ttl,
+        Some(t) if (60..=MAX_TOKEN_TTL.as_secs()).contains(&t) => Duration::from_secs(t),
+        Some(_) => return Err(ApiError::BadRequest(format!("ttl_seconds must be 60–{}", MAX_TOKEN_TTL.as_secs()))),
+    };
+    let session = s.store.session(&session_id).await.map_err(ApiError::from_store("session"))?;
+    if session.status == "closed" {
+        return Err(ApiError::Conflict("session is closed"));
+    }
+    let pid = new_id("p");
+    let (token, expires) = s.tokens.issue(&session_id, &pid, role.as_str(), ttl);
+    let expires_at = rfc3339(expires);
+    let participant = s
+        .store
+        .create_participant(&session_id, &pid, &b.display_name, role.as_str(), b.site_id.as_deref(), &expires_at)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
+            other => ApiError::internal(other),
+        })?;
+    let join_url = format!("{}/join#token={}", s.public_url, token);
+    Ok((StatusCode::CREATED, Json(json!({ "participant": participant, "token": token, "join_url": join_url, "expires_at": expires_at }))).into_response())
+}
+
+async fn list_participants(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.store.session(&id).await.map_err(ApiError::from_store("session"))?;
+    Ok(Json(json!({ "participants": participants_with_presence(&s, &id).await? })))
+}
+
+async fn remove_participant(State(s): State<AppState>, Path((id, pid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let p = s.store.participant(&pid).await.map_err(ApiError::from_store("participant"))?;
+    if p.session_id != id {
+        return Err(ApiError::NotFound("participant"));
+    }
+    s.media.send(Command::RemoveParticipant { session_id: id, participant_id: pid }).await.map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn participants_with_presence(s: &AppState, session_id: &str) -> Result<Value, ApiError> {
+    let stored = s.store.participants(session_id).await.map_err(ApiError::internal)?;
+    let live = s.media.snapshot(session_id).await.map_err(ApiError::internal)?;
+    let list: Vec<Value> = stored
+        .into_iter()
+        .map(|p| {
+            let now = live.iter().find(|l| l.id == p.id);
+            let mut v = json!(p);
+            v["online"] = json!(now.is_some());
+            if let Some(l) = now {
+                v["connection"] = json!(l.connection);
+                v["audio_muted"] = json!(l.audio_muted);
+                v["video_muted"] = json!(l.video_muted);
+            }
+            v
+        })
+        .collect();
+    Ok(json!(list))
+}
+
+async fn media_stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let stats = s.media.stats().await.map_err(ApiError::internal)?;
+    Ok(Json(json!(stats)))
+}

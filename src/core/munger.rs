@@ -1,0 +1,174 @@
+//! Per-down-track rewriting of sequence numbers and timestamps (LiveKit's `rtpmunger`, mediasoup's
+//! `SeqManager`). A subscriber must see one continuous stream on each down track even when the
+//! source behind it changes SSRC (a publisher reconnects, a track is replaced): at a switch the
+//! next output sequence number follows the last one sent, and the timestamp advances by the wall
+//! time that passed. Within one source, reordered and retransmitted packets keep their relative
+//! order, and nothing older than the first forwarded packet of that source is let through.
+
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct Munger {
+    /// Where the first output sequence number and timestamp start. Chosen by the caller (random in
+    /// the driver) so that a subscriber cannot infer anything from them.
+    start_seq: u16,
+    start_ts: u32,
+    state: Option<Segment>,
+    /// The source before the current one: its late packets are dropped, not taken for a switch.
+    prev_ssrc: Option<u32>,
+}
+
+/// The current source segment: one input SSRC and the offsets that map it onto the output.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    in_ssrc: u32,
+    first_in_seq: u16,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// Highest output sequence number and the timestamp sent with it.
+    max_out_seq: u16,
+    max_out_ts: u32,
+    max_out_at: Instant,
+}
+
+/// How far behind the newest packet a reordered packet may be and still be forwarded.
+const MAX_REORDER: u16 = 1000;
+
+/// `a` is newer than `b` in RFC 3550 serial-number arithmetic.
+fn seq_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+impl Munger {
+    pub fn new(start_seq: u16, start_ts: u32) -> Munger {
+        Munger { start_seq, start_ts, state: None, prev_ssrc: None }
+    }
+
+    /// Maps an input packet to its output `(sequence number, timestamp)`, or `None` if it must be
+    /// dropped (older than this source's first forwarded packet, or from a previous source).
+    /// A packet with a new SSRC starts a new segment: call this only for a packet that may start
+    /// one (for video, a keyframe); the room makes sure of that.
+    pub fn rewrite(&mut self, ssrc: u32, seq: u16, ts: u32, clock_rate: u32, now: Instant) -> Option<(u16, u32)> {
+        match &mut self.state {
+            Some(seg) if seg.in_ssrc == ssrc => {
+                if seq.wrapping_sub(seg.first_in_seq) >= 0x8000 {
+                    return None; // before this segment began
+                }
+                let out_seq = seq.wrapping_add(seg.seq_offset);
+                let out_ts = ts.wrapping_add(seg.ts_offset);
+                if seq_newer(out_seq, seg.max_out_seq) {
+                    seg.max_out_seq = out_seq;
+                    seg.max_out_ts = out_ts;
+                    seg.max_out_at = now;
+                } else if seg.max_out_seq.wrapping_sub(out_seq) > MAX_REORDER {
+                    return None;
+                }
+                Some((out_seq, out_ts))
+            }
+            Some(_) if self.prev_ssrc == Some(ssrc) => None,
+            Some(seg) => {
+                // Source switch: continue right after what the subscriber last saw.
+                let out_seq = seg.max_out_seq.wrapping_add(1);
+                let elapsed = now.saturating_duration_since(seg.max_out_at);
+                let advance = (elapsed.as_secs_f64() * clock_rate as f64) as u64;
+                let out_ts = seg.max_out_ts.wrapping_add(advance.clamp(1, u32::MAX as u64) as u32);
+                self.prev_ssrc = Some(seg.in_ssrc);
+                *seg = Segment::start(ssrc, seq, ts, out_seq, out_ts, now);
+                Some((out_seq, out_ts))
+            }
+            None => {
+                let seg = Segment::start(ssrc, seq, ts, self.start_seq, self.start_ts, now);
+                self.state = Some(seg);
+                Some((self.start_seq, self.start_ts))
+            }
+        }
+    }
+
+    /// True once the first packet went out.
+    pub fn started(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// The SSRC of the current source segment.
+    pub fn current_ssrc(&self) -> Option<u32> {
+        self.state.map(|s| s.in_ssrc)
+    }
+}
+
+impl Segment {
+    fn start(ssrc: u32, seq: u16, ts: u32, out_seq: u16, out_ts: u32, now: Instant) -> Segment {
+        Segment {
+            in_ssrc: ssrc,
+            first_in_seq: seq,
+            seq_offset: out_seq.wrapping_sub(seq),
+            ts_offset: out_ts.wrapping_sub(ts),
+            max_out_seq: out_seq,
+            max_out_ts: out_ts,
+            max_out_at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn one_source_is_shifted_by_a_constant_offset() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(1000, 5000);
+        // (ssrc, seq, ts) -> (seq, ts)
+        let table = [
+            ((7, 65534, 90_000), Some((1000, 5000))),
+            ((7, 65535, 93_000), Some((1001, 8000))),
+            ((7, 0, 96_000), Some((1002, 11000))), // input wraps
+            ((7, 1, 96_000), Some((1003, 11000))),
+        ];
+        for ((ssrc, seq, ts), want) in table {
+            assert_eq!(m.rewrite(ssrc, seq, ts, 90_000, t0), want, "input seq {seq}");
+        }
+    }
+
+    #[test]
+    fn reordered_and_retransmitted_packets_keep_their_place() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(0, 0);
+        assert_eq!(m.rewrite(1, 100, 0, 90_000, t0), Some((0, 0)));
+        assert_eq!(m.rewrite(1, 102, 0, 90_000, t0), Some((2, 0)));
+        assert_eq!(m.rewrite(1, 101, 0, 90_000, t0), Some((1, 0)), "late packet fills its gap");
+        assert_eq!(m.rewrite(1, 101, 0, 90_000, t0), Some((1, 0)), "a retransmission maps the same");
+    }
+
+    #[test]
+    fn packets_from_before_the_first_forwarded_one_are_dropped() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(0, 0);
+        m.rewrite(1, 500, 0, 90_000, t0);
+        assert_eq!(m.rewrite(1, 499, 0, 90_000, t0), None);
+        assert_eq!(m.rewrite(1, 100, 0, 90_000, t0), None);
+    }
+
+    #[test]
+    fn an_ssrc_change_continues_the_output_without_a_gap() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(10, 1000);
+        assert_eq!(m.rewrite(1, 7, 50, 90_000, t0), Some((10, 1000)));
+        assert_eq!(m.rewrite(1, 8, 3050, 90_000, t0), Some((11, 4000)));
+        // New source 100 ms later with unrelated numbering.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(m.rewrite(2, 40000, 777, 90_000, t1), Some((12, 4000 + 9000)));
+        assert_eq!(m.rewrite(2, 40001, 3777, 90_000, t1), Some((13, 16000)));
+        // Stragglers of the old source are dropped.
+        assert_eq!(m.rewrite(1, 9, 6050, 90_000, t1), None);
+        assert_eq!(m.current_ssrc(), Some(2));
+    }
+
+    #[test]
+    fn a_switch_with_no_time_elapsed_still_advances_the_timestamp() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(0, 0);
+        m.rewrite(1, 1, 0, 48_000, t0);
+        assert_eq!(m.rewrite(2, 1, 0, 48_000, t0), Some((1, 1)));
+    }
+}

@@ -1,0 +1,679 @@
+//! A room: one session's participants, their published tracks and the subscriptions between them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{starts_keyframe, Codec};
+use super::ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
+use super::munger::Munger;
+use super::policy::ForwardPolicy;
+use super::stats::{ReceiveStats, StatsView};
+
+/// Tunables of the core, validated once in `config`.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Minimum gap between two keyframe requests sent to one published track.
+    pub pli_interval: Duration,
+    /// A participant from whom no media or ICE traffic arrives for this long is removed.
+    pub peer_timeout: Duration,
+    /// How long a participant whose signalling dropped keeps its place before it is removed.
+    pub reconnect_grace: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            pli_interval: Duration::from_secs(1),
+            peer_timeout: Duration::from_secs(10),
+            reconnect_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CoreError {
+    #[error("participant already in the room")]
+    AlreadyJoined,
+    #[error("no such participant")]
+    NoSuchParticipant,
+    #[error("no such track")]
+    NoSuchTrack,
+    #[error("role {0:?} may not publish")]
+    MayNotPublish(Role),
+}
+
+/// Roles, as in the domain notes. Their permissions grow with the zones issue; today only
+/// publishing is restricted (an observer publishes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Judge,
+    Clerk,
+    Mediator,
+    PetitionOfficer,
+    Leader,
+    Party,
+    Counsel,
+    Counsellor,
+    Interpreter,
+    Witness,
+    Observer,
+}
+
+impl Role {
+    pub const ALL: [Role; 11] = [
+        Role::Judge,
+        Role::Clerk,
+        Role::Mediator,
+        Role::PetitionOfficer,
+        Role::Leader,
+        Role::Party,
+        Role::Counsel,
+        Role::Counsellor,
+        Role::Interpreter,
+        Role::Witness,
+        Role::Observer,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Judge => "judge",
+            Role::Clerk => "clerk",
+            Role::Mediator => "mediator",
+            Role::PetitionOfficer => "petition_officer",
+            Role::Leader => "leader",
+            Role::Party => "party",
+            Role::Counsel => "counsel",
+            Role::Counsellor => "counsellor",
+            Role::Interpreter => "interpreter",
+            Role::Witness => "witness",
+            Role::Observer => "observer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    pub fn may_publish(self) -> bool {
+        !matches!(self, Role::Observer)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+/// Why a participant left. The court rules treat a network failure and walking out differently
+/// (在线诉讼规则 Art. 25), so every departure carries one of these and it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveCause {
+    /// The participant chose to leave.
+    Left,
+    /// Signalling dropped and was not resumed within the reconnect grace period.
+    NetworkLost,
+    /// Media and ICE traffic stopped (or ICE failed).
+    MediaTimeout,
+    /// Removed by a host or an administrator.
+    Removed,
+    /// The session was closed.
+    SessionClosed,
+    /// The client broke the protocol.
+    ProtocolError,
+}
+
+impl LeaveCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveCause::Left => "left",
+            LeaveCause::NetworkLost => "network_lost",
+            LeaveCause::MediaTimeout => "media_timeout",
+            LeaveCause::Removed => "removed",
+            LeaveCause::SessionClosed => "session_closed",
+            LeaveCause::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Connecting,
+    Connected,
+    Reconnecting,
+}
+
+/// Who a participant is; fixed for the life of the participant in the room.
+#[derive(Debug, Clone)]
+pub struct ParticipantInfo {
+    pub key: ParticipantKey,
+    /// The external id (`p_…`), as clients know it.
+    pub id: String,
+    pub display_name: String,
+    pub role: Role,
+    pub site_id: Option<String>,
+}
+
+/// A published track as the core needs it.
+#[derive(Debug, Clone)]
+pub struct UpTrackInfo {
+    /// The external id (`t_…`), also the msid track id subscribers see.
+    pub track_id: String,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    /// MIME type as negotiated, e.g. `video/VP8`.
+    pub mime: String,
+    pub clock_rate: u32,
+}
+
+/// What clients are told about a participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParticipantView {
+    pub id: String,
+    pub display_name: String,
+    pub role: Role,
+    pub site_id: Option<String>,
+    pub audio_muted: bool,
+    pub video_muted: bool,
+    pub connection: ConnectionState,
+}
+
+/// What clients are told about a track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackView {
+    pub track_id: String,
+    pub participant_id: String,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    pub codec: String,
+}
+
+/// Events for participants; the driver turns them into signalling messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    ParticipantJoined(ParticipantView),
+    ParticipantUpdated(ParticipantView),
+    ParticipantLeft { participant_id: String, cause: LeaveCause },
+    TrackPublished(TrackView),
+    TrackUnpublished { track_id: String, participant_id: String },
+}
+
+/// What the core asks the driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send an event to one participant.
+    Event { to: ParticipantKey, event: RoomEvent },
+    /// Create a sender for `up` on `subscriber`'s subscribe connection and renegotiate; report
+    /// back with [`Room::down_track_ready`] once the subscriber has answered.
+    AddDownTrack { subscriber: ParticipantKey, down: DownTrackKey, up: UpTrackKey },
+    /// Remove that sender and renegotiate.
+    RemoveDownTrack { subscriber: ParticipantKey, down: DownTrackKey },
+    /// Send a PLI for `up` to its publisher.
+    RequestKeyframe { publisher: ParticipantKey, up: UpTrackKey },
+    /// The participant has been removed from the room: close its connections.
+    Disconnect { participant: ParticipantKey, cause: LeaveCause },
+}
+
+/// One packet's copy for one down track, with its rewritten header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub down: DownTrackKey,
+    pub subscriber: ParticipantKey,
+    pub seq: u16,
+    pub ts: u32,
+}
+
+struct Participant {
+    info: ParticipantInfo,
+    audio_muted: bool,
+    video_muted: bool,
+    connection: ConnectionState,
+    /// Last time media or ICE traffic arrived from any of its connections (reported by the
+    /// driver); `None` until the first, so a participant still setting up is not timed out.
+    last_media: Option<Instant>,
+    /// Set while signalling is lost: removed with `NetworkLost` at this instant.
+    reconnect_deadline: Option<Instant>,
+    up_tracks: Vec<UpTrackKey>,
+    down_tracks: Vec<DownTrackKey>,
+}
+
+struct UpTrack {
+    info: UpTrackInfo,
+    publisher: ParticipantKey,
+    codec: Codec,
+    stats: ReceiveStats,
+    /// The down tracks fed by this track: the per-packet fan-out list.
+    route: Vec<DownTrackKey>,
+    last_keyframe_request: Option<Instant>,
+    /// A request arrived inside the throttle window; send it when the window ends.
+    keyframe_pending: bool,
+}
+
+struct DownTrack {
+    up: UpTrackKey,
+    subscriber: ParticipantKey,
+    /// Rewrites sequence numbers and timestamps; `None` until negotiated (the down track is
+    /// paused until then, like a mediasoup consumer).
+    munger: Option<Munger>,
+    /// Video waits for a keyframe before its first packet and after a source switch.
+    waiting_keyframe: bool,
+}
+
+pub struct Room {
+    config: CoreConfig,
+    policy: Box<dyn ForwardPolicy>,
+    participants: BTreeMap<ParticipantKey, Participant>,
+    up_tracks: HashMap<UpTrackKey, UpTrack>,
+    down_tracks: HashMap<DownTrackKey, DownTrack>,
+    outputs: VecDeque<Output>,
+}
+
+impl Room {
+    pub fn new(config: CoreConfig, policy: Box<dyn ForwardPolicy>) -> Room {
+        Room {
+            config,
+            policy,
+            participants: BTreeMap::new(),
+            up_tracks: HashMap::new(),
+            down_tracks: HashMap::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    pub fn contains(&self, key: ParticipantKey) -> bool {
+        self.participants.contains_key(&key)
+    }
+
+    pub fn participant_keys(&self) -> impl Iterator<Item = ParticipantKey> + '_ {
+        self.participants.keys().copied()
+    }
+
+    // ---- participants ----------------------------------------------------------------------
+
+    pub fn join(&mut self, _now: Instant, info: ParticipantInfo, keys: &mut KeyAlloc) -> Result<(), CoreError> {
+        if self.participants.contains_key(&info.key) {
+            return Err(CoreError::AlreadyJoined);
+        }
+        let key = info.key;
+        self.participants.insert(
+            key,
+            Participant {
+                info,
+                audio_muted: false,
+                video_muted: false,
+                connection: ConnectionState::Connecting,
+                last_media: None,
+                reconnect_deadline: None,
+                up_tracks: Vec::new(),
+                down_tracks: Vec::new(),
+            },
+        );
+        let view = self.view_of(key).expect("just inserted");
+        self.broadcast_except(key, RoomEvent::ParticipantJoined(view));
+        self.subscribe_to_existing(key, keys);
+        Ok(())
+    }
+
+    /// The participant came back on a new connection (new peer connections): its old tracks and
+    /// subscriptions are gone, new ones are made, and it keeps its place in the room.
+    pub fn reconnect(&mut self, now: Instant, key: ParticipantKey, keys: &mut KeyAlloc) -> Result<(), CoreError> {
+        let p = self.participants.get_mut(&key).ok_or(CoreError::NoSuchParticipant)?;
+        let ups = std::mem::take(&mut p.up_tracks);
+        let downs = std::mem::take(&mut p.down_tracks);
+        p.connection = ConnectionState::Connecting;
+        p.reconnect_deadline = None;
+        p.last_media = None;
+        for up in ups {
+            self.unpublish(now, up);
+        }
+        for down in downs {
+            self.drop_down_track(down, false);
+        }
+        self.subscribe_to_existing(key, keys);
+        self.broadcast_updated(key);
+        Ok(())
+    }
+
+    /// Signalling dropped without a `leave`: keep the place for the grace period.
+    pub fn signal_lost(&mut self, now: Instant, key: ParticipantKey) {
+        if let Some(p) = self.participants.get_mut(&key) {
+            p.connection = ConnectionState::Reconnecting;
+            p.reconnect_deadline = Some(now + self.config.reconnect_grace);
+            self.broadcast_updated(key);
+        }
+    }
+
+    /// Media is flowing (or ICE consent) for this participant as of `at`.
+    pub fn media_alive(&mut self, key: ParticipantKey, at: Instant) {
+        let mut changed = false;
+        if let Some(p) = self.participants.get_mut(&key) {
+            if p.last_media.is_none_or(|t| t < at) {
+                p.last_media = Some(at);
+            }
+            if p.connection == ConnectionState::Connecting {
+                p.connection = ConnectionState::Connected;
+                changed = true;
+            }
+        }
+        if changed {
+            self.broadcast_updated(key);
+        }
+    }
+
+    /// Remove a participant, telling everyone why.
+    pub fn leave(&mut self, now: Instant, key: ParticipantKey, cause: LeaveCause) {
+        let Some(p) = self.participants.get_mut(&key) else { return };
+        let ups = std::mem::take(&mut p.up_tracks);
+        let downs = std::mem::take(&mut p.down_tracks);
+        // Unpublish while the participant is still known, so events name the publisher.
+        for up in ups {
+            self.unpublish_inner(now, up, Some(key));
+        }
+        for down in downs {
+            self.drop_down_track(down, false);
+        }
+        let Some(p) = self.participants.remove(&key) else { return };
+        let event = RoomEvent::ParticipantLeft { participant_id: p.info.id, cause };
+        self.broadcast_except(key, event);
+        self.outputs.push_back(Output::Disconnect { participant: key, cause });
+    }
+
+    /// Close the room: everyone leaves with `SessionClosed`.
+    pub fn close(&mut self, now: Instant) {
+        let keys: Vec<_> = self.participants.keys().copied().collect();
+        for key in keys {
+            self.leave(now, key, LeaveCause::SessionClosed);
+        }
+    }
+
+    pub fn set_muted(&mut self, key: ParticipantKey, kind: MediaKind, muted: bool) {
+        if let Some(p) = self.participants.get_mut(&key) {
+            match kind {
+                MediaKind::Audio => p.audio_muted = muted,
+                MediaKind::Video => p.video_muted = muted,
+            }
+            self.broadcast_updated(key);
+        }
+    }
+
+    /// Everyone in the room, and every published track, as a newcomer should see them.
+    pub fn snapshot(&self) -> (Vec<ParticipantView>, Vec<TrackView>) {
+        let people = self.participants.keys().filter_map(|k| self.view_of(*k)).collect();
+        let tracks = self.up_tracks.values().filter_map(|t| self.track_view(t)).collect();
+        (people, tracks)
+    }
+
+    pub fn participant_view(&self, key: ParticipantKey) -> Option<ParticipantView> {
+        self.view_of(key)
+    }
+
+    // ---- tracks --------------------------------------------------------------------------
+
+    pub fn publish(&mut self, _now: Instant, publisher: ParticipantKey, info: UpTrackInfo, keys: &mut KeyAlloc) -> Result<UpTrackKey, CoreError> {
+        let p = self.participants.get_mut(&publisher).ok_or(CoreError::NoSuchParticipant)?;
+        if !p.info.role.may_publish() {
+            return Err(CoreError::MayNotPublish(p.info.role));
+        }
+        let up = keys.up_track();
+        p.up_tracks.push(up);
+        let track = UpTrack {
+            codec: Codec::from_mime(&info.mime),
+            info,
+            publisher,
+            stats: ReceiveStats::default(),
+            route: Vec::new(),
+            last_keyframe_request: None,
+            keyframe_pending: false,
+        };
+        let view = self.track_view(&track).expect("publisher exists");
+        self.up_tracks.insert(up, track);
+        self.broadcast_except(publisher, RoomEvent::TrackPublished(view));
+        let subscribers: Vec<_> = self.participants.keys().copied().collect();
+        for s in subscribers {
+            self.maybe_subscribe(s, up, keys);
+        }
+        Ok(up)
+    }
+
+    pub fn unpublish(&mut self, now: Instant, up: UpTrackKey) {
+        let publisher = self.up_tracks.get(&up).map(|t| t.publisher);
+        if let Some(publisher) = publisher {
+            if let Some(p) = self.participants.get_mut(&publisher) {
+                p.up_tracks.retain(|u| *u != up);
+            }
+        }
+        self.unpublish_inner(now, up, None);
+    }
+
+    fn unpublish_inner(&mut self, _now: Instant, up: UpTrackKey, leaving: Option<ParticipantKey>) {
+        let Some(track) = self.up_tracks.remove(&up) else { return };
+        for down in &track.route {
+            self.drop_down_track(*down, true);
+        }
+        let publisher_id = self
+            .participants
+            .get(&track.publisher)
+            .map(|p| p.info.id.clone())
+            .unwrap_or_default();
+        let event = RoomEvent::TrackUnpublished { track_id: track.info.track_id, participant_id: publisher_id };
+        self.broadcast_except(leaving.unwrap_or(track.publisher), event);
+    }
+
+    pub fn up_track_info(&self, up: UpTrackKey) -> Option<(&UpTrackInfo, ParticipantKey)> {
+        self.up_tracks.get(&up).map(|t| (&t.info, t.publisher))
+    }
+
+    pub fn up_track_stats(&self, up: UpTrackKey) -> Option<StatsView> {
+        self.up_tracks.get(&up).map(|t| t.stats.view(t.info.clock_rate))
+    }
+
+    /// The subscriber has negotiated `down`: start forwarding (from the next keyframe for video).
+    /// `start_seq` and `start_ts` seed the rewritten numbering.
+    pub fn down_track_ready(&mut self, now: Instant, down: DownTrackKey, start_seq: u16, start_ts: u32) {
+        let Some(d) = self.down_tracks.get_mut(&down) else { return };
+        if d.munger.is_some() {
+            return;
+        }
+        d.munger = Some(Munger::new(start_seq, start_ts));
+        let up = d.up;
+        let video = self.up_tracks.get(&up).is_some_and(|t| t.codec.is_video());
+        if video {
+            self.request_keyframe(now, up);
+        }
+    }
+
+    /// A subscriber asked for a keyframe (PLI/FIR) on `down`.
+    pub fn on_keyframe_request(&mut self, now: Instant, down: DownTrackKey) {
+        if let Some(up) = self.down_tracks.get(&down).map(|d| d.up) {
+            self.request_keyframe(now, up);
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, up: UpTrackKey) {
+        let Some(t) = self.up_tracks.get_mut(&up) else { return };
+        match t.last_keyframe_request {
+            Some(last) if now < last + self.config.pli_interval => t.keyframe_pending = true,
+            _ => {
+                t.last_keyframe_request = Some(now);
+                t.keyframe_pending = false;
+                self.outputs.push_back(Output::RequestKeyframe { publisher: t.publisher, up });
+            }
+        }
+    }
+
+    /// The per-packet path: account the packet and fill `out` with one entry per down track that
+    /// must receive it. `out` is cleared first and reused by the caller, so this allocates nothing
+    /// once warm.
+    pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, ssrc: u32, seq: u16, ts: u32, payload: &[u8], out: &mut Vec<Forward>) {
+        out.clear();
+        let Some(track) = self.up_tracks.get_mut(&up) else { return };
+        track.stats.on_packet(seq, ts, payload.len(), track.info.clock_rate, now);
+        let codec = track.codec;
+        let clock_rate = track.info.clock_rate;
+        let mut keyframe: Option<bool> = None; // computed at most once, only if someone waits
+        let mut want_keyframe = false;
+        for down_key in &track.route {
+            let Some(d) = self.down_tracks.get_mut(down_key) else { continue };
+            let Some(m) = d.munger.as_mut() else { continue }; // not negotiated yet
+            if codec.is_video() {
+                let switching = m.current_ssrc().is_some_and(|s| s != ssrc);
+                if switching {
+                    d.waiting_keyframe = true;
+                }
+                if d.waiting_keyframe {
+                    if !*keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
+                        want_keyframe |= switching;
+                        continue;
+                    }
+                    d.waiting_keyframe = false;
+                }
+            }
+            if let Some((seq, ts)) = m.rewrite(ssrc, seq, ts, clock_rate, now) {
+                out.push(Forward { down: *down_key, subscriber: d.subscriber, seq, ts });
+            }
+        }
+        if want_keyframe {
+            self.request_keyframe(now, up);
+        }
+    }
+
+    // ---- time -------------------------------------------------------------------------------
+
+    /// The next instant [`Room::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let keyframes = self
+            .up_tracks
+            .values()
+            .filter(|t| t.keyframe_pending)
+            .filter_map(|t| t.last_keyframe_request.map(|l| l + self.config.pli_interval));
+        let people = self.participants.values().flat_map(|p| {
+            [p.reconnect_deadline, p.last_media.map(|t| t + self.config.peer_timeout)]
+        });
+        keyframes.chain(people.flatten()).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<UpTrackKey> = self
+            .up_tracks
+            .iter()
+            .filter(|(_, t)| t.keyframe_pending && t.last_keyframe_request.is_none_or(|l| now >= l + self.config.pli_interval))
+            .map(|(k, _)| *k)
+            .collect();
+        for up in due {
+            self.request_keyframe(now, up);
+        }
+        let mut gone = Vec::new();
+        for (key, p) in &self.participants {
+            if p.reconnect_deadline.is_some_and(|d| now >= d) {
+                gone.push((*key, LeaveCause::NetworkLost));
+            } else if p.last_media.is_some_and(|t| now >= t + self.config.peer_timeout) {
+                gone.push((*key, LeaveCause::MediaTimeout));
+            }
+        }
+        for (key, cause) in gone {
+            self.leave(now, key, cause);
+        }
+    }
+
+    // ---- internals --------------------------------------------------------------------------
+
+    fn subscribe_to_existing(&mut self, subscriber: ParticipantKey, keys: &mut KeyAlloc) {
+        let ups: Vec<UpTrackKey> = self.up_tracks.keys().copied().collect();
+        for up in ups {
+            self.maybe_subscribe(subscriber, up, keys);
+        }
+    }
+
+    fn maybe_subscribe(&mut self, subscriber: ParticipantKey, up: UpTrackKey, keys: &mut KeyAlloc) {
+        let (Some(track), Some(sub)) = (self.up_tracks.get(&up), self.participants.get(&subscriber)) else { return };
+        let Some(publ) = self.participants.get(&track.publisher) else { return };
+        if !self.policy.may_receive(&sub.info, &publ.info, &track.info) {
+            return;
+        }
+        let down = keys.down_track();
+        self.down_tracks.insert(down, DownTrack { up, subscriber, munger: None, waiting_keyframe: true });
+        if let Some(t) = self.up_tracks.get_mut(&up) {
+            t.route.push(down);
+        }
+        if let Some(s) = self.participants.get_mut(&subscriber) {
+            s.down_tracks.push(down);
+        }
+        self.outputs.push_back(Output::AddDownTrack { subscriber, down, up });
+    }
+
+    /// Forget a down track; with `tell`, ask the driver to remove its sender.
+    fn drop_down_track(&mut self, down: DownTrackKey, tell: bool) {
+        let Some(d) = self.down_tracks.remove(&down) else { return };
+        if let Some(t) = self.up_tracks.get_mut(&d.up) {
+            t.route.retain(|k| *k != down);
+        }
+        if let Some(s) = self.participants.get_mut(&d.subscriber) {
+            s.down_tracks.retain(|k| *k != down);
+            if tell {
+                self.outputs.push_back(Output::RemoveDownTrack { subscriber: d.subscriber, down });
+            }
+        }
+    }
+
+    fn view_of(&self, key: ParticipantKey) -> Option<ParticipantView> {
+        self.participants.get(&key).map(|p| ParticipantView {
+            id: p.info.id.clone(),
+            display_name: p.info.display_name.clone(),
+            role: p.info.role,
+            site_id: p.info.site_id.clone(),
+            audio_muted: p.audio_muted,
+            video_muted: p.video_muted,
+            connection: p.connection,
+        })
+    }
+
+    fn track_view(&self, t: &UpTrack) -> Option<TrackView> {
+        let p = self.participants.get(&t.publisher)?;
+        Some(TrackView {
+            track_id: t.info.track_id.clone(),
+            participant_id: p.info.id.clone(),
+            kind: t.info.kind,
+            source: t.info.source,
+            codec: t.info.mime.clone(),
+        })
+    }
+
+    fn broadcast_updated(&mut self, key: ParticipantKey) {
+        if let Some(view) = self.view_of(key) {
+            self.broadcast_except(key, RoomEvent::ParticipantUpdated(view));
+        }
+    }
+
+    fn broadcast_except(&mut self, except: ParticipantKey, event: RoomEvent) {
+        for key in self.participants.keys() {
+            if *key != except {
+                self.outputs.push_back(Output::Event { to: *key, event: event.clone() });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! Room behaviour, driven faster than real time: every instant is made up by the test.
+
+use super::*;
+use crate::core::EveryoneElse;
+
+struct Harness {
+    room: Room,
+    keys: KeyAlloc,
+    t0: Instant,
+}
+
+const VP8_KEY: &[u8] = &[0x10, 0x00, 0x9d, 0x01, 0x2a];
+const VP8_DELTA: &[u8] = &[0x10, 0x01, 0x00];
+
+impl Harness {
+    fn new() -> Harness {
+        Harness { room: Room::new(CoreConfig::default(), Box::new(EveryoneElse)), keys: KeyAlloc::default(), t0: Instant::now() }
+    }
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+    fn join(&mut self, name: &str, role: Role) -> ParticipantKey {
+        let key = self.keys.participant();
+        let info = ParticipantInfo { key, id: format!("p_{name}"), display_name: name.into(), role, site_id: None };
+        self.room.join(self.t0, info, &mut self.keys).unwrap();
+        key
+    }
+    fn publish(&mut self, who: ParticipantKey, kind: MediaKind) -> UpTrackKey {
+        let (mime, clock_rate, source) = match kind {
+            MediaKind::Video => ("video/VP8", 90_000, TrackSource::Camera),
+            MediaKind::Audio => ("audio/opus", 48_000, TrackSource::Microphone),
+        };
+        let info = UpTrackInfo { track_id: format!("t_{}", self.keys.up_track().0), kind, source, mime: mime.into(), clock_rate };
+        self.room.publish(self.t0, who, info, &mut self.keys).unwrap()
+    }
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.room.poll_output()).collect()
+    }
+    fn added_downs(outputs: &[Output]) -> Vec<(ParticipantKey, DownTrackKey, UpTrackKey)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::AddDownTrack { subscriber, down, up } => Some((*subscriber, *down, *up)),
+                _ => None,
+            })
+            .collect()
+    }
+    fn forward(&mut self, at: Instant, up: UpTrackKey, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<Forward> {
+        let mut out = Vec::new();
+        self.room.on_rtp(at, up, ssrc, seq, seq as u32 * 3000, payload, &mut out);
+        out
+    }
+}
+
+#[test]
+fn a_published_track_gets_a_down_track_for_every_other_participant() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let b = h.join("b", Role::Party);
+    let c = h.join("c", Role::Counsel);
+    h.drain();
+    let up = h.publish(a, MediaKind::Video);
+    let out = h.drain();
+    let mut subs: Vec<_> = Harness::added_downs(&out).into_iter().map(|(s, _, u)| { assert_eq!(u, up); s }).collect();
+    subs.sort();
+    assert_eq!(subs, vec![b, c]);
+    let published: Vec<_> = out.iter().filter(|o| matches!(o, Output::Event { event: RoomEvent::TrackPublished(_), .. })).collect();
+    assert_eq!(published.len(), 2, "b and c are told, the publisher is not");
+}
+
+#[test]
+fn a_late_joiner_subscribes_to_tracks_already_published() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    h.publish(a, MediaKind::Video);
+    h.publish(a, MediaKind::Audio);
+    h.drain();
+    let b = h.join("b", Role::Party);
+    let out = h.drain();
+    let downs = Harness::added_downs(&out);
+    assert_eq!(downs.len(), 2);
+    assert!(downs.iter().all(|(s, _, _)| *s == b));
+    let (people, tracks) = h.room.snapshot();
+    assert_eq!(people.len(), 2);
+    assert_eq!(tracks.len(), 2);
+}
+
+#[test]
+fn an_observer_may_not_publish() {
+    let mut h = Harness::new();
+    let o = h.join("o", Role::Observer);
+    let info = UpTrackInfo { track_id: "t".into(), kind: MediaKind::Audio, source: TrackSource::Microphone, mime: "audio/opus".into(), clock_rate: 48_000 };
+    assert_eq!(h.room.publish(h.t0, o, info, &mut h.keys), Err(CoreError::MayNotPublish(Role::Observer)));
+}
+
+#[test]
+fn nothing_is_forwarded_before_the_subscriber_has_negotiated() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let _b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Audio);
+    h.drain();
+    assert!(h.forward(h.t0, up, 1, 1, &[1, 2, 3]).is_empty());
+}
+
+#[test]
+fn video_starts_at_a_keyframe_and_then_flows_with_rewritten_numbers() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let _b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Video);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    h.room.down_track_ready(h.t0, down, 100, 0);
+    assert!(h.drain().contains(&Output::RequestKeyframe { publisher: a, up }), "a new subscriber asks for a keyframe");
+    assert!(h.forward(h.t0, up, 9, 50, VP8_DELTA).is_empty(), "delta frames wait");
+    let f = h.forward(h.t0, up, 9, 51, VP8_KEY);
+    assert_eq!(f, vec![Forward { down, subscriber: f[0].subscriber, seq: 100, ts: 0 }]);
+    let f = h.forward(h.t0, up, 9, 52, VP8_DELTA);
+    assert_eq!((f[0].seq, f[0].ts), (101, 3000));
+}
+
+#[test]
+fn audio_flows_at_once_after_negotiation() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let _b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Audio);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    h.room.down_track_ready(h.t0, down, 7, 0);
+    assert!(h.drain().is_empty(), "no keyframe request for audio");
+    assert_eq!(h.forward(h.t0, up, 1, 1, &[0xfc]).len(), 1);
+}
+
+#[test]
+fn keyframe_requests_are_throttled_per_track_and_the_last_one_is_not_lost() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let subs: Vec<_> = (0..5).map(|i| h.join(&format!("s{i}"), Role::Party)).collect();
+    assert_eq!(subs.len(), 5);
+    let up = h.publish(a, MediaKind::Video);
+    let downs: Vec<_> = Harness::added_downs(&h.drain()).into_iter().map(|(_, d, _)| d).collect();
+    let plis = |out: &[Output]| out.iter().filter(|o| matches!(o, Output::RequestKeyframe { .. })).count();
+    // Five subscribers get ready and each sends PLIs within 500 ms.
+    let mut total = 0;
+    for (i, d) in downs.iter().enumerate() {
+        h.room.down_track_ready(h.at(i as u64 * 10), *d, 0, 0);
+        h.room.on_keyframe_request(h.at(100 + i as u64 * 10), *d);
+        total += plis(&h.drain());
+    }
+    assert_eq!(total, 1, "one PLI inside the window");
+    let due = h.room.poll_timeout().expect("a pending request is scheduled");
+    assert_eq!(due, h.at(1000));
+    h.room.handle_timeout(due);
+    assert_eq!(plis(&h.drain()), 1, "the coalesced request goes out when the window ends");
+    h.room.handle_timeout(h.at(5000));
+    assert_eq!(plis(&h.drain()), 0, "and only once");
+    let _ = up;
+}
+
+#[test]
+fn leaving_removes_the_participants_tracks_from_everyone_and_says_why() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Video);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    let track_id = h.room.up_track_info(up).unwrap().0.track_id.clone();
+    h.room.leave(h.t0, a, LeaveCause::Left);
+    let out = h.drain();
+    assert!(out.contains(&Output::RemoveDownTrack { subscriber: b, down }));
+    assert!(out.contains(&Output::Event { to: b, event: RoomEvent::TrackUnpublished { track_id, participant_id: "p_a".into() } }));
+    assert!(out.contains(&Output::Event { to: b, event: RoomEvent::ParticipantLeft { participant_id: "p_a".into(), cause: LeaveCause::Left } }));
+    assert!(out.contains(&Output::Disconnect { participant: a, cause: LeaveCause::Left }));
+    let mut fwd = Vec::new();
+    h.room.on_rtp(h.t0, up, 1, 1, 1, VP8_KEY, &mut fwd);
+    assert!(fwd.is_empty());
+}
+
+#[test]
+fn a_participant_whose_media_stops_is_removed_after_the_peer_timeout() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let b = h.join("b", Role::Party);
+    h.room.media_alive(a, h.at(0));
+    h.room.media_alive(b, h.at(0));
+    h.drain();
+    h.room.media_alive(b, h.at(9000));
+    assert_eq!(h.room.poll_timeout(), Some(h.at(10_000)));
+    h.room.handle_timeout(h.at(10_000));
+    let out = h.drain();
+    assert!(out.contains(&Output::Disconnect { participant: a, cause: LeaveCause::MediaTimeout }));
+    assert!(h.room.contains(b));
+}
+
+#[test]
+fn a_participant_still_connecting_is_not_timed_out() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    h.room.handle_timeout(h.at(60_000));
+    assert!(h.room.contains(a));
+}
+
+#[test]
+fn lost_signalling_keeps_the_place_for_the_grace_period_then_records_network_lost() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Party);
+    let b = h.join("b", Role::Judge);
+    h.drain();
+    h.room.signal_lost(h.at(0), a);
+    let out = h.drain();
+    assert!(matches!(&out[0], Output::Event { to, event: RoomEvent::ParticipantUpdated(v) } if *to == b && v.connection == ConnectionState::Reconnecting));
+    h.room.handle_timeout(h.at(14_999));
+    assert!(h.room.contains(a));
+    h.room.handle_timeout(h.at(15_000));
+    assert!(h.drain().contains(&Output::Disconnect { participant: a, cause: LeaveCause::NetworkLost }));
+}
+
+#[test]
+fn reconnecting_within_the_grace_period_keeps_the_participant_and_renews_its_subscriptions() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Party);
+    let b = h.join("b", Role::Judge);
+    h.publish(b, MediaKind::Audio);
+    h.drain();
+    h.room.signal_lost(h.at(0), a);
+    h.room.reconnect(h.at(3000), a, &mut h.keys).unwrap();
+    let out = h.drain();
+    assert_eq!(Harness::added_downs(&out).len(), 1, "a new down track for the new connection");
+    h.room.handle_timeout(h.at(20_000));
+    assert!(h.room.contains(a));
+}
+
+#[test]
+fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let _b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Video);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    h.room.down_track_ready(h.t0, down, 0, 0);
+    h.forward(h.t0, up, 1, 10, VP8_KEY);
+    h.forward(h.t0, up, 1, 11, VP8_DELTA);
+    h.drain();
+    assert!(h.forward(h.at(2000), up, 2, 500, VP8_DELTA).is_empty(), "new SSRC, not a keyframe");
+    assert!(h.drain().iter().any(|o| matches!(o, Output::RequestKeyframe { .. })), "asks for one");
+    let f = h.forward(h.at(2000), up, 2, 501, VP8_KEY);
+    assert_eq!(f[0].seq, 2, "continues right after 1");
+}

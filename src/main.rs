@@ -1,0 +1,81 @@
+//! `qiao`: start-up only — parse the command line, set up logging, start the server, wait for a
+//! signal, shut down.
+
+use clap::{Parser, Subcommand};
+use qiao::config::{Config, ServeArgs};
+
+#[derive(Parser)]
+#[command(name = "qiao", version, about = "Qiao (桥): video mediation and remote hearing server / 视频调解与远程庭审服务器")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server (HTTP API, web client, signalling and media) on embedded defaults:
+    /// SQLite and recordings under ./data, HTTP on 127.0.0.1:8080, media on UDP 127.0.0.1:50000.
+    Serve(ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rtc=warn,webrtc=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("qiao: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Cmd::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> std::process::ExitCode {
+    let admin = std::env::var("QIAO_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let config = match Config::from_args(args, admin) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let data_dir = config.data_dir.clone();
+    let server = match qiao::server::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("qiao: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if server.admin_token_generated {
+        println!("管理员令牌 / admin token (saved in {}/admin.token, shown once): {}", data_dir.display(), server.admin_token);
+    }
+    println!("qiao listening on {} (media udp {})", server.base_url, server.media_addr);
+    shutdown_signal().await;
+    println!("qiao shutting down");
+    server.shutdown().await;
+    std::process::ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+}

@@ -1,0 +1,1031 @@
+//! The driver task. One `Driver` owns the UDP socket, every peer connection and every room; it
+//! reacts to datagrams, commands and timers, and nothing else touches that state.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use rand::Rng;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::demux::{classify, stun_local_ufrag, DatagramKind};
+use super::{peer, Command, ConnRef, DriverStats, Joiner, MediaHandle, Outbound, PresenceRecord};
+use crate::core::{
+    CoreConfig, DownTrackKey, EveryoneElse, Forward, KeyAlloc, LeaveCause, MediaKind, Output, ParticipantInfo,
+    ParticipantKey, Room, RoomEvent, TrackSource, TrackView, UpTrackInfo, UpTrackKey,
+};
+use crate::signal::protocol::{CloseCode, PcKind, ServerMessage, SessionView};
+use crate::store::new_id;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("binding the media UDP socket {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// How often rooms are given the time (liveness, throttled keyframe requests, grace periods).
+const ROOM_TICK: Duration = Duration::from_millis(100);
+/// Minimum gap between two log lines about unroutable datagrams.
+const UNROUTABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Capacity of a participant's outbound signalling queue; a client that lets it fill is stuck.
+pub const OUTBOUND_CAPACITY: usize = 1024;
+
+/// Binds the media socket and starts the driver task. Returns the handle and the task.
+pub async fn spawn(
+    bind: SocketAddr,
+    public_ip: Option<std::net::IpAddr>,
+    core: CoreConfig,
+    presence: mpsc::UnboundedSender<PresenceRecord>,
+) -> Result<(MediaHandle, tokio::task::JoinHandle<()>), DriverError> {
+    let socket = UdpSocket::bind(bind).await.map_err(|e| DriverError::Bind(bind, e))?;
+    let local = socket.local_addr().map_err(|e| DriverError::Bind(bind, e))?;
+    let announced = SocketAddr::new(public_ip.unwrap_or(local.ip()), local.port());
+    let (tx, rx) = mpsc::channel(1024);
+    let driver = Driver::new(socket, announced, core, rx, presence);
+    info!(%local, %announced, "media socket bound");
+    let task = tokio::spawn(driver.run());
+    Ok((MediaHandle { tx, announced }, task))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PeerKey(u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RoomKey(u32);
+
+struct RoomState {
+    room: Room,
+    session: SessionView,
+    /// External participant id → key, to recognise a participant coming back.
+    by_participant_id: HashMap<String, ParticipantKey>,
+}
+
+/// A participant as the driver knows it: where to reach it and which peer connections are its.
+struct Member {
+    room: RoomKey,
+    session_id: String,
+    participant_id: String,
+    conn: u64,
+    outbound: mpsc::Sender<Outbound>,
+    publish: Option<PeerKey>,
+    subscribe: Option<PeerKey>,
+    /// What the client said each of its tracks is (camera, microphone, screen).
+    sources: HashMap<String, TrackSource>,
+}
+
+struct Peer {
+    pc: RTCPeerConnection,
+    owner: ParticipantKey,
+    room: RoomKey,
+    kind: PcKind,
+    ufrag: String,
+    /// Source addresses this peer's STUN came from; DTLS/SRTP from them is routed here.
+    addrs: Vec<SocketAddr>,
+    /// The deadline currently in `Driver::timers` for this peer.
+    deadline: Option<Instant>,
+    last_rx: Option<Instant>,
+    connected: bool,
+    /// A read error was logged for this peer already (log once, not per packet).
+    read_error_logged: bool,
+    // publish side
+    ssrc_to_up: HashMap<u32, UpTrackKey>,
+    track_to_up: HashMap<String, UpTrackKey>,
+    // subscribe side
+    track_to_down: HashMap<String, DownTrackKey>,
+    /// An offer is out and unanswered.
+    negotiating: bool,
+    /// Something changed while negotiating: offer again after the answer.
+    renegotiate: bool,
+}
+
+/// The publishing side of an up track, for keyframe requests and for creating down tracks.
+struct UpState {
+    peer: PeerKey,
+    receiver: RTCRtpReceiverId,
+    ssrc: u32,
+    codec: RTCRtpCodec,
+}
+
+/// A down track's sender on its subscriber's subscribe connection.
+struct DownState {
+    peer: PeerKey,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    /// Negotiated payload type; `None` until the subscriber answered.
+    pt: Option<u8>,
+    codec: RTCRtpCodec,
+    view: TrackView,
+}
+
+struct Driver {
+    socket: UdpSocket,
+    announced: SocketAddr,
+    core: CoreConfig,
+    commands: mpsc::Receiver<Command>,
+    presence: mpsc::UnboundedSender<PresenceRecord>,
+    keys: KeyAlloc,
+    rooms: HashMap<RoomKey, RoomState>,
+    room_by_session: HashMap<String, RoomKey>,
+    members: HashMap<ParticipantKey, Member>,
+    peers: HashMap<PeerKey, Peer>,
+    peer_by_ufrag: HashMap<String, PeerKey>,
+    peer_by_addr: HashMap<SocketAddr, PeerKey>,
+    ups: HashMap<UpTrackKey, UpState>,
+    downs: HashMap<DownTrackKey, DownState>,
+    /// Peer connection deadlines, earliest first.
+    timers: BTreeSet<(Instant, PeerKey)>,
+    next_tick: Instant,
+    next_peer: u32,
+    next_room: u32,
+    next_conn: u64,
+    stats: DriverStats,
+    unroutable_logged_at: Option<Instant>,
+    /// Participants whose outbound queue filled up; removed at the next tick.
+    stuck: Vec<ParticipantKey>,
+    // Scratch buffers reused on the per-packet path so that it allocates nothing of its own.
+    fwd: Vec<Forward>,
+    rtp_in: Vec<rtc::rtp::Packet>,
+    touched: Vec<PeerKey>,
+    to_send: Vec<(SocketAddr, BytesMut)>,
+    renegotiate: Vec<PeerKey>,
+}
+
+enum Wake {
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Command(Option<Command>),
+    Timer,
+}
+
+impl Driver {
+    fn new(
+        socket: UdpSocket,
+        announced: SocketAddr,
+        core: CoreConfig,
+        commands: mpsc::Receiver<Command>,
+        presence: mpsc::UnboundedSender<PresenceRecord>,
+    ) -> Driver {
+        Driver {
+            socket,
+            announced,
+            core,
+            commands,
+            presence,
+            keys: KeyAlloc::default(),
+            rooms: HashMap::new(),
+            room_by_session: HashMap::new(),
+            members: HashMap::new(),
+            peers: HashMap::new(),
+            peer_by_ufrag: HashMap::new(),
+            peer_by_addr: HashMap::new(),
+            ups: HashMap::new(),
+            downs: HashMap::new(),
+            timers: BTreeSet::new(),
+            next_tick: Instant::now() + ROOM_TICK,
+            next_peer: 0,
+            next_room: 0,
+            next_conn: 0,
+            stats: DriverStats::default(),
+            unroutable_logged_at: None,
+            stuck: Vec::new(),
+            fwd: Vec::with_capacity(64),
+            rtp_in: Vec::with_capacity(64),
+            touched: Vec::with_capacity(64),
+            to_send: Vec::with_capacity(64),
+            renegotiate: Vec::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let next_peer = self.timers.first().map(|(t, _)| *t);
+            let wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
+            let wake = tokio::select! {
+                biased;
+                c = self.commands.recv() => Wake::Command(c),
+                r = self.socket.recv_from(&mut buf) => Wake::Datagram(r),
+                _ = tokio::time::sleep_until(wake_at.into()) => Wake::Timer,
+            };
+            match wake {
+                Wake::Command(None) => break,
+                Wake::Command(Some(cmd)) => self.on_command(cmd, Instant::now()).await,
+                Wake::Datagram(Ok((n, from))) => self.on_datagram(from, &buf[..n], Instant::now()).await,
+                Wake::Datagram(Err(e)) => {
+                    // ICMP port unreachable surfaces here on some systems; it concerns one peer, not us.
+                    debug!(error = %e, "media socket receive error");
+                }
+                Wake::Timer => self.on_timer(Instant::now()).await,
+            }
+        }
+        info!("media driver stopped");
+    }
+
+    // ---- datagrams --------------------------------------------------------------------------
+
+    async fn on_datagram(&mut self, from: SocketAddr, d: &[u8], now: Instant) {
+        self.stats.datagrams_in += 1;
+        let Some(pk) = self.route(from, d) else {
+            self.stats.datagrams_unroutable += 1;
+            if self.unroutable_logged_at.is_none_or(|t| now >= t + UNROUTABLE_LOG_EVERY) {
+                self.unroutable_logged_at = Some(now);
+                warn!(%from, len = d.len(), dropped_total = self.stats.datagrams_unroutable, "dropping datagrams that belong to no peer connection");
+            }
+            return;
+        };
+        let announced = self.announced;
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        peer.last_rx = Some(now);
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext { local_addr: announced, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+            message: BytesMut::from(d),
+        };
+        if let Err(e) = peer.pc.handle_read(msg) {
+            if !peer.read_error_logged {
+                peer.read_error_logged = true;
+                warn!(%from, error = %e, "unreadable datagram from a peer (logged once per peer)");
+            }
+        }
+        self.service(pk, now).await;
+    }
+
+    fn route(&mut self, from: SocketAddr, d: &[u8]) -> Option<PeerKey> {
+        if classify(d) == DatagramKind::Stun {
+            if let Some(pk) = stun_local_ufrag(d).and_then(|u| self.peer_by_ufrag.get(u)).copied() {
+                if self.peer_by_addr.get(&from) != Some(&pk) {
+                    if let Some(old) = self.peer_by_addr.insert(from, pk) {
+                        if let Some(p) = self.peers.get_mut(&old) {
+                            p.addrs.retain(|a| *a != from);
+                        }
+                    }
+                    if let Some(p) = self.peers.get_mut(&pk) {
+                        p.addrs.push(from);
+                    }
+                }
+                return Some(pk);
+            }
+        }
+        self.peer_by_addr.get(&from).copied()
+    }
+
+    /// Drains one peer connection after input: events, received media, then everything touched
+    /// is flushed to the socket and the peer's timer is rescheduled.
+    async fn service(&mut self, pk: PeerKey, now: Instant) {
+        self.touched.clear();
+        self.touched.push(pk);
+        self.drain_events(pk, now);
+        self.drain_reads(pk, now);
+        self.settle(now).await;
+    }
+
+    /// Applies room outputs, renegotiates, sends what the touched peers want to send, and
+    /// reschedules their timers.
+    async fn settle(&mut self, now: Instant) {
+        let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
+        for rk in rooms {
+            self.apply_outputs(rk, now);
+        }
+        let reneg = std::mem::take(&mut self.renegotiate);
+        for pk in &reneg {
+            self.negotiate_subscribe(*pk);
+        }
+        self.renegotiate = reneg;
+        self.renegotiate.clear();
+        let mut i = 0;
+        while i < self.touched.len() {
+            let pk = self.touched[i];
+            i += 1;
+            let Some(peer) = self.peers.get_mut(&pk) else { continue };
+            while let Some(out) = peer.pc.poll_write() {
+                self.to_send.push((out.transport.peer_addr, out.message));
+            }
+            let deadline = peer.pc.poll_timeout();
+            if deadline != peer.deadline {
+                if let Some(old) = peer.deadline {
+                    self.timers.remove(&(old, pk));
+                }
+                if let Some(new) = deadline {
+                    self.timers.insert((new, pk));
+                }
+                peer.deadline = deadline;
+            }
+        }
+        self.touched.clear();
+        for (to, bytes) in self.to_send.drain(..) {
+            if let Err(e) = self.socket.send_to(&bytes, to).await {
+                debug!(%to, error = %e, "media send failed");
+            }
+        }
+    }
+
+    fn drain_events(&mut self, pk: PeerKey, now: Instant) {
+        loop {
+            let Some(peer) = self.peers.get_mut(&pk) else { return };
+            let Some(event) = peer.pc.poll_event() else { return };
+            let (owner, room, kind) = (peer.owner, peer.room, peer.kind);
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    debug!(?kind, %state, "peer connection state");
+                    match state {
+                        RTCPeerConnectionState::Connected => {
+                            peer.connected = true;
+                            if let Some(r) = self.rooms.get_mut(&room) {
+                                r.room.media_alive(owner, now);
+                            }
+                        }
+                        RTCPeerConnectionState::Failed => {
+                            info!(?kind, "peer connection failed; removing participant (media_timeout)");
+                            if let Some(r) = self.rooms.get_mut(&room) {
+                                r.room.leave(now, owner, LeaveCause::MediaTimeout);
+                            }
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if kind == PcKind::Publish => {
+                    self.on_track_open(pk, init.receiver_id, init.track_id, init.ssrc, now);
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if kind == PcKind::Publish => {
+                    if let Some(up) = peer.track_to_up.remove(&track_id) {
+                        peer.ssrc_to_up.retain(|_, u| *u != up);
+                        self.ups.remove(&up);
+                        if let Some(r) = self.rooms.get_mut(&room) {
+                            r.room.unpublish(now, up);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_track_open(&mut self, pk: PeerKey, receiver_id: RTCRtpReceiverId, track_id: String, ssrc: u32, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        if let Some(up) = peer.track_to_up.get(&track_id).copied() {
+            peer.ssrc_to_up.insert(ssrc, up); // another SSRC of a known track
+            return;
+        }
+        let Some(receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
+        let track = receiver.track();
+        let kind = track.kind();
+        let Some(codec) = track.codec(ssrc).cloned() else {
+            warn!(%track_id, "published track has no negotiated codec; ignored");
+            return;
+        };
+        let (owner, room) = (peer.owner, peer.room);
+        let media_kind = if kind == RtpCodecKind::Audio { MediaKind::Audio } else { MediaKind::Video };
+        let source = self
+            .members
+            .get(&owner)
+            .and_then(|m| m.sources.get(&track_id).copied())
+            .unwrap_or(if media_kind == MediaKind::Audio { TrackSource::Microphone } else { TrackSource::Camera });
+        let info = UpTrackInfo {
+            track_id: new_id("t"),
+            kind: media_kind,
+            source,
+            mime: codec.mime_type.clone(),
+            clock_rate: codec.clock_rate,
+        };
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        match r.room.publish(now, owner, info, &mut self.keys) {
+            Ok(up) => {
+                debug!(mime = %codec.mime_type, ssrc, "track published");
+                peer.track_to_up.insert(track_id, up);
+                peer.ssrc_to_up.insert(ssrc, up);
+                self.ups.insert(up, UpState { peer: pk, receiver: receiver_id, ssrc, codec });
+            }
+            Err(e) => {
+                info!(error = %e, "publish refused");
+                self.notify(owner, ServerMessage::error("not_allowed", "您的角色不能发布音视频", "your role may not publish media"));
+            }
+        }
+    }
+
+    fn drain_reads(&mut self, pk: PeerKey, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        let (kind, room) = (peer.kind, peer.room);
+        self.rtp_in.clear();
+        let mut keyframe_requests: Vec<DownTrackKey> = Vec::new();
+        while let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(_, packet) if kind == PcKind::Publish => self.rtp_in.push(packet),
+                RTCMessage::RtcpPacket(track_id, packets) if kind == PcKind::Subscribe => {
+                    let wants_key = packets.iter().any(|p| {
+                        p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                    });
+                    if wants_key {
+                        if let Some(down) = peer.track_to_down.get(&track_id) {
+                            keyframe_requests.push(*down);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(r) = self.rooms.get_mut(&room) {
+            for down in keyframe_requests {
+                r.room.on_keyframe_request(now, down);
+            }
+        }
+        let packets = std::mem::take(&mut self.rtp_in);
+        for packet in &packets {
+            self.forward(pk, room, packet, now);
+        }
+        self.rtp_in = packets;
+    }
+
+    /// The per-packet path: ask the room where this packet goes and write a rewritten copy to
+    /// each subscriber's sender. The payload is shared (`Bytes`), not copied.
+    fn forward(&mut self, pk: PeerKey, room: RoomKey, packet: &rtc::rtp::Packet, now: Instant) {
+        self.stats.rtp_in += 1;
+        let Some(up) = self.peers.get(&pk).and_then(|p| p.ssrc_to_up.get(&packet.header.ssrc)).copied() else { return };
+        if packet.payload.is_empty() {
+            return; // padding-only probe; meaningless on the other leg
+        }
+        let Some(r) = self.rooms.get_mut(&room) else { return };
+        let h = &packet.header;
+        r.room.on_rtp(now, up, h.ssrc, h.sequence_number, h.timestamp, &packet.payload, &mut self.fwd);
+        for f in &self.fwd {
+            let Some(d) = self.downs.get(&f.down) else { continue };
+            let Some(pt) = d.pt else { continue };
+            let Some(peer) = self.peers.get_mut(&d.peer) else { continue };
+            let out = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    marker: h.marker,
+                    payload_type: pt,
+                    sequence_number: f.seq,
+                    timestamp: f.ts,
+                    ssrc: d.ssrc,
+                    ..Default::default()
+                },
+                payload: packet.payload.clone(),
+            };
+            let Some(mut sender) = peer.pc.rtp_sender(d.sender) else { continue };
+            match sender.write_rtp(now, out) {
+                Ok(()) => {
+                    self.stats.rtp_forwarded += 1;
+                    if !self.touched.contains(&d.peer) {
+                        self.touched.push(d.peer);
+                    }
+                }
+                Err(e) => {
+                    self.stats.forward_errors += 1;
+                    if self.stats.forward_errors.is_power_of_two() {
+                        debug!(error = %e, errors = self.stats.forward_errors, "forwarding to a subscriber failed");
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- room outputs -----------------------------------------------------------------------
+
+    fn apply_outputs(&mut self, rk: RoomKey, now: Instant) {
+        loop {
+            let Some(out) = self.rooms.get_mut(&rk).and_then(|r| r.room.poll_output()) else { break };
+            match out {
+                Output::Event { to, event } => {
+                    let msg = match event {
+                        RoomEvent::ParticipantJoined(participant) => ServerMessage::ParticipantJoined { participant },
+                        RoomEvent::ParticipantUpdated(participant) => ServerMessage::ParticipantUpdated { participant },
+                        RoomEvent::ParticipantLeft { participant_id, cause } => ServerMessage::ParticipantLeft { participant_id, cause },
+                        RoomEvent::TrackPublished(track) => ServerMessage::TrackPublished { track },
+                        RoomEvent::TrackUnpublished { track_id, participant_id } => ServerMessage::TrackUnpublished { track_id, participant_id },
+                    };
+                    self.notify(to, msg);
+                }
+                Output::AddDownTrack { subscriber, down, up } => self.add_down_track(rk, subscriber, down, up, now),
+                Output::RemoveDownTrack { subscriber: _, down } => {
+                    if let Some(d) = self.downs.remove(&down) {
+                        if let Some(peer) = self.peers.get_mut(&d.peer) {
+                            peer.track_to_down.remove(&d.view.track_id);
+                            if let Err(e) = peer.pc.remove_track(d.sender) {
+                                debug!(error = %e, "remove_track failed");
+                            }
+                            self.mark_renegotiate(d.peer);
+                        }
+                    }
+                }
+                Output::RequestKeyframe { publisher: _, up } => {
+                    let Some(u) = self.ups.get(&up) else { continue };
+                    let (upk, receiver, ssrc) = (u.peer, u.receiver, u.ssrc);
+                    if let Some(peer) = self.peers.get_mut(&upk) {
+                        if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
+                            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+                            if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
+                                debug!(error = %e, "PLI write failed");
+                            }
+                            if !self.touched.contains(&upk) {
+                                self.touched.push(upk);
+                            }
+                        }
+                    }
+                }
+                Output::Disconnect { participant, cause } => self.disconnect(rk, participant, cause),
+            }
+        }
+        if self.rooms.get(&rk).is_some_and(|r| r.room.is_empty()) {
+            if let Some(r) = self.rooms.remove(&rk) {
+                self.room_by_session.remove(&r.session.id);
+                debug!(session = %r.session.id, "room emptied");
+            }
+        }
+    }
+
+    fn add_down_track(&mut self, rk: RoomKey, subscriber: ParticipantKey, down: DownTrackKey, up: UpTrackKey, now: Instant) {
+        let Some(r) = self.rooms.get(&rk) else { return };
+        let Some((info, publisher)) = r.room.up_track_info(up).map(|(i, p)| (i.clone(), p)) else { return };
+        let Some(up_state) = self.ups.get(&up) else { return };
+        let publisher_id = self.members.get(&publisher).map(|m| m.participant_id.clone()).unwrap_or_default();
+        let view = TrackView {
+            track_id: info.track_id.clone(),
+            participant_id: publisher_id.clone(),
+            kind: info.kind,
+            source: info.source,
+            codec: info.mime.clone(),
+        };
+        let codec = up_state.codec.clone();
+        let Some(pk) = self.ensure_peer(subscriber, PcKind::Subscribe, now) else { return };
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        let ssrc: u32 = rand::thread_rng().gen();
+        let kind = if info.kind == MediaKind::Audio { RtpCodecKind::Audio } else { RtpCodecKind::Video };
+        let track = MediaStreamTrack::new(
+            publisher_id,
+            info.track_id.clone(),
+            info.track_id.clone(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        );
+        match peer.pc.add_track(track) {
+            Ok(sender) => {
+                peer.track_to_down.insert(info.track_id.clone(), down);
+                self.downs.insert(down, DownState { peer: pk, sender, ssrc, pt: None, codec, view });
+                self.mark_renegotiate(pk);
+            }
+            Err(e) => warn!(error = %e, "could not add a down track"),
+        }
+    }
+
+    fn mark_renegotiate(&mut self, pk: PeerKey) {
+        if !self.renegotiate.contains(&pk) {
+            self.renegotiate.push(pk);
+        }
+    }
+
+    /// Sends a fresh subscribe offer, or remembers to once the outstanding one is answered.
+    fn negotiate_subscribe(&mut self, pk: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        if peer.negotiating {
+            peer.renegotiate = true;
+            return;
+        }
+        let offer = match peer.pc.create_offer(None) {
+            Ok(o) => o,
+            Err(e) => return warn!(error = %e, "create_offer failed"),
+        };
+        let sdp = offer.sdp.clone();
+        if let Err(e) = peer.pc.set_local_description(Instant::now(), offer) {
+            return warn!(error = %e, "set_local_description(offer) failed");
+        }
+        peer.negotiating = true;
+        peer.renegotiate = false;
+        let owner = peer.owner;
+        let tracks = self.downs.values().filter(|d| d.peer == pk).map(|d| d.view.clone()).collect();
+        if !self.touched.contains(&pk) {
+            self.touched.push(pk);
+        }
+        self.notify(owner, ServerMessage::SubscribeOffer { sdp, tracks });
+    }
+
+    fn disconnect(&mut self, rk: RoomKey, key: ParticipantKey, cause: LeaveCause) {
+        let Some(member) = self.members.remove(&key) else { return };
+        if let Some(r) = self.rooms.get_mut(&rk) {
+            r.by_participant_id.remove(&member.participant_id);
+        }
+        for pk in [member.publish, member.subscribe].into_iter().flatten() {
+            self.close_peer(pk);
+        }
+        let _ = member.outbound.try_send(Outbound::Close(CloseCode::for_cause(cause)));
+        info!(session = %member.session_id, participant = %member.participant_id, cause = cause.as_str(), "participant left");
+        let _ = self.presence.send(PresenceRecord {
+            session_id: member.session_id,
+            participant_id: member.participant_id,
+            event: "left",
+            cause: Some(cause),
+            at: SystemTime::now(),
+        });
+    }
+
+    fn close_peer(&mut self, pk: PeerKey) {
+        let Some(mut peer) = self.peers.remove(&pk) else { return };
+        if let Err(e) = peer.pc.close() {
+            debug!(error = %e, "closing a peer connection");
+        }
+        self.peer_by_ufrag.remove(&peer.ufrag);
+        for a in &peer.addrs {
+            if self.peer_by_addr.get(a) == Some(&pk) {
+                self.peer_by_addr.remove(a);
+            }
+        }
+        if let Some(d) = peer.deadline {
+            self.timers.remove(&(d, pk));
+        }
+        self.downs.retain(|_, d| d.peer != pk);
+        self.ups.retain(|_, u| u.peer != pk);
+        self.touched.retain(|p| *p != pk);
+        self.renegotiate.retain(|p| *p != pk);
+    }
+
+    fn ensure_peer(&mut self, owner: ParticipantKey, kind: PcKind, now: Instant) -> Option<PeerKey> {
+        let member = self.members.get(&owner)?;
+        let existing = match kind {
+            PcKind::Publish => member.publish,
+            PcKind::Subscribe => member.subscribe,
+        };
+        if existing.is_some() {
+            return existing;
+        }
+        let room = member.room;
+        let (mut ufrag, mut pwd) = peer::ice_credentials();
+        while self.peer_by_ufrag.contains_key(&ufrag) {
+            (ufrag, pwd) = peer::ice_credentials();
+        }
+        let pc = match peer::build(&ufrag, &pwd, self.announced, now) {
+            Ok(pc) => pc,
+            Err(e) => {
+                warn!(error = %e, "could not create a peer connection");
+                return None;
+            }
+        };
+        self.next_peer += 1;
+        let pk = PeerKey(self.next_peer);
+        self.peer_by_ufrag.insert(ufrag.clone(), pk);
+        self.peers.insert(
+            pk,
+            Peer {
+                pc,
+                owner,
+                room,
+                kind,
+                ufrag,
+                addrs: Vec::new(),
+                deadline: None,
+                last_rx: None,
+                connected: false,
+                read_error_logged: false,
+                ssrc_to_up: HashMap::new(),
+                track_to_up: HashMap::new(),
+                track_to_down: HashMap::new(),
+                negotiating: false,
+                renegotiate: false,
+            },
+        );
+        let member = self.members.get_mut(&owner)?;
+        match kind {
+            PcKind::Publish => member.publish = Some(pk),
+            PcKind::Subscribe => member.subscribe = Some(pk),
+        }
+        Some(pk)
+    }
+
+    fn notify(&mut self, to: ParticipantKey, msg: ServerMessage) {
+        let Some(m) = self.members.get(&to) else { return };
+        match m.outbound.try_send(Outbound::Message(msg)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {} // signalling already gone; grace period runs
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(participant = %m.participant_id, "signalling queue full; the client is not reading");
+                if !self.stuck.contains(&to) {
+                    self.stuck.push(to);
+                }
+            }
+        }
+    }
+
+    // ---- commands ---------------------------------------------------------------------------
+
+    fn member_for(&self, from: ConnRef) -> Option<&Member> {
+        self.members.get(&from.participant).filter(|m| m.conn == from.conn)
+    }
+
+    async fn on_command(&mut self, cmd: Command, now: Instant) {
+        self.touched.clear();
+        match cmd {
+            Command::Join { joiner, outbound, reply } => self.on_join(joiner, outbound, reply, now),
+            Command::PublishOffer { from, sdp, sources } => self.on_publish_offer(from, sdp, sources, now),
+            Command::SubscribeAnswer { from, sdp } => self.on_subscribe_answer(from, sdp, now),
+            Command::Candidate { from, pc, candidate } => {
+                let Some(m) = self.member_for(from) else { return };
+                let pk = match pc {
+                    PcKind::Publish => m.publish,
+                    PcKind::Subscribe => m.subscribe,
+                };
+                let Some(peer) = pk.and_then(|pk| self.peers.get_mut(&pk)) else {
+                    return self.notify(from.participant, ServerMessage::error("unknown_pc", "该连接尚未建立", "that peer connection does not exist yet"));
+                };
+                let init = RTCIceCandidateInit {
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_m_line_index,
+                    username_fragment: candidate.username_fragment,
+                    url: None,
+                };
+                if let Err(e) = peer.pc.add_remote_candidate(init) {
+                    debug!(error = %e, "bad remote candidate");
+                    self.notify(from.participant, ServerMessage::error("bad_candidate", "ICE 候选无效", "invalid ICE candidate"));
+                }
+            }
+            Command::Mute { from, kind, muted } => {
+                let Some(m) = self.member_for(from) else { return };
+                let rk = m.room;
+                if let Some(r) = self.rooms.get_mut(&rk) {
+                    r.room.set_muted(from.participant, kind, muted);
+                }
+            }
+            Command::Leave { from } => {
+                let Some(m) = self.member_for(from) else { return };
+                let rk = m.room;
+                if let Some(r) = self.rooms.get_mut(&rk) {
+                    r.room.leave(now, from.participant, LeaveCause::Left);
+                }
+            }
+            Command::ConnectionLost { from, cause } => {
+                let Some(m) = self.member_for(from) else { return };
+                let rk = m.room;
+                if let Some(r) = self.rooms.get_mut(&rk) {
+                    match cause {
+                        Some(c) => r.room.leave(now, from.participant, c),
+                        None => r.room.signal_lost(now, from.participant),
+                    }
+                }
+            }
+            Command::CloseSession { session_id } => {
+                if let Some(r) = self.room_by_session.get(&session_id).and_then(|rk| self.rooms.get_mut(rk)) {
+                    r.room.close(now);
+                }
+            }
+            Command::RemoveParticipant { session_id, participant_id } => {
+                if let Some(r) = self.room_by_session.get(&session_id).and_then(|rk| self.rooms.get_mut(rk)) {
+                    if let Some(key) = r.by_participant_id.get(&participant_id).copied() {
+                        r.room.leave(now, key, LeaveCause::Removed);
+                    }
+                }
+            }
+            Command::Snapshot { session_id, reply } => {
+                let people = self
+                    .room_by_session
+                    .get(&session_id)
+                    .and_then(|rk| self.rooms.get(rk))
+                    .map(|r| r.room.snapshot().0)
+                    .unwrap_or_default();
+                let _ = reply.send(people);
+            }
+            Command::Stats { reply } => {
+                let mut s = self.stats.clone();
+                s.rooms = self.rooms.len();
+                s.participants = self.members.len();
+                s.peer_connections = self.peers.len();
+                let _ = reply.send(s);
+            }
+        }
+        self.settle(now).await;
+    }
+
+    fn on_join(&mut self, joiner: Joiner, outbound: mpsc::Sender<Outbound>, reply: tokio::sync::oneshot::Sender<ConnRef>, now: Instant) {
+        let rk = match self.room_by_session.get(&joiner.session.id) {
+            Some(rk) => *rk,
+            None => {
+                self.next_room += 1;
+                let rk = RoomKey(self.next_room);
+                let room = Room::new(self.core.clone(), Box::new(EveryoneElse));
+                self.rooms.insert(rk, RoomState { room, session: joiner.session.clone(), by_participant_id: HashMap::new() });
+                self.room_by_session.insert(joiner.session.id.clone(), rk);
+                rk
+            }
+        };
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        let existing = self.rooms.get(&rk).and_then(|r| r.by_participant_id.get(&joiner.participant_id).copied());
+        let (key, event) = if let Some(key) = existing {
+            // Same participant again: the new connection replaces the old one.
+            let (old_publish, old_subscribe) = match self.members.get_mut(&key) {
+                Some(m) => {
+                    let _ = m.outbound.try_send(Outbound::Close(CloseCode::Replaced));
+                    m.conn = conn;
+                    m.outbound = outbound;
+                    m.sources.clear();
+                    (m.publish.take(), m.subscribe.take())
+                }
+                None => (None, None),
+            };
+            for pk in [old_publish, old_subscribe].into_iter().flatten() {
+                self.close_peer(pk);
+            }
+            if let Some(r) = self.rooms.get_mut(&rk) {
+                if let Err(e) = r.room.reconnect(now, key, &mut self.keys) {
+                    warn!(error = %e, "reconnect of an unknown participant");
+                }
+            }
+            (key, "reconnected")
+        } else {
+            let key = self.keys.participant();
+            let info = ParticipantInfo {
+                key,
+                id: joiner.participant_id.clone(),
+                display_name: joiner.display_name.clone(),
+                role: joiner.role,
+                site_id: joiner.site_id.clone(),
+            };
+            self.members.insert(
+                key,
+                Member {
+                    room: rk,
+                    session_id: joiner.session.id.clone(),
+                    participant_id: joiner.participant_id.clone(),
+                    conn,
+                    outbound,
+                    publish: None,
+                    subscribe: None,
+                    sources: HashMap::new(),
+                },
+            );
+            if let Some(r) = self.rooms.get_mut(&rk) {
+                r.by_participant_id.insert(joiner.participant_id.clone(), key);
+                if let Err(e) = r.room.join(now, info, &mut self.keys) {
+                    warn!(error = %e, "join refused by the room");
+                }
+            }
+            (key, "joined")
+        };
+        let _ = reply.send(ConnRef { participant: key, conn });
+        if let Some(r) = self.rooms.get(&rk) {
+            let (mut participants, tracks) = r.room.snapshot();
+            let me = participants.iter().position(|p| p.id == joiner.participant_id).map(|i| participants.remove(i));
+            if let Some(me) = me {
+                let msg = ServerMessage::Joined {
+                    participant_id: joiner.participant_id.clone(),
+                    session: r.session.clone(),
+                    me,
+                    participants,
+                    tracks: tracks.into_iter().filter(|t| t.participant_id != joiner.participant_id).collect(),
+                    reconnect_grace_ms: self.core.reconnect_grace.as_millis() as u64,
+                };
+                self.notify(key, msg);
+            }
+        }
+        info!(session = %joiner.session.id, participant = %joiner.participant_id, role = joiner.role.as_str(), event, "participant joined");
+        let _ = self.presence.send(PresenceRecord {
+            session_id: joiner.session.id,
+            participant_id: joiner.participant_id,
+            event,
+            cause: None,
+            at: SystemTime::now(),
+        });
+    }
+
+    fn on_publish_offer(&mut self, from: ConnRef, sdp: String, sources: HashMap<String, TrackSource>, now: Instant) {
+        let Some(m) = self.members.get_mut(&from.participant).filter(|m| m.conn == from.conn) else { return };
+        m.sources.extend(sources);
+        let Some(pk) = self.ensure_peer(from.participant, PcKind::Publish, now) else {
+            return self.notify(from.participant, ServerMessage::error("internal", "服务器无法建立连接", "the server could not create a connection"));
+        };
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        let result = RTCSessionDescription::offer(sdp)
+            .and_then(|offer| peer.pc.set_remote_description(now, offer))
+            .and_then(|()| peer.pc.create_answer(None))
+            .and_then(|answer| {
+                let sdp = answer.sdp.clone();
+                peer.pc.set_local_description(now, answer).map(|()| sdp)
+            });
+        match result {
+            Ok(sdp) => {
+                self.touched.push(pk);
+                self.notify(from.participant, ServerMessage::PublishAnswer { sdp });
+                self.drain_events(pk, now);
+            }
+            Err(e) => {
+                info!(error = %e, "bad publish offer");
+                self.notify(from.participant, ServerMessage::error("bad_sdp", "SDP 无效", "the SDP offer was rejected"));
+            }
+        }
+    }
+
+    fn on_subscribe_answer(&mut self, from: ConnRef, sdp: String, now: Instant) {
+        let Some(pk) = self.member_for(from).and_then(|m| m.subscribe) else { return };
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        if !peer.negotiating {
+            return self.notify(from.participant, ServerMessage::error("negotiation_in_progress", "没有待回复的订阅请求", "no subscribe offer is waiting for an answer"));
+        }
+        let result = RTCSessionDescription::answer(sdp).and_then(|a| peer.pc.set_remote_description(now, a));
+        if let Err(e) = result {
+            info!(error = %e, "bad subscribe answer");
+            return self.notify(from.participant, ServerMessage::error("bad_sdp", "SDP 无效", "the SDP answer was rejected"));
+        }
+        peer.negotiating = false;
+        let again = peer.renegotiate;
+        self.touched.push(pk);
+        // Every down track of this peer that now has a payload type starts forwarding.
+        let mut ready = Vec::new();
+        for (key, d) in self.downs.iter_mut().filter(|(_, d)| d.peer == pk && d.pt.is_none()) {
+            let Some(mut sender) = peer.pc.rtp_sender(d.sender) else { continue };
+            let params = sender.get_parameters();
+            let pt = params
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&d.codec.mime_type) && c.rtp_codec.sdp_fmtp_line == d.codec.sdp_fmtp_line)
+                .or_else(|| params.rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&d.codec.mime_type)))
+                .map(|c| c.payload_type);
+            match pt {
+                Some(pt) => {
+                    d.pt = Some(pt);
+                    ready.push(*key);
+                }
+                None => warn!(track = %d.view.track_id, codec = %d.codec.mime_type, "subscriber did not accept the codec"),
+            }
+        }
+        let rk = peer.room;
+        if let Some(r) = self.rooms.get_mut(&rk) {
+            let mut rng = rand::thread_rng();
+            for down in ready {
+                r.room.down_track_ready(now, down, rng.gen(), rng.gen());
+            }
+        }
+        if again {
+            self.mark_renegotiate(pk);
+        }
+    }
+
+    // ---- time -------------------------------------------------------------------------------
+
+    async fn on_timer(&mut self, now: Instant) {
+        self.touched.clear();
+        while let Some(&(t, pk)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, pk));
+            if let Some(peer) = self.peers.get_mut(&pk) {
+                peer.deadline = None;
+                if let Err(e) = peer.pc.handle_timeout(now) {
+                    debug!(error = %e, "peer timeout handling");
+                }
+                if !self.touched.contains(&pk) {
+                    self.touched.push(pk);
+                }
+            }
+        }
+        let touched = std::mem::take(&mut self.touched);
+        for pk in &touched {
+            self.drain_events(*pk, now);
+            self.drain_reads(*pk, now);
+        }
+        self.touched = touched;
+        if now >= self.next_tick {
+            self.next_tick = now + ROOM_TICK;
+            // Liveness: any datagram a connected peer sent counts as media/ICE traffic.
+            for peer in self.peers.values() {
+                if let (true, Some(at)) = (peer.connected, peer.last_rx) {
+                    if let Some(r) = self.rooms.get_mut(&peer.room) {
+                        r.room.media_alive(peer.owner, at);
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.stuck) {
+                if let Some(rk) = self.members.get(&key).map(|m| m.room) {
+                    if let Some(r) = self.rooms.get_mut(&rk) {
+                        r.room.leave(now, key, LeaveCause::NetworkLost);
+                    }
+                }
+            }
+            for r in self.rooms.values_mut() {
+                if r.room.poll_timeout().is_some_and(|t| t <= now) {
+                    r.room.handle_timeout(now);
+                }
+            }
+        }
+        self.settle(now).await;
+    }
+}

@@ -1,0 +1,127 @@
+//! The media driver: owns the one UDP socket and every peer connection (webrtc-rs's sans-IO
+//! `rtc`), feeds what arrives into the rooms of `core`, and carries out what they decide.
+//!
+//! Invariants:
+//! - one task owns all media state, so the per-packet path takes no lock; everything else talks to
+//!   it through [`MediaHandle`] commands and hears back through each participant's outbound channel;
+//! - the driver never awaits anything but the socket, its command channel and its timer: it never
+//!   touches the database (presence records go out on a channel) and never blocks on a client;
+//! - a datagram that belongs to no known peer is dropped and counted, never answered.
+
+mod demux;
+mod driver;
+mod peer;
+
+use std::net::SocketAddr;
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use driver::{spawn, DriverError, OUTBOUND_CAPACITY};
+
+use crate::core::{LeaveCause, MediaKind, ParticipantKey, ParticipantView, Role, TrackSource};
+use crate::signal::protocol::{CloseCode, IceCandidate, PcKind, ServerMessage, SessionView};
+
+/// What the driver sends to a participant's signalling connection.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(ServerMessage),
+    /// Close the connection with this code; nothing follows.
+    Close(CloseCode),
+}
+
+/// Who is joining, as the signalling layer verified it.
+#[derive(Debug, Clone)]
+pub struct Joiner {
+    pub session: SessionView,
+    pub participant_id: String,
+    pub display_name: String,
+    pub role: Role,
+    pub site_id: Option<String>,
+}
+
+/// Identifies one signalling connection of a participant; commands from a replaced connection
+/// are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub participant: ParticipantKey,
+    pub conn: u64,
+}
+
+#[derive(Debug)]
+pub enum Command {
+    Join { joiner: Joiner, outbound: mpsc::Sender<Outbound>, reply: oneshot::Sender<ConnRef> },
+    PublishOffer { from: ConnRef, sdp: String, sources: std::collections::HashMap<String, TrackSource> },
+    SubscribeAnswer { from: ConnRef, sdp: String },
+    Candidate { from: ConnRef, pc: PcKind, candidate: IceCandidate },
+    Mute { from: ConnRef, kind: MediaKind, muted: bool },
+    /// The participant said `leave`.
+    Leave { from: ConnRef },
+    /// The signalling connection ended without `leave` (or was closed for a protocol error).
+    ConnectionLost { from: ConnRef, cause: Option<LeaveCause> },
+    CloseSession { session_id: String },
+    RemoveParticipant { session_id: String, participant_id: String },
+    /// Who is in the session right now.
+    Snapshot { session_id: String, reply: oneshot::Sender<Vec<ParticipantView>> },
+    /// Counters for health and benchmarks.
+    Stats { reply: oneshot::Sender<DriverStats> },
+}
+
+/// Counters kept by the driver.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DriverStats {
+    pub rooms: usize,
+    pub participants: usize,
+    pub peer_connections: usize,
+    pub datagrams_in: u64,
+    pub datagrams_unroutable: u64,
+    pub rtp_in: u64,
+    pub rtp_forwarded: u64,
+    pub forward_errors: u64,
+}
+
+/// A presence change for the store (written by a task outside the driver).
+#[derive(Debug, Clone)]
+pub struct PresenceRecord {
+    pub session_id: String,
+    pub participant_id: String,
+    /// `joined`, `reconnected` or `left`.
+    pub event: &'static str,
+    pub cause: Option<LeaveCause>,
+    pub at: std::time::SystemTime,
+}
+
+/// The cloneable handle the rest of the server uses to reach the driver.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Command>,
+    /// Where media is announced (the host candidate in every SDP).
+    pub announced: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the media driver has stopped")]
+pub struct DriverGone;
+
+impl MediaHandle {
+    pub async fn send(&self, cmd: Command) -> Result<(), DriverGone> {
+        self.tx.send(cmd).await.map_err(|_| DriverGone)
+    }
+
+    pub async fn join(&self, joiner: Joiner, outbound: mpsc::Sender<Outbound>) -> Result<ConnRef, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Join { joiner, outbound, reply }).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub async fn snapshot(&self, session_id: &str) -> Result<Vec<ParticipantView>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Snapshot { session_id: session_id.into(), reply }).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub async fn stats(&self) -> Result<DriverStats, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats { reply }).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+}

@@ -1,0 +1,109 @@
+//! Building one server-side peer connection: ICE-lite with credentials we choose (so STUN can be
+//! routed by ufrag), one host candidate at the announced address, mDNS off, default codecs and
+//! interceptors (NACK, RTCP reports, TWCC) plus one that hands incoming RTCP to us.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+
+/// Random ICE credentials. The ufrag is what incoming STUN is routed by, so it must be unique
+/// among live peers; 16 alphanumerics make a collision practically impossible, and the driver
+/// checks anyway.
+pub fn ice_credentials() -> (String, String) {
+    let mut rng = rand::thread_rng();
+    let ufrag: String = (&mut rng).sample_iter(&Alphanumeric).take(16).map(char::from).collect();
+    let pwd: String = (&mut rng).sample_iter(&Alphanumeric).take(32).map(char::from).collect();
+    (ufrag, pwd)
+}
+
+pub fn build(ufrag: &str, pwd: &str, announced: SocketAddr, now: Instant) -> Result<RTCPeerConnection, Error> {
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(ufrag.to_string(), pwd.to_string())
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .build();
+    let mut media = MediaEngine::default();
+    media.register_default_codecs()?;
+    let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
+    let registry = register_default_interceptors(registry, &mut media)?;
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: announced.ip().to_string(),
+            port: announced.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+    Ok(pc)
+}
+
+/// Marks incoming RTCP for delivery to the application. Without it the interceptor chain ends in
+/// a sink and subscribers' PLI/FIR never reach us (so late joiners would never get a keyframe).
+#[derive(Default)]
+struct DeliverRtcp {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if matches!(msg.message.packet, Packet::Rtcp(_)) {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for DeliverRtcp {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

@@ -1,0 +1,352 @@
+//! Metadata: sites, cases, sessions, participants and their connection history, in SQLite (the
+//! embedded default). Knows nothing of media. Every query is a runtime query with bound
+//! parameters; the schema lives in `migrations/` and is applied at start.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{Row, SqlitePool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Conflict,
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Site {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub parent_id: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Case {
+    pub id: String,
+    pub case_id: String,
+    pub kind: String,
+    pub title: Option<String>,
+    pub site_id: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    /// Internal id of the case.
+    pub case: String,
+    /// External case number.
+    pub case_id: String,
+    pub kind: String,
+    pub title: Option<String>,
+    pub site_id: Option<String>,
+    pub status: String,
+    pub scheduled_at: Option<String>,
+    pub opened_at: Option<String>,
+    pub closed_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Participant {
+    pub id: String,
+    pub session_id: String,
+    pub display_name: String,
+    pub role: String,
+    pub site_id: Option<String>,
+    pub token_expires_at: String,
+    pub created_at: String,
+    pub joined_at: Option<String>,
+    pub left_at: Option<String>,
+    pub leave_cause: Option<String>,
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
+
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a SystemTime always formats as RFC 3339")
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+macro_rules! session_select {
+    ($where:literal) => {
+        concat!(
+            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at ",
+            "FROM sessions s JOIN cases c ON c.id = s.case_ref ",
+            $where
+        )
+    };
+}
+
+impl Store {
+    /// Opens (creating if needed) `qiao.db` in `dir` and applies migrations.
+    pub async fn open(dir: &Path) -> Result<Store> {
+        let url = format!("sqlite://{}", dir.join("qiao.db").display());
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::migrate!("src/store/migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    // ---- sites ----
+
+    pub async fn create_site(&self, name: &str, kind: &str, parent_id: Option<&str>) -> Result<Site> {
+        if let Some(p) = parent_id {
+            self.site(p).await?;
+        }
+        let site = Site { id: new_id("site"), name: name.into(), kind: kind.into(), parent_id: parent_id.map(Into::into), created_at: now_rfc3339() };
+        sqlx::query("INSERT INTO sites (id, name, kind, parent_id, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&site.id).bind(&site.name).bind(&site.kind).bind(&site.parent_id).bind(&site.created_at)
+            .execute(&self.pool).await?;
+        Ok(site)
+    }
+
+    pub async fn site(&self, id: &str) -> Result<Site> {
+        let row = sqlx::query("SELECT id, name, kind, parent_id, created_at FROM sites WHERE id = ?")
+            .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+        Ok(site_from(&row))
+    }
+
+    pub async fn sites(&self) -> Result<Vec<Site>> {
+        let rows = sqlx::query("SELECT id, name, kind, parent_id, created_at FROM sites ORDER BY created_at, id")
+            .fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(site_from).collect())
+    }
+
+    // ---- cases ----
+
+    pub async fn create_case(&self, case_id: &str, kind: &str, title: Option<&str>, site_id: Option<&str>) -> Result<Case> {
+        if let Some(s) = site_id {
+            self.site(s).await?;
+        }
+        let case = Case { id: new_id("case"), case_id: case_id.into(), kind: kind.into(), title: title.map(Into::into), site_id: site_id.map(Into::into), created_at: now_rfc3339() };
+        let r = sqlx::query("INSERT INTO cases (id, case_id, kind, title, site_id, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&case.id).bind(&case.case_id).bind(&case.kind).bind(&case.title).bind(&case.site_id).bind(&case.created_at)
+            .execute(&self.pool).await;
+        match r {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(case),
+        }
+    }
+
+    pub async fn case(&self, id: &str) -> Result<Case> {
+        let row = sqlx::query("SELECT id, case_id, kind, title, site_id, created_at FROM cases WHERE id = ?")
+            .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+        Ok(case_from(&row))
+    }
+
+    pub async fn cases(&self, case_id: Option<&str>) -> Result<Vec<Case>> {
+        let rows = match case_id {
+            Some(c) => sqlx::query("SELECT id, case_id, kind, title, site_id, created_at FROM cases WHERE case_id = ?").bind(c).fetch_all(&self.pool).await?,
+            None => sqlx::query("SELECT id, case_id, kind, title, site_id, created_at FROM cases ORDER BY created_at DESC, id LIMIT 100").fetch_all(&self.pool).await?,
+        };
+        Ok(rows.iter().map(case_from).collect())
+    }
+
+    // ---- sessions ----
+
+    pub async fn create_session(&self, case_ref: &str, title: Option<&str>, site_id: Option<&str>, scheduled_at: Option<&str>) -> Result<Session> {
+        let case = self.case(case_ref).await?;
+        if let Some(s) = site_id {
+            self.site(s).await?;
+        }
+        let id = new_id("ses");
+        sqlx::query("INSERT INTO sessions (id, case_ref, kind, title, site_id, status, scheduled_at, created_at) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?)")
+            .bind(&id).bind(&case.id).bind(&case.kind).bind(title).bind(site_id.or(case.site_id.as_deref())).bind(scheduled_at).bind(now_rfc3339())
+            .execute(&self.pool).await?;
+        self.session(&id).await
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Session> {
+        let row = sqlx::query(session_select!("WHERE s.id = ?")).bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+        Ok(session_from(&row))
+    }
+
+    pub async fn sessions_of_case(&self, case_ref: &str) -> Result<Vec<Session>> {
+        let rows = sqlx::query(session_select!("WHERE s.case_ref = ? ORDER BY s.created_at, s.id")).bind(case_ref).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(session_from).collect())
+    }
+
+    /// scheduled → open. Returns the session; opening an open session is a no-op.
+    pub async fn open_session(&self, id: &str) -> Result<Session> {
+        let s = self.session(id).await?;
+        match s.status.as_str() {
+            "closed" => Err(StoreError::Conflict),
+            "open" => Ok(s),
+            _ => {
+                sqlx::query("UPDATE sessions SET status = 'open', opened_at = ? WHERE id = ? AND status = 'scheduled'")
+                    .bind(now_rfc3339()).bind(id).execute(&self.pool).await?;
+                self.session(id).await
+            }
+        }
+    }
+
+    /// → closed. Closing a closed session is a conflict.
+    pub async fn close_session(&self, id: &str) -> Result<Session> {
+        let r = sqlx::query("UPDATE sessions SET status = 'closed', closed_at = ? WHERE id = ? AND status != 'closed'")
+            .bind(now_rfc3339()).bind(id).execute(&self.pool).await?;
+        if r.rows_affected() == 0 {
+            self.session(id).await?; // NotFound if missing
+            return Err(StoreError::Conflict);
+        }
+        self.session(id).await
+    }
+
+    // ---- participants ----
+
+    pub async fn create_participant(&self, session_id: &str, id: &str, display_name: &str, role: &str, site_id: Option<&str>, token_expires_at: &str) -> Result<Participant> {
+        if let Some(s) = site_id {
+            self.site(s).await?;
+        }
+        sqlx::query("INSERT INTO participants (id, session_id, display_name, role, site_id, token_expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(id).bind(session_id).bind(display_name).bind(role).bind(site_id).bind(token_expires_at).bind(now_rfc3339())
+            .execute(&self.pool).await?;
+        self.participant(id).await
+    }
+
+    pub async fn participant(&self, id: &str) -> Result<Participant> {
+        let row = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause FROM participants WHERE id = ?")
+            .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+        Ok(participant_from(&row))
+    }
+
+    pub async fn participants(&self, session_id: &str) -> Result<Vec<Participant>> {
+        let rows = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause FROM participants WHERE session_id = ? ORDER BY created_at, id")
+            .bind(session_id).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(participant_from).collect())
+    }
+
+    /// Records a join, reconnect or leave (with its cause) in the participant's history.
+    pub async fn record_presence(&self, session_id: &str, participant_id: &str, event: &str, cause: Option<&str>, at: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO participant_events (session_id, participant_id, at, event, cause) VALUES (?, ?, ?, ?, ?)")
+            .bind(session_id).bind(participant_id).bind(at).bind(event).bind(cause).execute(&mut *tx).await?;
+        match event {
+            "joined" => {
+                sqlx::query("UPDATE participants SET joined_at = COALESCE(joined_at, ?), left_at = NULL, leave_cause = NULL WHERE id = ?")
+                    .bind(at).bind(participant_id).execute(&mut *tx).await?;
+            }
+            "left" => {
+                sqlx::query("UPDATE participants SET left_at = ?, leave_cause = ? WHERE id = ?")
+                    .bind(at).bind(cause).bind(participant_id).execute(&mut *tx).await?;
+            }
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The presence history of a session: (participant id, at, event, cause).
+    pub async fn presence_events(&self, session_id: &str) -> Result<Vec<(String, String, String, Option<String>)>> {
+        let rows = sqlx::query("SELECT participant_id, at, event, cause FROM participant_events WHERE session_id = ? ORDER BY id")
+            .bind(session_id).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+fn site_from(r: &sqlx::sqlite::SqliteRow) -> Site {
+    Site { id: r.get(0), name: r.get(1), kind: r.get(2), parent_id: r.get(3), created_at: r.get(4) }
+}
+
+fn case_from(r: &sqlx::sqlite::SqliteRow) -> Case {
+    Case { id: r.get(0), case_id: r.get(1), kind: r.get(2), title: r.get(3), site_id: r.get(4), created_at: r.get(5) }
+}
+
+fn session_from(r: &sqlx::sqlite::SqliteRow) -> Session {
+    Session {
+        id: r.get(0), case: r.get(1), case_id: r.get(2), kind: r.get(3), title: r.get(4), site_id: r.get(5),
+        status: r.get(6), scheduled_at: r.get(7), opened_at: r.get(8), closed_at: r.get(9), created_at: r.get(10),
+    }
+}
+
+fn participant_from(r: &sqlx::sqlite::SqliteRow) -> Participant {
+    Participant {
+        id: r.get(0), session_id: r.get(1), display_name: r.get(2), role: r.get(3), site_id: r.get(4),
+        token_expires_at: r.get(5), created_at: r.get(6), joined_at: r.get(7), left_at: r.get(8), leave_cause: r.get(9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_case_id_is_unique_and_utf8_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        let c = s.create_case("(2024)冀0925民初1234号", "hearing", None, None).await.unwrap();
+        assert_eq!(s.cases(Some("(2024)冀0925民初1234号")).await.unwrap(), vec![c]);
+        assert!(matches!(s.create_case("(2024)冀0925民初1234号", "hearing", None, None).await, Err(StoreError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn a_session_goes_scheduled_open_closed_and_closing_twice_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        let c = s.create_case("X-1", "mediation", None, None).await.unwrap();
+        let ses = s.create_session(&c.id, Some("t"), None, None).await.unwrap();
+        assert_eq!((ses.status.as_str(), ses.kind.as_str(), ses.case_id.as_str()), ("scheduled", "mediation", "X-1"));
+        assert_eq!(s.open_session(&ses.id).await.unwrap().status, "open");
+        assert_eq!(s.close_session(&ses.id).await.unwrap().status, "closed");
+        assert!(matches!(s.close_session(&ses.id).await, Err(StoreError::Conflict)));
+        assert!(matches!(s.open_session(&ses.id).await, Err(StoreError::Conflict)));
+        assert!(matches!(s.close_session("ses_nope").await, Err(StoreError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn presence_history_keeps_every_leave_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        let c = s.create_case("X-2", "hearing", None, None).await.unwrap();
+        let ses = s.create_session(&c.id, None, None, None).await.unwrap();
+        s.create_participant(&ses.id, "p_1", "张三", "party", None, "2030-01-01T00:00:00Z").await.unwrap();
+        s.record_presence(&ses.id, "p_1", "joined", None, "2026-01-01T00:00:00Z").await.unwrap();
+        s.record_presence(&ses.id, "p_1", "left", Some("network_lost"), "2026-01-01T00:01:00Z").await.unwrap();
+        let p = s.participant("p_1").await.unwrap();
+        assert_eq!(p.leave_cause.as_deref(), Some("network_lost"));
+        assert_eq!(s.presence_events(&ses.id).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_site_with_an_unknown_parent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        assert!(matches!(s.create_site("镇", "township_center", Some("site_nope")).await, Err(StoreError::NotFound)));
+        let county = s.create_site("县法院", "county_court", None).await.unwrap();
+        let town = s.create_site("镇综治中心", "township_center", Some(&county.id)).await.unwrap();
+        assert_eq!(town.parent_id.as_deref(), Some(county.id.as_str()));
+    }
+}
