@@ -53,7 +53,7 @@ pub async fn spawn(
     core: CoreConfig,
     presence: mpsc::UnboundedSender<PresenceRecord>,
 ) -> Result<(MediaHandle, tokio::task::JoinHandle<()>), DriverError> {
-    let socket = UdpSocket::bind(bind).await.map_err(|e| DriverError::Bind(bind, e))?;
+    let socket = bind_udp(bind).map_err(|e| DriverError::Bind(bind, e))?;
     let local = socket.local_addr().map_err(|e| DriverError::Bind(bind, e))?;
     let announced = SocketAddr::new(public_ip.unwrap_or(local.ip()), local.port());
     let (tx, rx) = mpsc::channel(1024);
@@ -61,6 +61,21 @@ pub async fn spawn(
     info!(%local, %announced, "media socket bound");
     let task = tokio::spawn(driver.run());
     Ok((MediaHandle { tx, announced }, task))
+}
+
+/// Socket buffer size asked of the kernel: a burst of keyframes from several publishers must not
+/// overflow the default (~200 KiB) receive buffer while the driver is busy.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // The kernel may cap these (net.core.rmem_max); a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -933,11 +948,12 @@ impl Driver {
     }
 
     fn on_subscribe_answer(&mut self, from: ConnRef, sdp: String, now: Instant) {
-        let Some(pk) = self.member_for(from).and_then(|m| m.subscribe) else { return };
+        let Some(m) = self.member_for(from) else { return };
+        let pending = m.subscribe.filter(|pk| self.peers.get(pk).is_some_and(|p| p.negotiating));
+        let Some(pk) = pending else {
+            return self.notify(from.participant, ServerMessage::error("no_pending_offer", "没有待回复的订阅请求", "no subscribe offer is waiting for an answer"));
+        };
         let Some(peer) = self.peers.get_mut(&pk) else { return };
-        if !peer.negotiating {
-            return self.notify(from.participant, ServerMessage::error("negotiation_in_progress", "没有待回复的订阅请求", "no subscribe offer is waiting for an answer"));
-        }
         let result = RTCSessionDescription::answer(sdp).and_then(|a| peer.pc.set_remote_description(now, a));
         if let Err(e) = result {
             info!(error = %e, "bad subscribe answer");

@@ -163,20 +163,20 @@ async fn authenticate(ctx: &SignalContext, token: &str) -> Result<Joiner, CloseC
             AuthError::Invalid => CloseCode::BadToken,
         }
     })?;
+    let session = match ctx.store.session(&claims.sid).await {
+        Ok(s) => s,
+        Err(StoreError::NotFound) => return Err(CloseCode::SessionNotFound),
+        Err(e) => {
+            warn!(error = %e, "store error during join");
+            return Err(CloseCode::ServerError);
+        }
+    };
     let participant = match ctx.store.participant(&claims.sub).await {
         Ok(p) if p.session_id == claims.sid => p,
         Ok(_) | Err(StoreError::NotFound) => {
             info!(participant = %claims.sub, "join token for an unknown participant");
             return Err(CloseCode::BadToken);
         }
-        Err(e) => {
-            warn!(error = %e, "store error during join");
-            return Err(CloseCode::ServerError);
-        }
-    };
-    let session = match ctx.store.session(&claims.sid).await {
-        Ok(s) => s,
-        Err(StoreError::NotFound) => return Err(CloseCode::SessionNotFound),
         Err(e) => {
             warn!(error = %e, "store error during join");
             return Err(CloseCode::ServerError);

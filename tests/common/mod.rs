@@ -1,0 +1,8 @@
+//! Shared integration-test harness. Each test binary uses a subset.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod fixtures;
+pub mod forwarding;
+pub mod rtp_check;
+pub mod server;

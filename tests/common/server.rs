@@ -1,0 +1,139 @@
+//! The real Qiao server, started in-process on 127.0.0.1 with ephemeral HTTP and UDP ports and a
+//! temporary data directory, plus REST helpers that follow docs/api.md.
+
+use serde_json::{json, Value};
+
+pub struct TestServer {
+    /// http://127.0.0.1:PORT
+    pub base_url: String,
+    /// ws://127.0.0.1:PORT/api/v1/signal
+    pub ws_url: String,
+    pub admin_token: String,
+    pub media_addr: std::net::SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    http: reqwest::Client,
+    server: Option<qiao::server::Server>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Invite {
+    pub participant_id: String,
+    pub token: String,
+    pub join_url: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a configuration adjusted by `tweak` (e.g. shorter timeouts).
+    pub async fn start_with(tweak: impl FnOnce(&mut qiao::config::Config)) -> TestServer {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = qiao::config::Config::local_ephemeral(dir.path().to_path_buf());
+        config.auth.admin_token = Some("test-admin-token-0123456789".into());
+        tweak(&mut config);
+        let server = qiao::server::start(config).await.expect("server starts");
+        let base_url = server.base_url.clone();
+        let ws_url = format!("{}/api/v1/signal", base_url.replacen("http://", "ws://", 1));
+        TestServer {
+            base_url,
+            ws_url,
+            admin_token: server.admin_token.clone(),
+            media_addr: server.media_addr,
+            data_dir: dir.path().to_path_buf(),
+            http: reqwest::Client::new(),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    pub fn media(&self) -> &qiao::media::MediaHandle {
+        &self.server.as_ref().expect("running").media
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+
+    /// A request with the admin token; returns status and parsed JSON (Null if none).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = format!("{}{}", self.base_url, path);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.request(reqwest::Method::POST, path, Some(body)).await;
+        assert!((200..300).contains(&status), "POST {path} -> {status}: {v}");
+        v
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, v) = self.request(reqwest::Method::GET, path, None).await;
+        assert!((200..300).contains(&status), "GET {path} -> {status}: {v}");
+        v
+    }
+
+    pub async fn create_session(&self, kind: &str) -> String {
+        let case = self
+            .post("/api/v1/cases", json!({ "case_id": format!("test-{}", uuid::Uuid::new_v4()), "kind": kind, "title": "integration test" }))
+            .await;
+        let case_id = case["id"].as_str().expect("case id").to_string();
+        let session = self
+            .post(
+                &format!("/api/v1/cases/{case_id}/sessions"),
+                json!({"title": "integration test session"}),
+            )
+            .await;
+        session["id"].as_str().expect("session id").to_string()
+    }
+
+    pub async fn invite(&self, session_id: &str, display_name: &str, role: &str) -> Invite {
+        let v = self
+            .post(
+                &format!("/api/v1/sessions/{session_id}/participants"),
+                json!({"display_name": display_name, "role": role}),
+            )
+            .await;
+        Invite {
+            participant_id: v["participant"]["id"]
+                .as_str()
+                .expect("participant.id")
+                .to_string(),
+            token: v["token"].as_str().expect("token").to_string(),
+            join_url: v["join_url"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    pub async fn close_session(&self, session_id: &str) {
+        self.post(&format!("/api/v1/sessions/{session_id}/close"), json!({}))
+            .await;
+    }
+}

@@ -1,0 +1,57 @@
+//! Three participants publish Opus + VP8 through the SFU; everyone receives everyone.
+//!
+//! Needs ffmpeg (fixtures) and the in-process server from tests/common/server.rs.
+
+mod common;
+
+use common::client::VideoCodec;
+use common::forwarding::{self, Room};
+
+const CODEC: VideoCodec = VideoCodec::Vp8;
+
+async fn room() -> Room {
+    forwarding::three_publishers(CODEC)
+        .await
+        .expect("three participants join and publish")
+}
+
+/// Each client receives both others' audio and video: RTP with the payload types negotiated in
+/// its subscribe SDP, a single SSRC per down-track, continuous sequence numbers, at least one
+/// complete key frame and ≥ 45 complete frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_three_publishers_each_receive_all_others_audio_and_video() {
+    let room = room().await;
+    if let Err(e) = forwarding::assert_everyone_receives_everyone(&room).await {
+        panic!("{e:#}\n\n{}", dump(&room));
+    }
+}
+
+/// A PLI written by a subscriber on its down-track reaches the publisher's up-track.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_pli_from_subscriber_reaches_publisher() {
+    let room = room().await;
+    let (publisher, subscriber) = (&room.clients[0], &room.clients[1]);
+    match forwarding::assert_pli_reaches_publisher(subscriber, publisher).await {
+        Ok(attempts) => eprintln!("PLI reached the publisher after {attempts} attempt(s)"),
+        Err(e) => panic!("{e:#}\n\n{}", dump(&room)),
+    }
+}
+
+/// A participant who sends `leave` is announced to the others (`participant_left` with cause
+/// `left`, `track_unpublished` per track), its tracks disappear from their subscribe offers,
+/// and the remaining two keep receiving each other without gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp8_leaving_participant_is_announced_and_its_tracks_removed() {
+    let mut room = room().await;
+    if let Err(e) = forwarding::assert_leave_is_propagated(&mut room, 2).await {
+        panic!("{e:#}\n\n{}", dump(&room));
+    }
+}
+
+fn dump(room: &Room) -> String {
+    room.clients
+        .iter()
+        .map(|c| c.diagnostics())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}

@@ -1,0 +1,178 @@
+// User-facing text, zh-CN first. Each entry is [zh-CN, en]; "{name}" is a parameter.
+//
+// Elements carry their text key in data-i18n (text), data-i18n-label (aria-label + title), or a
+// literal pair in data-zh / data-en (server messages). applyI18n() re-renders all of them, so a
+// language switch needs no other bookkeeping.
+
+const STRINGS = {
+  'app.title': ['桥 · 远程庭审、调解与接访', 'Qiao · remote hearings, mediation and petition reception'],
+  'lang.switch': ['English', '中文'],
+  'lang.switch_label': ['Switch to English', '切换到中文'],
+
+  'landing.heading': ['请打开邀请链接', 'Please open your join link'],
+  'landing.body': [
+    '请使用工作人员通过短信、微信或二维码发给您的邀请链接进入。直接打开本网址无法加入会议。',
+    'Use the join link that staff sent you by text message, WeChat or QR code. This address alone cannot join a session.',
+  ],
+  'landing.help': [
+    '如果没有收到链接，或链接已过期，请联系法院、调解中心或信访接待工作人员。',
+    'If you have no link, or it has expired, please contact the court, mediation centre or petition office staff.',
+  ],
+
+  'prejoin.heading': ['加入前检查', 'Before you join'],
+  'prejoin.hint': [
+    '请确认能看到自己的画面，说话时音量条会跳动。',
+    'Check that you can see yourself and that the level bar moves when you speak.',
+  ],
+  'prejoin.camera': ['摄像头', 'Camera'],
+  'prejoin.mic': ['麦克风', 'Microphone'],
+  'prejoin.level': ['麦克风音量', 'Microphone level'],
+  'prejoin.join': ['加入', 'Join'],
+  'prejoin.starting': ['正在打开摄像头和麦克风…', 'Opening camera and microphone…'],
+  'prejoin.no_preview': ['无摄像头画面', 'No camera picture'],
+
+  'device.none': ['（无可用设备）', '(no device)'],
+  'device.camera_n': ['摄像头 {n}', 'Camera {n}'],
+  'device.mic_n': ['麦克风 {n}', 'Microphone {n}'],
+
+  'media.no_video': ['未能打开摄像头，将只使用麦克风加入。', 'The camera could not be opened; you will join with the microphone only.'],
+  'media.no_audio': ['未能打开麦克风，其他人将听不到您的声音。', 'The microphone could not be opened; others will not hear you.'],
+  'media.none': [
+    '未能打开摄像头和麦克风，将以仅收看模式加入（其他人看不到、听不到您）。',
+    'Neither camera nor microphone could be opened; you will join receive-only (others cannot see or hear you).',
+  ],
+  'media.denied': ['请在浏览器设置中允许本网站使用摄像头和麦克风，然后刷新页面。', 'Allow this site to use the camera and microphone in the browser settings, then reload the page.'],
+  'media.in_use': ['设备可能正被其他程序占用，请关闭其他视频软件后刷新页面。', 'The device may be in use by another program; close other video apps and reload the page.'],
+  'media.not_found': ['未找到可用的设备。', 'No usable device was found.'],
+  'media.insecure': [
+    '此页面不是通过安全连接（HTTPS）打开的，浏览器不允许使用摄像头和麦克风。',
+    'This page was not opened over a secure connection (HTTPS), so the browser does not allow the camera and microphone.',
+  ],
+
+  'state.connecting': ['连接中', 'Connecting'],
+  'state.connected': ['已连接', 'Connected'],
+  'state.reconnecting': ['重新连接中', 'Reconnecting'],
+  'state.disconnected': ['已断开', 'Disconnected'],
+  'state.left': ['已离开', 'Left'],
+  'banner.reconnecting': ['网络中断，正在重新连接…', 'Connection lost, reconnecting…'],
+
+  'ctrl.mic_mute': ['静音', 'Mute'],
+  'ctrl.mic_unmute': ['取消静音', 'Unmute'],
+  'ctrl.cam_off': ['关闭摄像头', 'Stop video'],
+  'ctrl.cam_on': ['开启摄像头', 'Start video'],
+  'ctrl.leave': ['离开', 'Leave'],
+  'ctrl.sound': ['点击开启声音', 'Tap to enable sound'],
+
+  'stage.waiting': ['等待其他参会人加入…', 'Waiting for others to join…'],
+  'tile.you': ['我', 'You'],
+  'tile.reconnecting': ['重新连接中', 'Reconnecting'],
+  'tile.mic_muted': ['已静音', 'Muted'],
+  'tile.cam_off': ['摄像头已关闭', 'Camera off'],
+  'tile.screen': ['屏幕共享', 'Screen'],
+
+  'kind.hearing': ['庭审', 'Hearing'],
+  'kind.mediation': ['调解', 'Mediation'],
+  'kind.reception': ['接访', 'Petition reception'],
+  'case.label': ['案号', 'Case no.'],
+  'case.label_reception': ['信访件编号', 'Petition no.'],
+
+  'role.judge': ['法官', 'Judge'],
+  'role.clerk': ['书记员', 'Clerk'],
+  'role.mediator': ['调解员', 'Mediator'],
+  'role.petition_officer': ['接访工作人员', 'Petition officer'],
+  'role.leader': ['领导', 'Leader'],
+  'role.party': ['当事人', 'Party'],
+  'role.counsel': ['律师', 'Counsel'],
+  'role.counsellor': ['心理咨询师', 'Counsellor'],
+  'role.interpreter': ['翻译', 'Interpreter'],
+  'role.witness': ['证人', 'Witness'],
+  'role.observer': ['监督员', 'Observer'],
+  'role.unknown': ['参会人', 'Participant'],
+
+  'end.left_title': ['已离开', 'You left'],
+  'end.left_body': ['您已离开会议。如需重新加入，请点击下方按钮或再次打开邀请链接。', 'You have left the session. To join again, press the button below or open your join link again.'],
+  'end.closed_title': ['已断开', 'Disconnected'],
+  'end.rejoin': ['重新加入', 'Join again'],
+  'close.1000': ['连接已结束。', 'The connection was ended.'],
+  'close.4001': ['邀请链接无效。请向工作人员索取新的邀请链接。', 'This join link is not valid. Please ask staff for a new link.'],
+  'close.4002': ['邀请链接已过期。请向工作人员索取新的邀请链接。', 'This join link has expired. Please ask staff for a new link.'],
+  'close.4003': ['会议不存在，请核对邀请链接。', 'The session does not exist. Please check your join link.'],
+  'close.4004': ['您已被主持人移出会议。', 'You were removed from the session by the host.'],
+  'close.4005': ['会议已结束。', 'The session has ended.'],
+  'close.4006': ['页面与服务器通信出错。请刷新页面重试；如仍有问题，请联系工作人员。', 'The page and the server could not understand each other. Reload the page; if it happens again, contact staff.'],
+  'close.4007': ['您已在其他设备或窗口加入本会议，此页面已断开。', 'You joined this session from another device or window, so this page was disconnected.'],
+  'close.other': ['连接已断开（代码 {code}）。', 'Disconnected (code {code}).'],
+};
+
+const LANGS = ['zh-CN', 'en'];
+const STORAGE_KEY = 'qiao.lang';
+let lang = 'zh-CN';
+const listeners = [];
+
+export function currentLang() { return lang; }
+
+/** Translate a key; unknown keys are returned as is so a missing string is visible, not blank. */
+export function t(key, params) {
+  const entry = STRINGS[key];
+  let text = entry ? entry[lang === 'en' ? 1 : 0] : key;
+  if (params) for (const [k, v] of Object.entries(params)) text = text.replaceAll(`{${k}}`, String(v));
+  return text;
+}
+
+export function roleName(role) {
+  return STRINGS[`role.${role}`] ? t(`role.${role}`) : (role || t('role.unknown'));
+}
+
+/** Give an element a translated text that follows language switches. */
+export function setText(el, key, params) {
+  el.dataset.i18n = key;
+  if (params) el.dataset.i18nParams = JSON.stringify(params); else delete el.dataset.i18nParams;
+  delete el.dataset.zh; delete el.dataset.en;
+  el.textContent = t(key, params);
+}
+
+/** Give an element a literal text pair (e.g. a server error with message and message_en). */
+export function setLiteral(el, zh, en) {
+  delete el.dataset.i18n; delete el.dataset.i18nParams;
+  el.dataset.zh = zh; el.dataset.en = en || zh;
+  el.textContent = lang === 'en' ? el.dataset.en : el.dataset.zh;
+}
+
+/** Give a (usually icon-only or icon+text) control a translated accessible label. */
+export function setLabel(el, key) {
+  el.dataset.i18nLabel = key;
+  el.setAttribute('aria-label', t(key));
+  el.title = t(key);
+}
+
+export function applyI18n(root = document) {
+  for (const el of root.querySelectorAll('[data-i18n]')) {
+    el.textContent = t(el.dataset.i18n, el.dataset.i18nParams ? JSON.parse(el.dataset.i18nParams) : undefined);
+  }
+  for (const el of root.querySelectorAll('[data-i18n-label]')) {
+    el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+    el.title = t(el.dataset.i18nLabel);
+  }
+  for (const el of root.querySelectorAll('[data-zh]')) {
+    el.textContent = lang === 'en' ? el.dataset.en : el.dataset.zh;
+  }
+  document.documentElement.lang = lang;
+  document.title = t('app.title');
+}
+
+export function setLang(next) {
+  lang = LANGS.includes(next) ? next : 'zh-CN';
+  try { localStorage.setItem(STORAGE_KEY, lang); } catch { /* storage may be disabled */ }
+  applyI18n();
+  for (const fn of listeners) fn(lang);
+}
+
+export function onLangChange(fn) { listeners.push(fn); }
+
+/** zh-CN unless the user chose English earlier on this device. */
+export function initI18n() {
+  let saved = null;
+  try { saved = localStorage.getItem(STORAGE_KEY); } catch { /* ignore */ }
+  lang = LANGS.includes(saved) ? saved : 'zh-CN';
+  applyI18n();
+}

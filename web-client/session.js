@@ -1,0 +1,434 @@
+// One participant's connection to a Qiao session: the signalling WebSocket (docs/protocol.md, v1),
+// the `publish` and `subscribe` peer connections, keepalive and automatic reconnection.
+//
+// Reconnection model: any transport failure (socket drop, "reconnect" close code, silent server,
+// failed peer connection, failed negotiation) tears down BOTH peer connections and the socket and
+// starts over with a fresh `join` using the same token and the same local tracks. The server treats
+// a join within its grace period as a resumption of the same participant, so this is simpler and
+// more robust than trying to repair one half.
+
+import { parseSections } from './sdp.js';
+
+const CLIENT_VERSION = '0.1.0';
+const PING_INTERVAL_MS = 5000;
+// If the server is silent this long (it answers every ping), the socket is dead even if the
+// browser has not noticed yet (a TCP connection through a NAT can hang for minutes).
+const SILENCE_LIMIT_MS = 20000;
+// The server answers `join` at once; a socket that opened but gets no answer is stuck.
+const JOIN_ANSWER_LIMIT_MS = 15000;
+const BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
+// Cap on the camera bitrate: township and village uplinks are often 300 kbps – 4 Mbps.
+const VIDEO_MAX_BITRATE = 600_000;
+// The server is ICE-lite with host candidates in its SDP; no STUN/TURN is configured here.
+const PC_CONFIG = { iceServers: [] };
+
+/** Close codes after which we must not reconnect (protocol.md "Close codes"). */
+export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007]);
+// Everything else (1006, 1009, 4009, 4010, 4011, and codes v1 does not name such as 1001 or
+// 1011) is treated as transient: reconnect.
+
+function signalUrl() {
+  // Relative to the page (served at / and /join), so a deployment under a path prefix works too.
+  const url = new URL('api/v1/signal', document.baseURI);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  return url.href;
+}
+
+export class Session {
+  /**
+   * @param {object} opts
+   * @param {string} opts.token            the join token from the link
+   * @param {import('./media.js').LocalMedia} opts.local
+   * @param {import('./ui.js').Stage} opts.stage
+   * @param {(state: string) => void} opts.onState    'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'left'
+   * @param {(session: object, self: object) => void} opts.onJoined
+   * @param {(end: {kind: 'left'|'closed', code?: number}) => void} opts.onEnded
+   * @param {(msg: {zh: string, en: string}) => void} opts.onNotice
+   */
+  constructor({ token, local, stage, onState, onJoined, onEnded, onNotice }) {
+    Object.assign(this, { token, local, stage, onState, onJoined, onEnded, onNotice });
+    this.state = 'connecting';
+    this.participantId = null;
+    this.session = null;
+    this.self = null;
+    this.ws = null;
+    this.everJoined = false;
+    this.attempt = 0;
+    this.leaving = false;
+    this.finished = false;
+    this.closeCode = null;
+    this.lastHeard = 0;
+    this.timers = { retry: 0, ping: 0, joinAnswer: 0, leave: 0 };
+    /** ids of participants who left (participant_left) since our last `joined` */
+    this.departed = new Set();
+    this.#resetMediaState();
+  }
+
+  start() { this.#connect(); }
+
+  /** Mute or unmute our own audio/video. The track keeps flowing (silence/black), so no renegotiation. */
+  setMuted(kind, muted) {
+    this.local.setEnabled(kind, !muted);
+    if (this.state === 'connected') this.#send('mute', { kind, muted });
+  }
+
+  /** Leave deliberately: the server records the cause `left` and closes with 1000. */
+  leave() {
+    if (this.finished) return;
+    this.leaving = true;
+    clearTimeout(this.timers.retry);
+    this.#teardownMedia();
+    if (this.ws?.readyState === WebSocket.OPEN) {
+      this.#send('leave', {});
+      // Normally the server's close (1000) ends it; do not wait for ever on a bad network.
+      this.timers.leave = setTimeout(() => this.#finish('left'), 2000);
+    } else {
+      this.#finish('left');
+    }
+  }
+
+  /**
+   * Receive statistics of the subscribe connection, attributed to publishers.
+   * @returns {Promise<{videos: Array<{participant_id: string, track_id: string, framesDecoded: number, bytesReceived: number}>,
+   *                    audios: Array<{participant_id: string, track_id: string, packetsReceived: number, bytesReceived: number}>}>}
+   */
+  async stats() {
+    const out = { videos: [], audios: [] };
+    const pc = this.subPc;
+    if (!pc) return out;
+    const report = await pc.getStats();
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      // trackIdentifier is the id of the receiver's track; mid is the fallback.
+      const owner = this.ownerByReceiverTrack.get(s.trackIdentifier) ?? this.ownerByMid.get(s.mid);
+      if (!owner) return;
+      if (s.kind === 'video') {
+        out.videos.push({ participant_id: owner.participantId, track_id: owner.trackId,
+          framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived ?? 0 });
+      } else if (s.kind === 'audio') {
+        out.audios.push({ participant_id: owner.participantId, track_id: owner.trackId,
+          packetsReceived: s.packetsReceived ?? 0, bytesReceived: s.bytesReceived ?? 0 });
+      }
+    });
+    return out;
+  }
+
+  // ---- connection life -------------------------------------------------------------------
+
+  #connect() {
+    if (this.finished) return;
+    this.#setState(this.everJoined ? 'reconnecting' : 'connecting');
+    let ws;
+    try {
+      ws = new WebSocket(signalUrl());
+    } catch (err) {
+      console.warn('qiao: cannot open signalling socket', err);
+      this.#scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      this.lastHeard = Date.now();
+      this.#send('join', { token: this.token, client: { user_agent: navigator.userAgent, version: CLIENT_VERSION } });
+      this.timers.joinAnswer = setTimeout(() => this.#restart('no answer to join'), JOIN_ANSWER_LIMIT_MS);
+    };
+    ws.onmessage = (ev) => this.#onMessage(ev.data);
+    ws.onerror = () => {}; // a close event always follows; that is where we decide
+    ws.onclose = (ev) => { if (this.ws === ws) this.#onSocketClosed(ev.code, ev.reason); };
+  }
+
+  #onSocketClosed(code, reason) {
+    this.ws = null;
+    this.#teardownMedia();
+    this.#stopTimers();
+    if (this.leaving) return this.#finish('left');
+    if (STOP_CODES.has(code)) {
+      console.info(`qiao: signalling closed ${code} ${reason}; not reconnecting`);
+      return this.#finish('closed', code);
+    }
+    console.info(`qiao: signalling closed ${code} ${reason}; reconnecting`);
+    this.#scheduleReconnect();
+  }
+
+  /** Drop everything and join again (transport failure that the socket itself did not report). */
+  #restart(why) {
+    if (this.finished || this.leaving) return;
+    console.warn(`qiao: ${why}; reconnecting`);
+    this.#abandonSocket();
+    this.#teardownMedia();
+    this.#stopTimers();
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect() {
+    if (this.finished) return;
+    this.#setState(this.everJoined ? 'reconnecting' : 'connecting');
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    clearTimeout(this.timers.retry);
+    this.timers.retry = setTimeout(() => this.#connect(), delay);
+  }
+
+  #finish(kind, code) {
+    if (this.finished) return;
+    this.finished = true;
+    this.closeCode = code ?? null;
+    this.#abandonSocket();
+    this.#teardownMedia();
+    this.#stopTimers();
+    clearTimeout(this.timers.retry);
+    clearTimeout(this.timers.leave);
+    this.local.stop(); // release camera and microphone (the camera light goes off)
+    this.#setState(kind === 'left' ? 'left' : 'disconnected');
+    this.onEnded({ kind, code });
+  }
+
+  /** Forget the current socket without waiting for its close handshake. */
+  #abandonSocket() {
+    const ws = this.ws;
+    this.ws = null;
+    if (!ws) return;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try { ws.close(4000, 'client closed'); } catch { /* already closing */ }
+  }
+
+  #stopTimers() {
+    clearInterval(this.timers.ping);
+    clearTimeout(this.timers.joinAnswer);
+  }
+
+  #setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this.onState(state);
+  }
+
+  #send(type, fields) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify({ v: 1, type, ...fields }));
+    return true;
+  }
+
+  // ---- messages ----------------------------------------------------------------------------
+
+  #onMessage(data) {
+    this.lastHeard = Date.now();
+    let msg;
+    try { msg = JSON.parse(data); } catch { console.warn('qiao: non-JSON signalling frame'); return; }
+    if (!msg || typeof msg !== 'object' || msg.v !== 1) { console.warn('qiao: unexpected frame', msg); return; }
+
+    switch (msg.type) {
+      case 'joined': this.#onJoined(msg); break;
+      case 'publish_answer': this.#onPublishAnswer(msg); break;
+      case 'subscribe_offer':
+        // Handle offers strictly one after another (the server also waits for each answer).
+        this.subChain = this.subChain.then(() => this.#onSubscribeOffer(msg));
+        break;
+      case 'participant_joined':
+      case 'participant_updated':
+        if (msg.participant?.id === this.participantId) {
+          this.self = { ...this.self, ...msg.participant };
+        } else if (msg.participant?.id) {
+          this.departed.delete(msg.participant.id);
+          this.stage.upsert(msg.participant);
+        }
+        break;
+      case 'participant_left':
+        // Remembered so that a subscribe offer already in flight does not bring the tile back.
+        this.departed.add(msg.participant_id);
+        this.stage.remove(msg.participant_id);
+        break;
+      case 'track_published':
+        if (msg.track?.track_id) this.trackInfo.set(msg.track.track_id, msg.track);
+        break;
+      case 'track_unpublished':
+        this.trackInfo.delete(msg.track_id);
+        this.stage.removeTrack(msg.participant_id, msg.track_id);
+        break;
+      case 'pong':
+        break; // lastHeard is all we need
+      case 'error':
+        console.warn(`qiao: server error ${msg.code}: ${msg.message_en || msg.message}`);
+        this.onNotice({ zh: msg.message || msg.code, en: msg.message_en || msg.message || msg.code });
+        break;
+      default:
+        break; // unknown types are ignored, so a newer server does not break an older page
+    }
+  }
+
+  #onJoined(msg) {
+    clearTimeout(this.timers.joinAnswer);
+    this.attempt = 0;
+    this.everJoined = true;
+    this.participantId = msg.participant_id;
+    this.session = msg.session;
+    this.self = msg.self;
+    // The list in `joined` is authoritative, also after a reconnection.
+    this.departed.clear();
+    this.stage.reset((msg.participants || []).filter((p) => p.id && p.id !== this.participantId));
+    this.trackInfo = new Map((msg.tracks || []).map((t) => [t.track_id, t]));
+    this.#setState('connected');
+    this.onJoined(msg.session, msg.self);
+
+    this.timers.ping = setInterval(() => {
+      if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) return this.#restart('server silent');
+      this.#send('ping', { ts: Date.now() });
+    }, PING_INTERVAL_MS);
+
+    // Tell the others our mute state (it survives reconnections on our side).
+    for (const kind of ['audio', 'video']) this.#send('mute', { kind, muted: this.local.isMuted(kind) });
+
+    this.subPc = this.#createPc('subscribe');
+    this.#publish().catch((err) => this.#negotiationFailed('publish', this.pubPc, err));
+  }
+
+  // ---- publish -----------------------------------------------------------------------------
+
+  async #publish() {
+    const tracks = this.local.tracks();
+    if (tracks.length === 0) return; // receive-only: nothing to publish
+    const pc = this.#createPc('publish');
+    this.pubPc = pc;
+    const sources = {};
+    for (const track of tracks) {
+      pc.addTransceiver(track, {
+        direction: 'sendonly',
+        streams: [this.local.stream],
+        ...(track.kind === 'video' ? { sendEncodings: [{ maxBitrate: VIDEO_MAX_BITRATE }] } : {}),
+      });
+      sources[track.id] = track.kind === 'audio' ? 'microphone' : 'camera';
+    }
+    await pc.setLocalDescription(await pc.createOffer());
+    if (pc !== this.pubPc) return;
+    this.#send('publish_offer', { sdp: pc.localDescription.sdp, sources });
+    this.#flushCandidates('publish');
+  }
+
+  async #onPublishAnswer(msg) {
+    const pc = this.pubPc;
+    if (!pc) return;
+    try {
+      await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    } catch (err) {
+      this.#negotiationFailed('publish', pc, err);
+    }
+  }
+
+  // ---- subscribe ---------------------------------------------------------------------------
+
+  async #onSubscribeOffer(msg) {
+    const pc = this.subPc;
+    if (!pc) return;
+    try {
+      for (const t of msg.tracks || []) this.trackInfo.set(t.track_id, t);
+      await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+      if (pc !== this.subPc) return;
+      this.#send('subscribe_answer', { sdp: pc.localDescription.sdp });
+      this.#flushCandidates('subscribe');
+      this.#placeRemoteTracks(msg.tracks || []);
+    } catch (err) {
+      this.#negotiationFailed('subscribe', pc, err);
+    }
+  }
+
+  /**
+   * Attach every receiving transceiver's track to its publisher's tile.
+   *
+   * For each m-section of the current remote offer that the server sends on, the publisher is
+   * the `participant_id` of the track listed in `subscribe_offer.tracks` under the section's msid
+   * track id, or else the msid stream id (which protocol.md defines as the participant_id).
+   * Transceivers are found by `mid`, so this works whatever ids the browser gives remote tracks
+   * and when the server reuses a transceiver for another publisher.
+   */
+  #placeRemoteTracks(offerTracks) {
+    const pc = this.subPc;
+    const offered = new Map(offerTracks.map((t) => [t.track_id, t]));
+    const sections = new Map(parseSections(pc.remoteDescription.sdp).map((s) => [s.mid, s]));
+    const byParticipant = new Map();
+    this.ownerByReceiverTrack.clear();
+    this.ownerByMid.clear();
+
+    for (const tr of pc.getTransceivers()) {
+      const s = tr.mid !== null ? sections.get(tr.mid) : undefined;
+      if (!s || s.port === 0 || (s.direction !== 'sendonly' && s.direction !== 'sendrecv')) continue;
+      if (s.kind !== 'audio' && s.kind !== 'video') continue;
+      const info = offered.get(s.trackId) ?? this.trackInfo.get(s.trackId);
+      const participantId = info?.participant_id ?? (s.streamId !== '-' ? s.streamId : null);
+      if (!participantId || participantId === this.participantId || this.departed.has(participantId)) continue;
+      const trackId = s.trackId ?? `mid:${s.mid}`;
+      const source = info?.source ?? (s.kind === 'audio' ? 'microphone' : 'camera');
+      const owner = { participantId, trackId };
+      this.ownerByReceiverTrack.set(tr.receiver.track.id, owner);
+      this.ownerByMid.set(tr.mid, owner);
+      if (!byParticipant.has(participantId)) byParticipant.set(participantId, []);
+      byParticipant.get(participantId).push({ trackId, kind: s.kind, source, track: tr.receiver.track });
+    }
+
+    // A track can arrive before its publisher's participant_joined: show a placeholder tile
+    // that the participant record fills in when it comes (or that goes with its last track).
+    for (const id of byParticipant.keys()) if (!this.stage.tiles.has(id)) this.stage.upsert({ id, placeholder: true });
+    for (const id of this.stage.ids()) {
+      const entries = byParticipant.get(id) ?? [];
+      if (entries.length === 0 && this.stage.tiles.get(id).info.placeholder) this.stage.remove(id);
+      else this.stage.setMedia(id, entries);
+    }
+  }
+
+  // ---- peer connection plumbing ------------------------------------------------------------
+
+  #createPc(name) {
+    const pc = new RTCPeerConnection(PC_CONFIG);
+    this.pendingCandidates[name] = []; // held until our offer/answer has been sent
+    pc.onicecandidate = (ev) => {
+      if (pc !== this.#pc(name)) return;
+      const c = ev.candidate;
+      if (c && !c.candidate) return; // empty candidate = end of one generation; the null event follows
+      const wire = c
+        ? { candidate: c.candidate, sdp_mid: c.sdpMid, sdp_m_line_index: c.sdpMLineIndex, username_fragment: c.usernameFragment }
+        : null; // end of trickling
+      const queue = this.pendingCandidates[name];
+      if (queue) queue.push(wire);
+      else this.#send('candidate', { pc: name, candidate: wire });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc === this.#pc(name) && pc.connectionState === 'failed') this.#restart(`${name} peer connection failed`);
+    };
+    return pc;
+  }
+
+  #pc(name) { return name === 'publish' ? this.pubPc : this.subPc; }
+
+  #flushCandidates(name) {
+    const queue = this.pendingCandidates[name] || [];
+    this.pendingCandidates[name] = null;
+    for (const wire of queue) this.#send('candidate', { pc: name, candidate: wire });
+  }
+
+  #negotiationFailed(name, pc, err) {
+    if (!pc || pc !== this.#pc(name)) return; // a torn-down connection; nothing to do
+    console.error(`qiao: ${name} negotiation failed`, err);
+    this.#restart(`${name} negotiation failed`);
+  }
+
+  #teardownMedia() {
+    for (const pc of [this.pubPc, this.subPc]) {
+      if (!pc) continue;
+      pc.onicecandidate = pc.onconnectionstatechange = null;
+      pc.close();
+    }
+    this.#resetMediaState();
+    this.stage.clearMedia();
+  }
+
+  #resetMediaState() {
+    this.pubPc = null;
+    this.subPc = null;
+    this.pendingCandidates = { publish: null, subscribe: null };
+    this.subChain = Promise.resolve();
+    this.trackInfo = new Map();
+    /** receiver track id → {participantId, trackId}, and the same by mid, for stats() */
+    this.ownerByReceiverTrack = new Map();
+    this.ownerByMid = new Map();
+  }
+}

@@ -1,0 +1,227 @@
+// The in-session view of the other participants: one tile per participant, with the participant's
+// camera (and screen, if any) video, audio, name, localised role and mute icons.
+
+import { roleName, setText } from './i18n.js';
+
+const SVG_HEAD = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true" focusable="false">';
+const SLASH = '<line x1="3" y1="3" x2="21" y2="21"/>';
+const MIC = '<rect x="9" y="2" width="6" height="12" rx="3"/><path d="M5 11a7 7 0 0 0 14 0"/><line x1="12" y1="18" x2="12" y2="22"/>';
+const CAM = '<rect x="2" y="6" width="13" height="12" rx="2"/><path d="M15 10l6-3.5v11L15 14"/>';
+
+export const ICONS = {
+  mic: SVG_HEAD + MIC + '</svg>',
+  micOff: SVG_HEAD + MIC + SLASH + '</svg>',
+  cam: SVG_HEAD + CAM + '</svg>',
+  camOff: SVG_HEAD + CAM + SLASH + '</svg>',
+  leave: SVG_HEAD + '<path d="M10 4H5a1 1 0 0 0-1 1v14a1 1 0 0 0 1 1h5"/><path d="M15 8l4 4-4 4"/><line x1="19" y1="12" x2="9" y2="12"/></svg>',
+  sound: SVG_HEAD + '<path d="M11 5L6 9H3v6h3l5 4z"/><path d="M15.5 8.5a5 5 0 0 1 0 7"/><path d="M18.5 5.5a9 9 0 0 1 0 13"/></svg>',
+};
+
+// Presiding roles first, then the others, observers last.
+const ROLE_ORDER = ['judge', 'mediator', 'leader', 'petition_officer', 'clerk', 'party', 'counsel',
+  'counsellor', 'interpreter', 'witness', 'observer'];
+
+function el(tag, className, attrs = {}) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+/** First character of the display name (works for 王法官 and for Wang alike). */
+function initial(name) {
+  return Array.from((name || '?').trim())[0]?.toUpperCase() ?? '?';
+}
+
+export class Stage {
+  /**
+   * @param {HTMLElement} grid   container of the tiles
+   * @param {HTMLElement} empty  "waiting for others" note, shown when there are no tiles
+   * @param {{onFirstFrame?: () => void, onAudioBlocked?: () => void}} hooks
+   */
+  constructor(grid, empty, hooks = {}) {
+    this.grid = grid;
+    this.empty = empty;
+    this.hooks = hooks;
+    /** participant id → tile record */
+    this.tiles = new Map();
+    this.layout();
+  }
+
+  ids() { return [...this.tiles.keys()]; }
+
+  /** Replace the participant list (after every join): keep tiles that remain, drop the rest. */
+  reset(participants) {
+    const keep = new Set(participants.map((p) => p.id));
+    for (const id of this.ids()) if (!keep.has(id)) this.remove(id);
+    for (const p of participants) this.upsert(p);
+  }
+
+  /** Create or update the tile of a participant ({id, placeholder: true} makes a nameless placeholder). */
+  upsert(p) {
+    let tile = this.tiles.get(p.id);
+    if (!tile) {
+      tile = this.#createTile(p.id);
+      this.tiles.set(p.id, tile);
+      this.grid.append(tile.root);
+      this.layout();
+    }
+    // A placeholder (a track seen before its participant record) stays one until a real record comes.
+    tile.info = { ...tile.info, ...p, placeholder: !!p.placeholder && tile.info.placeholder !== false };
+    const info = tile.info;
+    tile.name.textContent = info.display_name || '';
+    tile.avatar.textContent = initial(info.display_name);
+    tile.role.textContent = roleName(info.role);
+    tile.role.dataset.role = info.role || '';
+    tile.root.style.order = String(Math.max(0, ROLE_ORDER.indexOf(info.role)));
+    tile.micOff.hidden = !info.audio_muted;
+    tile.camOff.hidden = !info.video_muted;
+    tile.state.hidden = info.connection !== 'reconnecting';
+    this.#refreshVideoVisibility(tile);
+  }
+
+  remove(id) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    for (const m of tile.media.values()) this.#detach(m);
+    tile.root.remove();
+    this.tiles.delete(id);
+    this.layout();
+  }
+
+  clear() { for (const id of this.ids()) this.remove(id); }
+
+  /**
+   * Set the media of one participant to exactly `entries`
+   * ([{trackId, kind, source, track}]); elements of tracks not listed are removed.
+   */
+  setMedia(id, entries) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    const wanted = new Map(entries.map((e) => [e.trackId, e]));
+    for (const [trackId, m] of tile.media) {
+      const w = wanted.get(trackId);
+      if (!w || w.track !== m.track) { this.#detach(m); tile.media.delete(trackId); }
+    }
+    for (const e of entries) {
+      if (!tile.media.has(e.trackId)) tile.media.set(e.trackId, this.#attach(tile, e));
+    }
+    this.#refreshVideoVisibility(tile);
+  }
+
+  /** Remove one track's element (track_unpublished). */
+  removeTrack(participantId, trackId) {
+    const tile = this.tiles.get(participantId);
+    const m = tile?.media.get(trackId);
+    if (!m) return;
+    this.#detach(m);
+    tile.media.delete(trackId);
+    this.#refreshVideoVisibility(tile);
+  }
+
+  /** Drop all media elements (the peer connections are gone), keeping the tiles. */
+  clearMedia() {
+    for (const tile of this.tiles.values()) this.setMedia(tile.info.id, []);
+  }
+
+  /** Retry playing every audio element; call from a user gesture after autoplay was refused. */
+  async unlockAudio() {
+    const results = [];
+    for (const tile of this.tiles.values()) {
+      for (const m of tile.media.values()) if (m.kind === 'audio') results.push(m.el.play());
+    }
+    await Promise.all(results); // rejects if still blocked
+  }
+
+  /** Re-render role names after a language switch (display names are not translated). */
+  relabel() {
+    for (const tile of this.tiles.values()) tile.role.textContent = roleName(tile.info.role);
+  }
+
+  layout() {
+    const n = this.tiles.size;
+    this.grid.style.setProperty('--cols', String(n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4));
+    this.grid.style.setProperty('--cols-phone', String(n <= 2 ? 1 : 2));
+    this.grid.dataset.count = String(n);
+    this.empty.hidden = n > 0;
+  }
+
+  #createTile(id) {
+    const root = el('div', 'tile', { 'data-participant-id': id });
+    const media = el('div', 'tile-media');
+    const avatar = el('div', 'avatar', { 'aria-hidden': 'true' });
+    media.append(avatar);
+    const label = el('div', 'tile-label');
+    const name = el('span', 'name');
+    const role = el('span', 'role');
+    const micOff = el('span', 'icon mic-off');
+    micOff.innerHTML = ICONS.micOff;
+    setText(micOff.appendChild(el('span', 'sr-only')), 'tile.mic_muted');
+    const camOff = el('span', 'icon cam-off');
+    camOff.innerHTML = ICONS.camOff;
+    setText(camOff.appendChild(el('span', 'sr-only')), 'tile.cam_off');
+    label.append(name, role, micOff, camOff);
+    const state = el('div', 'tile-state');
+    setText(state, 'tile.reconnecting');
+    root.append(media, label, state);
+    return { root, mediaBox: media, avatar, name, role, micOff, camOff, state, info: { id }, media: new Map() };
+  }
+
+  #attach(tile, entry) {
+    const stream = new MediaStream([entry.track]);
+    let node;
+    if (entry.kind === 'video') {
+      // Video elements carry no audio, so they may always autoplay (muted autoplay is allowed).
+      node = el('video', entry.source === 'screen' ? 'screen' : 'camera', { playsinline: '', autoplay: '' });
+      node.muted = true;
+      node.srcObject = stream;
+      tile.mediaBox.append(node);
+      if (entry.source === 'screen') {
+        const tag = el('span', 'screen-tag');
+        setText(tag, 'tile.screen');
+        tile.mediaBox.append(tag);
+        node.tag = tag;
+      }
+      this.#watchFirstFrame(node);
+      node.play().catch(() => {});
+    } else {
+      node = el('audio', '', { autoplay: '' });
+      node.srcObject = stream;
+      tile.root.append(node);
+      node.play().catch((err) => {
+        if (err?.name === 'NotAllowedError') this.hooks.onAudioBlocked?.();
+      });
+    }
+    return { kind: entry.kind, source: entry.source, track: entry.track, el: node };
+  }
+
+  #detach(m) {
+    m.el.pause?.();
+    m.el.srcObject = null;
+    m.el.tag?.remove();
+    m.el.remove();
+  }
+
+  #watchFirstFrame(video) {
+    const fire = () => this.hooks.onFirstFrame?.();
+    if (typeof video.requestVideoFrameCallback === 'function') video.requestVideoFrameCallback(fire);
+    else video.addEventListener('loadeddata', fire, { once: true });
+  }
+
+  /** Show video when there is a camera or screen track and the publisher has not turned it off. */
+  #refreshVideoVisibility(tile) {
+    const videos = [...tile.media.values()].filter((m) => m.kind === 'video');
+    const showCamera = videos.some((m) => m.source !== 'screen') && !tile.info.video_muted;
+    const showScreen = videos.some((m) => m.source === 'screen');
+    tile.root.classList.toggle('show-camera', showCamera);
+    tile.root.classList.toggle('show-screen', showScreen);
+  }
+}
+
+/** A short message at the bottom of the screen, e.g. a server error. */
+export function showToast(box, setter, ms = 6000) {
+  setter(box);
+  box.hidden = false;
+  clearTimeout(box.timer);
+  box.timer = setTimeout(() => { box.hidden = true; }, ms);
+}
