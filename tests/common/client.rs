@@ -2021,6 +2021,12 @@ impl TestClient {
         self.abort_tasks();
     }
 
+    /// Closes both peer connections and keeps the WebSocket: to the server, media and ICE traffic
+    /// stop while signalling stays up (a failure on the media path).
+    pub async fn stop_media(&self) {
+        self.shutdown_media().await;
+    }
+
     /// Drops only the WebSocket (no close frame, no `leave`); the peer connections keep running.
     /// For reconnect-within-grace tests.
     pub fn kill_signalling(&self) {

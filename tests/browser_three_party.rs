@@ -1,0 +1,78 @@
+//! Three headless Chromium pages (fake camera and microphone) open three join links of one
+//! session in the real web client; each must decode both others' video and receive both others'
+//! audio. Screenshots are kept under target/test-artifacts/browser/.
+//!
+//! Needs node, Debian's Chromium and `npm ci --prefix tests/browser`; the README's test command
+//! (scripts/test.sh) installs them. A missing piece fails the test with a message: it is never
+//! silently skipped.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::server::TestServer;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_browsers_see_and_hear_each_other_through_join_links() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script_dir = root.join("tests/browser");
+    assert!(
+        script_dir.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)");
+
+    let s = TestServer::start().await;
+    let sid = s.create_session("hearing").await;
+    let mut urls = Vec::new();
+    for (name, role) in [("王法官", "judge"), ("张三", "party"), ("李四", "party")] {
+        urls.push(s.invite(&sid, name, role).await.join_url);
+    }
+    let artifacts = root.join("target/test-artifacts/browser");
+    std::fs::create_dir_all(&artifacts).unwrap();
+
+    let child = tokio::process::Command::new("node")
+        .arg(script_dir.join("three_party.mjs"))
+        .arg(&artifacts)
+        .args(&urls)
+        .env("CHROMIUM", &chromium)
+        .current_dir(&script_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (install nodejs)");
+    let out = tokio::time::timeout(Duration::from_secs(150), child.wait_with_output())
+        .await
+        .expect("the browser script finishes within its own watchdog")
+        .expect("browser script output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let result: Value = serde_json::from_str(line).expect("RESULT is JSON");
+    assert_eq!(result["ok"], true, "browser result: {result:#}\nstderr:\n{stderr}");
+    let pages = result["pages"].as_array().expect("pages");
+    assert_eq!(pages.len(), 3);
+    for p in pages {
+        assert_eq!(p["remote_videos_decoding"], 2, "{p}");
+        assert_eq!(p["remote_audios_receiving"], 2, "{p}");
+        assert_eq!(p["state"], "connected", "{p}");
+        let shot = artifacts.join(format!("page-{}.png", p["url_index"]));
+        assert!(shot.metadata().map(|m| m.len() > 0).unwrap_or(false), "screenshot {} kept", shot.display());
+    }
+    let firsts: Vec<_> = pages.iter().map(|p| p["first_frame_ms"].clone()).collect();
+    println!("join-to-first-remote-frame (ms) per page: {firsts:?}");
+    std::fs::write(artifacts.join("first_frame_ms.json"), serde_json::to_vec(&firsts).unwrap()).unwrap();
+
+    // The server saw all three join and agrees they are online.
+    let listed = s.get(&format!("/api/v1/sessions/{sid}/participants")).await;
+    let online = listed["participants"].as_array().unwrap().iter().filter(|p| p["online"] == true).count();
+    assert_eq!(online, 3, "{listed}");
+}
