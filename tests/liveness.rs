@@ -23,6 +23,16 @@ async fn a_participant_whose_media_stops_is_removed_with_cause_media_timeout() {
         .await
         .unwrap();
 
+    // While media flows, the server keeps per-track receive statistics.
+    let tracks = s.get(&format!("/api/v1/sessions/{sid}/tracks")).await;
+    let tracks = tracks["tracks"].as_array().unwrap().clone();
+    assert_eq!(tracks.len(), 4, "audio and video from each of two publishers: {tracks:?}");
+    for t in &tracks {
+        assert_eq!(t["subscribers"], 1, "{t}");
+        assert!(t["receive"]["packets"].as_u64().unwrap() > 0, "{t}");
+        assert!(t["receive"]["expected"].as_u64().unwrap() >= t["receive"]["packets"].as_u64().unwrap() - 5, "{t}");
+    }
+
     let stopped = tokio::time::Instant::now();
     b.stop_media().await; // peer connections gone, WebSocket still up
     let left = a

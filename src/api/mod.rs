@@ -64,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}/close", post(close_session))
         .route("/sessions/{id}/participants", post(invite).get(list_participants))
         .route("/sessions/{id}/participants/{pid}", axum::routing::delete(remove_participant))
+        .route("/sessions/{id}/tracks", get(list_tracks))
         .route("/media/stats", get(media_stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let api = Router::new().route("/signal", get(signal)).merge(admin).fallback(api_not_found);
@@ -380,6 +381,12 @@ async fn participants_with_presence(s: &AppState, session_id: &str) -> Result<Va
         })
         .collect();
     Ok(json!(list))
+}
+
+async fn list_tracks(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.store.session(&id).await.map_err(ApiError::from_store("session"))?;
+    let tracks = s.media.tracks(&id).await.map_err(ApiError::internal)?;
+    Ok(Json(json!({ "tracks": tracks })))
 }
 
 async fn media_stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -202,6 +202,14 @@ pub struct TrackView {
     pub codec: String,
 }
 
+/// A published track's state for operators and, later, bandwidth decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackReport {
+    pub track: TrackView,
+    pub receive: StatsView,
+    pub subscribers: usize,
+}
+
 /// Events for participants; the driver turns them into signalling messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
@@ -487,6 +495,19 @@ impl Room {
 
     pub fn up_track_stats(&self, up: UpTrackKey) -> Option<StatsView> {
         self.up_tracks.get(&up).map(|t| t.stats.view(t.info.clock_rate))
+    }
+
+    /// Every published track with its receive statistics and how many subscribers it feeds.
+    pub fn track_report(&self) -> Vec<TrackReport> {
+        let mut v: Vec<_> = self
+            .up_tracks
+            .values()
+            .filter_map(|t| {
+                Some(TrackReport { track: self.track_view(t)?, receive: t.stats.view(t.info.clock_rate), subscribers: t.route.len() })
+            })
+            .collect();
+        v.sort_by(|a, b| a.track.track_id.cmp(&b.track.track_id));
+        v
     }
 
     /// The subscriber has negotiated `down`: start forwarding (from the next keyframe for video).

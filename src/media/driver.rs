@@ -817,6 +817,15 @@ impl Driver {
                     .unwrap_or_default();
                 let _ = reply.send(people);
             }
+            Command::Tracks { session_id, reply } => {
+                let tracks = self
+                    .room_by_session
+                    .get(&session_id)
+                    .and_then(|rk| self.rooms.get(rk))
+                    .map(|r| r.room.track_report())
+                    .unwrap_or_default();
+                let _ = reply.send(tracks);
+            }
             Command::Stats { reply } => {
                 let mut s = self.stats.clone();
                 s.rooms = self.rooms.len();

@@ -62,6 +62,8 @@ pub enum Command {
     RemoveParticipant { session_id: String, participant_id: String },
     /// Who is in the session right now.
     Snapshot { session_id: String, reply: oneshot::Sender<Vec<ParticipantView>> },
+    /// Published tracks of the session with their receive statistics.
+    Tracks { session_id: String, reply: oneshot::Sender<Vec<crate::core::TrackReport>> },
     /// Counters for health and benchmarks.
     Stats { reply: oneshot::Sender<DriverStats> },
 }
@@ -116,6 +118,12 @@ impl MediaHandle {
     pub async fn snapshot(&self, session_id: &str) -> Result<Vec<ParticipantView>, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Snapshot { session_id: session_id.into(), reply }).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub async fn tracks(&self, session_id: &str) -> Result<Vec<crate::core::TrackReport>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Tracks { session_id: session_id.into(), reply }).await?;
         rx.await.map_err(|_| DriverGone)
     }
 

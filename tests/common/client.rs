@@ -98,6 +98,9 @@ pub struct ClientOptions {
     pub join_timeout: Duration,
     /// Bound for `publish_answer` + ICE/DTLS connected on the publish connection.
     pub publish_timeout: Duration,
+    /// Clip to publish as video instead of the codec's default fixture (e.g.
+    /// `fixtures::vp8_cbr` for load benchmarks). Must be in the codec `publish` is given.
+    pub video_fixture: Option<Arc<Fixture>>,
 }
 
 impl Default for ClientOptions {
@@ -107,6 +110,7 @@ impl Default for ClientOptions {
             ping_interval: Duration::from_secs(5),
             join_timeout: DEFAULT_TIMEOUT,
             publish_timeout: DEFAULT_TIMEOUT,
+            video_fixture: None,
         }
     }
 }
@@ -867,6 +871,18 @@ impl PublishSide {
         sink: CandidateSink,
         errors: Arc<Mutex<Vec<String>>>,
     ) -> Result<PublishSide> {
+        Self::new_with_video(label, stream_id, media, None, sink, errors).await
+    }
+
+    /// Like `new`, publishing `video_fixture` (if given) instead of the codec's default clip.
+    pub async fn new_with_video(
+        label: &str,
+        stream_id: &str,
+        media: Media,
+        video_fixture: Option<Arc<Fixture>>,
+        sink: CandidateSink,
+        errors: Arc<Mutex<Vec<String>>>,
+    ) -> Result<PublishSide> {
         if !media.audio && media.video.is_none() {
             bail!("{label}: nothing to publish");
         }
@@ -891,8 +907,9 @@ impl PublishSide {
             );
         }
         if let Some(v) = media.video {
+            let clip = video_fixture.unwrap_or_else(|| fixtures::video(v));
             side.video = Some(
-                side.add_track(stream_id, "video", video_codec(v), fixtures::video(v))
+                side.add_track(stream_id, "video", video_codec(v), clip)
                     .await?,
             );
         }
@@ -1578,10 +1595,11 @@ impl TestClient {
         let sink: CandidateSink = Arc::new(move |c: OutCandidate| {
             let _ = out.send(Outbound::Text(c.to_message().to_string()));
         });
-        let mut side = PublishSide::new(
+        let mut side = PublishSide::new_with_video(
             &self.name,
             &self.participant_id,
             media,
+            self.opts.video_fixture.clone(),
             sink,
             Arc::clone(&self.shared.errors),
         )

@@ -231,25 +231,37 @@ pub async fn assert_pli_reaches_publisher(
     publisher: &TestClient,
 ) -> Result<u32> {
     wait_receiving(subscriber, publisher).await?;
-    let baseline = publisher.plis_received() + publisher.firs_received();
+    // The server asks for keyframes by itself when a subscription starts. Wait until the publisher
+    // has heard no request for longer than the throttle window (1 s by default), so that what
+    // arrives next can only be the subscriber's PLI, relayed.
+    let count = || publisher.plis_received() + publisher.firs_received();
+    let quiet_for = Duration::from_millis(1500);
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
-    let mut attempts = 0u32;
-    loop {
-        subscriber.send_pli(&publisher.participant_id).await?;
-        attempts += 1;
-        match publisher
-            .wait_keyframe_request(baseline, Duration::from_secs(1))
-            .await
-        {
-            Ok(_) => return Ok(attempts),
-            Err(_) if tokio::time::Instant::now() < deadline => continue,
-            Err(e) => bail!(
-                "{e:#}\n{} sent {attempts} PLI(s) for {}'s video (SSRC as received); none arrived at the publisher",
-                subscriber.name,
-                publisher.name
-            ),
+    let (mut last, mut since) = (count(), tokio::time::Instant::now());
+    while since.elapsed() < quiet_for {
+        ensure!(tokio::time::Instant::now() < deadline, "keyframe requests to {} never stopped", publisher.name);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if count() != last {
+            (last, since) = (count(), tokio::time::Instant::now());
         }
     }
+    let baseline = count();
+    subscriber.send_pli(&publisher.participant_id).await?;
+    publisher
+        .wait_keyframe_request(baseline, Duration::from_millis(700))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}'s PLI for {}'s video did not reach the publisher", subscriber.name, publisher.name))?;
+    // Throttling: a storm of PLIs inside one window reaches the publisher at most twice (one at
+    // once, one coalesced at the end of the 1 s window).
+    tokio::time::sleep(Duration::from_millis(1100)).await; // let the window pass
+    let before_storm = count();
+    for _ in 0..10 {
+        subscriber.send_pli(&publisher.participant_id).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the window during which we count
+    let storm = count() - before_storm;
+    ensure!((1..=2).contains(&storm), "10 PLIs inside one throttle window reached the publisher {storm} times");
+    Ok(1)
 }
 
 /// Track ids (server's, as signalled) that `observer` knows `publisher_id` to have published.
