@@ -158,3 +158,38 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        Cli::try_parse_from(std::iter::once("qiao").chain(args.iter().copied())).unwrap().serve
+    }
+
+    #[test]
+    fn the_defaults_are_embedded_and_local() {
+        let c = Config::from_args(parse(&[]), None).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.media.udp.to_string(), "127.0.0.1:50000");
+        assert_eq!(c.http.tls, TlsMode::Off);
+        assert_eq!(c.core.pli_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn invalid_combinations_are_refused_with_a_reason() {
+        assert!(matches!(Config::from_args(parse(&["--tls", "files"]), None), Err(ConfigError::MissingTlsFiles)));
+        assert!(matches!(Config::from_args(parse(&["--rtc-udp", "0.0.0.0:50000"]), None), Err(ConfigError::NeedPublicIp(_))));
+        assert!(Config::from_args(parse(&["--rtc-udp", "0.0.0.0:50000", "--public-ip", "192.0.2.1"]), None).is_ok());
+        assert!(matches!(Config::from_args(parse(&["--pli-interval-ms", "0"]), None), Err(ConfigError::Zero(_))));
+        assert!(matches!(Config::from_args(parse(&[]), Some("short".into())), Err(ConfigError::WeakAdminToken)));
+    }
+}

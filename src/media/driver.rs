@@ -306,15 +306,31 @@ impl Driver {
         self.touched.push(pk);
         self.drain_events(pk, now);
         self.drain_reads(pk, now);
-        self.settle(now).await;
+        self.settle(now, false).await;
     }
 
     /// Applies room outputs, renegotiates, sends what the touched peers want to send, and
-    /// reschedules their timers.
-    async fn settle(&mut self, now: Instant) {
-        let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
-        for rk in rooms {
-            self.apply_outputs(rk, now);
+    /// reschedules their timers. Outputs are applied for every room when `all_rooms`, else only
+    /// for the rooms of the touched peers (the datagram and peer-timer paths must not walk every
+    /// room).
+    async fn settle(&mut self, now: Instant, all_rooms: bool) {
+        if all_rooms {
+            let rooms: Vec<RoomKey> = self.rooms.keys().copied().collect();
+            for rk in rooms {
+                self.apply_outputs(rk, now);
+            }
+        } else {
+            // By index: applying outputs may add touched peers (keyframe requests) or remove
+            // them (a disconnect closes peers).
+            let (mut last, mut i) = (None, 0);
+            while i < self.touched.len() {
+                let room = self.peers.get(&self.touched[i]).map(|p| p.room);
+                i += 1;
+                if room.is_some() && room != last {
+                    last = room;
+                    self.apply_outputs(room.expect("checked"), now);
+                }
+            }
         }
         let reneg = std::mem::take(&mut self.renegotiate);
         for pk in &reneg {
@@ -834,7 +850,7 @@ impl Driver {
                 let _ = reply.send(s);
             }
         }
-        self.settle(now).await;
+        self.settle(now, true).await;
     }
 
     fn on_join(&mut self, joiner: Joiner, outbound: mpsc::Sender<Outbound>, reply: tokio::sync::oneshot::Sender<ConnRef>, now: Instant) {
@@ -1028,7 +1044,8 @@ impl Driver {
             self.drain_reads(*pk, now);
         }
         self.touched = touched;
-        if now >= self.next_tick {
+        let ticked = now >= self.next_tick;
+        if ticked {
             self.next_tick = now + ROOM_TICK;
             // Liveness: any datagram a connected peer sent counts as media/ICE traffic.
             for peer in self.peers.values() {
@@ -1051,6 +1068,6 @@ impl Driver {
                 }
             }
         }
-        self.settle(now).await;
+        self.settle(now, ticked).await;
     }
 }
