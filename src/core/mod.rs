@@ -27,5 +27,5 @@ pub use ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
 pub use policy::{EveryoneElse, ForwardPolicy};
 pub use room::{
     CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo,
-    ParticipantView, Role, Room, RoomEvent, TrackReport, TrackSource, TrackView, UpTrackInfo,
+    ParticipantView, Role, Room, RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
 };

@@ -236,6 +236,15 @@ pub enum Output {
     Disconnect { participant: ParticipantKey, cause: LeaveCause },
 }
 
+/// The fields of an incoming RTP packet that forwarding decisions need.
+#[derive(Debug, Clone, Copy)]
+pub struct RtpIn<'a> {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub ts: u32,
+    pub payload: &'a [u8],
+}
+
 /// One packet's copy for one down track, with its rewritten header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Forward {
@@ -547,7 +556,8 @@ impl Room {
     /// The per-packet path: account the packet and fill `out` with one entry per down track that
     /// must receive it. `out` is cleared first and reused by the caller, so this allocates nothing
     /// once warm.
-    pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, ssrc: u32, seq: u16, ts: u32, payload: &[u8], out: &mut Vec<Forward>) {
+    pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, pkt: RtpIn<'_>, out: &mut Vec<Forward>) {
+        let RtpIn { ssrc, seq, ts, payload } = pkt;
         out.clear();
         let Some(track) = self.up_tracks.get_mut(&up) else { return };
         track.stats.on_packet(seq, ts, payload.len(), track.info.clock_rate, now);

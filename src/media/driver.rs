@@ -28,7 +28,7 @@ use super::demux::{classify, stun_local_ufrag, DatagramKind};
 use super::{peer, Command, ConnRef, DriverStats, Joiner, MediaHandle, Outbound, PresenceRecord};
 use crate::core::{
     CoreConfig, DownTrackKey, EveryoneElse, Forward, KeyAlloc, LeaveCause, MediaKind, Output, ParticipantInfo,
-    ParticipantKey, Room, RoomEvent, TrackSource, TrackView, UpTrackInfo, UpTrackKey,
+    ParticipantKey, Room, RoomEvent, RtpIn, TrackSource, TrackView, UpTrackInfo, UpTrackKey,
 };
 use crate::signal::protocol::{CloseCode, PcKind, ServerMessage, SessionView};
 use crate::store::new_id;
@@ -326,9 +326,9 @@ impl Driver {
             while i < self.touched.len() {
                 let room = self.peers.get(&self.touched[i]).map(|p| p.room);
                 i += 1;
-                if room.is_some() && room != last {
+                if let Some(rk) = room.filter(|_| room != last) {
                     last = room;
-                    self.apply_outputs(room.expect("checked"), now);
+                    self.apply_outputs(rk, now);
                 }
             }
         }
@@ -492,7 +492,8 @@ impl Driver {
         }
         let Some(r) = self.rooms.get_mut(&room) else { return };
         let h = &packet.header;
-        r.room.on_rtp(now, up, h.ssrc, h.sequence_number, h.timestamp, &packet.payload, &mut self.fwd);
+        let pkt = RtpIn { ssrc: h.ssrc, seq: h.sequence_number, ts: h.timestamp, payload: &packet.payload };
+        r.room.on_rtp(now, up, pkt, &mut self.fwd);
         for f in &self.fwd {
             let Some(d) = self.downs.get(&f.down) else { continue };
             let Some(pt) = d.pt else { continue };
@@ -530,8 +531,7 @@ impl Driver {
     // ---- room outputs -----------------------------------------------------------------------
 
     fn apply_outputs(&mut self, rk: RoomKey, now: Instant) {
-        loop {
-            let Some(out) = self.rooms.get_mut(&rk).and_then(|r| r.room.poll_output()) else { break };
+        while let Some(out) = self.rooms.get_mut(&rk).and_then(|r| r.room.poll_output()) {
             match out {
                 Output::Event { to, event } => {
                     let msg = match event {

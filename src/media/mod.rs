@@ -22,6 +22,9 @@ use crate::core::{LeaveCause, MediaKind, ParticipantKey, ParticipantView, Role, 
 use crate::signal::protocol::{CloseCode, IceCandidate, PcKind, ServerMessage, SessionView};
 
 /// What the driver sends to a participant's signalling connection.
+// `Message` is much larger than `Close`; boxing it would allocate per message to save queue slots
+// that are few and short-lived.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outbound {
     Message(ServerMessage),

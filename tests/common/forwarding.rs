@@ -5,7 +5,7 @@ use super::fixtures;
 use super::rtp_check::{self, FrameStats};
 use super::server::TestServer;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::Duration;

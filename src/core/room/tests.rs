@@ -47,7 +47,7 @@ impl Harness {
     }
     fn forward(&mut self, at: Instant, up: UpTrackKey, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<Forward> {
         let mut out = Vec::new();
-        self.room.on_rtp(at, up, ssrc, seq, seq as u32 * 3000, payload, &mut out);
+        self.room.on_rtp(at, up, RtpIn { ssrc, seq, ts: seq as u32 * 3000, payload }, &mut out);
         out
     }
 }
@@ -172,7 +172,7 @@ fn leaving_removes_the_participants_tracks_from_everyone_and_says_why() {
     assert!(out.contains(&Output::Event { to: b, event: RoomEvent::ParticipantLeft { participant_id: "p_a".into(), cause: LeaveCause::Left } }));
     assert!(out.contains(&Output::Disconnect { participant: a, cause: LeaveCause::Left }));
     let mut fwd = Vec::new();
-    h.room.on_rtp(h.t0, up, 1, 1, 1, VP8_KEY, &mut fwd);
+    h.room.on_rtp(h.t0, up, RtpIn { ssrc: 1, seq: 1, ts: 1, payload: VP8_KEY }, &mut fwd);
     assert!(fwd.is_empty());
 }
 
