@@ -16,7 +16,9 @@
 //! CPU, its memory at the end and at peak, the driver's packet counters (`GET
 //! /api/v1/media/stats`), each down-track's loss and bitrate, and this process's own CPU — on a
 //! small machine the load generator competes with the server for the same cores, and the
-//! numbers are only about the server if the clients kept up (see the publisher fps column).
+//! numbers are only about the server if the clients kept up: the report shows the publishers'
+//! frame rate and the kernel's receive-buffer drops on each side's sockets, and says so in a
+//! note when the load generator fell behind.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -64,8 +66,7 @@ const USAGE: &str = "usage: scripts/bench.sh [--participants 3,10] [--seconds 20
 QIAO_BIN selects the server binary (default: the release `qiao` next to this benchmark).";
 
 fn parse_args() -> Result<Args> {
-    let mut args =
-        Args { participants: vec![3, 10], seconds: 20, kbps: 1000, raw: Vec::new() };
+    let mut args = Args { participants: vec![3, 10], seconds: 20, kbps: 1000, raw: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         // `cargo bench` appends `--bench` to the arguments of every benchmark binary.
@@ -163,6 +164,33 @@ fn machine_cpu_ticks() -> Result<(u64, u64)> {
     ensure!(v.len() == 8, "/proc/stat: short cpu line {line:?}");
     let total: u64 = v.iter().sum();
     Ok((total - v[3] - v[4], total))
+}
+
+/// Datagrams the kernel dropped because a receive buffer was full, summed over the UDP sockets
+/// that process `pid` ("self" or a number) holds: the `drops` column of /proc/net/udp{,6} for the
+/// socket inodes among the process's file descriptors. Tells server-side from client-side loss.
+fn udp_socket_drops(pid: &str) -> Result<u64> {
+    let fd_dir = format!("/proc/{pid}/fd");
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(&fd_dir).with_context(|| format!("read {fd_dir}"))? {
+        // Descriptors can close while we look; skip those.
+        let Ok(target) = std::fs::read_link(entry?.path()) else { continue };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            inodes.insert(inode.to_string());
+        }
+    }
+    let mut drops = 0;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else { continue };
+        // sl local rem st tx:rx tr:tm retrnsmt uid timeout inode ref pointer drops
+        for f in text.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+            if f.len() >= 13 && inodes.contains(f[9]) {
+                drops += f[12].parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(drops)
 }
 
 fn cpu_model() -> String {
@@ -378,6 +406,8 @@ struct Snapshot {
     server_ticks: u64,
     self_ticks: u64,
     machine: (u64, u64),
+    server_udp_drops: u64,
+    self_udp_drops: u64,
     counters: MediaCounters,
     tracks: TrackMarks,
     /// Video samples (frames) each publisher has written.
@@ -405,6 +435,8 @@ impl Snapshot {
             server_ticks: server.cpu_ticks()?,
             self_ticks: process_cpu_ticks("self")?,
             machine: machine_cpu_ticks()?,
+            server_udp_drops: udp_socket_drops(&server.pid.to_string())?,
+            self_udp_drops: udp_socket_drops("self")?,
             counters,
             tracks,
             frames_sent,
@@ -419,6 +451,10 @@ struct DownTrack {
     received: u64,
     /// Sequence numbers skipped and never received in the window.
     lost: u64,
+    /// Packets whose sequence number had already arrived (retransmissions of packets that were
+    /// not lost, or duplicated forwarding).
+    duplicates: u64,
+    /// RTP payload of every packet received, duplicates included.
     payload_bytes: u64,
 }
 
@@ -451,10 +487,13 @@ struct RoomResult {
     rtp_forwarded_per_s: f64,
     forward_errors: u64,
     forward_errors_total: u64,
+    server_udp_drops: u64,
+    self_udp_drops: u64,
     video: Vec<DownTrack>,
     audio: Vec<DownTrack>,
     publisher_fps: Vec<f64>,
     self_cpu_pct: f64,
+    /// CPU used by every process on the machine, in % of one core (from /proc/stat).
     machine_busy_pct: f64,
     client_problems: Vec<String>,
 }
@@ -463,10 +502,17 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-async fn run_room(bin: &Path, args: &Args, participants: usize, clip: &Arc<Fixture>, tck: f64) -> Result<RoomResult> {
+async fn run_room(
+    bin: &Path,
+    args: &Args,
+    participants: usize,
+    clip: &Arc<Fixture>,
+    tck: f64,
+    cores: usize,
+) -> Result<RoomResult> {
     let mut server = ServerProcess::start(bin).await?;
     let mut clients = Vec::new();
-    let measured = measure_room(&mut server, &mut clients, args, participants, clip, tck).await;
+    let measured = measure_room(&mut server, &mut clients, args, participants, clip, tck, cores).await;
     // Clients go first (their peer connections close locally; the server just sees them
     // vanish), then the server is stopped cleanly whatever the measurement returned.
     futures_util::future::join_all(clients.iter().map(|c| c.drop_without_leave())).await;
@@ -485,6 +531,7 @@ async fn measure_room(
     participants: usize,
     clip: &Arc<Fixture>,
     tck: f64,
+    cores: usize,
 ) -> Result<RoomResult> {
     let rss_idle = server.rss_kib()?;
     let session = server.create_session().await?;
@@ -572,11 +619,16 @@ async fn measure_room(
                 DownTrack {
                     received: (report.packets - report.duplicates.len()) as u64,
                     lost: report.lost,
+                    duplicates: report.duplicates.len() as u64,
                     payload_bytes: window.iter().map(|p| p.payload.len() as u64).sum(),
                 }
             })
             .context("track vanished")?;
-        if kind == "video" { &mut video } else { &mut audio }.push(d);
+        if *kind == "video" {
+            video.push(d);
+        } else {
+            audio.push(d);
+        }
     }
 
     let mut client_problems = Vec::new();
@@ -600,11 +652,16 @@ async fn measure_room(
         rtp_forwarded_per_s: per_s(start.counters.rtp_forwarded, end.counters.rtp_forwarded),
         forward_errors: end.counters.forward_errors - start.counters.forward_errors,
         forward_errors_total: end.counters.forward_errors,
+        // Sockets live for the whole room, so the counters only grow over the window.
+        server_udp_drops: end.server_udp_drops.saturating_sub(start.server_udp_drops),
+        self_udp_drops: end.self_udp_drops.saturating_sub(start.self_udp_drops),
         video,
         audio,
         publisher_fps: start.frames_sent.iter().zip(&end.frames_sent).map(|(a, b)| per_s(*a, *b)).collect(),
         self_cpu_pct: (end.self_ticks - start.self_ticks) as f64 / tck / window * 100.0,
-        machine_busy_pct: ratio(end.machine.0 - start.machine.0, end.machine.1 - start.machine.1) * 100.0,
+        machine_busy_pct: ratio(end.machine.0 - start.machine.0, end.machine.1 - start.machine.1)
+            * cores as f64
+            * 100.0,
         client_problems,
     })
 }
@@ -640,13 +697,13 @@ fn print_report(args: &Args, results: &[RoomResult], clip_kbps: f64, cores: usiz
     println!("### Server (release `qiao serve`, separate process)");
     println!();
     println!(
-        "| participants | server CPU (% of one core) | server RSS idle → end (MiB) | server peak RSS (MiB) \
-         | RTP in/s | RTP forwarded/s | forwarded ÷ in | forward errors (window / total) |"
+        "| participants | server CPU (% of one core) | RSS idle → end (MiB) | peak RSS (MiB) | RTP in/s \
+         | RTP forwarded/s (÷ in) | forward errors (window / total) | UDP drops at the server's socket |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         println!(
-            "| {} | {:.1} | {:.1} → {:.1} | {:.1} | {:.0} | {:.0} | {:.2} (ideal {}) | {} / {} |",
+            "| {} | {:.1} | {:.1} → {:.1} | {:.1} | {:.0} | {:.0} ({:.2}, ideal {}) | {} / {} | {} |",
             r.participants,
             r.server_cpu_pct,
             r.server_rss_idle_mib,
@@ -654,35 +711,39 @@ fn print_report(args: &Args, results: &[RoomResult], clip_kbps: f64, cores: usiz
             r.server_rss_peak_mib,
             r.rtp_in_per_s,
             r.rtp_forwarded_per_s,
-            ratio(r.rtp_forwarded_per_s as u64, r.rtp_in_per_s as u64),
+            if r.rtp_in_per_s > 0.0 { r.rtp_forwarded_per_s / r.rtp_in_per_s } else { 0.0 },
             r.participants - 1,
             r.forward_errors,
             r.forward_errors_total,
+            r.server_udp_drops,
         );
     }
     println!();
     println!("### Clients (webrtc-rs load generator, one process)");
     println!();
     println!(
-        "| participants | video down-tracks | video received, kbps (mean / min) | video loss, % (all / worst track) \
-         | audio loss, % (all / worst) | publisher video fps (mean / min) | load tool CPU (% of one core) \
-         | machine busy (% of {cores} cores) | joined / all media flowing (s) |"
+        "| participants | video down-tracks | video received, kbps (mean / min) | video duplicates, % \
+         | video loss, % (all / worst track) | audio loss, % (all / worst) | UDP drops at the clients' sockets \
+         | publisher video fps (mean / min) | load tool CPU (% of one core) | joined / all media flowing (s) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let kbps = |t: &DownTrack| t.payload_bytes as f64 * 8.0 / r.window / 1000.0;
+        let dups: u64 = r.video.iter().map(|t| t.duplicates).sum();
+        let packets: u64 = r.video.iter().map(|t| t.received + t.duplicates).sum();
         println!(
-            "| {} | {} | {:.0} / {:.0} | {} | {} | {:.1} / {:.1} | {:.1} | {:.1} | {:.1} / {:.1} |",
+            "| {} | {} | {:.0} / {:.0} | {:.1} | {} | {} | {} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} |",
             r.participants,
             r.video.len(),
             mean(r.video.iter().map(kbps)),
             min(r.video.iter().map(kbps)),
+            ratio(dups, packets) * 100.0,
             loss_cell(&r.video),
             loss_cell(&r.audio),
+            r.self_udp_drops,
             mean(r.publisher_fps.iter().copied()),
             min(r.publisher_fps.iter().copied()),
             r.self_cpu_pct,
-            r.machine_busy_pct,
             r.joined_secs,
             r.media_ready_secs,
         );
@@ -691,23 +752,76 @@ fn print_report(args: &Args, results: &[RoomResult], clip_kbps: f64, cores: usiz
     println!(
         "Window {} s per room. Video: {VIDEO_WIDTH}×{VIDEO_HEIGHT} VP8 at {} fps, clip average {clip_kbps:.0} kbps \
          of RTP payload (target {} kbps, key frame every {} frames); audio: Opus 48 kbps, 20 ms. Loopback, \
-         plain HTTP, server defaults otherwise. Received kbps counts RTP payload. Datagrams in/s: {}.",
+         plain HTTP, server defaults otherwise. Received kbps counts the RTP payload of every packet, \
+         duplicates included; loss counts sequence numbers never received in the window (after any \
+         retransmission). UDP drops are the kernel's receive-buffer drops on each side's sockets over the \
+         window. CPU is user + system time from /proc/PID/stat over the window; {cores} cores. Datagrams in/s \
+         at the server: {}.",
         args.seconds,
         fixtures::VIDEO_FPS,
         args.kbps,
         fixtures::KEYFRAME_INTERVAL,
-        results.iter().map(|r| format!("{:.0} ({} participants)", r.datagrams_in_per_s, r.participants)).collect::<Vec<_>>().join(", "),
+        results
+            .iter()
+            .map(|r| format!("{:.0} ({} participants)", r.datagrams_in_per_s, r.participants))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let shown = if args.raw.is_empty() { String::new() } else { format!(" {}", args.raw.join(" ")) };
     println!();
     println!("Command: `scripts/bench.sh{shown}`");
-    for r in results.iter().filter(|r| !r.client_problems.is_empty()) {
-        println!();
-        println!("Client-side problems with {} participants:", r.participants);
-        for p in &r.client_problems {
-            println!("- {p}");
+    for r in results {
+        let notes = notes(r);
+        if !notes.is_empty() {
+            println!();
+            println!("Notes for {} participants:", r.participants);
+            for n in notes {
+                println!("- {n}");
+            }
         }
     }
+}
+
+/// Things a reader must know before trusting a row: which side lost packets, whether the load
+/// generator kept real time, errors.
+fn notes(r: &RoomResult) -> Vec<String> {
+    let mut notes = Vec::new();
+    if r.self_udp_drops > 0 {
+        notes.push(format!(
+            "{} datagrams were dropped at the load tool's sockets (receive buffer full: the clients did not read \
+             in time). Loss, duplicates (NACK retransmissions) and extra received kbps in this row then come \
+             from the load generator, not from the server.",
+            r.self_udp_drops
+        ));
+    }
+    if r.server_udp_drops > 0 {
+        notes.push(format!(
+            "{} datagrams were dropped at the server's socket (receive buffer full).",
+            r.server_udp_drops
+        ));
+    }
+    let slowest = min(r.publisher_fps.iter().copied());
+    if slowest < fixtures::VIDEO_FPS as f64 * 0.98 {
+        notes.push(format!(
+            "a publisher sent only {slowest:.1} of {} fps: the load generator fell behind real time, so the server \
+             was offered less than the nominal load.",
+            fixtures::VIDEO_FPS
+        ));
+    }
+    // /proc/stat is sampled per tick and reads somewhat lower than the per-process times, so only
+    // a clear excess means other work competed for the cores during the window.
+    let others = r.machine_busy_pct - r.server_cpu_pct - r.self_cpu_pct;
+    if others > 25.0 {
+        notes.push(format!(
+            "other processes used about {others:.0} % of one core during the window (machine-wide /proc/stat): \
+             the server and the load generator shared the cores with them; compare with a run on a quiet machine."
+        ));
+    }
+    if r.forward_errors > 0 {
+        notes.push(format!("the server counted {} forward errors in the window.", r.forward_errors));
+    }
+    notes.extend(r.client_problems.iter().map(|p| format!("client problem: {p}")));
+    notes
 }
 
 // ════════════════════════════════ main ════════════════════════════════
@@ -744,11 +858,10 @@ async fn run(args: Args) -> Result<()> {
 
     // ffmpeg runs once (cached under target/test-fixtures), off the runtime's workers.
     let kbps = args.kbps;
-    let (clip, _) = tokio::task::spawn_blocking(move || {
-        (fixtures::vp8_cbr(VIDEO_WIDTH, VIDEO_HEIGHT, kbps), fixtures::opus())
-    })
-    .await
-    .context("fixture generation panicked")?;
+    let (clip, _) =
+        tokio::task::spawn_blocking(move || (fixtures::vp8_cbr(VIDEO_WIDTH, VIDEO_HEIGHT, kbps), fixtures::opus()))
+            .await
+            .context("fixture generation panicked")?;
     let clip_bytes: usize = clip.frames.iter().map(|f| f.data.len()).sum();
     let clip_kbps = clip_bytes as f64 * 8.0 / clip.total_duration().as_secs_f64() / 1000.0;
     eprintln!("video clip: {} ({clip_kbps:.0} kbps average)", clip.path.display());
@@ -756,9 +869,8 @@ async fn run(args: Args) -> Result<()> {
     let mut results = Vec::new();
     for &p in &args.participants {
         eprintln!("room with {p} participants:");
-        let r = run_room(&bin, &args, p, &clip, tck)
-            .await
-            .with_context(|| format!("room with {p} participants"))?;
+        let r =
+            run_room(&bin, &args, p, &clip, tck, cores).await.with_context(|| format!("room with {p} participants"))?;
         eprintln!(
             "  server CPU {:.1} % of one core, RSS {:.1} MiB (peak {:.1}); load tool CPU {:.1} %",
             r.server_cpu_pct, r.server_rss_end_mib, r.server_rss_peak_mib, r.self_cpu_pct

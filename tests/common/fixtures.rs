@@ -375,7 +375,9 @@ pub fn vp8() -> Arc<Fixture> {
 /// The constant-bit-rate VP8 clip of [`vp8_cbr_ivf_path`], generated on first use and kept in
 /// memory for the process (one per parameter set). Blocking: call off the async runtime.
 pub fn vp8_cbr(width: u32, height: u32, kbps: u32) -> Arc<Fixture> {
-    static CACHE: OnceLock<Mutex<HashMap<(u32, u32, u32), Arc<Fixture>>>> = OnceLock::new();
+    /// (width, height, kbps) → clip.
+    type Cache = Mutex<HashMap<(u32, u32, u32), Arc<Fixture>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(f) = cache.lock().unwrap().get(&(width, height, kbps)) {
         return Arc::clone(f);
