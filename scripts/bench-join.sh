@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 runs="${1:-5}"
 out="$(mktemp)"
 for _ in $(seq "$runs"); do
-    cargo test --release --locked --test browser_three_party -q -- --quiet >/dev/null
+    cargo test --release --locked --test browser_three_party -q >/dev/null
     cat target/test-artifacts/browser/first_frame_ms.json >>"$out"
     echo >>"$out"
 done
