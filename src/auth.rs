@@ -151,7 +151,16 @@ mod tests {
     #[test]
     fn an_expired_token_says_so() {
         let t = Tokens::from_secret(&[3; 32]);
-        let claims = JoinClaims { iss: ISSUER.into(), aud: AUDIENCE.into(), sub: "p".into(), sid: "s".into(), role: "party".into(), iat: 1, exp: 2, jti: "x".into() };
+        let claims = JoinClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "p".into(),
+            sid: "s".into(),
+            role: "party".into(),
+            iat: 1,
+            exp: 2,
+            jti: "x".into(),
+        };
         let tok = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&[3; 32])).unwrap();
         assert_eq!(t.verify(&tok), Err(AuthError::Expired));
     }

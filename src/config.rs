@@ -136,7 +136,13 @@ impl Config {
         }
         Ok(Config {
             data_dir: a.data_dir,
-            http: HttpConfig { listen: a.listen, public_url: a.public_url, tls: a.tls, tls_cert: a.tls_cert, tls_key: a.tls_key },
+            http: HttpConfig {
+                listen: a.listen,
+                public_url: a.public_url,
+                tls: a.tls,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+            },
             media: MediaConfig { udp: a.rtc_udp, public_ip: a.public_ip },
             core: CoreConfig {
                 pli_interval: Duration::from_millis(a.pli_interval_ms),
@@ -151,7 +157,13 @@ impl Config {
     pub fn local_ephemeral(data_dir: PathBuf) -> Config {
         Config {
             data_dir,
-            http: HttpConfig { listen: ([127, 0, 0, 1], 0).into(), public_url: None, tls: TlsMode::Off, tls_cert: None, tls_key: None },
+            http: HttpConfig {
+                listen: ([127, 0, 0, 1], 0).into(),
+                public_url: None,
+                tls: TlsMode::Off,
+                tls_cert: None,
+                tls_key: None,
+            },
             media: MediaConfig { udp: ([127, 0, 0, 1], 0).into(), public_ip: None },
             core: CoreConfig::default(),
             auth: AuthConfig { admin_token: None, token_ttl: Duration::from_secs(86_400) },
@@ -187,7 +199,10 @@ mod tests {
     #[test]
     fn invalid_combinations_are_refused_with_a_reason() {
         assert!(matches!(Config::from_args(parse(&["--tls", "files"]), None), Err(ConfigError::MissingTlsFiles)));
-        assert!(matches!(Config::from_args(parse(&["--rtc-udp", "0.0.0.0:50000"]), None), Err(ConfigError::NeedPublicIp(_))));
+        assert!(matches!(
+            Config::from_args(parse(&["--rtc-udp", "0.0.0.0:50000"]), None),
+            Err(ConfigError::NeedPublicIp(_))
+        ));
         assert!(Config::from_args(parse(&["--rtc-udp", "0.0.0.0:50000", "--public-ip", "192.0.2.1"]), None).is_ok());
         assert!(matches!(Config::from_args(parse(&["--pli-interval-ms", "0"]), None), Err(ConfigError::Zero(_))));
         assert!(matches!(Config::from_args(parse(&[]), Some("short".into())), Err(ConfigError::WeakAdminToken)));

@@ -5,7 +5,11 @@ use clap::{Parser, Subcommand};
 use qiao::config::{Config, ServeArgs};
 
 #[derive(Parser)]
-#[command(name = "qiao", version, about = "Qiao (桥): video mediation and remote hearing server / 视频调解与远程庭审服务器")]
+#[command(
+    name = "qiao",
+    version,
+    about = "Qiao (桥): video mediation and remote hearing server / 视频调解与远程庭审服务器"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -21,7 +25,10 @@ enum Cmd {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rtc=warn,rtc_dtls=error,webrtc=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rtc=warn,rtc_dtls=error,webrtc=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -54,7 +61,11 @@ async fn serve(args: ServeArgs) -> std::process::ExitCode {
         }
     };
     if server.admin_token_generated {
-        println!("管理员令牌 / admin token (saved in {}/admin.token, shown once): {}", data_dir.display(), server.admin_token);
+        println!(
+            "管理员令牌 / admin token (saved in {}/admin.token, shown once): {}",
+            data_dir.display(),
+            server.admin_token
+        );
     }
     println!("qiao listening on {} (media udp {})", server.base_url, server.media_addr);
     shutdown_signal().await;

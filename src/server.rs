@@ -61,13 +61,16 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     std::fs::create_dir_all(dir.join("recordings")).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
     let store = Store::open(dir).await?;
     let tokens = Tokens::load_or_create(dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
-    let (admin, generated) = admin_token(dir, config.auth.admin_token.clone()).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    let (admin, generated) = admin_token(dir, config.auth.admin_token.clone())
+        .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
 
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_presence(store.clone(), presence_rx));
-    let (media, _driver_task) = media::spawn(config.media.udp, config.media.public_ip, config.core.clone(), presence_tx).await?;
+    let (media, _driver_task) =
+        media::spawn(config.media.udp, config.media.public_ip, config.core.clone(), presence_tx).await?;
 
-    let listener = std::net::TcpListener::bind(config.http.listen).map_err(|e| StartError::Bind(config.http.listen, e))?;
+    let listener =
+        std::net::TcpListener::bind(config.http.listen).map_err(|e| StartError::Bind(config.http.listen, e))?;
     listener.set_nonblocking(true).map_err(|e| StartError::Bind(config.http.listen, e))?;
     let http_addr = listener.local_addr().map_err(|e| StartError::Bind(config.http.listen, e))?;
     let scheme = if config.http.tls == TlsMode::Off { "http" } else { "https" };
@@ -134,7 +137,8 @@ fn tls_config(config: &Config, mode: TlsMode) -> Result<axum_server::tls_rustls:
                 names.push(ip.to_string());
             }
             let pair = rcgen::generate_simple_self_signed(names).map_err(|e| StartError::Tls(e.to_string()))?;
-            let key = PrivateKeyDer::from_pem_slice(pair.signing_key.serialize_pem().as_bytes()).map_err(|e| StartError::Tls(e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(pair.signing_key.serialize_pem().as_bytes())
+                .map_err(|e| StartError::Tls(e.to_string()))?;
             (vec![pair.cert.der().clone()], key)
         }
         _ => {
@@ -143,7 +147,8 @@ fn tls_config(config: &Config, mode: TlsMode) -> Result<axum_server::tls_rustls:
             let certs = CertificateDer::pem_file_iter(cert_path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| StartError::Tls(format!("{}: {e}", cert_path.display())))?;
-            let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| StartError::Tls(format!("{}: {e}", key_path.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key_path)
+                .map_err(|e| StartError::Tls(format!("{}: {e}", key_path.display())))?;
             (certs, key)
         }
     };

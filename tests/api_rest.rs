@@ -15,8 +15,12 @@ fn error_code(v: &Value) -> &str {
 async fn an_administrator_registers_sites_opens_a_case_schedules_a_session_and_invites() {
     let s = TestServer::start().await;
     let county = s.post("/api/v1/sites", json!({"name": "XX县人民法院", "kind": "county_court"})).await;
-    let town = s.post("/api/v1/sites", json!({"name": "XX镇综治中心", "kind": "township_center", "parent_id": county["id"]})).await;
-    let village = s.post("/api/v1/sites", json!({"name": "XX村调解室", "kind": "village_station", "parent_id": town["id"]})).await;
+    let town = s
+        .post("/api/v1/sites", json!({"name": "XX镇综治中心", "kind": "township_center", "parent_id": county["id"]}))
+        .await;
+    let village = s
+        .post("/api/v1/sites", json!({"name": "XX村调解室", "kind": "village_station", "parent_id": town["id"]}))
+        .await;
     assert_eq!(village["parent_id"], town["id"]);
     assert_eq!(s.get("/api/v1/sites").await["sites"].as_array().unwrap().len(), 3);
 
@@ -25,13 +29,20 @@ async fn an_administrator_registers_sites_opens_a_case_schedules_a_session_and_i
     assert_eq!(found["cases"][0]["id"], case["id"], "a case is found by its external ID");
 
     let path = format!("/api/v1/cases/{}/sessions", case["id"].as_str().unwrap());
-    let session = s.post(&path, json!({"title": "第一次开庭", "site_id": town["id"], "scheduled_at": "2026-12-01T09:00:00Z"})).await;
+    let session = s
+        .post(&path, json!({"title": "第一次开庭", "site_id": town["id"], "scheduled_at": "2026-12-01T09:00:00Z"}))
+        .await;
     assert_eq!(session["status"], "scheduled");
     assert_eq!(session["kind"], "hearing");
     assert_eq!(session["case_id"], "(2024)冀0925民初1234号");
 
     let sid = session["id"].as_str().unwrap();
-    let invite = s.post(&format!("/api/v1/sessions/{sid}/participants"), json!({"display_name": "王法官", "role": "judge", "site_id": county["id"]})).await;
+    let invite = s
+        .post(
+            &format!("/api/v1/sessions/{sid}/participants"),
+            json!({"display_name": "王法官", "role": "judge", "site_id": county["id"]}),
+        )
+        .await;
     let url = invite["join_url"].as_str().unwrap();
     assert!(url.starts_with(&s.base_url) && url.contains("/join#token="), "{url}");
     assert!(invite["expires_at"].as_str().is_some());
@@ -46,7 +57,13 @@ async fn an_administrator_registers_sites_opens_a_case_schedules_a_session_and_i
     assert_eq!(s.post(&format!("/api/v1/sessions/{sid}/close"), json!({})).await["status"], "closed");
     let (status, body) = s.request(Method::POST, &format!("/api/v1/sessions/{sid}/close"), None).await;
     assert_eq!((status, error_code(&body)), (409, "conflict"), "closing twice");
-    let (status, body) = s.request(Method::POST, &format!("/api/v1/sessions/{sid}/participants"), Some(json!({"display_name": "迟到者", "role": "party"}))).await;
+    let (status, body) = s
+        .request(
+            Method::POST,
+            &format!("/api/v1/sessions/{sid}/participants"),
+            Some(json!({"display_name": "迟到者", "role": "party"})),
+        )
+        .await;
     assert_eq!((status, error_code(&body)), (409, "conflict"), "inviting to a closed session");
 }
 
@@ -78,7 +95,13 @@ async fn bad_requests_get_4xx_with_the_documented_error_shape_and_no_internals()
         (Method::POST, "/api/v1/sites", Some(r#"{"name":"x"}"#), 400, "bad_request"),
         (Method::POST, "/api/v1/sites", Some(r#"{"name":"x","kind":"castle"}"#), 400, "bad_request"),
         (Method::POST, "/api/v1/sites", Some(r#"{"name":"","kind":"county_court"}"#), 400, "bad_request"),
-        (Method::POST, "/api/v1/sites", Some(r#"{"name":"x","kind":"county_court","parent_id":"site_nope"}"#), 400, "bad_request"),
+        (
+            Method::POST,
+            "/api/v1/sites",
+            Some(r#"{"name":"x","kind":"county_court","parent_id":"site_nope"}"#),
+            400,
+            "bad_request",
+        ),
         (Method::POST, "/api/v1/sites", Some(r#"{"name":"x","kind":"county_court","surprise":1}"#), 400, "bad_request"),
         (Method::POST, "/api/v1/cases", Some(r#"{"case_id":"A","kind":"trial"}"#), 400, "bad_request"),
         (Method::POST, "/api/v1/cases", Some(r#"{"case_id":"bad\u0007id","kind":"hearing"}"#), 400, "bad_request"),
@@ -86,7 +109,13 @@ async fn bad_requests_get_4xx_with_the_documented_error_shape_and_no_internals()
         (Method::GET, "/api/v1/cases/case_nope", None, 404, "not_found"),
         (Method::GET, "/api/v1/sessions/ses_nope", None, 404, "not_found"),
         (Method::POST, "/api/v1/sessions/ses_nope/close", None, 404, "not_found"),
-        (Method::POST, "/api/v1/sessions/ses_nope/participants", Some(r#"{"display_name":"x","role":"party"}"#), 404, "not_found"),
+        (
+            Method::POST,
+            "/api/v1/sessions/ses_nope/participants",
+            Some(r#"{"display_name":"x","role":"party"}"#),
+            404,
+            "not_found",
+        ),
         (Method::POST, "/api/v1/cases/case_nope/sessions", Some("{}"), 404, "not_found"),
         (Method::GET, "/api/v1/no/such/endpoint", None, 404, "not_found"),
     ];
@@ -135,7 +164,8 @@ async fn the_admin_api_refuses_a_missing_or_wrong_token() {
     let c = reqwest::Client::new();
     let none = c.get(format!("{}/api/v1/sites", s.base_url)).send().await.unwrap();
     assert_eq!(none.status(), 401);
-    let wrong = c.get(format!("{}/api/v1/sites", s.base_url)).bearer_auth("test-admin-token-0123456788").send().await.unwrap();
+    let wrong =
+        c.get(format!("{}/api/v1/sites", s.base_url)).bearer_auth("test-admin-token-0123456788").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     let v: Value = wrong.json().await.unwrap();
     assert_eq!(error_code(&v), "unauthorized");

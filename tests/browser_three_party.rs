@@ -24,7 +24,10 @@ async fn three_browsers_see_and_hear_each_other_through_join_links() {
         "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
     );
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(Path::new(&chromium).exists(), "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)");
+    assert!(
+        Path::new(&chromium).exists(),
+        "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)"
+    );
 
     let s = TestServer::start().await;
     let sid = s.create_session("hearing").await;

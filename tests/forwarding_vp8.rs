@@ -10,9 +10,7 @@ use common::forwarding::{self, Room};
 const CODEC: VideoCodec = VideoCodec::Vp8;
 
 async fn room() -> Room {
-    forwarding::three_publishers(CODEC)
-        .await
-        .expect("three participants join and publish")
+    forwarding::three_publishers(CODEC).await.expect("three participants join and publish")
 }
 
 /// Each client receives both others' audio and video: RTP with the payload types negotiated in
@@ -50,9 +48,5 @@ async fn vp8_leaving_participant_is_announced_and_its_tracks_removed() {
 }
 
 fn dump(room: &Room) -> String {
-    room.clients
-        .iter()
-        .map(|c| c.diagnostics())
-        .collect::<Vec<_>>()
-        .join("\n\n")
+    room.clients.iter().map(|c| c.diagnostics()).collect::<Vec<_>>().join("\n\n")
 }

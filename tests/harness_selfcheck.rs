@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::client::{
-    poll_until, CandidateSink, Media, OutCandidate, PublishSide, SubscribeSide, VideoCodec,
-};
+use common::client::{poll_until, CandidateSink, Media, OutCandidate, PublishSide, SubscribeSide, VideoCodec};
 use common::fixtures;
 use common::rtp_check::{self, PacketRef};
 
@@ -24,63 +22,23 @@ fn fixtures_decode_with_expected_timing_and_keyframes() {
     let secs = fixtures::CLIP_SECONDS as f64;
 
     let vp8 = fixtures::vp8();
-    assert_eq!(
-        vp8.frames.len() as u32,
-        fixtures::CLIP_SECONDS * fixtures::VIDEO_FPS
-    );
-    let keys: Vec<usize> = vp8
-        .frames
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.keyframe)
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(
-        keys.first(),
-        Some(&0),
-        "VP8 clip must start with a key frame"
-    );
-    assert!(
-        keys.windows(2)
-            .all(|w| w[1] - w[0] <= fixtures::KEYFRAME_INTERVAL as usize),
-        "VP8 key frames at {keys:?}"
-    );
+    assert_eq!(vp8.frames.len() as u32, fixtures::CLIP_SECONDS * fixtures::VIDEO_FPS);
+    let keys: Vec<usize> = vp8.frames.iter().enumerate().filter(|(_, f)| f.keyframe).map(|(i, _)| i).collect();
+    assert_eq!(keys.first(), Some(&0), "VP8 clip must start with a key frame");
+    assert!(keys.windows(2).all(|w| w[1] - w[0] <= fixtures::KEYFRAME_INTERVAL as usize), "VP8 key frames at {keys:?}");
     assert!((vp8.total_duration().as_secs_f64() - secs).abs() < 0.01);
 
     let opus = fixtures::opus();
-    assert!(opus
-        .frames
-        .iter()
-        .all(|f| f.duration == Duration::from_millis(20)));
-    assert!(
-        (opus.total_duration().as_secs_f64() - secs).abs() < 0.1,
-        "{:?}",
-        opus.total_duration()
-    );
+    assert!(opus.frames.iter().all(|f| f.duration == Duration::from_millis(20)));
+    assert!((opus.total_duration().as_secs_f64() - secs).abs() < 0.1, "{:?}", opus.total_duration());
 
     let h264 = fixtures::h264();
-    let first_types: Vec<u8> = h264
-        .frames
-        .iter()
-        .take(3)
-        .map(|f| f.data[0] & 0x1f)
-        .collect();
-    assert_eq!(
-        &first_types[..2],
-        &[7, 8],
-        "H.264 clip must start with SPS, PPS"
-    );
+    let first_types: Vec<u8> = h264.frames.iter().take(3).map(|f| f.data[0] & 0x1f).collect();
+    assert_eq!(&first_types[..2], &[7, 8], "H.264 clip must start with SPS, PPS");
     let slices = h264.frames.iter().filter(|f| !f.duration.is_zero()).count();
-    assert_eq!(
-        slices as u32,
-        fixtures::CLIP_SECONDS * fixtures::VIDEO_FPS,
-        "one slice per frame"
-    );
+    assert_eq!(slices as u32, fixtures::CLIP_SECONDS * fixtures::VIDEO_FPS, "one slice per frame");
     let idrs = h264.frames.iter().filter(|f| f.data[0] & 0x1f == 5).count();
-    assert_eq!(
-        idrs as u32,
-        fixtures::CLIP_SECONDS * fixtures::VIDEO_FPS / fixtures::KEYFRAME_INTERVAL
-    );
+    assert_eq!(idrs as u32, fixtures::CLIP_SECONDS * fixtures::VIDEO_FPS / fixtures::KEYFRAME_INTERVAL);
     assert!((h264.total_duration().as_secs_f64() - secs).abs() < 0.01);
 }
 
@@ -100,10 +58,7 @@ fn packetize(codec: VideoCodec) -> Vec<rtc::rtp::Packet> {
     let mut out = Vec::new();
     for f in &fixture.frames {
         let samples = (f.duration.as_secs_f64() * 90_000.0) as u32;
-        out.extend(
-            p.packetize(Instant::now(), &f.data, samples)
-                .expect("packetize"),
-        );
+        out.extend(p.packetize(Instant::now(), &f.data, samples).expect("packetize"));
     }
     out
 }
@@ -123,10 +78,7 @@ fn packetized_fixtures_reassemble_into_complete_frames() {
             .collect();
         let seqs: Vec<u16> = refs.iter().map(|r| r.seq).collect();
         let report = rtp_check::check_sequence(&seqs);
-        assert!(
-            report.is_continuous() && report.wraps == 1,
-            "{codec:?}: {report}"
-        );
+        assert!(report.is_continuous() && report.wraps == 1, "{codec:?}: {report}");
         let frames = match codec {
             VideoCodec::Vp8 => rtp_check::assemble_vp8(&refs),
             VideoCodec::H264 => rtp_check::assemble_h264(&refs),
@@ -135,24 +87,13 @@ fn packetized_fixtures_reassemble_into_complete_frames() {
         let n = (fixtures::CLIP_SECONDS * fixtures::VIDEO_FPS) as usize;
         assert_eq!(stats.frames, n, "{codec:?}: {stats}");
         assert_eq!(stats.complete, n, "{codec:?}: {stats}");
-        assert_eq!(
-            stats.complete_keyframes,
-            n / fixtures::KEYFRAME_INTERVAL as usize,
-            "{codec:?}: {stats}"
-        );
+        assert_eq!(stats.complete_keyframes, n / fixtures::KEYFRAME_INTERVAL as usize, "{codec:?}: {stats}");
         // RTP clock advances exactly one frame (3000 ticks) per frame.
         for w in frames.windows(2) {
-            assert_eq!(
-                w[1].timestamp.wrapping_sub(w[0].timestamp),
-                3000,
-                "{codec:?}"
-            );
+            assert_eq!(w[1].timestamp.wrapping_sub(w[0].timestamp), 3000, "{codec:?}");
         }
         // Multi-packet frames exist, so fragmentation is exercised.
-        assert!(
-            frames.iter().any(|f| f.packets > 2),
-            "{codec:?}: no fragmented frame"
-        );
+        assert!(frames.iter().any(|f| f.packets > 2), "{codec:?}: no fragmented frame");
     }
 }
 
@@ -187,18 +128,10 @@ async fn connect_back_to_back(codec: VideoCodec) -> Pair {
     let sub_sink: CandidateSink = Arc::new(move |c| {
         let _ = to_pub_tx.send(c);
     });
-    let mut publisher = PublishSide::new(
-        "pub",
-        STREAM_ID,
-        Media::audio_video(codec),
-        pub_sink,
-        Arc::clone(&errors),
-    )
-    .await
-    .expect("publish side");
-    let subscriber = SubscribeSide::new("sub", sub_sink, Arc::clone(&errors))
+    let mut publisher = PublishSide::new("pub", STREAM_ID, Media::audio_video(codec), pub_sink, Arc::clone(&errors))
         .await
-        .expect("subscribe side");
+        .expect("publish side");
+    let subscriber = SubscribeSide::new("sub", sub_sink, Arc::clone(&errors)).await.expect("subscribe side");
 
     let offer = publisher.create_offer().await.expect("offer");
     let answer = subscriber.answer(&offer).await.expect("answer");
@@ -227,37 +160,20 @@ async fn connect_back_to_back(codec: VideoCodec) -> Pair {
     publisher.gate.open_with(&offer);
     subscriber.gate.open_with(&answer);
 
-    publisher
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("publish side connected");
-    subscriber
-        .wait_connected(Duration::from_secs(15))
-        .await
-        .expect("subscribe side connected");
-    Pair {
-        publisher,
-        subscriber,
-        errors,
-    }
+    publisher.wait_connected(Duration::from_secs(15)).await.expect("publish side connected");
+    subscriber.wait_connected(Duration::from_secs(15)).await.expect("subscribe side connected");
+    Pair { publisher, subscriber, errors }
 }
 
 /// Offer from the publisher, answered by the subscriber, applied.
 async fn renegotiate(pair: &Pair) {
     let offer = pair.publisher.create_offer().await.expect("re-offer");
     let answer = pair.subscriber.answer(&offer).await.expect("re-answer");
-    pair.publisher
-        .apply_answer(&answer)
-        .await
-        .expect("apply re-answer");
+    pair.publisher.apply_answer(&answer).await.expect("apply re-answer");
 }
 
 async fn back_to_back(codec: VideoCodec) {
-    let Pair {
-        publisher,
-        subscriber,
-        errors,
-    } = connect_back_to_back(codec).await;
+    let Pair { publisher, subscriber, errors } = connect_back_to_back(codec).await;
     let stream_id = STREAM_ID;
     publisher.start_streaming().await.expect("start streaming");
 
@@ -272,9 +188,7 @@ async fn back_to_back(codec: VideoCodec) {
                     s.complete >= 45 && s.complete_keyframes >= 1
                 })
                 .unwrap_or(false);
-            let a = rec
-                .with_track(stream_id, "audio", |t| t.packets.len() >= 50)
-                .unwrap_or(false);
+            let a = rec.with_track(stream_id, "audio", |t| t.packets.len() >= 50).unwrap_or(false);
             v && a
         },
         || format!("{}\nerrors: {:?}", rec.describe(), errors.lock().unwrap()),
@@ -290,9 +204,7 @@ async fn back_to_back(codec: VideoCodec) {
             .unwrap_or_else(|| panic!("no m-line for {} in {negotiated:#?}", t.track_id));
         for pt in t.payload_types() {
             assert!(
-                accepted
-                    .iter()
-                    .any(|(p, n)| *p == pt && n.eq_ignore_ascii_case(name)),
+                accepted.iter().any(|(p, n)| *p == pt && n.eq_ignore_ascii_case(name)),
                 "PT {pt} not accepted as {name}: {accepted:?}"
             );
         }
@@ -311,13 +223,7 @@ async fn back_to_back(codec: VideoCodec) {
         "the PLI to reach the publisher",
         Duration::from_secs(5),
         || publisher.plis_received() > before,
-        || {
-            format!(
-                "plis {} firs {}",
-                publisher.plis_received(),
-                publisher.firs_received()
-            )
-        },
+        || format!("plis {} firs {}", publisher.plis_received(), publisher.firs_received()),
     )
     .await
     .unwrap();
@@ -352,10 +258,7 @@ async fn subscribe_side_answers_renegotiation_as_tracks_come_and_go() {
     poll_until(
         "first video",
         Duration::from_secs(15),
-        || {
-            rec.with_track(STREAM_ID, "video", |t| t.frame_stats().complete >= 10)
-                .unwrap_or(false)
-        },
+        || rec.with_track(STREAM_ID, "video", |t| t.frame_stats().complete >= 10).unwrap_or(false),
         describe,
     )
     .await
@@ -364,19 +267,11 @@ async fn subscribe_side_answers_renegotiation_as_tracks_come_and_go() {
     // A second participant's camera appears (new msid stream), as when someone joins.
     let late = pair
         .publisher
-        .add_track(
-            "late-publisher",
-            "video",
-            common::client::video_codec(VideoCodec::Vp8),
-            fixtures::vp8(),
-        )
+        .add_track("late-publisher", "video", common::client::video_codec(VideoCodec::Vp8), fixtures::vp8())
         .await
         .expect("add late track");
     renegotiate(&pair).await;
-    pair.publisher
-        .start_track(&late)
-        .await
-        .expect("stream late track");
+    pair.publisher.start_track(&late).await.expect("stream late track");
     poll_until(
         "video from the track added by renegotiation",
         Duration::from_secs(15),
@@ -393,16 +288,10 @@ async fn subscribe_side_answers_renegotiation_as_tracks_come_and_go() {
     .unwrap();
     assert_eq!(pair.subscriber.negotiations.lock().unwrap().len(), 2);
     let late_track_id = rec.track("late-publisher", "video").unwrap().track_id;
-    assert!(pair
-        .subscriber
-        .accepted_payload_types(&late_track_id)
-        .is_some());
+    assert!(pair.subscriber.accepted_payload_types(&late_track_id).is_some());
 
     // …and leaves again.
-    pair.publisher
-        .remove_track(&late)
-        .await
-        .expect("remove late track");
+    pair.publisher.remove_track(&late).await.expect("remove late track");
     renegotiate(&pair).await;
     let media = pair.subscriber.negotiated_media();
     eprintln!(
@@ -420,16 +309,11 @@ async fn subscribe_side_answers_renegotiation_as_tracks_come_and_go() {
     );
 
     // The original tracks keep flowing, continuously, across both renegotiations.
-    let before = rec
-        .with_track(STREAM_ID, "video", |t| t.packets.len())
-        .unwrap();
+    let before = rec.with_track(STREAM_ID, "video", |t| t.packets.len()).unwrap();
     poll_until(
         "original video to keep flowing after two renegotiations",
         Duration::from_secs(10),
-        || {
-            rec.with_track(STREAM_ID, "video", |t| t.packets.len() >= before + 30)
-                .unwrap_or(false)
-        },
+        || rec.with_track(STREAM_ID, "video", |t| t.packets.len() >= before + 30).unwrap_or(false),
         describe,
     )
     .await
@@ -440,11 +324,7 @@ async fn subscribe_side_answers_renegotiation_as_tracks_come_and_go() {
         assert_eq!(t.ssrcs().len(), 1, "{}", t.summary());
     }
     let late_now = rec.track("late-publisher", "video").unwrap();
-    eprintln!(
-        "late track after removal: ended={} {}",
-        late_now.ended,
-        late_now.summary()
-    );
+    eprintln!("late track after removal: ended={} {}", late_now.ended, late_now.summary());
     let errs = errors.lock().unwrap().clone();
     assert!(errs.is_empty(), "background errors: {errs:?}");
     pair.publisher.close().await;

@@ -19,9 +19,11 @@ async fn a_participant_whose_media_stops_is_removed_with_cause_media_timeout() {
     let media = Media::audio_video(VideoCodec::Vp8);
     let a = TestClient::join_and_publish(&s.ws_url, &judge.token, "judge", media).await.unwrap();
     let b = TestClient::join_and_publish(&s.ws_url, &party.token, "party", media).await.unwrap();
-    a.wait_media("party's video at the judge", &party.participant_id, "video", Duration::from_secs(15), |t| t.packets.len() > 10)
-        .await
-        .unwrap();
+    a.wait_media("party's video at the judge", &party.participant_id, "video", Duration::from_secs(15), |t| {
+        t.packets.len() > 10
+    })
+    .await
+    .unwrap();
 
     // While media flows, the server keeps per-track receive statistics.
     let tracks = s.get(&format!("/api/v1/sessions/{sid}/tracks")).await;
@@ -51,7 +53,13 @@ async fn a_participant_whose_media_stops_is_removed_with_cause_media_timeout() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let v = s.get(&format!("/api/v1/sessions/{sid}/participants")).await;
-        let p = v["participants"].as_array().unwrap().iter().find(|p| p["id"] == party.participant_id.as_str()).cloned().unwrap();
+        let p = v["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == party.participant_id.as_str())
+            .cloned()
+            .unwrap();
         if p["leave_cause"] == "media_timeout" {
             break;
         }
@@ -60,6 +68,12 @@ async fn a_participant_whose_media_stops_is_removed_with_cause_media_timeout() {
     }
     // The judge is still there and still connected.
     let v = s.get(&format!("/api/v1/sessions/{sid}/participants")).await;
-    let j = v["participants"].as_array().unwrap().iter().find(|p| p["id"] == judge.participant_id.as_str()).cloned().unwrap();
+    let j = v["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == judge.participant_id.as_str())
+        .cloned()
+        .unwrap();
     assert_eq!(j["online"], true, "{j}");
 }

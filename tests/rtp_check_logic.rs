@@ -11,14 +11,7 @@ fn pkt(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> (u16, u32, bool, Vec<
 }
 
 fn refs(v: &[(u16, u32, bool, Vec<u8>)]) -> Vec<PacketRef<'_>> {
-    v.iter()
-        .map(|(seq, ts, m, p)| PacketRef {
-            seq: *seq,
-            timestamp: *ts,
-            marker: *m,
-            payload: p,
-        })
-        .collect()
+    v.iter().map(|(seq, ts, m, p)| PacketRef { seq: *seq, timestamp: *ts, marker: *m, payload: p }).collect()
 }
 
 // ───────────── sequence numbers ─────────────
@@ -160,10 +153,7 @@ fn vp8_complete_keyframe_and_inter_frame() {
     assert_eq!(f[0].bytes, KEY.len() + 5);
     assert!(f[1].complete && !f[1].keyframe, "{:?}", f[1]);
     let s = frame_stats(&f);
-    assert_eq!(
-        (s.complete, s.complete_keyframes, s.incomplete_interior),
-        (2, 1, 0)
-    );
+    assert_eq!((s.complete, s.complete_keyframes, s.incomplete_interior), (2, 1, 0));
 }
 
 #[test]
@@ -176,11 +166,7 @@ fn vp8_missing_middle_packet_makes_frame_incomplete() {
     ];
     let f = assemble_vp8(&refs(&p));
     assert!(!f[1].complete);
-    assert!(
-        f[1].problems.iter().any(|p| p.contains("seq gap")),
-        "{:?}",
-        f[1].problems
-    );
+    assert!(f[1].problems.iter().any(|p| p.contains("seq gap")), "{:?}", f[1].problems);
     assert_eq!(frame_stats(&f).incomplete_interior, 1);
 }
 
@@ -188,27 +174,15 @@ fn vp8_missing_middle_packet_makes_frame_incomplete() {
 fn vp8_frame_without_marker_or_start_is_incomplete() {
     let no_marker = vec![pkt(1, 0, false, &vp8(true, &INTER))];
     assert!(!assemble_vp8(&refs(&no_marker))[0].complete);
-    let no_start = vec![
-        pkt(1, 0, false, &vp8(false, &[9])),
-        pkt(2, 0, true, &vp8(false, &[9])),
-    ];
+    let no_start = vec![pkt(1, 0, false, &vp8(false, &[9])), pkt(2, 0, true, &vp8(false, &[9]))];
     let f = assemble_vp8(&refs(&no_start));
     assert!(!f[0].complete);
-    assert!(
-        f[0].problems[0].contains("not a frame start"),
-        "{:?}",
-        f[0].problems
-    );
+    assert!(f[0].problems[0].contains("not a frame start"), "{:?}", f[0].problems);
 }
 
 #[test]
 fn vp8_keyframe_needs_start_code() {
-    let p = vec![pkt(
-        1,
-        0,
-        true,
-        &vp8(true, &[0x50, 0x01, 0x00, 0x00, 0x00, 0x00]),
-    )];
+    let p = vec![pkt(1, 0, true, &vp8(true, &[0x50, 0x01, 0x00, 0x00, 0x00, 0x00]))];
     let f = assemble_vp8(&refs(&p));
     assert!(!f[0].complete, "{:?}", f[0]);
 }
@@ -226,10 +200,7 @@ fn vp8_reordered_packets_within_frame_still_assemble() {
 
 #[test]
 fn vp8_frame_across_seq_wrap() {
-    let p = vec![
-        pkt(65535, 0, false, &vp8(true, &KEY)),
-        pkt(0, 0, true, &vp8(false, &[1])),
-    ];
+    let p = vec![pkt(65535, 0, false, &vp8(true, &KEY)), pkt(0, 0, true, &vp8(false, &[1]))];
     assert!(assemble_vp8(&refs(&p))[0].complete);
 }
 
@@ -245,10 +216,7 @@ fn stap_a(nals: &[&[u8]]) -> Vec<u8> {
 }
 
 fn fu_a(start: bool, end: bool, nal_type: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![
-        0x60 | 28,
-        nal_type | if start { 0x80 } else { 0 } | if end { 0x40 } else { 0 },
-    ];
+    let mut v = vec![0x60 | 28, nal_type | if start { 0x80 } else { 0 } | if end { 0x40 } else { 0 }];
     v.extend_from_slice(body);
     v
 }
@@ -278,17 +246,10 @@ fn h264_idr_as_rtc_packetizes_it() {
 
 #[test]
 fn h264_unterminated_fu_a_is_incomplete() {
-    let p = vec![
-        pkt(1, 0, false, &fu_a(true, false, 5, &[1])),
-        pkt(2, 0, true, &fu_a(false, false, 5, &[2])),
-    ];
+    let p = vec![pkt(1, 0, false, &fu_a(true, false, 5, &[1])), pkt(2, 0, true, &fu_a(false, false, 5, &[2]))];
     let f = assemble_h264(&refs(&p));
     assert!(!f[0].complete);
-    assert!(
-        f[0].problems.iter().any(|p| p.contains("never ended")),
-        "{:?}",
-        f[0].problems
-    );
+    assert!(f[0].problems.iter().any(|p| p.contains("never ended")), "{:?}", f[0].problems);
 }
 
 #[test]
@@ -296,26 +257,15 @@ fn h264_fu_a_continuation_without_start_is_incomplete() {
     let p = vec![pkt(7, 0, true, &fu_a(false, true, 1, &[1]))];
     let f = assemble_h264(&refs(&p));
     assert!(!f[0].complete);
-    assert!(
-        f[0].problems[0].contains("without its start"),
-        "{:?}",
-        f[0].problems
-    );
+    assert!(f[0].problems[0].contains("without its start"), "{:?}", f[0].problems);
 }
 
 #[test]
 fn h264_lost_fragment_is_incomplete() {
-    let p = vec![
-        pkt(1, 0, false, &fu_a(true, false, 5, &[1])),
-        pkt(3, 0, true, &fu_a(false, true, 5, &[2])),
-    ];
+    let p = vec![pkt(1, 0, false, &fu_a(true, false, 5, &[1])), pkt(3, 0, true, &fu_a(false, true, 5, &[2]))];
     let f = assemble_h264(&refs(&p));
     assert!(!f[0].complete);
-    assert!(
-        f[0].problems.iter().any(|p| p.contains("seq gap")),
-        "{:?}",
-        f[0].problems
-    );
+    assert!(f[0].problems.iter().any(|p| p.contains("seq gap")), "{:?}", f[0].problems);
 }
 
 #[test]

@@ -59,7 +59,8 @@ async fn join(s: &TestServer, token: &str) -> Ws {
 }
 
 fn sign(secret: &[u8], claims: Value) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).unwrap()
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &jsonwebtoken::EncodingKey::from_secret(secret))
+        .unwrap()
 }
 
 fn claims(sid: &str, pid: &str, exp: u64) -> Value {
@@ -91,12 +92,21 @@ async fn a_valid_join_gets_joined_with_the_session_and_the_others() {
     send(&mut b, json!({"v": 1, "type": "leave"})).await;
     assert_eq!(close_code(&mut b).await, 1000);
     let left = expect_message(&mut a, "participant_left").await;
-    assert_eq!((left["participant_id"].as_str(), left["cause"].as_str()), (Some(party.participant_id.as_str()), Some("left")));
+    assert_eq!(
+        (left["participant_id"].as_str(), left["cause"].as_str()),
+        (Some(party.participant_id.as_str()), Some("left"))
+    );
     // Presence is written to the store by a background task; wait (bounded) for it to land.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let stored = s.get(&format!("/api/v1/sessions/{sid}/participants")).await;
-        let p = stored["participants"].as_array().unwrap().iter().find(|p| p["id"] == party.participant_id.as_str()).unwrap().clone();
+        let p = stored["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == party.participant_id.as_str())
+            .unwrap()
+            .clone();
         if p["leave_cause"] == "left" {
             assert!(p["left_at"].is_string() && p["joined_at"].is_string(), "{p}");
             break;
@@ -169,7 +179,11 @@ async fn malformed_unknown_oversized_binary_and_premature_messages_close_with_pr
         ("unknown type", Message::Text(r#"{"v":1,"type":"teleport"}"#.into()), 4006),
         ("wrong version", Message::Text(r#"{"v":9,"type":"ping"}"#.into()), 4006),
         ("binary frame", Message::Binary(vec![1, 2, 3].into()), 4006),
-        ("oversized", Message::Text(format!(r#"{{"v":1,"type":"ping","ts":"{}"}}"#, "x".repeat(70 * 1024)).into()), 1009),
+        (
+            "oversized",
+            Message::Text(format!(r#"{{"v":1,"type":"ping","ts":"{}"}}"#, "x".repeat(70 * 1024)).into()),
+            1009,
+        ),
     ];
     for (name, msg, code) in bad {
         let p = s.invite(&sid, name, "party").await;
@@ -246,7 +260,14 @@ async fn garbage_on_the_media_port_is_dropped_and_counted_and_the_server_goes_on
     for burst in 0..10usize {
         for i in 0..20usize {
             let len = 1 + ((burst * 20 + i) * 37) % 1400;
-            let bytes: Vec<u8> = (0..len).map(|_| { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; seed as u8 }).collect();
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
             sock.send_to(&bytes, s.media_addr).await.unwrap();
         }
         wait_unroutable(&s, (burst as u64 + 1) * 20).await;

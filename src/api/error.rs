@@ -57,10 +57,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", format!("请求无效 / bad request: {m}")),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "未授权 / missing or wrong admin token".into()),
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "未授权 / missing or wrong admin token".into())
+            }
             ApiError::NotFound(w) => (StatusCode::NOT_FOUND, "not_found", format!("{}不存在 / {w} not found", zh(w))),
             ApiError::Conflict(w) => (StatusCode::CONFLICT, "conflict", format!("状态冲突 / conflict: {w}")),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "请求过大 / request body too large".into()),
+            ApiError::TooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "请求过大 / request body too large".into())
+            }
             ApiError::Internal(detail) => {
                 error!(%detail, "internal error serving an API request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "服务器内部错误 / internal server error".into())

@@ -35,7 +35,8 @@ static WEB_CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/web-client")
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
 const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 86_400);
-const SITE_KINDS: [&str; 5] = ["county_court", "county_center", "township_center", "village_station", "petition_office"];
+const SITE_KINDS: [&str; 5] =
+    ["county_court", "county_center", "township_center", "village_station", "petition_office"];
 const CASE_KINDS: [&str; 3] = ["hearing", "mediation", "reception"];
 
 /// Everything handlers share. Cloned per request (all fields are handles).
@@ -101,7 +102,11 @@ pub struct JsonBody<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let len = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
         if len.is_some_and(|l| l > MAX_BODY) {
             return Err(ApiError::TooLarge);
         }
@@ -164,12 +169,10 @@ fn serve_file(path: &str) -> Response {
 
 async fn signal(State(s): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let ctx = SignalContext { store: s.store.clone(), tokens: s.tokens.clone(), media: s.media.clone() };
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| async move {
-            let (sink, stream) = socket.split();
-            run_connection(sink, stream, ctx).await;
-        })
+    ws.max_message_size(MAX_MESSAGE_BYTES).max_frame_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| async move {
+        let (sink, stream) = socket.split();
+        run_connection(sink, stream, ctx).await;
+    })
 }
 
 // ---- sites ------------------------------------------------------------------------------------
@@ -224,11 +227,13 @@ async fn create_case(State(s): State<AppState>, JsonBody(b): JsonBody<NewCase>) 
     if !CASE_KINDS.contains(&b.kind.as_str()) {
         return Err(ApiError::BadRequest(format!("kind must be one of {}", CASE_KINDS.join(", "))));
     }
-    let case = s.store.create_case(&b.case_id, &b.kind, b.title.as_deref(), b.site_id.as_deref()).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
-        crate::store::StoreError::Conflict => ApiError::Conflict("a case with this case_id exists"),
-        other => ApiError::internal(other),
-    })?;
+    let case = s.store.create_case(&b.case_id, &b.kind, b.title.as_deref(), b.site_id.as_deref()).await.map_err(
+        |e| match e {
+            crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
+            crate::store::StoreError::Conflict => ApiError::Conflict("a case with this case_id exists"),
+            other => ApiError::internal(other),
+        },
+    )?;
     Ok((StatusCode::CREATED, Json(case)).into_response())
 }
 
@@ -263,17 +268,25 @@ struct NewSession {
     scheduled_at: Option<String>,
 }
 
-async fn create_session(State(s): State<AppState>, Path(case): Path<String>, JsonBody(b): JsonBody<NewSession>) -> Result<Response, ApiError> {
+async fn create_session(
+    State(s): State<AppState>,
+    Path(case): Path<String>,
+    JsonBody(b): JsonBody<NewSession>,
+) -> Result<Response, ApiError> {
     check_opt_text("title", &b.title, 200)?;
     if let Some(at) = &b.scheduled_at {
         time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
             .map_err(|_| ApiError::BadRequest("scheduled_at must be an RFC 3339 time".into()))?;
     }
     s.store.case(&case).await.map_err(ApiError::from_store("case"))?;
-    let session = s.store.create_session(&case, b.title.as_deref(), b.site_id.as_deref(), b.scheduled_at.as_deref()).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
-        other => ApiError::internal(other),
-    })?;
+    let session = s
+        .store
+        .create_session(&case, b.title.as_deref(), b.site_id.as_deref(), b.scheduled_at.as_deref())
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
+            other => ApiError::internal(other),
+        })?;
     Ok((StatusCode::CREATED, Json(session)).into_response())
 }
 
@@ -319,7 +332,11 @@ struct NewParticipant {
     ttl_seconds: Option<u64>,
 }
 
-async fn invite(State(s): State<AppState>, Path(session_id): Path<String>, JsonBody(b): JsonBody<NewParticipant>) -> Result<Response, ApiError> {
+async fn invite(
+    State(s): State<AppState>,
+    Path(session_id): Path<String>,
+    JsonBody(b): JsonBody<NewParticipant>,
+) -> Result<Response, ApiError> {
     check_text("display_name", &b.display_name, 100)?;
     let role = Role::parse(&b.role).ok_or_else(|| {
         let all: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
@@ -346,7 +363,11 @@ async fn invite(State(s): State<AppState>, Path(session_id): Path<String>, JsonB
             other => ApiError::internal(other),
         })?;
     let join_url = format!("{}/join#token={}", s.public_url, token);
-    Ok((StatusCode::CREATED, Json(json!({ "participant": participant, "token": token, "join_url": join_url, "expires_at": expires_at }))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "participant": participant, "token": token, "join_url": join_url, "expires_at": expires_at })),
+    )
+        .into_response())
 }
 
 async fn list_participants(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -354,12 +375,18 @@ async fn list_participants(State(s): State<AppState>, Path(id): Path<String>) ->
     Ok(Json(json!({ "participants": participants_with_presence(&s, &id).await? })))
 }
 
-async fn remove_participant(State(s): State<AppState>, Path((id, pid)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+async fn remove_participant(
+    State(s): State<AppState>,
+    Path((id, pid)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
     let p = s.store.participant(&pid).await.map_err(ApiError::from_store("participant"))?;
     if p.session_id != id {
         return Err(ApiError::NotFound("participant"));
     }
-    s.media.send(Command::RemoveParticipant { session_id: id, participant_id: pid }).await.map_err(ApiError::internal)?;
+    s.media
+        .send(Command::RemoveParticipant { session_id: id, participant_id: pid })
+        .await
+        .map_err(ApiError::internal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

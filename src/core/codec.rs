@@ -110,15 +110,15 @@ mod tests {
     fn vp8_keyframe_detection_follows_the_payload_descriptor() {
         // (payload, is keyframe start)
         let cases: &[(&[u8], bool)] = &[
-            (&[0x10, 0x00], true),                     // S=1, PID=0, P=0
-            (&[0x10, 0x01], false),                    // interframe
-            (&[0x00, 0x00], false),                    // not start of partition
-            (&[0x11, 0x00], false),                    // PID 1
-            (&[0x90, 0x80, 0x05, 0x00], true),         // X, I with 7-bit picture id
-            (&[0x90, 0x80, 0x85, 0x01, 0x00], true),   // X, I with 15-bit picture id
+            (&[0x10, 0x00], true),                                // S=1, PID=0, P=0
+            (&[0x10, 0x01], false),                               // interframe
+            (&[0x00, 0x00], false),                               // not start of partition
+            (&[0x11, 0x00], false),                               // PID 1
+            (&[0x90, 0x80, 0x05, 0x00], true),                    // X, I with 7-bit picture id
+            (&[0x90, 0x80, 0x85, 0x01, 0x00], true),              // X, I with 15-bit picture id
             (&[0x90, 0xe0, 0x85, 0x01, 0x07, 0x20, 0x01], false), // X,I,L,T; P=1
             (&[0x90, 0xe0, 0x85, 0x01, 0x07, 0x20, 0x00], true),
-            (&[0x90], false),                          // truncated
+            (&[0x90], false), // truncated
             (&[], false),
         ];
         for (p, want) in cases {
@@ -129,14 +129,14 @@ mod tests {
     #[test]
     fn h264_keyframe_detection_covers_single_stap_a_and_fu_a() {
         let cases: &[(&[u8], bool)] = &[
-            (&[0x65, 0x88], true),                         // IDR
-            (&[0x67, 0x42], true),                         // SPS
-            (&[0x41, 0x9a], false),                        // non-IDR slice
+            (&[0x65, 0x88], true),                                           // IDR
+            (&[0x67, 0x42], true),                                           // SPS
+            (&[0x41, 0x9a], false),                                          // non-IDR slice
             (&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce], true), // STAP-A SPS,PPS
-            (&[0x78, 0x00, 0x02, 0x68, 0xce], false),      // STAP-A PPS only
-            (&[0x7c, 0x85, 0x88], true),                   // FU-A start of IDR
-            (&[0x7c, 0x05, 0x88], false),                  // FU-A continuation
-            (&[0x7c, 0x81, 0x88], false),                  // FU-A start of non-IDR
+            (&[0x78, 0x00, 0x02, 0x68, 0xce], false),                        // STAP-A PPS only
+            (&[0x7c, 0x85, 0x88], true),                                     // FU-A start of IDR
+            (&[0x7c, 0x05, 0x88], false),                                    // FU-A continuation
+            (&[0x7c, 0x81, 0x88], false),                                    // FU-A start of non-IDR
             (&[], false),
         ];
         for (p, want) in cases {

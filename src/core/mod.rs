@@ -26,6 +26,6 @@ pub mod stats;
 pub use ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
 pub use policy::{EveryoneElse, ForwardPolicy};
 pub use room::{
-    CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo,
-    ParticipantView, Role, Room, RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
+    CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo, ParticipantView, Role, Room,
+    RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
 };

@@ -5,12 +5,7 @@ use super::room::{ParticipantInfo, UpTrackInfo};
 
 pub trait ForwardPolicy: Send {
     /// May `subscriber` receive `track`, published by `publisher`?
-    fn may_receive(
-        &self,
-        subscriber: &ParticipantInfo,
-        publisher: &ParticipantInfo,
-        track: &UpTrackInfo,
-    ) -> bool;
+    fn may_receive(&self, subscriber: &ParticipantInfo, publisher: &ParticipantInfo, track: &UpTrackInfo) -> bool;
 }
 
 /// Everyone receives every track of everyone else. The default until zones exist.

@@ -448,7 +448,13 @@ impl Room {
 
     // ---- tracks --------------------------------------------------------------------------
 
-    pub fn publish(&mut self, _now: Instant, publisher: ParticipantKey, info: UpTrackInfo, keys: &mut KeyAlloc) -> Result<UpTrackKey, CoreError> {
+    pub fn publish(
+        &mut self,
+        _now: Instant,
+        publisher: ParticipantKey,
+        info: UpTrackInfo,
+        keys: &mut KeyAlloc,
+    ) -> Result<UpTrackKey, CoreError> {
         let p = self.participants.get_mut(&publisher).ok_or(CoreError::NoSuchParticipant)?;
         if !p.info.role.may_publish() {
             return Err(CoreError::MayNotPublish(p.info.role));
@@ -489,11 +495,7 @@ impl Room {
         for down in &track.route {
             self.drop_down_track(*down, true);
         }
-        let publisher_id = self
-            .participants
-            .get(&track.publisher)
-            .map(|p| p.info.id.clone())
-            .unwrap_or_default();
+        let publisher_id = self.participants.get(&track.publisher).map(|p| p.info.id.clone()).unwrap_or_default();
         let event = RoomEvent::TrackUnpublished { track_id: track.info.track_id, participant_id: publisher_id };
         self.broadcast_except(leaving.unwrap_or(track.publisher), event);
     }
@@ -512,7 +514,11 @@ impl Room {
             .up_tracks
             .values()
             .filter_map(|t| {
-                Some(TrackReport { track: self.track_view(t)?, receive: t.stats.view(t.info.clock_rate), subscribers: t.route.len() })
+                Some(TrackReport {
+                    track: self.track_view(t)?,
+                    receive: t.stats.view(t.info.clock_rate),
+                    subscribers: t.route.len(),
+                })
             })
             .collect();
         v.sort_by(|a, b| a.track.track_id.cmp(&b.track.track_id));
@@ -599,9 +605,10 @@ impl Room {
             .values()
             .filter(|t| t.keyframe_pending)
             .filter_map(|t| t.last_keyframe_request.map(|l| l + self.config.pli_interval));
-        let people = self.participants.values().flat_map(|p| {
-            [p.reconnect_deadline, p.last_media.map(|t| t + self.config.peer_timeout)]
-        });
+        let people = self
+            .participants
+            .values()
+            .flat_map(|p| [p.reconnect_deadline, p.last_media.map(|t| t + self.config.peer_timeout)]);
         keyframes.chain(people.flatten()).min()
     }
 
@@ -609,7 +616,9 @@ impl Room {
         let due: Vec<UpTrackKey> = self
             .up_tracks
             .iter()
-            .filter(|(_, t)| t.keyframe_pending && t.last_keyframe_request.is_none_or(|l| now >= l + self.config.pli_interval))
+            .filter(|(_, t)| {
+                t.keyframe_pending && t.last_keyframe_request.is_none_or(|l| now >= l + self.config.pli_interval)
+            })
             .map(|(k, _)| *k)
             .collect();
         for up in due {

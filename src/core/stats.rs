@@ -82,11 +82,7 @@ impl ReceiveStats {
     }
 
     pub fn view(&self, clock_rate: u32) -> StatsView {
-        let expected = if self.started {
-            (self.max_seq_ext.wrapping_sub(self.base_seq) as u64) + 1
-        } else {
-            0
-        };
+        let expected = if self.started { (self.max_seq_ext.wrapping_sub(self.base_seq) as u64) + 1 } else { 0 };
         let jitter_units = self.jitter_q4 >> 4;
         StatsView {
             packets: self.packets,

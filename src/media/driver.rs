@@ -268,7 +268,12 @@ impl Driver {
         peer.last_rx = Some(now);
         let msg = TaggedBytesMut {
             now,
-            transport: TransportContext { local_addr: announced, peer_addr: from, ecn: None, transport_protocol: TransportProtocol::UDP },
+            transport: TransportContext {
+                local_addr: announced,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
             message: BytesMut::from(d),
         };
         if let Err(e) = peer.pc.handle_read(msg) {
@@ -444,7 +449,10 @@ impl Driver {
             }
             Err(e) => {
                 info!(error = %e, "publish refused");
-                self.notify(owner, ServerMessage::error("not_allowed", "您的角色不能发布音视频", "your role may not publish media"));
+                self.notify(
+                    owner,
+                    ServerMessage::error("not_allowed", "您的角色不能发布音视频", "your role may not publish media"),
+                );
             }
         }
     }
@@ -458,9 +466,9 @@ impl Driver {
             match message {
                 RTCMessage::RtpPacket(_, packet) if kind == PcKind::Publish => self.rtp_in.push(packet),
                 RTCMessage::RtcpPacket(track_id, packets) if kind == PcKind::Subscribe => {
-                    let wants_key = packets.iter().any(|p| {
-                        p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-                    });
+                    let wants_key = packets
+                        .iter()
+                        .any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>());
                     if wants_key {
                         if let Some(down) = peer.track_to_down.get(&track_id) {
                             keyframe_requests.push(*down);
@@ -537,9 +545,13 @@ impl Driver {
                     let msg = match event {
                         RoomEvent::ParticipantJoined(participant) => ServerMessage::ParticipantJoined { participant },
                         RoomEvent::ParticipantUpdated(participant) => ServerMessage::ParticipantUpdated { participant },
-                        RoomEvent::ParticipantLeft { participant_id, cause } => ServerMessage::ParticipantLeft { participant_id, cause },
+                        RoomEvent::ParticipantLeft { participant_id, cause } => {
+                            ServerMessage::ParticipantLeft { participant_id, cause }
+                        }
                         RoomEvent::TrackPublished(track) => ServerMessage::TrackPublished { track },
-                        RoomEvent::TrackUnpublished { track_id, participant_id } => ServerMessage::TrackUnpublished { track_id, participant_id },
+                        RoomEvent::TrackUnpublished { track_id, participant_id } => {
+                            ServerMessage::TrackUnpublished { track_id, participant_id }
+                        }
                     };
                     self.notify(to, msg);
                 }
@@ -581,7 +593,14 @@ impl Driver {
         }
     }
 
-    fn add_down_track(&mut self, rk: RoomKey, subscriber: ParticipantKey, down: DownTrackKey, up: UpTrackKey, now: Instant) {
+    fn add_down_track(
+        &mut self,
+        rk: RoomKey,
+        subscriber: ParticipantKey,
+        down: DownTrackKey,
+        up: UpTrackKey,
+        now: Instant,
+    ) {
         let Some(r) = self.rooms.get(&rk) else { return };
         let Some((info, publisher)) = r.room.up_track_info(up).map(|(i, p)| (i.clone(), p)) else { return };
         let Some(up_state) = self.ups.get(&up) else { return };
@@ -774,7 +793,10 @@ impl Driver {
                     PcKind::Subscribe => m.subscribe,
                 };
                 let Some(peer) = pk.and_then(|pk| self.peers.get_mut(&pk)) else {
-                    return self.notify(from.participant, ServerMessage::error("unknown_pc", "该连接尚未建立", "that peer connection does not exist yet"));
+                    return self.notify(
+                        from.participant,
+                        ServerMessage::error("unknown_pc", "该连接尚未建立", "that peer connection does not exist yet"),
+                    );
                 };
                 let init = RTCIceCandidateInit {
                     candidate: candidate.candidate,
@@ -785,7 +807,10 @@ impl Driver {
                 };
                 if let Err(e) = peer.pc.add_remote_candidate(init) {
                     debug!(error = %e, "bad remote candidate");
-                    self.notify(from.participant, ServerMessage::error("bad_candidate", "ICE 候选无效", "invalid ICE candidate"));
+                    self.notify(
+                        from.participant,
+                        ServerMessage::error("bad_candidate", "ICE 候选无效", "invalid ICE candidate"),
+                    );
                 }
             }
             Command::Mute { from, kind, muted } => {
@@ -853,14 +878,21 @@ impl Driver {
         self.settle(now, true).await;
     }
 
-    fn on_join(&mut self, joiner: Joiner, outbound: mpsc::Sender<Outbound>, reply: tokio::sync::oneshot::Sender<ConnRef>, now: Instant) {
+    fn on_join(
+        &mut self,
+        joiner: Joiner,
+        outbound: mpsc::Sender<Outbound>,
+        reply: tokio::sync::oneshot::Sender<ConnRef>,
+        now: Instant,
+    ) {
         let rk = match self.room_by_session.get(&joiner.session.id) {
             Some(rk) => *rk,
             None => {
                 self.next_room += 1;
                 let rk = RoomKey(self.next_room);
                 let room = Room::new(self.core.clone(), Box::new(EveryoneElse));
-                self.rooms.insert(rk, RoomState { room, session: joiner.session.clone(), by_participant_id: HashMap::new() });
+                self.rooms
+                    .insert(rk, RoomState { room, session: joiner.session.clone(), by_participant_id: HashMap::new() });
                 self.room_by_session.insert(joiner.session.id.clone(), rk);
                 rk
             }
@@ -949,7 +981,10 @@ impl Driver {
         let Some(m) = self.members.get_mut(&from.participant).filter(|m| m.conn == from.conn) else { return };
         m.sources.extend(sources);
         let Some(pk) = self.ensure_peer(from.participant, PcKind::Publish, now) else {
-            return self.notify(from.participant, ServerMessage::error("internal", "服务器无法建立连接", "the server could not create a connection"));
+            return self.notify(
+                from.participant,
+                ServerMessage::error("internal", "服务器无法建立连接", "the server could not create a connection"),
+            );
         };
         let Some(peer) = self.peers.get_mut(&pk) else { return };
         let result = RTCSessionDescription::offer(sdp)
@@ -967,7 +1002,10 @@ impl Driver {
             }
             Err(e) => {
                 info!(error = %e, "bad publish offer");
-                self.notify(from.participant, ServerMessage::error("bad_sdp", "SDP 无效", "the SDP offer was rejected"));
+                self.notify(
+                    from.participant,
+                    ServerMessage::error("bad_sdp", "SDP 无效", "the SDP offer was rejected"),
+                );
             }
         }
     }
@@ -976,13 +1014,21 @@ impl Driver {
         let Some(m) = self.member_for(from) else { return };
         let pending = m.subscribe.filter(|pk| self.peers.get(pk).is_some_and(|p| p.negotiating));
         let Some(pk) = pending else {
-            return self.notify(from.participant, ServerMessage::error("no_pending_offer", "没有待回复的订阅请求", "no subscribe offer is waiting for an answer"));
+            return self.notify(
+                from.participant,
+                ServerMessage::error(
+                    "no_pending_offer",
+                    "没有待回复的订阅请求",
+                    "no subscribe offer is waiting for an answer",
+                ),
+            );
         };
         let Some(peer) = self.peers.get_mut(&pk) else { return };
         let result = RTCSessionDescription::answer(sdp).and_then(|a| peer.pc.set_remote_description(now, a));
         if let Err(e) = result {
             info!(error = %e, "bad subscribe answer");
-            return self.notify(from.participant, ServerMessage::error("bad_sdp", "SDP 无效", "the SDP answer was rejected"));
+            return self
+                .notify(from.participant, ServerMessage::error("bad_sdp", "SDP 无效", "the SDP answer was rejected"));
         }
         peer.negotiating = false;
         let again = peer.renegotiate;
@@ -996,15 +1042,26 @@ impl Driver {
                 .rtp_parameters
                 .codecs
                 .iter()
-                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&d.codec.mime_type) && c.rtp_codec.sdp_fmtp_line == d.codec.sdp_fmtp_line)
-                .or_else(|| params.rtp_parameters.codecs.iter().find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&d.codec.mime_type)))
+                .find(|c| {
+                    c.rtp_codec.mime_type.eq_ignore_ascii_case(&d.codec.mime_type)
+                        && c.rtp_codec.sdp_fmtp_line == d.codec.sdp_fmtp_line
+                })
+                .or_else(|| {
+                    params
+                        .rtp_parameters
+                        .codecs
+                        .iter()
+                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&d.codec.mime_type))
+                })
                 .map(|c| c.payload_type);
             match pt {
                 Some(pt) => {
                     d.pt = Some(pt);
                     ready.push(*key);
                 }
-                None => warn!(track = %d.view.track_id, codec = %d.codec.mime_type, "subscriber did not accept the codec"),
+                None => {
+                    warn!(track = %d.view.track_id, codec = %d.codec.mime_type, "subscriber did not accept the codec")
+                }
             }
         }
         let rk = peer.room;

@@ -52,23 +52,60 @@ pub struct ConnRef {
 
 #[derive(Debug)]
 pub enum Command {
-    Join { joiner: Joiner, outbound: mpsc::Sender<Outbound>, reply: oneshot::Sender<ConnRef> },
-    PublishOffer { from: ConnRef, sdp: String, sources: std::collections::HashMap<String, TrackSource> },
-    SubscribeAnswer { from: ConnRef, sdp: String },
-    Candidate { from: ConnRef, pc: PcKind, candidate: IceCandidate },
-    Mute { from: ConnRef, kind: MediaKind, muted: bool },
+    Join {
+        joiner: Joiner,
+        outbound: mpsc::Sender<Outbound>,
+        reply: oneshot::Sender<ConnRef>,
+    },
+    PublishOffer {
+        from: ConnRef,
+        sdp: String,
+        sources: std::collections::HashMap<String, TrackSource>,
+    },
+    SubscribeAnswer {
+        from: ConnRef,
+        sdp: String,
+    },
+    Candidate {
+        from: ConnRef,
+        pc: PcKind,
+        candidate: IceCandidate,
+    },
+    Mute {
+        from: ConnRef,
+        kind: MediaKind,
+        muted: bool,
+    },
     /// The participant said `leave`.
-    Leave { from: ConnRef },
+    Leave {
+        from: ConnRef,
+    },
     /// The signalling connection ended without `leave` (or was closed for a protocol error).
-    ConnectionLost { from: ConnRef, cause: Option<LeaveCause> },
-    CloseSession { session_id: String },
-    RemoveParticipant { session_id: String, participant_id: String },
+    ConnectionLost {
+        from: ConnRef,
+        cause: Option<LeaveCause>,
+    },
+    CloseSession {
+        session_id: String,
+    },
+    RemoveParticipant {
+        session_id: String,
+        participant_id: String,
+    },
     /// Who is in the session right now.
-    Snapshot { session_id: String, reply: oneshot::Sender<Vec<ParticipantView>> },
+    Snapshot {
+        session_id: String,
+        reply: oneshot::Sender<Vec<ParticipantView>>,
+    },
     /// Published tracks of the session with their receive statistics.
-    Tracks { session_id: String, reply: oneshot::Sender<Vec<crate::core::TrackReport>> },
+    Tracks {
+        session_id: String,
+        reply: oneshot::Sender<Vec<crate::core::TrackReport>>,
+    },
     /// Counters for health and benchmarks.
-    Stats { reply: oneshot::Sender<DriverStats> },
+    Stats {
+        reply: oneshot::Sender<DriverStats>,
+    },
 }
 
 /// Counters kept by the driver.

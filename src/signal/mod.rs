@@ -127,7 +127,12 @@ where
 }
 
 /// Handles one message after join; `Some` ends the connection.
-async fn handle<S: Sink<Message> + Unpin>(sink: &mut S, ctx: &SignalContext, me: ConnRef, msg: ClientMessage) -> Option<Ending> {
+async fn handle<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    ctx: &SignalContext,
+    me: ConnRef,
+    msg: ClientMessage,
+) -> Option<Ending> {
     let cmd = match msg {
         ClientMessage::Join { .. } => {
             let _ = ctx.media.send(Command::ConnectionLost { from: me, cause: Some(LeaveCause::ProtocolError) }).await;
@@ -135,11 +140,16 @@ async fn handle<S: Sink<Message> + Unpin>(sink: &mut S, ctx: &SignalContext, me:
         }
         ClientMessage::PublishOffer { sdp, sources, .. } => Command::PublishOffer { from: me, sdp, sources },
         ClientMessage::SubscribeAnswer { sdp, .. } => Command::SubscribeAnswer { from: me, sdp },
-        ClientMessage::Candidate { pc, candidate: Some(candidate), .. } => Command::Candidate { from: me, pc, candidate },
+        ClientMessage::Candidate { pc, candidate: Some(candidate), .. } => {
+            Command::Candidate { from: me, pc, candidate }
+        }
         ClientMessage::Candidate { candidate: None, .. } => return None, // end of trickle
         ClientMessage::Mute { kind, muted, .. } => Command::Mute { from: me, kind, muted },
         ClientMessage::Ping { ts, .. } => {
-            let server_ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let server_ts = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
             let pong = ServerMessage::Pong { ts, server_ts };
             return sink.send(Message::Text(pong.to_text().into())).await.is_err().then_some(Ending::Dropped);
         }
@@ -234,7 +244,9 @@ where
                 }
                 return Incoming::Text(t.to_string());
             }
-            Some(Ok(Message::Binary(_))) => return Incoming::Bad(CloseCode::ProtocolError, "binary frames are not part of the protocol"),
+            Some(Ok(Message::Binary(_))) => {
+                return Incoming::Bad(CloseCode::ProtocolError, "binary frames are not part of the protocol")
+            }
             Some(Ok(Message::Close(_))) => return Incoming::Gone,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
         }

@@ -139,15 +139,39 @@ pub enum ServerMessage {
         tracks: Vec<TrackView>,
         reconnect_grace_ms: u64,
     },
-    PublishAnswer { sdp: String },
-    SubscribeOffer { sdp: String, tracks: Vec<TrackView> },
-    ParticipantJoined { participant: ParticipantView },
-    ParticipantUpdated { participant: ParticipantView },
-    ParticipantLeft { participant_id: String, cause: LeaveCause },
-    TrackPublished { track: TrackView },
-    TrackUnpublished { track_id: String, participant_id: String },
-    Pong { ts: serde_json::Value, server_ts: u64 },
-    Error { code: &'static str, message: &'static str, message_en: &'static str },
+    PublishAnswer {
+        sdp: String,
+    },
+    SubscribeOffer {
+        sdp: String,
+        tracks: Vec<TrackView>,
+    },
+    ParticipantJoined {
+        participant: ParticipantView,
+    },
+    ParticipantUpdated {
+        participant: ParticipantView,
+    },
+    ParticipantLeft {
+        participant_id: String,
+        cause: LeaveCause,
+    },
+    TrackPublished {
+        track: TrackView,
+    },
+    TrackUnpublished {
+        track_id: String,
+        participant_id: String,
+    },
+    Pong {
+        ts: serde_json::Value,
+        server_ts: u64,
+    },
+    Error {
+        code: &'static str,
+        message: &'static str,
+        message_en: &'static str,
+    },
 }
 
 impl ServerMessage {
@@ -242,7 +266,10 @@ mod tests {
         let cases: &[(&str, Result<&str, ParseError>)] = &[
             (r#"{"v":1,"type":"join","token":"abc"}"#, Ok("join")),
             (r#"{"v":1,"type":"ping","ts":5}"#, Ok("ping")),
-            (r#"{"v":1,"type":"candidate","pc":"publish","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5 typ host","sdpMid":"0","sdpMLineIndex":0}}"#, Ok("candidate")),
+            (
+                r#"{"v":1,"type":"candidate","pc":"publish","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 5 typ host","sdpMid":"0","sdpMLineIndex":0}}"#,
+                Ok("candidate"),
+            ),
             (r#"{"v":1,"type":"candidate","pc":"subscribe","candidate":null}"#, Ok("candidate")),
             (r#"{"v":1,"type":"mute","kind":"audio","muted":true}"#, Ok("mute")),
             (r#"not json"#, Err(ParseError::NotJson)),
@@ -254,7 +281,9 @@ mod tests {
         for (text, want) in cases {
             let got = parse_client_message(text);
             match (want, &got) {
-                (Ok(ty), Ok(m)) => assert!(format!("{m:?}").to_lowercase().starts_with(&ty.replace('_', "")), "{text} -> {m:?}"),
+                (Ok(ty), Ok(m)) => {
+                    assert!(format!("{m:?}").to_lowercase().starts_with(&ty.replace('_', "")), "{text} -> {m:?}")
+                }
                 (Err(e), Err(g)) => assert_eq!(e, g, "{text}"),
                 _ => panic!("{text}: want {want:?}, got {got:?}"),
             }
@@ -264,7 +293,10 @@ mod tests {
     #[test]
     fn a_missing_field_or_wrong_type_is_invalid() {
         assert!(matches!(parse_client_message(r#"{"v":1,"type":"join"}"#), Err(ParseError::Invalid(_))));
-        assert!(matches!(parse_client_message(r#"{"v":1,"type":"mute","kind":"smell","muted":true}"#), Err(ParseError::Invalid(_))));
+        assert!(matches!(
+            parse_client_message(r#"{"v":1,"type":"mute","kind":"smell","muted":true}"#),
+            Err(ParseError::Invalid(_))
+        ));
         assert!(matches!(parse_client_message(r#"{"v":1,"type":"leave","extra":1}"#), Err(ParseError::Invalid(_))));
     }
 

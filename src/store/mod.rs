@@ -121,35 +121,70 @@ impl Store {
         if let Some(p) = parent_id {
             self.site(p).await?;
         }
-        let site = Site { id: new_id("site"), name: name.into(), kind: kind.into(), parent_id: parent_id.map(Into::into), created_at: now_rfc3339() };
+        let site = Site {
+            id: new_id("site"),
+            name: name.into(),
+            kind: kind.into(),
+            parent_id: parent_id.map(Into::into),
+            created_at: now_rfc3339(),
+        };
         sqlx::query("INSERT INTO sites (id, name, kind, parent_id, created_at) VALUES (?, ?, ?, ?, ?)")
-            .bind(&site.id).bind(&site.name).bind(&site.kind).bind(&site.parent_id).bind(&site.created_at)
-            .execute(&self.pool).await?;
+            .bind(&site.id)
+            .bind(&site.name)
+            .bind(&site.kind)
+            .bind(&site.parent_id)
+            .bind(&site.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(site)
     }
 
     pub async fn site(&self, id: &str) -> Result<Site> {
         let row = sqlx::query("SELECT id, name, kind, parent_id, created_at FROM sites WHERE id = ?")
-            .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         Ok(site_from(&row))
     }
 
     pub async fn sites(&self) -> Result<Vec<Site>> {
         let rows = sqlx::query("SELECT id, name, kind, parent_id, created_at FROM sites ORDER BY created_at, id")
-            .fetch_all(&self.pool).await?;
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(site_from).collect())
     }
 
     // ---- cases ----
 
-    pub async fn create_case(&self, case_id: &str, kind: &str, title: Option<&str>, site_id: Option<&str>) -> Result<Case> {
+    pub async fn create_case(
+        &self,
+        case_id: &str,
+        kind: &str,
+        title: Option<&str>,
+        site_id: Option<&str>,
+    ) -> Result<Case> {
         if let Some(s) = site_id {
             self.site(s).await?;
         }
-        let case = Case { id: new_id("case"), case_id: case_id.into(), kind: kind.into(), title: title.map(Into::into), site_id: site_id.map(Into::into), created_at: now_rfc3339() };
-        let r = sqlx::query("INSERT INTO cases (id, case_id, kind, title, site_id, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(&case.id).bind(&case.case_id).bind(&case.kind).bind(&case.title).bind(&case.site_id).bind(&case.created_at)
-            .execute(&self.pool).await;
+        let case = Case {
+            id: new_id("case"),
+            case_id: case_id.into(),
+            kind: kind.into(),
+            title: title.map(Into::into),
+            site_id: site_id.map(Into::into),
+            created_at: now_rfc3339(),
+        };
+        let r =
+            sqlx::query("INSERT INTO cases (id, case_id, kind, title, site_id, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(&case.id)
+                .bind(&case.case_id)
+                .bind(&case.kind)
+                .bind(&case.title)
+                .bind(&case.site_id)
+                .bind(&case.created_at)
+                .execute(&self.pool)
+                .await;
         match r {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict),
             Err(e) => Err(e.into()),
@@ -159,7 +194,10 @@ impl Store {
 
     pub async fn case(&self, id: &str) -> Result<Case> {
         let row = sqlx::query("SELECT id, case_id, kind, title, site_id, created_at FROM cases WHERE id = ?")
-            .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         Ok(case_from(&row))
     }
 
@@ -173,7 +211,13 @@ impl Store {
 
     // ---- sessions ----
 
-    pub async fn create_session(&self, case_ref: &str, title: Option<&str>, site_id: Option<&str>, scheduled_at: Option<&str>) -> Result<Session> {
+    pub async fn create_session(
+        &self,
+        case_ref: &str,
+        title: Option<&str>,
+        site_id: Option<&str>,
+        scheduled_at: Option<&str>,
+    ) -> Result<Session> {
         let case = self.case(case_ref).await?;
         if let Some(s) = site_id {
             self.site(s).await?;
@@ -186,12 +230,19 @@ impl Store {
     }
 
     pub async fn session(&self, id: &str) -> Result<Session> {
-        let row = sqlx::query(session_select!("WHERE s.id = ?")).bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(session_select!("WHERE s.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         Ok(session_from(&row))
     }
 
     pub async fn sessions_of_case(&self, case_ref: &str) -> Result<Vec<Session>> {
-        let rows = sqlx::query(session_select!("WHERE s.case_ref = ? ORDER BY s.created_at, s.id")).bind(case_ref).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(session_select!("WHERE s.case_ref = ? ORDER BY s.created_at, s.id"))
+            .bind(case_ref)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(session_from).collect())
     }
 
@@ -203,7 +254,10 @@ impl Store {
             "open" => Ok(s),
             _ => {
                 sqlx::query("UPDATE sessions SET status = 'open', opened_at = ? WHERE id = ? AND status = 'scheduled'")
-                    .bind(now_rfc3339()).bind(id).execute(&self.pool).await?;
+                    .bind(now_rfc3339())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
                 self.session(id).await
             }
         }
@@ -212,7 +266,10 @@ impl Store {
     /// → closed. Closing a closed session is a conflict.
     pub async fn close_session(&self, id: &str) -> Result<Session> {
         let r = sqlx::query("UPDATE sessions SET status = 'closed', closed_at = ? WHERE id = ? AND status != 'closed'")
-            .bind(now_rfc3339()).bind(id).execute(&self.pool).await?;
+            .bind(now_rfc3339())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if r.rows_affected() == 0 {
             self.session(id).await?; // NotFound if missing
             return Err(StoreError::Conflict);
@@ -222,7 +279,15 @@ impl Store {
 
     // ---- participants ----
 
-    pub async fn create_participant(&self, session_id: &str, id: &str, display_name: &str, role: &str, site_id: Option<&str>, token_expires_at: &str) -> Result<Participant> {
+    pub async fn create_participant(
+        &self,
+        session_id: &str,
+        id: &str,
+        display_name: &str,
+        role: &str,
+        site_id: Option<&str>,
+        token_expires_at: &str,
+    ) -> Result<Participant> {
         if let Some(s) = site_id {
             self.site(s).await?;
         }
@@ -245,10 +310,25 @@ impl Store {
     }
 
     /// Records a join, reconnect or leave (with its cause) in the participant's history.
-    pub async fn record_presence(&self, session_id: &str, participant_id: &str, event: &str, cause: Option<&str>, at: &str) -> Result<()> {
+    pub async fn record_presence(
+        &self,
+        session_id: &str,
+        participant_id: &str,
+        event: &str,
+        cause: Option<&str>,
+        at: &str,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO participant_events (session_id, participant_id, at, event, cause) VALUES (?, ?, ?, ?, ?)")
-            .bind(session_id).bind(participant_id).bind(at).bind(event).bind(cause).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO participant_events (session_id, participant_id, at, event, cause) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(session_id)
+        .bind(participant_id)
+        .bind(at)
+        .bind(event)
+        .bind(cause)
+        .execute(&mut *tx)
+        .await?;
         match event {
             "joined" => {
                 sqlx::query("UPDATE participants SET joined_at = COALESCE(joined_at, ?), left_at = NULL, leave_cause = NULL WHERE id = ?")
@@ -256,7 +336,11 @@ impl Store {
             }
             "left" => {
                 sqlx::query("UPDATE participants SET left_at = ?, leave_cause = ? WHERE id = ?")
-                    .bind(at).bind(cause).bind(participant_id).execute(&mut *tx).await?;
+                    .bind(at)
+                    .bind(cause)
+                    .bind(participant_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             _ => {}
         }
@@ -266,8 +350,12 @@ impl Store {
 
     /// The presence history of a session: (participant id, at, event, cause).
     pub async fn presence_events(&self, session_id: &str) -> Result<Vec<(String, String, String, Option<String>)>> {
-        let rows = sqlx::query("SELECT participant_id, at, event, cause FROM participant_events WHERE session_id = ? ORDER BY id")
-            .bind(session_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT participant_id, at, event, cause FROM participant_events WHERE session_id = ? ORDER BY id",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
     }
 
@@ -287,15 +375,32 @@ fn case_from(r: &sqlx::sqlite::SqliteRow) -> Case {
 
 fn session_from(r: &sqlx::sqlite::SqliteRow) -> Session {
     Session {
-        id: r.get(0), case: r.get(1), case_id: r.get(2), kind: r.get(3), title: r.get(4), site_id: r.get(5),
-        status: r.get(6), scheduled_at: r.get(7), opened_at: r.get(8), closed_at: r.get(9), created_at: r.get(10),
+        id: r.get(0),
+        case: r.get(1),
+        case_id: r.get(2),
+        kind: r.get(3),
+        title: r.get(4),
+        site_id: r.get(5),
+        status: r.get(6),
+        scheduled_at: r.get(7),
+        opened_at: r.get(8),
+        closed_at: r.get(9),
+        created_at: r.get(10),
     }
 }
 
 fn participant_from(r: &sqlx::sqlite::SqliteRow) -> Participant {
     Participant {
-        id: r.get(0), session_id: r.get(1), display_name: r.get(2), role: r.get(3), site_id: r.get(4),
-        token_expires_at: r.get(5), created_at: r.get(6), joined_at: r.get(7), left_at: r.get(8), leave_cause: r.get(9),
+        id: r.get(0),
+        session_id: r.get(1),
+        display_name: r.get(2),
+        role: r.get(3),
+        site_id: r.get(4),
+        token_expires_at: r.get(5),
+        created_at: r.get(6),
+        joined_at: r.get(7),
+        left_at: r.get(8),
+        leave_cause: r.get(9),
     }
 }
 
@@ -309,7 +414,10 @@ mod tests {
         let s = Store::open(dir.path()).await.unwrap();
         let c = s.create_case("(2024)冀0925民初1234号", "hearing", None, None).await.unwrap();
         assert_eq!(s.cases(Some("(2024)冀0925民初1234号")).await.unwrap(), vec![c]);
-        assert!(matches!(s.create_case("(2024)冀0925民初1234号", "hearing", None, None).await, Err(StoreError::Conflict)));
+        assert!(matches!(
+            s.create_case("(2024)冀0925民初1234号", "hearing", None, None).await,
+            Err(StoreError::Conflict)
+        ));
     }
 
     #[tokio::test]

@@ -32,14 +32,11 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInf
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -47,9 +44,9 @@ use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -61,8 +58,7 @@ pub const PUBLISH_PT_OPUS: u8 = 111;
 pub const PUBLISH_PT_VP8: u8 = 96;
 pub const PUBLISH_PT_H264: u8 = 102;
 /// fmtp of the published H.264 (constrained baseline 3.1, packetization-mode 1).
-pub const PUBLISH_H264_FMTP: &str =
-    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const PUBLISH_H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 // ════════════════════════════════ options ════════════════════════════════
 
@@ -75,16 +71,10 @@ pub struct Media {
 
 impl Media {
     pub fn audio_video(codec: VideoCodec) -> Media {
-        Media {
-            audio: true,
-            video: Some(codec),
-        }
+        Media { audio: true, video: Some(codec) }
     }
     pub fn audio_only() -> Media {
-        Media {
-            audio: true,
-            video: None,
-        }
+        Media { audio: true, video: None }
     }
 }
 
@@ -170,12 +160,7 @@ impl RecvTrack {
     pub fn packet_refs(&self) -> Vec<PacketRef<'_>> {
         self.packets
             .iter()
-            .map(|p| PacketRef {
-                seq: p.seq,
-                timestamp: p.timestamp,
-                marker: p.marker,
-                payload: &p.payload,
-            })
+            .map(|p| PacketRef { seq: p.seq, timestamp: p.timestamp, marker: p.marker, payload: &p.payload })
             .collect()
     }
     /// Frames assembled according to the track's MIME type (empty for audio).
@@ -204,11 +189,7 @@ impl RecvTrack {
             self.payload_types(),
             self.ssrcs(),
             self.seq_report(),
-            if self.kind == "video" {
-                format!(", frames: {}", self.frame_stats())
-            } else {
-                String::new()
-            }
+            if self.kind == "video" { format!(", frames: {}", self.frame_stats()) } else { String::new() }
         )
     }
 }
@@ -228,21 +209,9 @@ impl TrackInfo {
         Some(TrackInfo {
             track_id: v.get("track_id")?.as_str()?.to_string(),
             participant_id: v.get("participant_id")?.as_str()?.to_string(),
-            kind: v
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            source: v
-                .get("source")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            codec: v
-                .get("codec")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            kind: v.get("kind").and_then(Value::as_str).unwrap_or("").to_string(),
+            source: v.get("source").and_then(Value::as_str).unwrap_or("").to_string(),
+            codec: v.get("codec").and_then(Value::as_str).unwrap_or("").to_string(),
         })
     }
 }
@@ -265,14 +234,7 @@ impl NegotiatedMedia {
             .payload_types
             .iter()
             .map(|pt| {
-                (
-                    *pt,
-                    self.answered
-                        .codec_name(*pt)
-                        .or_else(|| self.offered.codec_name(*pt))
-                        .unwrap_or("?")
-                        .to_string(),
-                )
+                (*pt, self.answered.codec_name(*pt).or_else(|| self.offered.codec_name(*pt)).unwrap_or("?").to_string())
             })
             .collect()
     }
@@ -309,18 +271,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(label: impl Into<String>, errors: Arc<Mutex<Vec<String>>>) -> Recorder {
-        Recorder {
-            label: label.into(),
-            errors,
-            ..Default::default()
-        }
+        Recorder { label: label.into(), errors, ..Default::default() }
     }
 
     pub fn note_offered(&self, info: TrackInfo) {
-        self.offered
-            .lock()
-            .unwrap()
-            .insert(info.track_id.clone(), info);
+        self.offered.lock().unwrap().insert(info.track_id.clone(), info);
     }
 
     fn spawn_track(self: &Arc<Self>, track: Arc<dyn TrackRemote>) {
@@ -347,10 +302,10 @@ impl Recorder {
             {
                 let mut tracks = this.tracks.lock().unwrap();
                 if tracks.contains_key(&track_id) {
-                    this.errors.lock().unwrap().push(format!(
-                        "{}: on_track fired twice for track id {track_id}",
-                        this.label
-                    ));
+                    this.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("{}: on_track fired twice for track id {track_id}", this.label));
                 }
                 tracks.insert(
                     track_id.clone(),
@@ -367,10 +322,7 @@ impl Recorder {
                     },
                 );
             }
-            this.handles
-                .lock()
-                .unwrap()
-                .insert(track_id.clone(), Arc::clone(&track));
+            this.handles.lock().unwrap().insert(track_id.clone(), Arc::clone(&track));
             while let Some(evt) = track.poll().await {
                 match evt {
                     TrackRemoteEvent::OnRtpPacket(p) => {
@@ -406,18 +358,9 @@ impl Recorder {
     }
 
     /// Runs `f` on the most recently opened track from `publisher` of `kind`, under the lock.
-    pub fn with_track<R>(
-        &self,
-        publisher: &str,
-        kind: &str,
-        f: impl FnOnce(&RecvTrack) -> R,
-    ) -> Option<R> {
+    pub fn with_track<R>(&self, publisher: &str, kind: &str, f: impl FnOnce(&RecvTrack) -> R) -> Option<R> {
         let tracks = self.tracks.lock().unwrap();
-        tracks
-            .values()
-            .filter(|t| t.publisher == publisher && t.kind == kind)
-            .max_by_key(|t| t.opened_at)
-            .map(f)
+        tracks.values().filter(|t| t.publisher == publisher && t.kind == kind).max_by_key(|t| t.opened_at).map(f)
     }
 
     pub fn track(&self, publisher: &str, kind: &str) -> Option<RecvTrack> {
@@ -434,32 +377,20 @@ impl Recorder {
         if t.is_empty() {
             return "no remote tracks".into();
         }
-        t.iter()
-            .map(|t| format!("  {}", t.summary()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        t.iter().map(|t| format!("  {}", t.summary())).collect::<Vec<_>>().join("\n")
     }
 
     /// Sends a PLI for the newest video track of `publisher`.
     pub async fn send_pli(&self, publisher: &str) -> Result<()> {
         let (track_id, media_ssrc) = self
             .with_track(publisher, "video", |t| {
-                let ssrc = t
-                    .packets
-                    .last()
-                    .map(|p| p.ssrc)
-                    .or_else(|| t.announced_ssrcs.first().copied());
+                let ssrc = t.packets.last().map(|p| p.ssrc).or_else(|| t.announced_ssrcs.first().copied());
                 (t.track_id.clone(), ssrc)
             })
             .ok_or_else(|| {
-                anyhow!(
-                    "{}: no video track from {publisher} to send a PLI on; have:\n{}",
-                    self.label,
-                    self.describe()
-                )
+                anyhow!("{}: no video track from {publisher} to send a PLI on; have:\n{}", self.label, self.describe())
             })?;
-        let media_ssrc = media_ssrc
-            .ok_or_else(|| anyhow!("{}: video track {track_id} has no SSRC yet", self.label))?;
+        let media_ssrc = media_ssrc.ok_or_else(|| anyhow!("{}: video track {track_id} has no SSRC yet", self.label))?;
         let handle = self
             .handles
             .lock()
@@ -468,10 +399,7 @@ impl Recorder {
             .cloned()
             .ok_or_else(|| anyhow!("{}: video track {track_id} has ended", self.label))?;
         handle
-            .write_rtcp(vec![Box::new(PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            })])
+            .write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })])
             .await
             .map_err(|e| anyhow!("{}: write_rtcp(PLI) failed: {e}", self.label))
     }
@@ -581,11 +509,7 @@ struct GateInner {
 
 impl CandidateGate {
     pub fn new(pc: &'static str, sink: CandidateSink) -> Arc<CandidateGate> {
-        Arc::new(CandidateGate {
-            pc,
-            sink,
-            inner: Mutex::new(GateInner::default()),
-        })
+        Arc::new(CandidateGate { pc, sink, inner: Mutex::new(GateInner::default()) })
     }
 
     fn make(&self, open: &(String, String), cand: Option<String>) -> OutCandidate {
@@ -619,10 +543,8 @@ impl CandidateGate {
 
     /// Opens the gate using the first m-line's mid and the ICE ufrag of `local_sdp`.
     pub fn open_with(&self, local_sdp: &str) {
-        let mid = rtp_check::parse_sdp_media(local_sdp)
-            .first()
-            .and_then(|m| m.mid.clone())
-            .unwrap_or_else(|| "0".into());
+        let mid =
+            rtp_check::parse_sdp_media(local_sdp).first().and_then(|m| m.mid.clone()).unwrap_or_else(|| "0".into());
         let ufrag = rtp_check::sdp_attribute(local_sdp, "ice-ufrag").unwrap_or_default();
         let flush: Vec<OutCandidate> = {
             let mut g = self.inner.lock().unwrap();
@@ -676,10 +598,7 @@ impl PeerConnectionEventHandler for PcHandler {
 fn video_feedback() -> Vec<RTCPFeedback> {
     [("nack", ""), ("nack", "pli"), ("ccm", "fir")]
         .into_iter()
-        .map(|(t, p)| RTCPFeedback {
-            typ: t.into(),
-            parameter: p.into(),
-        })
+        .map(|(t, p)| RTCPFeedback { typ: t.into(), parameter: p.into() })
         .collect()
 }
 
@@ -732,44 +651,33 @@ async fn build_pc(
     role: PcRole,
     gate: Arc<CandidateGate>,
     recorder: Option<Arc<Recorder>>,
-) -> Result<(
-    Arc<dyn PeerConnection>,
-    watch::Receiver<RTCPeerConnectionState>,
-)> {
+) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<RTCPeerConnectionState>)> {
     let mut me = MediaEngine::default();
     let tap = match role {
         PcRole::Publish(media) => {
             if media.audio {
-                me.register_codec(opus_codec(), RtpCodecKind::Audio)
-                    .context("register Opus")?;
+                me.register_codec(opus_codec(), RtpCodecKind::Audio).context("register Opus")?;
             }
             if let Some(v) = media.video {
-                me.register_codec(video_codec(v), RtpCodecKind::Video)
-                    .context("register video codec")?;
+                me.register_codec(video_codec(v), RtpCodecKind::Video).context("register video codec")?;
             }
             true
         }
         PcRole::Subscribe => {
-            me.register_default_codecs()
-                .context("register default codecs")?;
+            me.register_default_codecs().context("register default codecs")?;
             false
         }
     };
-    let mut registry = register_default_interceptors(Registry::new(), &mut me)
-        .context("register default interceptors")?;
+    let mut registry =
+        register_default_interceptors(Registry::new(), &mut me).context("register default interceptors")?;
     if tap {
         registry = registry.with(Slot::from(14_000), KeyframeRequestTap::default());
     }
     // mDNS off: host candidates carry plain IPs, and nothing binds port 5353.
-    let setting_engine = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .build();
+    let setting_engine =
+        SettingEngineBuilder::new().with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled).build();
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-    let handler = Arc::new(PcHandler {
-        gate,
-        state: state_tx,
-        recorder,
-    });
+    let handler = Arc::new(PcHandler { gate, state: state_tx, recorder });
     let pc = PeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(me)
@@ -794,9 +702,7 @@ async fn wait_pc_connected(
             match s {
                 RTCPeerConnectionState::Connected => return Ok(()),
                 RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                    return Err(anyhow!(
-                        "{label}: peer connection went {s} before connecting"
-                    ))
+                    return Err(anyhow!("{label}: peer connection went {s} before connecting"))
                 }
                 _ => {}
             }
@@ -808,10 +714,7 @@ async fn wait_pc_connected(
     .await;
     match res {
         Ok(r) => r,
-        Err(_) => bail!(
-            "{label}: peer connection not connected within {timeout:?} (state {})",
-            *state.borrow()
-        ),
+        Err(_) => bail!("{label}: peer connection not connected within {timeout:?} (state {})", *state.borrow()),
     }
 }
 
@@ -901,17 +804,11 @@ impl PublishSide {
             tasks: Mutex::new(Vec::new()),
         };
         if media.audio {
-            side.audio = Some(
-                side.add_track(stream_id, "audio", opus_codec(), fixtures::opus())
-                    .await?,
-            );
+            side.audio = Some(side.add_track(stream_id, "audio", opus_codec(), fixtures::opus()).await?);
         }
         if let Some(v) = media.video {
             let clip = video_fixture.unwrap_or_else(|| fixtures::video(v));
-            side.video = Some(
-                side.add_track(stream_id, "video", video_codec(v), clip)
-                    .await?,
-            );
+            side.video = Some(side.add_track(stream_id, "video", video_codec(v), clip).await?);
         }
         Ok(side)
     }
@@ -927,21 +824,14 @@ impl PublishSide {
     ) -> Result<LocalTrack> {
         let ssrc = rand::random::<u32>() | 1;
         let track_id = format!("{kind}-{}", uuid::Uuid::new_v4().simple());
-        let rtp_kind = if kind == "audio" {
-            RtpCodecKind::Audio
-        } else {
-            RtpCodecKind::Video
-        };
+        let rtp_kind = if kind == "audio" { RtpCodecKind::Audio } else { RtpCodecKind::Video };
         let mst = MediaStreamTrack::new(
             stream_id.to_string(),
             track_id.clone(),
             format!("{}-{kind}", self.label),
             rtp_kind,
             vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
                 codec: codec.rtp_codec.clone(),
                 ..Default::default()
             }],
@@ -1020,11 +910,8 @@ impl PublishSide {
 
     /// create_offer + set_local_description; returns the offer SDP (no candidates: trickle).
     pub async fn create_offer(&self) -> Result<String> {
-        let offer = self
-            .pc
-            .create_offer(None)
-            .await
-            .map_err(|e| anyhow!("{}: publish create_offer: {e}", self.label))?;
+        let offer =
+            self.pc.create_offer(None).await.map_err(|e| anyhow!("{}: publish create_offer: {e}", self.label))?;
         let sdp = offer.sdp.clone();
         self.pc
             .set_local_description(offer)
@@ -1037,10 +924,7 @@ impl PublishSide {
         let desc = RTCSessionDescription::answer(sdp.to_string())
             .map_err(|e| anyhow!("{}: publish_answer SDP rejected by parser: {e}", self.label))?;
         self.pc.set_remote_description(desc).await.map_err(|e| {
-            anyhow!(
-                "{}: publish set_remote_description(answer) failed: {e}\nanswer SDP:\n{sdp}",
-                self.label
-            )
+            anyhow!("{}: publish set_remote_description(answer) failed: {e}\nanswer SDP:\n{sdp}", self.label)
         })
     }
 
@@ -1068,18 +952,9 @@ impl PublishSide {
             .get_parameters()
             .await
             .map_err(|e| anyhow!("{}: {} sender get_parameters: {e}", self.label, lt.kind))?;
-        let pt = params
-            .rtp_parameters
-            .codecs
-            .first()
-            .map(|c| c.payload_type)
-            .ok_or_else(|| {
-                anyhow!(
-                    "{}: {} sender has no negotiated codec (publish answer rejected it?)",
-                    self.label,
-                    lt.kind
-                )
-            })?;
+        let pt = params.rtp_parameters.codecs.first().map(|c| c.payload_type).ok_or_else(|| {
+            anyhow!("{}: {} sender has no negotiated codec (publish answer rejected it?)", self.label, lt.kind)
+        })?;
         let task = tokio::spawn(stream_fixture(
             format!("{} {}", self.label, lt.kind),
             Arc::clone(&lt.track),
@@ -1099,10 +974,7 @@ impl PublishSide {
     /// Stops the track's pacer and removes its sender (needs a new offer/answer).
     pub async fn remove_track(&self, lt: &LocalTrack) -> Result<()> {
         lt.stop_streaming();
-        self.pc
-            .remove_track(&lt.sender)
-            .await
-            .map_err(|e| anyhow!("{}: remove_track({}): {e}", self.label, lt.kind))
+        self.pc.remove_track(&lt.sender).await.map_err(|e| anyhow!("{}: remove_track({}): {e}", self.label, lt.kind))
     }
 
     pub fn plis_received(&self) -> u64 {
@@ -1147,24 +1019,10 @@ async fn stream_fixture(
 ) {
     let mut next = tokio::time::Instant::now();
     for frame in fixture.frames.iter().cycle() {
-        let MediaFrame {
-            data,
-            duration,
-            keyframe,
-        } = frame;
-        let sample = Sample {
-            data: data.clone(),
-            duration: *duration,
-            ..Sample::new(Instant::now())
-        };
-        if let Err(e) = track
-            .sample_writer(ssrc, payload_type)
-            .write_sample(&sample)
-            .await
-        {
-            errors.lock().unwrap().push(format!(
-                "{label}: write_sample failed, streaming stopped: {e}"
-            ));
+        let MediaFrame { data, duration, keyframe } = frame;
+        let sample = Sample { data: data.clone(), duration: *duration, ..Sample::new(Instant::now()) };
+        if let Err(e) = track.sample_writer(ssrc, payload_type).write_sample(&sample).await {
+            errors.lock().unwrap().push(format!("{label}: write_sample failed, streaming stopped: {e}"));
             return;
         }
         sent.fetch_add(1, Ordering::Relaxed);
@@ -1192,19 +1050,10 @@ pub struct SubscribeSide {
 }
 
 impl SubscribeSide {
-    pub async fn new(
-        label: &str,
-        sink: CandidateSink,
-        errors: Arc<Mutex<Vec<String>>>,
-    ) -> Result<SubscribeSide> {
+    pub async fn new(label: &str, sink: CandidateSink, errors: Arc<Mutex<Vec<String>>>) -> Result<SubscribeSide> {
         let gate = CandidateGate::new("subscribe", sink);
         let recorder = Arc::new(Recorder::new(format!("{label} subscribe"), errors));
-        let (pc, state) = build_pc(
-            PcRole::Subscribe,
-            Arc::clone(&gate),
-            Some(Arc::clone(&recorder)),
-        )
-        .await?;
+        let (pc, state) = build_pc(PcRole::Subscribe, Arc::clone(&gate), Some(Arc::clone(&recorder))).await?;
         Ok(SubscribeSide {
             label: label.to_string(),
             pc,
@@ -1221,27 +1070,16 @@ impl SubscribeSide {
         let offer = RTCSessionDescription::offer(offer_sdp.to_string())
             .map_err(|e| anyhow!("{}: subscribe offer rejected by parser: {e}", self.label))?;
         self.pc.set_remote_description(offer).await.map_err(|e| {
-            anyhow!(
-                "{}: subscribe set_remote_description(offer) failed: {e}\noffer SDP:\n{offer_sdp}",
-                self.label
-            )
+            anyhow!("{}: subscribe set_remote_description(offer) failed: {e}\noffer SDP:\n{offer_sdp}", self.label)
         })?;
-        let answer = self
-            .pc
-            .create_answer(None)
-            .await
-            .map_err(|e| anyhow!("{}: subscribe create_answer: {e}", self.label))?;
+        let answer =
+            self.pc.create_answer(None).await.map_err(|e| anyhow!("{}: subscribe create_answer: {e}", self.label))?;
         let sdp = answer.sdp.clone();
-        self.pc.set_local_description(answer).await.map_err(|e| {
-            anyhow!(
-                "{}: subscribe set_local_description(answer): {e}",
-                self.label
-            )
-        })?;
-        self.negotiations
-            .lock()
-            .unwrap()
-            .push((offer_sdp.to_string(), sdp.clone()));
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(|e| anyhow!("{}: subscribe set_local_description(answer): {e}", self.label))?;
+        self.negotiations.lock().unwrap().push((offer_sdp.to_string(), sdp.clone()));
         Ok(sdp)
     }
 
@@ -1256,12 +1094,7 @@ impl SubscribeSide {
 
     /// m-lines of the latest negotiation.
     pub fn negotiated_media(&self) -> Vec<NegotiatedMedia> {
-        self.negotiations
-            .lock()
-            .unwrap()
-            .last()
-            .map(|(o, a)| negotiated_media(o, a))
-            .unwrap_or_default()
+        self.negotiations.lock().unwrap().last().map(|(o, a)| negotiated_media(o, a)).unwrap_or_default()
     }
 
     /// Payload types our latest answer accepted on the m-line carrying `track_id` (by the offer's
@@ -1326,11 +1159,7 @@ impl Shared {
     fn recent_types(&self) -> String {
         let m = self.messages.lock().unwrap();
         let start = m.len().saturating_sub(20);
-        m[start..]
-            .iter()
-            .map(|v| v["type"].as_str().unwrap_or("?").to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        m[start..].iter().map(|v| v["type"].as_str().unwrap_or("?").to_string()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -1355,34 +1184,17 @@ impl TestClient {
     /// Connects, sends `join` and waits for `joined`. The subscribe connection exists from here
     /// on and answers every `subscribe_offer`.
     pub async fn connect(ws_url: &str, token: &str, name: &str) -> Result<TestClient> {
-        Self::connect_with(
-            ws_url,
-            token,
-            ClientOptions {
-                name: name.to_string(),
-                ..Default::default()
-            },
-        )
-        .await
+        Self::connect_with(ws_url, token, ClientOptions { name: name.to_string(), ..Default::default() }).await
     }
 
     /// `connect` + `publish(media)`.
-    pub async fn join_and_publish(
-        ws_url: &str,
-        token: &str,
-        name: &str,
-        media: Media,
-    ) -> Result<TestClient> {
+    pub async fn join_and_publish(ws_url: &str, token: &str, name: &str, media: Media) -> Result<TestClient> {
         let c = Self::connect(ws_url, token, name).await?;
         c.publish(media).await?;
         Ok(c)
     }
 
-    pub async fn connect_with(
-        ws_url: &str,
-        token: &str,
-        opts: ClientOptions,
-    ) -> Result<TestClient> {
+    pub async fn connect_with(ws_url: &str, token: &str, opts: ClientOptions) -> Result<TestClient> {
         let name = opts.name.clone();
         let errors = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
@@ -1394,11 +1206,10 @@ impl TestClient {
         });
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outbound>();
 
-        let (ws, _resp) =
-            tokio::time::timeout(opts.join_timeout, tokio_tungstenite::connect_async(ws_url))
-                .await
-                .map_err(|_| anyhow!("{name}: WebSocket connect to {ws_url} timed out"))?
-                .map_err(|e| anyhow!("{name}: WebSocket connect to {ws_url} failed: {e}"))?;
+        let (ws, _resp) = tokio::time::timeout(opts.join_timeout, tokio_tungstenite::connect_async(ws_url))
+            .await
+            .map_err(|_| anyhow!("{name}: WebSocket connect to {ws_url} timed out"))?
+            .map_err(|e| anyhow!("{name}: WebSocket connect to {ws_url} failed: {e}"))?;
         let (mut ws_write, mut ws_read) = ws.split();
 
         // Writer: the only place that writes to the socket, so messages keep their order.
@@ -1423,10 +1234,7 @@ impl TestClient {
                     }
                 };
                 if let Err(e) = res {
-                    writer_shared.error(format!(
-                        "{}: WebSocket write failed: {e}",
-                        writer_shared.name
-                    ));
+                    writer_shared.error(format!("{}: WebSocket write failed: {e}", writer_shared.name));
                     return;
                 }
             }
@@ -1451,10 +1259,8 @@ impl TestClient {
                     for t in tracks {
                         match TrackInfo::from_json(t) {
                             Some(info) => proto_sub.recorder.note_offered(info),
-                            None => proto_shared.error(format!(
-                                "{}: malformed track in subscribe_offer: {t}",
-                                proto_shared.name
-                            )),
+                            None => proto_shared
+                                .error(format!("{}: malformed track in subscribe_offer: {t}", proto_shared.name)),
                         }
                     }
                 }
@@ -1487,37 +1293,23 @@ impl TestClient {
                         }
                         Err(e) => s.error(format!("{}: non-JSON text frame ({e}): {t}", s.name)),
                     },
-                    Some(Ok(Message::Binary(b))) => s.error(format!(
-                        "{}: unexpected binary frame ({} bytes)",
-                        s.name,
-                        b.len()
-                    )),
+                    Some(Ok(Message::Binary(b))) => {
+                        s.error(format!("{}: unexpected binary frame ({} bytes)", s.name, b.len()))
+                    }
                     Some(Ok(Message::Close(frame))) => {
                         s.set_closed(match frame {
-                            Some(f) => CloseInfo {
-                                code: Some(u16::from(f.code)),
-                                reason: f.reason.to_string(),
-                            },
-                            None => CloseInfo {
-                                code: None,
-                                reason: "close frame without code".into(),
-                            },
+                            Some(f) => CloseInfo { code: Some(u16::from(f.code)), reason: f.reason.to_string() },
+                            None => CloseInfo { code: None, reason: "close frame without code".into() },
                         });
                         break;
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        s.set_closed(CloseInfo {
-                            code: None,
-                            reason: format!("read error: {e}"),
-                        });
+                        s.set_closed(CloseInfo { code: None, reason: format!("read error: {e}") });
                         break;
                     }
                     None => {
-                        s.set_closed(CloseInfo {
-                            code: None,
-                            reason: "stream ended".into(),
-                        });
+                        s.set_closed(CloseInfo { code: None, reason: "stream ended".into() });
                         break;
                     }
                 }
@@ -1544,9 +1336,7 @@ impl TestClient {
             "token": token,
             "client": {"user_agent": "qiao-test-client (webrtc-rs 0.21)", "version": env!("CARGO_PKG_VERSION")},
         }))?;
-        let joined = client
-            .wait_for("joined", opts.join_timeout, |m| m["type"] == "joined")
-            .await?;
+        let joined = client.wait_for("joined", opts.join_timeout, |m| m["type"] == "joined").await?;
         client.participant_id = joined["participant_id"]
             .as_str()
             .ok_or_else(|| anyhow!("{name}: joined without participant_id: {joined}"))?
@@ -1586,10 +1376,7 @@ impl TestClient {
     /// at real rate (looping).
     pub async fn publish(&self, media: Media) -> Result<()> {
         if self.publish.lock().unwrap().is_some() {
-            bail!(
-                "{}: already publishing (renegotiation not implemented)",
-                self.name
-            );
+            bail!("{}: already publishing (renegotiation not implemented)", self.name);
         }
         let out = self.out_tx.clone();
         let sink: CandidateSink = Arc::new(move |c: OutCandidate| {
@@ -1620,18 +1407,12 @@ impl TestClient {
             })
             .await?;
         if reply["type"] == "error" {
-            bail!(
-                "{}: server answered publish_offer with error: {reply}",
-                self.name
-            );
+            bail!("{}: server answered publish_offer with error: {reply}", self.name);
         }
-        let answer = reply["sdp"]
-            .as_str()
-            .ok_or_else(|| anyhow!("{}: publish_answer without sdp: {reply}", self.name))?;
+        let answer =
+            reply["sdp"].as_str().ok_or_else(|| anyhow!("{}: publish_answer without sdp: {reply}", self.name))?;
         side.apply_answer(answer).await?;
-        side.wait_connected(self.opts.publish_timeout)
-            .await
-            .map_err(|e| anyhow!("{e:#}\n{}", self.diagnostics()))?;
+        side.wait_connected(self.opts.publish_timeout).await.map_err(|e| anyhow!("{e:#}\n{}", self.diagnostics()))?;
         side.start_streaming().await?;
         *self.keyframe_requests.lock().unwrap() = Some(Arc::clone(&side.keyframe_requests));
         *self.publish.lock().unwrap() = Some(Arc::new(tokio::sync::Mutex::new(side)));
@@ -1645,10 +1426,7 @@ impl TestClient {
             None => (None, None),
             Some(p) => {
                 let p = p.lock().await;
-                (
-                    p.audio.as_ref().map(|t| t.track_id.clone()),
-                    p.video.as_ref().map(|t| t.track_id.clone()),
-                )
+                (p.audio.as_ref().map(|t| t.track_id.clone()), p.video.as_ref().map(|t| t.track_id.clone()))
             }
         }
     }
@@ -1662,12 +1440,7 @@ impl TestClient {
                 let p = p.lock().await;
                 p.video
                     .as_ref()
-                    .map(|v| {
-                        (
-                            v.samples_sent.load(Ordering::Relaxed),
-                            v.keyframes_sent.load(Ordering::Relaxed),
-                        )
-                    })
+                    .map(|v| (v.samples_sent.load(Ordering::Relaxed), v.keyframes_sent.load(Ordering::Relaxed)))
                     .unwrap_or((0, 0))
             }
         }
@@ -1686,14 +1459,7 @@ impl TestClient {
     }
 
     pub fn messages_of_type(&self, ty: &str) -> Vec<Value> {
-        self.shared
-            .messages
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|m| m["type"] == ty)
-            .cloned()
-            .collect()
+        self.shared.messages.lock().unwrap().iter().filter(|m| m["type"] == ty).cloned().collect()
     }
 
     /// `error` messages the server sent.
@@ -1702,12 +1468,7 @@ impl TestClient {
     }
 
     /// Waits for a server message matching `pred`, including ones already received.
-    pub async fn wait_for(
-        &self,
-        what: &str,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
+    pub async fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
         self.wait_for_since(0, what, timeout, pred).await
     }
 
@@ -1719,9 +1480,7 @@ impl TestClient {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        self.wait_for_index(mark, what, timeout, pred)
-            .await
-            .map(|(_, v)| v)
+        self.wait_for_index(mark, what, timeout, pred).await.map(|(_, v)| v)
     }
 
     /// Like `wait_for_since`, also returning the message's index (usable as a mark: pass
@@ -1738,15 +1497,8 @@ impl TestClient {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some((i, v)) = self
-                .shared
-                .messages
-                .lock()
-                .unwrap()
-                .iter()
-                .enumerate()
-                .skip(mark)
-                .find(|(_, m)| pred(m))
+            if let Some((i, v)) =
+                self.shared.messages.lock().unwrap().iter().enumerate().skip(mark).find(|(_, m)| pred(m))
             {
                 return Ok((i, v.clone()));
             }
@@ -1793,22 +1545,11 @@ impl TestClient {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Result<Value> {
-        let offer = self
-            .wait_for_since(mark, what, timeout, |m| {
-                m["type"] == "subscribe_offer" && pred(m)
-            })
-            .await?;
+        let offer = self.wait_for_since(mark, what, timeout, |m| m["type"] == "subscribe_offer" && pred(m)).await?;
         let sdp = offer["sdp"].as_str().unwrap_or_default().to_string();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if self
-                .subscribe
-                .negotiations
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(o, _)| *o == sdp)
-            {
+            if self.subscribe.negotiations.lock().unwrap().iter().any(|(o, _)| *o == sdp) {
                 return Ok(offer);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -1859,12 +1600,7 @@ impl TestClient {
     }
 
     /// Runs `f` under the recorder lock (no copy of the packets).
-    pub fn with_received<R>(
-        &self,
-        publisher: &str,
-        kind: &str,
-        f: impl FnOnce(&RecvTrack) -> R,
-    ) -> Option<R> {
+    pub fn with_received<R>(&self, publisher: &str, kind: &str, f: impl FnOnce(&RecvTrack) -> R) -> Option<R> {
         self.subscribe.recorder.with_track(publisher, kind, f)
     }
 
@@ -1909,22 +1645,12 @@ impl TestClient {
 
     /// PLIs received by this client's publish connection.
     pub fn plis_received(&self) -> u64 {
-        self.keyframe_requests
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|k| k.pli.load(Ordering::SeqCst))
-            .unwrap_or(0)
+        self.keyframe_requests.lock().unwrap().as_ref().map(|k| k.pli.load(Ordering::SeqCst)).unwrap_or(0)
     }
 
     /// FIRs received by this client's publish connection.
     pub fn firs_received(&self) -> u64 {
-        self.keyframe_requests
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|k| k.fir.load(Ordering::SeqCst))
-            .unwrap_or(0)
+        self.keyframe_requests.lock().unwrap().as_ref().map(|k| k.fir.load(Ordering::SeqCst)).unwrap_or(0)
     }
 
     /// Polls until `plis_received() + firs_received() > baseline`.
@@ -1985,10 +1711,7 @@ impl TestClient {
         if errs.is_empty() && server.is_empty() {
             return Ok(());
         }
-        bail!(
-            "{}: background errors: {errs:#?}; server error messages: {server:#?}",
-            self.name
-        )
+        bail!("{}: background errors: {errs:#?}; server error messages: {server:#?}", self.name)
     }
 
     fn error_suffix(&self) -> String {
@@ -2098,10 +1821,7 @@ pub async fn poll_until(
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                describe()
-            );
+            bail!("timed out after {timeout:?} waiting for {what}\n{}", describe());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -74,9 +74,7 @@ impl Fixture {
 }
 
 pub fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join("test-fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-fixtures")
 }
 
 /// Path of the VP8 IVF clip, generating it if needed.
@@ -87,9 +85,7 @@ pub fn vp8_ivf_path() -> PathBuf {
             let mut c = Command::new("ffmpeg");
             c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
                 .args(["-f", "lavfi", "-i"])
-                .arg(format!(
-                    "testsrc=size={VIDEO_WIDTH}x{VIDEO_HEIGHT}:rate={VIDEO_FPS}"
-                ))
+                .arg(format!("testsrc=size={VIDEO_WIDTH}x{VIDEO_HEIGHT}:rate={VIDEO_FPS}"))
                 .args(["-t", &CLIP_SECONDS.to_string()])
                 .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
                 .args(["-b:v", "500k", "-g", &KEYFRAME_INTERVAL.to_string()])
@@ -118,9 +114,7 @@ pub fn vp8_cbr_ivf_path(width: u32, height: u32, kbps: u32) -> PathBuf {
             let mut c = Command::new("ffmpeg");
             c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
                 .args(["-f", "lavfi", "-i"])
-                .arg(format!(
-                    "testsrc2=size={width}x{height}:rate={VIDEO_FPS},noise=alls=12:allf=t"
-                ))
+                .arg(format!("testsrc2=size={width}x{height}:rate={VIDEO_FPS},noise=alls=12:allf=t"))
                 .args(["-t", &CLIP_SECONDS.to_string()])
                 .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
                 .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
@@ -137,22 +131,19 @@ pub fn vp8_cbr_ivf_path(width: u32, height: u32, kbps: u32) -> PathBuf {
 
 /// Path of the Opus-in-Ogg clip (48 kHz stereo, 20 ms frames, one Opus packet per Ogg page).
 pub fn opus_ogg_path() -> PathBuf {
-    ensure_fixture(
-        &format!("opus-48k-20ms-{CLIP_SECONDS}s-v{FIXTURE_VERSION}.ogg"),
-        |out| {
-            let mut c = Command::new("ffmpeg");
-            c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-                .args(["-t", &CLIP_SECONDS.to_string()])
-                .args(["-c:a", "libopus", "-b:a", "48k", "-ac", "2", "-ar", "48000"])
-                .args(["-frame_duration", "20", "-application", "audio"])
-                // One packet per page: the rtc OggReader returns whole pages.
-                .args(["-page_duration", "20000"])
-                .args(["-f", "ogg"])
-                .arg(out);
-            c
-        },
-    )
+    ensure_fixture(&format!("opus-48k-20ms-{CLIP_SECONDS}s-v{FIXTURE_VERSION}.ogg"), |out| {
+        let mut c = Command::new("ffmpeg");
+        c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &CLIP_SECONDS.to_string()])
+            .args(["-c:a", "libopus", "-b:a", "48k", "-ac", "2", "-ar", "48000"])
+            .args(["-frame_duration", "20", "-application", "audio"])
+            // One packet per page: the rtc OggReader returns whole pages.
+            .args(["-page_duration", "20000"])
+            .args(["-f", "ogg"])
+            .arg(out);
+        c
+    })
 }
 
 /// Path of the H.264 Annex-B clip (baseline, no B-frames, one slice per frame, in-band SPS/PPS
@@ -164,9 +155,7 @@ pub fn h264_annexb_path() -> PathBuf {
             let mut c = Command::new("ffmpeg");
             c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
                 .args(["-f", "lavfi", "-i"])
-                .arg(format!(
-                    "testsrc=size={VIDEO_WIDTH}x{VIDEO_HEIGHT}:rate={VIDEO_FPS}"
-                ))
+                .arg(format!("testsrc=size={VIDEO_WIDTH}x{VIDEO_HEIGHT}:rate={VIDEO_FPS}"))
                 .args(["-t", &CLIP_SECONDS.to_string()])
                 .args(["-c:v", "libx264", "-profile:v", "baseline", "-bf", "0"])
                 .args(["-g", &KEYFRAME_INTERVAL.to_string()])
@@ -185,32 +174,18 @@ pub fn h264_annexb_path() -> PathBuf {
 fn ensure_fixture(name: &str, make: impl FnOnce(&Path) -> Command) -> PathBuf {
     let dir = fixture_dir();
     let path = dir.join(name);
-    if std::fs::metadata(&path)
-        .map(|m| m.len() > 0)
-        .unwrap_or(false)
-    {
+    if std::fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false) {
         return path;
     }
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create fixture dir {}: {e}", dir.display()));
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create fixture dir {}: {e}", dir.display()));
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
     // Keep the real extension last: ffmpeg picks nothing from it (we pass -f) but it keeps the
     // temp file recognisable.
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp.{ext}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp.{ext}", std::process::id(), rand::random::<u32>()));
     let mut cmd = make(&tmp);
-    let output = cmd.output().unwrap_or_else(|e| {
-        panic!(
-            "cannot run ffmpeg ({e}); it is required to generate {}",
-            path.display()
-        )
-    });
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ffmpeg ({e}); it is required to generate {}", path.display()));
     if !output.status.success() {
         let _ = std::fs::remove_file(&tmp);
         panic!(
@@ -243,10 +218,7 @@ pub fn read_ivf(path: &Path) -> Fixture {
     let (mut reader, header) = IVFReader::new(BufReader::new(Cursor::new(data)))
         .unwrap_or_else(|e| panic!("{}: not an IVF file: {e}", path.display()));
     assert_eq!(&header.four_cc, b"VP80", "{}: not VP8", path.display());
-    let (num, den) = (
-        header.timebase_numerator.max(1) as u64,
-        header.timebase_denominator.max(1) as u64,
-    );
+    let (num, den) = (header.timebase_numerator.max(1) as u64, header.timebase_denominator.max(1) as u64);
     let mut raw: Vec<(Bytes, u64)> = Vec::new();
     while let Ok((frame, fh)) = reader.parse_next_frame() {
         raw.push((frame.freeze(), fh.timestamp));
@@ -255,24 +227,13 @@ pub fn read_ivf(path: &Path) -> Fixture {
     let mut frames = Vec::with_capacity(raw.len());
     let mut last_units = 1u64;
     for i in 0..raw.len() {
-        let units = if i + 1 < raw.len() {
-            raw[i + 1].1.saturating_sub(raw[i].1).max(1)
-        } else {
-            last_units
-        };
+        let units = if i + 1 < raw.len() { raw[i + 1].1.saturating_sub(raw[i].1).max(1) } else { last_units };
         last_units = units;
         let data = raw[i].0.clone();
         let keyframe = !data.is_empty() && data[0] & 0x01 == 0;
-        frames.push(MediaFrame {
-            data,
-            duration: exact_duration(units, num, den),
-            keyframe,
-        });
+        frames.push(MediaFrame { data, duration: exact_duration(units, num, den), keyframe });
     }
-    Fixture {
-        path: path.to_path_buf(),
-        frames,
-    }
+    Fixture { path: path.to_path_buf(), frames }
 }
 
 /// Reads every Opus packet of an Ogg file (one packet per page, as generated above). The
@@ -303,10 +264,7 @@ pub fn read_ogg_opus(path: &Path) -> Fixture {
         });
     }
     assert!(!frames.is_empty(), "{}: no Opus packets", path.display());
-    Fixture {
-        path: path.to_path_buf(),
-        frames,
-    }
+    Fixture { path: path.to_path_buf(), frames }
 }
 
 /// Samples at 48 kHz in one Opus packet, from its TOC byte (and frame count byte for code 3).
@@ -344,20 +302,13 @@ pub fn read_h264(path: &Path) -> Fixture {
         }
         let nal_type = sample.data[0] & 0x1f;
         frames.push(MediaFrame {
-            duration: if sample.timed {
-                frame_duration
-            } else {
-                Duration::ZERO
-            },
+            duration: if sample.timed { frame_duration } else { Duration::ZERO },
             keyframe: matches!(nal_type, 5 | 7 | 8),
             data: sample.data,
         });
     }
     assert!(!frames.is_empty(), "{}: no NAL units", path.display());
-    Fixture {
-        path: path.to_path_buf(),
-        frames,
-    }
+    Fixture { path: path.to_path_buf(), frames }
 }
 
 // ───────────────────────────── cached loaders ─────────────────────────────
@@ -368,8 +319,7 @@ static H264: OnceLock<Arc<Fixture>> = OnceLock::new();
 
 /// The VP8 clip, generated on first use and kept in memory for the process.
 pub fn vp8() -> Arc<Fixture> {
-    VP8.get_or_init(|| Arc::new(read_ivf(&vp8_ivf_path())))
-        .clone()
+    VP8.get_or_init(|| Arc::new(read_ivf(&vp8_ivf_path()))).clone()
 }
 
 /// The constant-bit-rate VP8 clip of [`vp8_cbr_ivf_path`], generated on first use and kept in
@@ -384,23 +334,15 @@ pub fn vp8_cbr(width: u32, height: u32, kbps: u32) -> Arc<Fixture> {
     }
     // Generated outside the lock; a concurrent first use just reads the same file twice.
     let f = Arc::new(read_ivf(&vp8_cbr_ivf_path(width, height, kbps)));
-    Arc::clone(
-        cache
-            .lock()
-            .unwrap()
-            .entry((width, height, kbps))
-            .or_insert(f),
-    )
+    Arc::clone(cache.lock().unwrap().entry((width, height, kbps)).or_insert(f))
 }
 
 pub fn opus() -> Arc<Fixture> {
-    OPUS.get_or_init(|| Arc::new(read_ogg_opus(&opus_ogg_path())))
-        .clone()
+    OPUS.get_or_init(|| Arc::new(read_ogg_opus(&opus_ogg_path()))).clone()
 }
 
 pub fn h264() -> Arc<Fixture> {
-    H264.get_or_init(|| Arc::new(read_h264(&h264_annexb_path())))
-        .clone()
+    H264.get_or_init(|| Arc::new(read_h264(&h264_annexb_path()))).clone()
 }
 
 pub fn video(codec: VideoCodec) -> Arc<Fixture> {

@@ -32,11 +32,7 @@ pub async fn three_publishers(codec: VideoCodec) -> Result<Room> {
     fixtures::prepare(codec).await;
     let server = TestServer::start().await;
     let session_id = server.create_session("hearing").await;
-    let people = [
-        ("王法官", "judge"),
-        ("张原告", "party"),
-        ("李被告", "party"),
-    ];
+    let people = [("王法官", "judge"), ("张原告", "party"), ("李被告", "party")];
     let mut invites = Vec::new();
     for (name, role) in people {
         invites.push((name, server.invite(&session_id, name, role).await));
@@ -44,8 +40,7 @@ pub async fn three_publishers(codec: VideoCodec) -> Result<Room> {
     let clients = futures_util::future::try_join_all(invites.iter().map(|(name, inv)| {
         let ws = server.ws_url.clone();
         async move {
-            let c = TestClient::join_and_publish(&ws, &inv.token, name, Media::audio_video(codec))
-                .await?;
+            let c = TestClient::join_and_publish(&ws, &inv.token, name, Media::audio_video(codec)).await?;
             ensure!(
                 c.participant_id == inv.participant_id,
                 "{name}: joined as {} but was invited as {}",
@@ -56,12 +51,7 @@ pub async fn three_publishers(codec: VideoCodec) -> Result<Room> {
         }
     }))
     .await?;
-    Ok(Room {
-        server,
-        session_id,
-        clients,
-        codec,
-    })
+    Ok(Room { server, session_id, clients, codec })
 }
 
 fn stats_ok(t: &RecvTrack) -> (FrameStats, bool) {
@@ -76,10 +66,7 @@ pub async fn wait_receiving(receiver: &TestClient, publisher: &TestClient) -> Re
     let pid = &publisher.participant_id;
     receiver
         .wait_media(
-            &format!(
-                "≥{MIN_COMPLETE_FRAMES} complete video frames incl. a key frame from {}",
-                publisher.name
-            ),
+            &format!("≥{MIN_COMPLETE_FRAMES} complete video frames incl. a key frame from {}", publisher.name),
             pid,
             "video",
             MEDIA_TIMEOUT,
@@ -118,9 +105,7 @@ fn timestamps_monotonic(t: &RecvTrack) -> Result<()> {
 pub fn check_track(receiver: &TestClient, t: &RecvTrack, expected: &str) -> Result<()> {
     let ctx = || format!("{} receiving {}", receiver.name, t.summary());
     ensure!(
-        t.mime
-            .to_ascii_lowercase()
-            .ends_with(&format!("/{}", expected.to_ascii_lowercase())),
+        t.mime.to_ascii_lowercase().ends_with(&format!("/{}", expected.to_ascii_lowercase())),
         "unexpected codec {:?}, want {expected}; {}",
         t.mime,
         ctx()
@@ -133,20 +118,13 @@ pub fn check_track(receiver: &TestClient, t: &RecvTrack, expected: &str) -> Resu
             "no m-line with msid track id {} in the latest subscribe negotiation; {}\nlatest offer:\n{}",
             t.track_id,
             ctx(),
-            receiver
-                .last_subscribe_sdp()
-                .map(|(o, _)| o)
-                .unwrap_or_default()
+            receiver.last_subscribe_sdp().map(|(o, _)| o).unwrap_or_default()
         )
     })?;
     for pt in t.payload_types() {
-        let name = accepted
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, n)| n.clone())
-            .ok_or_else(|| {
-                anyhow!("RTP payload type {pt} was not accepted in the subscribe answer (accepted {accepted:?}); {}", ctx())
-            })?;
+        let name = accepted.iter().find(|(p, _)| *p == pt).map(|(_, n)| n.clone()).ok_or_else(|| {
+            anyhow!("RTP payload type {pt} was not accepted in the subscribe answer (accepted {accepted:?}); {}", ctx())
+        })?;
         ensure!(
             name.eq_ignore_ascii_case(expected),
             "payload type {pt} is {name} in the subscribe SDP, want {expected}; {}",
@@ -154,26 +132,13 @@ pub fn check_track(receiver: &TestClient, t: &RecvTrack, expected: &str) -> Resu
         );
     }
 
-    ensure!(
-        t.ssrcs().len() == 1,
-        "expected a single SSRC per down-track, saw {:?}; {}",
-        t.ssrcs(),
-        ctx()
-    );
+    ensure!(t.ssrcs().len() == 1, "expected a single SSRC per down-track, saw {:?}; {}", t.ssrcs(), ctx());
     let seq = t.seq_report();
-    ensure!(
-        seq.is_continuous(),
-        "sequence numbers not continuous on loopback: {seq}; {}",
-        ctx()
-    );
+    ensure!(seq.is_continuous(), "sequence numbers not continuous on loopback: {seq}; {}", ctx());
     timestamps_monotonic(t).with_context(ctx)?;
     if t.kind == "video" {
         let s = t.frame_stats();
-        ensure!(
-            s.incomplete_interior == 0,
-            "incomplete video frames in the middle of the stream: {s}; {}",
-            ctx()
-        );
+        ensure!(s.incomplete_interior == 0, "incomplete video frames in the middle of the stream: {s}; {}", ctx());
         ensure!(
             s.complete >= MIN_COMPLETE_FRAMES && s.complete_keyframes >= 1,
             "not enough complete frames / key frames: {s}; {}",
@@ -187,11 +152,7 @@ pub fn check_track(receiver: &TestClient, t: &RecvTrack, expected: &str) -> Resu
 pub async fn assert_everyone_receives_everyone(room: &Room) -> Result<()> {
     let video_name = room.codec.sdp_name();
     for r in &room.clients {
-        for p in room
-            .clients
-            .iter()
-            .filter(|p| p.participant_id != r.participant_id)
-        {
+        for p in room.clients.iter().filter(|p| p.participant_id != r.participant_id) {
             wait_receiving(r, p).await?;
             let video = r
                 .received(&p.participant_id, "video")
@@ -203,11 +164,7 @@ pub async fn assert_everyone_receives_everyone(room: &Room) -> Result<()> {
             check_track(r, &audio, "opus")?;
         }
         // Nothing from ourselves, nothing from strangers.
-        let publishers: BTreeSet<String> = r
-            .received_tracks()
-            .into_iter()
-            .map(|t| t.publisher)
-            .collect();
+        let publishers: BTreeSet<String> = r.received_tracks().into_iter().map(|t| t.publisher).collect();
         let expected: BTreeSet<String> = room
             .clients
             .iter()
@@ -226,10 +183,7 @@ pub async fn assert_everyone_receives_everyone(room: &Room) -> Result<()> {
 
 /// `subscriber` sends PLIs for `publisher`'s video (once a second, as a decoder missing a key
 /// frame would) until the publisher's connection sees a PLI or FIR.
-pub async fn assert_pli_reaches_publisher(
-    subscriber: &TestClient,
-    publisher: &TestClient,
-) -> Result<u32> {
+pub async fn assert_pli_reaches_publisher(subscriber: &TestClient, publisher: &TestClient) -> Result<u32> {
     wait_receiving(subscriber, publisher).await?;
     // The server asks for keyframes by itself when a subscription starts. Wait until the publisher
     // has heard no request for longer than the throttle window (1 s by default), so that what
@@ -247,10 +201,9 @@ pub async fn assert_pli_reaches_publisher(
     }
     let baseline = count();
     subscriber.send_pli(&publisher.participant_id).await?;
-    publisher
-        .wait_keyframe_request(baseline, Duration::from_millis(700))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e:#}\n{}'s PLI for {}'s video did not reach the publisher", subscriber.name, publisher.name))?;
+    publisher.wait_keyframe_request(baseline, Duration::from_millis(700)).await.map_err(|e| {
+        anyhow::anyhow!("{e:#}\n{}'s PLI for {}'s video did not reach the publisher", subscriber.name, publisher.name)
+    })?;
     // Throttling: a storm of PLIs inside one window reaches the publisher at most twice (one at
     // once, one coalesced at the end of the 1 s window).
     tokio::time::sleep(Duration::from_millis(1100)).await; // let the window pass
@@ -270,14 +223,8 @@ pub fn known_tracks_of(observer: &TestClient, publisher_id: &str) -> BTreeSet<St
     for m in observer.messages() {
         let tracks: Vec<&Value> = match m["type"].as_str() {
             Some("track_published") => vec![&m["track"]],
-            Some("subscribe_offer") => m["tracks"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default(),
-            Some("joined") => m["tracks"]
-                .as_array()
-                .map(|a| a.iter().collect())
-                .unwrap_or_default(),
+            Some("subscribe_offer") => m["tracks"].as_array().map(|a| a.iter().collect()).unwrap_or_default(),
+            Some("joined") => m["tracks"].as_array().map(|a| a.iter().collect()).unwrap_or_default(),
             _ => vec![],
         };
         for t in tracks {
@@ -319,22 +266,14 @@ fn offer_mentions(offer: &Value, publisher_id: &str, track_ids: &BTreeSet<String
 pub async fn assert_leave_is_propagated(room: &mut Room, leaver_index: usize) -> Result<()> {
     // Everyone is receiving everyone first, so the leaver's tracks are known to all.
     for r in &room.clients {
-        for p in room
-            .clients
-            .iter()
-            .filter(|p| p.participant_id != r.participant_id)
-        {
+        for p in room.clients.iter().filter(|p| p.participant_id != r.participant_id) {
             wait_receiving(r, p).await?;
         }
     }
     let leaver = room.clients.remove(leaver_index);
     let leaver_id = leaver.participant_id.clone();
     let marks: Vec<usize> = room.clients.iter().map(|c| c.mark()).collect();
-    let known: Vec<BTreeSet<String>> = room
-        .clients
-        .iter()
-        .map(|c| known_tracks_of(c, &leaver_id))
-        .collect();
+    let known: Vec<BTreeSet<String>> = room.clients.iter().map(|c| known_tracks_of(c, &leaver_id)).collect();
     for (c, k) in room.clients.iter().zip(&known) {
         ensure!(
             k.len() >= 2,
@@ -347,35 +286,22 @@ pub async fn assert_leave_is_propagated(room: &mut Room, leaver_index: usize) ->
         .clients
         .iter()
         .map(|c| {
-            let other = room
-                .clients
-                .iter()
-                .find(|o| o.participant_id != c.participant_id)
-                .unwrap();
+            let other = room.clients.iter().find(|o| o.participant_id != c.participant_id).unwrap();
             (
-                c.with_received(&other.participant_id, "video", |t| t.packets.len())
-                    .unwrap_or(0),
-                c.with_received(&other.participant_id, "audio", |t| t.packets.len())
-                    .unwrap_or(0),
+                c.with_received(&other.participant_id, "video", |t| t.packets.len()).unwrap_or(0),
+                c.with_received(&other.participant_id, "audio", |t| t.packets.len()).unwrap_or(0),
             )
         })
         .collect();
 
     let close = leaver.leave(Some("test done")).await?;
-    ensure!(
-        close.code == Some(1000),
-        "{} expected close code 1000 after leave, got {close}",
-        leaver.name
-    );
+    ensure!(close.code == Some(1000), "{} expected close code 1000 after leave, got {close}", leaver.name);
 
     for ((c, mark), track_ids) in room.clients.iter().zip(&marks).zip(&known) {
         let (left_idx, left) = c
-            .wait_for_index(
-                *mark,
-                &format!("participant_left for {}", leaver.name),
-                EVENT_TIMEOUT,
-                |m| m["type"] == "participant_left" && m["participant_id"] == leaver_id.as_str(),
-            )
+            .wait_for_index(*mark, &format!("participant_left for {}", leaver.name), EVENT_TIMEOUT, |m| {
+                m["type"] == "participant_left" && m["participant_id"] == leaver_id.as_str()
+            })
             .await?;
         ensure!(
             left["cause"] == "left",
@@ -385,19 +311,13 @@ pub async fn assert_leave_is_propagated(room: &mut Room, leaver_index: usize) ->
             left["cause"]
         );
         for tid in track_ids {
-            c.wait_for_since(
-                *mark,
-                &format!("track_unpublished {tid}"),
-                EVENT_TIMEOUT,
-                |m| m["type"] == "track_unpublished" && m["track_id"] == tid.as_str(),
-            )
+            c.wait_for_since(*mark, &format!("track_unpublished {tid}"), EVENT_TIMEOUT, |m| {
+                m["type"] == "track_unpublished" && m["track_id"] == tid.as_str()
+            })
             .await
             .map(|m| {
                 if m["participant_id"] != leaver_id.as_str() {
-                    Err(anyhow!(
-                        "{}: track_unpublished names the wrong participant: {m}",
-                        c.name
-                    ))
+                    Err(anyhow!("{}: track_unpublished names the wrong participant: {m}", c.name))
                 } else {
                     Ok(())
                 }
@@ -427,11 +347,7 @@ pub async fn assert_leave_is_propagated(room: &mut Room, leaver_index: usize) ->
 
     // The two remaining participants keep receiving each other, still without gaps.
     for (c, (v0, a0)) in room.clients.iter().zip(packets_before) {
-        let other = room
-            .clients
-            .iter()
-            .find(|o| o.participant_id != c.participant_id)
-            .unwrap();
+        let other = room.clients.iter().find(|o| o.participant_id != c.participant_id).unwrap();
         c.wait_media(
             "video to keep flowing after the other participant left",
             &other.participant_id,
@@ -450,11 +366,7 @@ pub async fn assert_leave_is_propagated(room: &mut Room, leaver_index: usize) ->
         .await?;
         for kind in ["video", "audio"] {
             let t = c.received(&other.participant_id, kind).unwrap();
-            let expected = if kind == "video" {
-                room.codec.sdp_name()
-            } else {
-                "opus"
-            };
+            let expected = if kind == "video" { room.codec.sdp_name() } else { "opus" };
             check_track(c, &t, expected).with_context(|| format!("after {} left", leaver.name))?;
         }
         c.assert_healthy()?;

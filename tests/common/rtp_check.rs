@@ -109,8 +109,7 @@ pub fn check_sequence(seqs: &[u16]) -> SeqReport {
             None => max_ext = Some(ext),
             Some(max) if ext == max + 1 => max_ext = Some(ext),
             Some(max) if ext > max + 1 => {
-                r.gaps
-                    .push(((max.rem_euclid(65536)) as u16, (ext - max - 1) as u32));
+                r.gaps.push(((max.rem_euclid(65536)) as u16, (ext - max - 1) as u32));
                 // Guard against absurd jumps eating memory: record at most 65536 holes.
                 for m in (max + 1)..ext.min(max + 1 + 65536) {
                     missing.insert(m);
@@ -176,10 +175,7 @@ impl fmt::Display for FrameStats {
 }
 
 pub fn frame_stats(frames: &[AssembledFrame]) -> FrameStats {
-    let mut s = FrameStats {
-        frames: frames.len(),
-        ..Default::default()
-    };
+    let mut s = FrameStats { frames: frames.len(), ..Default::default() };
     for (i, f) in frames.iter().enumerate() {
         if f.complete {
             s.complete += 1;
@@ -222,10 +218,7 @@ fn group_by_timestamp<'a>(packets: &[PacketRef<'a>]) -> Vec<(u32, Vec<(i64, Pack
 fn check_consecutive(group: &[(i64, PacketRef<'_>)], problems: &mut Vec<String>) {
     for w in group.windows(2) {
         if w[1].0 != w[0].0 + 1 {
-            problems.push(format!(
-                "seq gap inside frame: {} -> {}",
-                w[0].1.seq, w[1].1.seq
-            ));
+            problems.push(format!("seq gap inside frame: {} -> {}", w[0].1.seq, w[1].1.seq));
         }
     }
     if let Some((_, last)) = group.last() {
@@ -267,19 +260,12 @@ pub fn parse_vp8_descriptor(p: &[u8]) -> Result<Vp8Descriptor, String> {
     };
     let mut i = 1;
     let need = |i: usize, what: &str| -> Result<u8, String> {
-        p.get(i)
-            .copied()
-            .ok_or_else(|| format!("VP8 descriptor truncated reading {what}"))
+        p.get(i).copied().ok_or_else(|| format!("VP8 descriptor truncated reading {what}"))
     };
     if d.x {
         let b1 = need(i, "X byte")?;
         i += 1;
-        let (has_i, has_l, has_t, has_k) = (
-            b1 & 0x80 != 0,
-            b1 & 0x40 != 0,
-            b1 & 0x20 != 0,
-            b1 & 0x10 != 0,
-        );
+        let (has_i, has_l, has_t, has_k) = (b1 & 0x80 != 0, b1 & 0x40 != 0, b1 & 0x20 != 0, b1 & 0x10 != 0);
         if has_i {
             let b = need(i, "PictureID")?;
             i += 1;
@@ -354,10 +340,7 @@ pub fn assemble_vp8(packets: &[PacketRef<'_>]) -> Vec<AssembledFrame> {
                             }
                         }
                     } else if starts_frame {
-                        problems.push(format!(
-                            "second frame start (S=1, PID=0) at seq {} within one timestamp",
-                            p.seq
-                        ));
+                        problems.push(format!("second frame start (S=1, PID=0) at seq {} within one timestamp", p.seq));
                     }
                 }
             }
@@ -420,20 +403,14 @@ pub fn assemble_h264(packets: &[PacketRef<'_>]) -> Vec<AssembledFrame> {
             match t {
                 1..=23 => {
                     if let Some(ft) = fu_open.take() {
-                        problems.push(format!(
-                            "seq {}: FU-A of NAL type {ft} not terminated before a new NAL",
-                            p.seq
-                        ));
+                        problems.push(format!("seq {}: FU-A of NAL type {ft} not terminated before a new NAL", p.seq));
                     }
                     add_type(t, &mut nal_types);
                     bytes += p.payload.len();
                 }
                 H264_STAP_A => {
                     if let Some(ft) = fu_open.take() {
-                        problems.push(format!(
-                            "seq {}: FU-A of NAL type {ft} not terminated before STAP-A",
-                            p.seq
-                        ));
+                        problems.push(format!("seq {}: FU-A of NAL type {ft} not terminated before STAP-A", p.seq));
                     }
                     let mut off = 1usize;
                     let mut n = 0;
@@ -445,10 +422,7 @@ pub fn assemble_h264(packets: &[PacketRef<'_>]) -> Vec<AssembledFrame> {
                         let size = u16::from_be_bytes([p.payload[off], p.payload[off + 1]]) as usize;
                         off += 2;
                         if size == 0 || off + size > p.payload.len() {
-                            problems.push(format!(
-                                "seq {}: STAP-A NAL of size {size} overruns payload",
-                                p.seq
-                            ));
+                            problems.push(format!("seq {}: STAP-A NAL of size {size} overruns payload", p.seq));
                             break;
                         }
                         add_type(p.payload[off] & 0x1f, &mut nal_types);
@@ -471,10 +445,8 @@ pub fn assemble_h264(packets: &[PacketRef<'_>]) -> Vec<AssembledFrame> {
                     }
                     if start {
                         if let Some(prev) = fu_open {
-                            problems.push(format!(
-                                "seq {}: FU-A start while FU-A of NAL type {prev} still open",
-                                p.seq
-                            ));
+                            problems
+                                .push(format!("seq {}: FU-A start while FU-A of NAL type {prev} still open", p.seq));
                         }
                         fu_open = Some(ft);
                         add_type(ft, &mut nal_types);
@@ -486,10 +458,9 @@ pub fn assemble_h264(packets: &[PacketRef<'_>]) -> Vec<AssembledFrame> {
                                 p.seq,
                                 if idx == 0 { " (frame begins mid-NAL)" } else { "" }
                             )),
-                            Some(open) if open != ft => problems.push(format!(
-                                "seq {}: FU-A type {ft} continues an FU-A of type {open}",
-                                p.seq
-                            )),
+                            Some(open) if open != ft => {
+                                problems.push(format!("seq {}: FU-A type {ft} continues an FU-A of type {open}", p.seq))
+                            }
                             _ => {}
                         }
                     }
@@ -508,9 +479,7 @@ pub fn assemble_h264(packets: &[PacketRef<'_>]) -> Vec<AssembledFrame> {
             problems.push(format!("FU-A of NAL type {ft} never ended (no E bit)"));
         }
         if !nal_types.iter().any(|t| (1..=5).contains(t)) {
-            problems.push(format!(
-                "no slice NAL (types 1-5) in access unit; NAL types {nal_types:?}"
-            ));
+            problems.push(format!("no slice NAL (types 1-5) in access unit; NAL types {nal_types:?}"));
         }
         check_consecutive(&group, &mut problems);
         out.push(AssembledFrame {
@@ -553,10 +522,7 @@ pub struct SdpMedia {
 impl SdpMedia {
     /// Encoding name (e.g. "VP8", "opus", "rtx") for a payload type.
     pub fn codec_name(&self, pt: u8) -> Option<&str> {
-        self.rtpmap
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, v)| v.split('/').next().unwrap_or(""))
+        self.rtpmap.iter().find(|(p, _)| *p == pt).map(|(_, v)| v.split('/').next().unwrap_or(""))
     }
 
     /// Payload types whose encoding name equals `name` (case-insensitive).
@@ -581,19 +547,10 @@ pub fn parse_sdp_media(sdp: &str) -> Vec<SdpMedia> {
         if let Some(rest) = line.strip_prefix("m=") {
             let mut it = rest.split_whitespace();
             let kind = it.next().unwrap_or("").to_string();
-            let port = it
-                .next()
-                .and_then(|p| p.split('/').next()?.parse().ok())
-                .unwrap_or(0);
+            let port = it.next().and_then(|p| p.split('/').next()?.parse().ok()).unwrap_or(0);
             let _proto = it.next();
             let payload_types = it.filter_map(|p| p.parse().ok()).collect();
-            out.push(SdpMedia {
-                index: out.len(),
-                kind,
-                port,
-                payload_types,
-                ..Default::default()
-            });
+            out.push(SdpMedia { index: out.len(), kind, port, payload_types, ..Default::default() });
             continue;
         }
         let Some(m) = out.last_mut() else { continue };
@@ -606,9 +563,7 @@ pub fn parse_sdp_media(sdp: &str) -> Vec<SdpMedia> {
         };
         match (key, value) {
             ("mid", Some(v)) => m.mid = Some(v.trim().to_string()),
-            ("sendrecv" | "sendonly" | "recvonly" | "inactive", None) => {
-                m.direction = Some(key.to_string())
-            }
+            ("sendrecv" | "sendonly" | "recvonly" | "inactive", None) => m.direction = Some(key.to_string()),
             ("msid", Some(v)) => {
                 let mut p = v.split_whitespace();
                 if let (Some(s), t) = (p.next(), p.next()) {
@@ -656,8 +611,7 @@ pub fn parse_sdp_media(sdp: &str) -> Vec<SdpMedia> {
 /// Value of the first `a=<key>:` attribute anywhere in the SDP.
 pub fn sdp_attribute(sdp: &str, key: &str) -> Option<String> {
     let prefix = format!("a={key}:");
-    sdp.lines().map(|l| l.trim_end_matches('\r')).find_map(|l| {
-        l.strip_prefix(prefix.as_str())
-            .map(|v| v.trim().to_string())
-    })
+    sdp.lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find_map(|l| l.strip_prefix(prefix.as_str()).map(|v| v.trim().to_string()))
 }

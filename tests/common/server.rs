@@ -31,8 +31,7 @@ impl TestServer {
     pub async fn start_with(tweak: impl FnOnce(&mut qiao::config::Config)) -> TestServer {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn,rtc_dtls=error".into()),
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,rtc_dtls=error".into()),
             )
             .with_test_writer()
             .try_init();
@@ -66,24 +65,13 @@ impl TestServer {
     }
 
     /// A request with the admin token; returns status and parsed JSON (Null if none).
-    pub async fn request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{}", self.base_url, path);
-        let mut req = self
-            .http
-            .request(method.clone(), &url)
-            .bearer_auth(&self.admin_token);
+        let mut req = self.http.request(method.clone(), &url).bearer_auth(&self.admin_token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -106,12 +94,8 @@ impl TestServer {
             .post("/api/v1/cases", json!({ "case_id": format!("test-{}", uuid::Uuid::new_v4()), "kind": kind, "title": "integration test" }))
             .await;
         let case_id = case["id"].as_str().expect("case id").to_string();
-        let session = self
-            .post(
-                &format!("/api/v1/cases/{case_id}/sessions"),
-                json!({"title": "integration test session"}),
-            )
-            .await;
+        let session =
+            self.post(&format!("/api/v1/cases/{case_id}/sessions"), json!({"title": "integration test session"})).await;
         session["id"].as_str().expect("session id").to_string()
     }
 
@@ -123,17 +107,13 @@ impl TestServer {
             )
             .await;
         Invite {
-            participant_id: v["participant"]["id"]
-                .as_str()
-                .expect("participant.id")
-                .to_string(),
+            participant_id: v["participant"]["id"].as_str().expect("participant.id").to_string(),
             token: v["token"].as_str().expect("token").to_string(),
             join_url: v["join_url"].as_str().unwrap_or_default().to_string(),
         }
     }
 
     pub async fn close_session(&self, session_id: &str) {
-        self.post(&format!("/api/v1/sessions/{session_id}/close"), json!({}))
-            .await;
+        self.post(&format!("/api/v1/sessions/{session_id}/close"), json!({})).await;
     }
 }

@@ -14,7 +14,11 @@ const VP8_DELTA: &[u8] = &[0x10, 0x01, 0x00];
 
 impl Harness {
     fn new() -> Harness {
-        Harness { room: Room::new(CoreConfig::default(), Box::new(EveryoneElse)), keys: KeyAlloc::default(), t0: Instant::now() }
+        Harness {
+            room: Room::new(CoreConfig::default(), Box::new(EveryoneElse)),
+            keys: KeyAlloc::default(),
+            t0: Instant::now(),
+        }
     }
     fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
@@ -30,7 +34,13 @@ impl Harness {
             MediaKind::Video => ("video/VP8", 90_000, TrackSource::Camera),
             MediaKind::Audio => ("audio/opus", 48_000, TrackSource::Microphone),
         };
-        let info = UpTrackInfo { track_id: format!("t_{}", self.keys.up_track().0), kind, source, mime: mime.into(), clock_rate };
+        let info = UpTrackInfo {
+            track_id: format!("t_{}", self.keys.up_track().0),
+            kind,
+            source,
+            mime: mime.into(),
+            clock_rate,
+        };
         self.room.publish(self.t0, who, info, &mut self.keys).unwrap()
     }
     fn drain(&mut self) -> Vec<Output> {
@@ -61,10 +71,17 @@ fn a_published_track_gets_a_down_track_for_every_other_participant() {
     h.drain();
     let up = h.publish(a, MediaKind::Video);
     let out = h.drain();
-    let mut subs: Vec<_> = Harness::added_downs(&out).into_iter().map(|(s, _, u)| { assert_eq!(u, up); s }).collect();
+    let mut subs: Vec<_> = Harness::added_downs(&out)
+        .into_iter()
+        .map(|(s, _, u)| {
+            assert_eq!(u, up);
+            s
+        })
+        .collect();
     subs.sort();
     assert_eq!(subs, vec![b, c]);
-    let published: Vec<_> = out.iter().filter(|o| matches!(o, Output::Event { event: RoomEvent::TrackPublished(_), .. })).collect();
+    let published: Vec<_> =
+        out.iter().filter(|o| matches!(o, Output::Event { event: RoomEvent::TrackPublished(_), .. })).collect();
     assert_eq!(published.len(), 2, "b and c are told, the publisher is not");
 }
 
@@ -89,7 +106,13 @@ fn a_late_joiner_subscribes_to_tracks_already_published() {
 fn an_observer_may_not_publish() {
     let mut h = Harness::new();
     let o = h.join("o", Role::Observer);
-    let info = UpTrackInfo { track_id: "t".into(), kind: MediaKind::Audio, source: TrackSource::Microphone, mime: "audio/opus".into(), clock_rate: 48_000 };
+    let info = UpTrackInfo {
+        track_id: "t".into(),
+        kind: MediaKind::Audio,
+        source: TrackSource::Microphone,
+        mime: "audio/opus".into(),
+        clock_rate: 48_000,
+    };
     assert_eq!(h.room.publish(h.t0, o, info, &mut h.keys), Err(CoreError::MayNotPublish(Role::Observer)));
 }
 
@@ -168,8 +191,14 @@ fn leaving_removes_the_participants_tracks_from_everyone_and_says_why() {
     h.room.leave(h.t0, a, LeaveCause::Left);
     let out = h.drain();
     assert!(out.contains(&Output::RemoveDownTrack { subscriber: b, down }));
-    assert!(out.contains(&Output::Event { to: b, event: RoomEvent::TrackUnpublished { track_id, participant_id: "p_a".into() } }));
-    assert!(out.contains(&Output::Event { to: b, event: RoomEvent::ParticipantLeft { participant_id: "p_a".into(), cause: LeaveCause::Left } }));
+    assert!(out.contains(&Output::Event {
+        to: b,
+        event: RoomEvent::TrackUnpublished { track_id, participant_id: "p_a".into() }
+    }));
+    assert!(out.contains(&Output::Event {
+        to: b,
+        event: RoomEvent::ParticipantLeft { participant_id: "p_a".into(), cause: LeaveCause::Left }
+    }));
     assert!(out.contains(&Output::Disconnect { participant: a, cause: LeaveCause::Left }));
     let mut fwd = Vec::new();
     h.room.on_rtp(h.t0, up, RtpIn { ssrc: 1, seq: 1, ts: 1, payload: VP8_KEY }, &mut fwd);
@@ -208,7 +237,9 @@ fn lost_signalling_keeps_the_place_for_the_grace_period_then_records_network_los
     h.drain();
     h.room.signal_lost(h.at(0), a);
     let out = h.drain();
-    assert!(matches!(&out[0], Output::Event { to, event: RoomEvent::ParticipantUpdated(v) } if *to == b && v.connection == ConnectionState::Reconnecting));
+    assert!(
+        matches!(&out[0], Output::Event { to, event: RoomEvent::ParticipantUpdated(v) } if *to == b && v.connection == ConnectionState::Reconnecting)
+    );
     h.room.handle_timeout(h.at(14_999));
     assert!(h.room.contains(a));
     h.room.handle_timeout(h.at(15_000));
