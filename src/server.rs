@@ -166,7 +166,7 @@ fn tls_config(config: &Config, mode: TlsMode) -> Result<axum_server::tls_rustls:
 /// Writes presence changes to the store, outside the media driver (which never awaits the database).
 async fn write_presence(store: Store, mut rx: mpsc::UnboundedReceiver<PresenceRecord>) {
     while let Some(r) = rx.recv().await {
-        let cause = r.cause.map(|c| c.as_str());
+        let cause = r.cause.map(|c| c.as_str()).or(r.detail.as_deref());
         if let Err(e) = store.record_presence(&r.session_id, &r.participant_id, r.event, cause, &rfc3339(r.at)).await {
             warn!(error = %e, participant = %r.participant_id, "could not record presence");
         }

@@ -266,6 +266,9 @@ struct NewSession {
     site_id: Option<String>,
     #[serde(default)]
     scheduled_at: Option<String>,
+    /// Non-host participants wait in a lobby until a host admits them; default true.
+    #[serde(default)]
+    lobby: Option<bool>,
 }
 
 async fn create_session(
@@ -281,7 +284,13 @@ async fn create_session(
     s.store.case(&case).await.map_err(ApiError::from_store("case"))?;
     let session = s
         .store
-        .create_session(&case, b.title.as_deref(), b.site_id.as_deref(), b.scheduled_at.as_deref())
+        .create_session(
+            &case,
+            b.title.as_deref(),
+            b.site_id.as_deref(),
+            b.scheduled_at.as_deref(),
+            b.lobby.unwrap_or(true),
+        )
         .await
         .map_err(|e| match e {
             crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),

@@ -14,18 +14,25 @@
 //!   and a video down track forwards nothing before a keyframe;
 //! - the sequence numbers and timestamps a subscriber sees on a down track are continuous,
 //!   whatever happens upstream (source switches, SSRC changes, a publisher reconnecting);
-//! - keyframe requests reach a publisher's track at most once per `pli_interval`.
+//! - keyframe requests reach a publisher's track at most once per `pli_interval`;
+//! - a participant is in exactly one zone, and no packet of a track reaches a participant outside
+//!   the publisher's zone (the policy is asked again on every zone change);
+//! - a track muted by a host forwards nothing, whatever its publisher sends.
 
 pub mod codec;
 pub mod ids;
 pub mod munger;
 pub mod policy;
+pub mod roles;
 pub mod room;
 pub mod stats;
+pub mod zone;
 
 pub use ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
-pub use policy::{EveryoneElse, ForwardPolicy};
+pub use policy::{ForwardPolicy, SameZone, Subject};
+pub use roles::{policy, Action, RolePolicy};
 pub use room::{
-    CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo, ParticipantView, Role, Room,
-    RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
+    Control, ControlError, CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo,
+    ParticipantView, Role, Room, RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
 };
+pub use zone::Zone;

@@ -1,19 +1,28 @@
 //! Who receives whose media. The room asks its policy for every (subscriber, track) pair whenever
-//! participants or tracks change; zones and roles plug in here without touching forwarding.
+//! participants, zones or tracks change; forwarding itself never decides.
 
 use super::room::{ParticipantInfo, UpTrackInfo};
+use super::zone::Zone;
+
+/// A participant as the policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub info: &'a ParticipantInfo,
+    pub zone: Zone,
+}
 
 pub trait ForwardPolicy: Send {
     /// May `subscriber` receive `track`, published by `publisher`?
-    fn may_receive(&self, subscriber: &ParticipantInfo, publisher: &ParticipantInfo, track: &UpTrackInfo) -> bool;
+    fn may_receive(&self, subscriber: Subject<'_>, publisher: Subject<'_>, track: &UpTrackInfo) -> bool;
 }
 
-/// Everyone receives every track of everyone else. The default until zones exist.
+/// The rule for every session kind: media flows between different participants of the same zone,
+/// and never in a waiting zone.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct EveryoneElse;
+pub struct SameZone;
 
-impl ForwardPolicy for EveryoneElse {
-    fn may_receive(&self, s: &ParticipantInfo, p: &ParticipantInfo, _t: &UpTrackInfo) -> bool {
-        s.key != p.key
+impl ForwardPolicy for SameZone {
+    fn may_receive(&self, s: Subject<'_>, p: Subject<'_>, _t: &UpTrackInfo) -> bool {
+        s.info.key != p.info.key && s.zone == p.zone && s.zone.carries_media()
     }
 }

@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use super::codec::{starts_keyframe, Codec};
 use super::ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
 use super::munger::Munger;
-use super::policy::ForwardPolicy;
+use super::policy::{ForwardPolicy, Subject};
+use super::roles::{policy, Action};
 use super::stats::{ReceiveStats, StatsView};
+use super::zone::Zone;
 
 /// Tunables of the core, validated once in `config`.
 #[derive(Debug, Clone)]
@@ -98,7 +100,7 @@ impl Role {
     }
 
     pub fn may_publish(self) -> bool {
-        !matches!(self, Role::Observer)
+        policy(self).publish
     }
 }
 
@@ -134,6 +136,8 @@ pub enum LeaveCause {
     SessionClosed,
     /// The client broke the protocol.
     ProtocolError,
+    /// A host did not admit the participant from the lobby.
+    Denied,
 }
 
 impl LeaveCause {
@@ -145,6 +149,7 @@ impl LeaveCause {
             LeaveCause::Removed => "removed",
             LeaveCause::SessionClosed => "session_closed",
             LeaveCause::ProtocolError => "protocol_error",
+            LeaveCause::Denied => "denied",
         }
     }
 }
@@ -187,8 +192,14 @@ pub struct ParticipantView {
     pub display_name: String,
     pub role: Role,
     pub site_id: Option<String>,
+    pub zone: Zone,
+    /// The participant's own mute (its client says so).
     pub audio_muted: bool,
     pub video_muted: bool,
+    /// Muted by a host: the server forwards nothing of that kind.
+    pub audio_muted_by_host: bool,
+    pub video_muted_by_host: bool,
+    pub hand_raised: bool,
     pub connection: ConnectionState,
 }
 
@@ -218,6 +229,53 @@ pub enum RoomEvent {
     ParticipantLeft { participant_id: String, cause: LeaveCause },
     TrackPublished(TrackView),
     TrackUnpublished { track_id: String, participant_id: String },
+    SessionUpdated { locked: bool, spotlight: Option<String> },
+}
+
+/// A control action, with its target resolved to a key by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Admit(ParticipantKey),
+    Deny(ParticipantKey),
+    Move(ParticipantKey, Zone),
+    Mute(ParticipantKey, MediaKind),
+    Unmute(ParticipantKey, MediaKind),
+    Remove(ParticipantKey),
+    Lock,
+    Unlock,
+    Spotlight(Option<ParticipantKey>),
+    RaiseHand(ParticipantKey),
+    LowerHand(ParticipantKey),
+    CallWitness(ParticipantKey),
+    DismissWitness(ParticipantKey),
+}
+
+impl Control {
+    pub fn action(self) -> Action {
+        match self {
+            Control::Admit(_) => Action::Admit,
+            Control::Deny(_) => Action::Deny,
+            Control::Move(..) => Action::Move,
+            Control::Mute(..) => Action::Mute,
+            Control::Unmute(..) => Action::Unmute,
+            Control::Remove(_) => Action::Remove,
+            Control::Lock => Action::Lock,
+            Control::Unlock => Action::Unlock,
+            Control::Spotlight(_) => Action::Spotlight,
+            Control::RaiseHand(_) => Action::RaiseHand,
+            Control::LowerHand(_) => Action::LowerHand,
+            Control::CallWitness(_) => Action::CallWitness,
+            Control::DismissWitness(_) => Action::DismissWitness,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    #[error("the actor's role may not do this")]
+    NotAllowed,
+    #[error("the action does not apply to that participant")]
+    BadTarget,
 }
 
 /// What the core asks the driver to do.
@@ -256,8 +314,13 @@ pub struct Forward {
 
 struct Participant {
     info: ParticipantInfo,
+    zone: Zone,
     audio_muted: bool,
     video_muted: bool,
+    /// Set by a host; the participant's tracks of that kind forward nothing.
+    audio_muted_by_host: bool,
+    video_muted_by_host: bool,
+    hand_raised: bool,
     connection: ConnectionState,
     /// Last time media or ICE traffic arrived from any of its connections (reported by the
     /// driver); `None` until the first, so a participant still setting up is not timed out.
@@ -278,6 +341,9 @@ struct UpTrack {
     last_keyframe_request: Option<Instant>,
     /// A request arrived inside the throttle window; send it when the window ends.
     keyframe_pending: bool,
+    /// A host muted this kind for the publisher: drop every packet (checked per packet, so it is
+    /// a flag here rather than a lookup of the publisher).
+    muted_by_host: bool,
 }
 
 struct DownTrack {
@@ -293,6 +359,9 @@ struct DownTrack {
 pub struct Room {
     config: CoreConfig,
     policy: Box<dyn ForwardPolicy>,
+    /// New non-host participants are refused while locked.
+    locked: bool,
+    spotlight: Option<ParticipantKey>,
     participants: BTreeMap<ParticipantKey, Participant>,
     up_tracks: HashMap<UpTrackKey, UpTrack>,
     down_tracks: HashMap<DownTrackKey, DownTrack>,
@@ -304,6 +373,8 @@ impl Room {
         Room {
             config,
             policy,
+            locked: false,
+            spotlight: None,
             participants: BTreeMap::new(),
             up_tracks: HashMap::new(),
             down_tracks: HashMap::new(),
@@ -329,7 +400,24 @@ impl Room {
 
     // ---- participants ----------------------------------------------------------------------
 
-    pub fn join(&mut self, _now: Instant, info: ParticipantInfo, keys: &mut KeyAlloc) -> Result<(), CoreError> {
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+
+    /// The external id of the spotlighted participant.
+    pub fn spotlight_id(&self) -> Option<String> {
+        self.spotlight.and_then(|k| self.participants.get(&k)).map(|p| p.info.id.clone())
+    }
+
+    /// Adds a participant into `zone` (the driver decides it from the role and the session's
+    /// lobby setting).
+    pub fn join(
+        &mut self,
+        _now: Instant,
+        info: ParticipantInfo,
+        zone: Zone,
+        keys: &mut KeyAlloc,
+    ) -> Result<(), CoreError> {
         if self.participants.contains_key(&info.key) {
             return Err(CoreError::AlreadyJoined);
         }
@@ -338,6 +426,10 @@ impl Room {
             key,
             Participant {
                 info,
+                zone,
+                audio_muted_by_host: false,
+                video_muted_by_host: false,
+                hand_raised: false,
                 audio_muted: false,
                 video_muted: false,
                 connection: ConnectionState::Connecting,
@@ -412,6 +504,10 @@ impl Room {
             self.drop_down_track(down, false);
         }
         let Some(p) = self.participants.remove(&key) else { return };
+        if self.spotlight == Some(key) {
+            self.spotlight = None;
+            self.broadcast_session();
+        }
         let event = RoomEvent::ParticipantLeft { participant_id: p.info.id, cause };
         self.broadcast_except(key, event);
         self.outputs.push_back(Output::Disconnect { participant: key, cause });
@@ -461,7 +557,12 @@ impl Room {
         }
         let up = keys.up_track();
         p.up_tracks.push(up);
+        let muted_by_host = match info.kind {
+            MediaKind::Audio => p.audio_muted_by_host,
+            MediaKind::Video => p.video_muted_by_host,
+        };
         let track = UpTrack {
+            muted_by_host,
             codec: Codec::from_mime(&info.mime),
             info,
             publisher,
@@ -567,6 +668,9 @@ impl Room {
         out.clear();
         let Some(track) = self.up_tracks.get_mut(&up) else { return };
         track.stats.on_packet(seq, ts, payload.len(), track.info.clock_rate, now);
+        if track.muted_by_host {
+            return;
+        }
         let codec = track.codec;
         let clock_rate = track.info.clock_rate;
         let mut keyframe: Option<bool> = None; // computed at most once, only if someone waits
@@ -649,8 +753,12 @@ impl Room {
     fn maybe_subscribe(&mut self, subscriber: ParticipantKey, up: UpTrackKey, keys: &mut KeyAlloc) {
         let (Some(track), Some(sub)) = (self.up_tracks.get(&up), self.participants.get(&subscriber)) else { return };
         let Some(publ) = self.participants.get(&track.publisher) else { return };
-        if !self.policy.may_receive(&sub.info, &publ.info, &track.info) {
+        let (s, p) = (Subject { info: &sub.info, zone: sub.zone }, Subject { info: &publ.info, zone: publ.zone });
+        if !self.policy.may_receive(s, p, &track.info) {
             return;
+        }
+        if sub.down_tracks.iter().any(|d| self.down_tracks.get(d).is_some_and(|d| d.up == up)) {
+            return; // already subscribed
         }
         let down = keys.down_track();
         self.down_tracks.insert(down, DownTrack { up, subscriber, munger: None, waiting_keyframe: true });
@@ -683,8 +791,12 @@ impl Room {
             display_name: p.info.display_name.clone(),
             role: p.info.role,
             site_id: p.info.site_id.clone(),
+            zone: p.zone,
             audio_muted: p.audio_muted,
             video_muted: p.video_muted,
+            audio_muted_by_host: p.audio_muted_by_host,
+            video_muted_by_host: p.video_muted_by_host,
+            hand_raised: p.hand_raised,
             connection: p.connection,
         })
     }
@@ -700,10 +812,173 @@ impl Room {
         })
     }
 
+    /// Tells everyone, the participant itself included, its new state.
     fn broadcast_updated(&mut self, key: ParticipantKey) {
         if let Some(view) = self.view_of(key) {
-            self.broadcast_except(key, RoomEvent::ParticipantUpdated(view));
+            self.broadcast(RoomEvent::ParticipantUpdated(view));
         }
+    }
+
+    fn broadcast(&mut self, event: RoomEvent) {
+        for key in self.participants.keys() {
+            self.outputs.push_back(Output::Event { to: *key, event: event.clone() });
+        }
+    }
+
+    fn broadcast_session(&mut self) {
+        let event = RoomEvent::SessionUpdated { locked: self.locked, spotlight: self.spotlight_id() };
+        self.broadcast(event);
+    }
+
+    /// Brings `key`'s subscriptions, and everyone's subscriptions to `key`'s tracks, in line with
+    /// the policy after its zone changed: missing down tracks are added, forbidden ones removed.
+    fn reconcile(&mut self, key: ParticipantKey, keys: &mut KeyAlloc) {
+        // Remove what the policy no longer allows.
+        let affected: Vec<DownTrackKey> = self
+            .down_tracks
+            .iter()
+            .filter(|(_, d)| d.subscriber == key || self.up_tracks.get(&d.up).is_some_and(|t| t.publisher == key))
+            .map(|(k, _)| *k)
+            .collect();
+        for down in affected {
+            let Some(d) = self.down_tracks.get(&down) else { continue };
+            let allowed = (|| {
+                let t = self.up_tracks.get(&d.up)?;
+                let s = self.participants.get(&d.subscriber)?;
+                let p = self.participants.get(&t.publisher)?;
+                Some(self.policy.may_receive(
+                    Subject { info: &s.info, zone: s.zone },
+                    Subject { info: &p.info, zone: p.zone },
+                    &t.info,
+                ))
+            })()
+            .unwrap_or(false);
+            if !allowed {
+                self.drop_down_track(down, true);
+            }
+        }
+        // Add what it now allows.
+        let ups: Vec<(UpTrackKey, ParticipantKey)> = self.up_tracks.iter().map(|(k, t)| (*k, t.publisher)).collect();
+        let people: Vec<ParticipantKey> = self.participants.keys().copied().collect();
+        for (up, publisher) in ups {
+            if publisher == key {
+                for s in &people {
+                    self.maybe_subscribe(*s, up, keys);
+                }
+            } else {
+                self.maybe_subscribe(key, up, keys);
+            }
+        }
+    }
+
+    fn set_zone(&mut self, key: ParticipantKey, zone: Zone, keys: &mut KeyAlloc) {
+        if let Some(p) = self.participants.get_mut(&key) {
+            if p.zone == zone {
+                return;
+            }
+            p.zone = zone;
+        }
+        self.reconcile(key, keys);
+        self.broadcast_updated(key);
+    }
+
+    fn target(&self, t: ParticipantKey) -> Result<&Participant, ControlError> {
+        self.participants.get(&t).ok_or(ControlError::BadTarget)
+    }
+
+    pub fn zone_of(&self, key: ParticipantKey) -> Option<Zone> {
+        self.participants.get(&key).map(|p| p.zone)
+    }
+
+    /// Carries out a control action by `actor`, if its role allows and the target fits.
+    pub fn control(
+        &mut self,
+        now: Instant,
+        actor: ParticipantKey,
+        control: Control,
+        keys: &mut KeyAlloc,
+    ) -> Result<(), ControlError> {
+        let a = self.participants.get(&actor).ok_or(ControlError::NotAllowed)?;
+        let (actor_role, actor_host) = (a.info.role, policy(a.info.role).host);
+        if !policy(actor_role).may(control.action()) {
+            return Err(ControlError::NotAllowed);
+        }
+        match control {
+            Control::Admit(t) => {
+                if self.target(t)?.zone != Zone::Lobby {
+                    return Err(ControlError::BadTarget);
+                }
+                self.set_zone(t, Zone::Main, keys);
+            }
+            Control::Deny(t) => {
+                if self.target(t)?.zone != Zone::Lobby {
+                    return Err(ControlError::BadTarget);
+                }
+                self.leave(now, t, LeaveCause::Denied);
+            }
+            Control::Move(t, zone) => {
+                self.target(t)?;
+                self.set_zone(t, zone, keys);
+            }
+            Control::Mute(t, kind) | Control::Unmute(t, kind) => {
+                self.target(t)?;
+                let muted = matches!(control, Control::Mute(..));
+                let p = self.participants.get_mut(&t).expect("checked");
+                match kind {
+                    MediaKind::Audio => p.audio_muted_by_host = muted,
+                    MediaKind::Video => p.video_muted_by_host = muted,
+                }
+                let ups = p.up_tracks.clone();
+                for up in ups {
+                    if let Some(track) = self.up_tracks.get_mut(&up) {
+                        if track.info.kind == kind {
+                            track.muted_by_host = muted;
+                        }
+                    }
+                }
+                self.broadcast_updated(t);
+            }
+            Control::Remove(t) => {
+                self.target(t)?;
+                self.leave(now, t, LeaveCause::Removed);
+            }
+            Control::Lock | Control::Unlock => {
+                self.locked = matches!(control, Control::Lock);
+                self.broadcast_session();
+            }
+            Control::Spotlight(t) => {
+                if let Some(t) = t {
+                    self.target(t)?;
+                }
+                self.spotlight = t;
+                self.broadcast_session();
+            }
+            Control::RaiseHand(t) | Control::LowerHand(t) => {
+                // Anyone raises or lowers their own hand; only hosts touch another's.
+                if t != actor && !actor_host {
+                    return Err(ControlError::NotAllowed);
+                }
+                self.target(t)?;
+                let p = self.participants.get_mut(&t).expect("checked");
+                p.hand_raised = matches!(control, Control::RaiseHand(_));
+                self.broadcast_updated(t);
+            }
+            Control::CallWitness(t) => {
+                let p = self.target(t)?;
+                if p.info.role != Role::Witness || p.zone != Zone::WitnessWaiting {
+                    return Err(ControlError::BadTarget);
+                }
+                self.set_zone(t, Zone::Main, keys);
+            }
+            Control::DismissWitness(t) => {
+                let p = self.target(t)?;
+                if p.info.role != Role::Witness || p.zone == Zone::WitnessWaiting {
+                    return Err(ControlError::BadTarget);
+                }
+                self.set_zone(t, Zone::WitnessWaiting, keys);
+            }
+        }
+        Ok(())
     }
 
     fn broadcast_except(&mut self, except: ParticipantKey, event: RoomEvent) {

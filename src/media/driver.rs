@@ -25,10 +25,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::demux::{classify, stun_local_ufrag, DatagramKind};
-use super::{peer, Command, ConnRef, DriverStats, Joiner, MediaHandle, Outbound, PresenceRecord};
+use super::{
+    peer, Command, ConnRef, ControlRequest, DriverStats, JoinRefused, Joiner, MediaHandle, Outbound, PresenceRecord,
+};
 use crate::core::{
-    CoreConfig, DownTrackKey, EveryoneElse, Forward, KeyAlloc, LeaveCause, MediaKind, Output, ParticipantInfo,
-    ParticipantKey, Room, RoomEvent, RtpIn, TrackSource, TrackView, UpTrackInfo, UpTrackKey,
+    policy, Action, Control, ControlError, CoreConfig, DownTrackKey, Forward, KeyAlloc, LeaveCause, MediaKind, Output,
+    ParticipantInfo, ParticipantKey, Room, RoomEvent, RtpIn, SameZone, TrackSource, TrackView, UpTrackInfo, UpTrackKey,
+    Zone,
 };
 use crate::signal::protocol::{CloseCode, PcKind, ServerMessage, SessionView};
 use crate::store::new_id;
@@ -552,6 +555,9 @@ impl Driver {
                         RoomEvent::TrackUnpublished { track_id, participant_id } => {
                             ServerMessage::TrackUnpublished { track_id, participant_id }
                         }
+                        RoomEvent::SessionUpdated { locked, spotlight } => {
+                            ServerMessage::SessionUpdated { locked, spotlight }
+                        }
                     };
                     self.notify(to, msg);
                 }
@@ -684,6 +690,7 @@ impl Driver {
             participant_id: member.participant_id,
             event: "left",
             cause: Some(cause),
+            detail: None,
             at: SystemTime::now(),
         });
     }
@@ -858,6 +865,7 @@ impl Driver {
                     .unwrap_or_default();
                 let _ = reply.send(people);
             }
+            Command::Control { from, request } => self.on_control(from, request, now),
             Command::Tracks { session_id, reply } => {
                 let tracks = self
                     .room_by_session
@@ -882,7 +890,7 @@ impl Driver {
         &mut self,
         joiner: Joiner,
         outbound: mpsc::Sender<Outbound>,
-        reply: tokio::sync::oneshot::Sender<ConnRef>,
+        reply: tokio::sync::oneshot::Sender<Result<ConnRef, JoinRefused>>,
         now: Instant,
     ) {
         let rk = match self.room_by_session.get(&joiner.session.id) {
@@ -890,7 +898,7 @@ impl Driver {
             None => {
                 self.next_room += 1;
                 let rk = RoomKey(self.next_room);
-                let room = Room::new(self.core.clone(), Box::new(EveryoneElse));
+                let room = Room::new(self.core.clone(), Box::new(SameZone));
                 self.rooms
                     .insert(rk, RoomState { room, session: joiner.session.clone(), by_participant_id: HashMap::new() });
                 self.room_by_session.insert(joiner.session.id.clone(), rk);
@@ -900,6 +908,11 @@ impl Driver {
         self.next_conn += 1;
         let conn = self.next_conn;
         let existing = self.rooms.get(&rk).and_then(|r| r.by_participant_id.get(&joiner.participant_id).copied());
+        let host = policy(joiner.role).host;
+        if existing.is_none() && !host && self.rooms.get(&rk).is_some_and(|r| r.room.is_locked()) {
+            let _ = reply.send(Err(JoinRefused::Locked));
+            return;
+        }
         let (key, event) = if let Some(key) = existing {
             // Same participant again: the new connection replaces the old one.
             let (old_publish, old_subscribe) = match self.members.get_mut(&key) {
@@ -945,20 +958,35 @@ impl Driver {
             );
             if let Some(r) = self.rooms.get_mut(&rk) {
                 r.by_participant_id.insert(joiner.participant_id.clone(), key);
-                if let Err(e) = r.room.join(now, info, &mut self.keys) {
+                // Hosts enter the session; witnesses wait to be called; others wait in the lobby
+                // when the session has one. A participant coming back within the grace period
+                // keeps its zone (the branch above).
+                let zone = if host {
+                    Zone::Main
+                } else if joiner.role == crate::core::Role::Witness {
+                    Zone::WitnessWaiting
+                } else if joiner.lobby {
+                    Zone::Lobby
+                } else {
+                    Zone::Main
+                };
+                if let Err(e) = r.room.join(now, info, zone, &mut self.keys) {
                     warn!(error = %e, "join refused by the room");
                 }
             }
             (key, "joined")
         };
-        let _ = reply.send(ConnRef { participant: key, conn });
+        let _ = reply.send(Ok(ConnRef { participant: key, conn }));
         if let Some(r) = self.rooms.get(&rk) {
             let (mut participants, tracks) = r.room.snapshot();
             let me = participants.iter().position(|p| p.id == joiner.participant_id).map(|i| participants.remove(i));
             if let Some(me) = me {
+                let mut session = r.session.clone();
+                session.locked = r.room.is_locked();
+                session.spotlight = r.room.spotlight_id();
                 let msg = ServerMessage::Joined {
                     participant_id: joiner.participant_id.clone(),
-                    session: r.session.clone(),
+                    session,
                     me,
                     participants,
                     tracks: tracks.into_iter().filter(|t| t.participant_id != joiner.participant_id).collect(),
@@ -973,8 +1001,85 @@ impl Driver {
             participant_id: joiner.participant_id,
             event,
             cause: None,
+            detail: None,
             at: SystemTime::now(),
         });
+    }
+
+    fn on_control(&mut self, from: ConnRef, req: ControlRequest, now: Instant) {
+        let Some(rk) = self.member_for(from).map(|m| m.room) else { return };
+        let Some(r) = self.rooms.get(&rk) else { return };
+        let me = from.participant;
+        let target = req.target.as_ref().and_then(|id| r.by_participant_id.get(id).copied());
+        // A named target must exist; actions on oneself may omit it.
+        let self_or_target = if req.target.is_none() { Some(me) } else { target };
+        let control = match req.action {
+            Action::Admit => target.map(Control::Admit),
+            Action::Deny => target.map(Control::Deny),
+            Action::Move => match req.zone {
+                Some(z) => target.map(|t| Control::Move(t, z)),
+                None => {
+                    return self.notify(me, ServerMessage::error("bad_zone", "请指定会场", "a zone is required"));
+                }
+            },
+            Action::Mute | Action::Unmute => match req.kind {
+                Some(k) if req.action == Action::Mute => target.map(|t| Control::Mute(t, k)),
+                Some(k) => target.map(|t| Control::Unmute(t, k)),
+                None => {
+                    return self
+                        .notify(me, ServerMessage::error("bad_request", "请指定音频或视频", "kind is required"));
+                }
+            },
+            Action::Remove => target.map(Control::Remove),
+            Action::Lock => Some(Control::Lock),
+            Action::Unlock => Some(Control::Unlock),
+            Action::Spotlight if req.target.is_none() => Some(Control::Spotlight(None)),
+            Action::Spotlight => target.map(|t| Control::Spotlight(Some(t))),
+            Action::RaiseHand => self_or_target.map(Control::RaiseHand),
+            Action::LowerHand => self_or_target.map(Control::LowerHand),
+            Action::CallWitness => target.map(Control::CallWitness),
+            Action::DismissWitness => target.map(Control::DismissWitness),
+        };
+        let Some(control) = control else {
+            return self.notify(
+                me,
+                ServerMessage::error("bad_target", "找不到该参与人", "no such participant in this session"),
+            );
+        };
+        let Some(r) = self.rooms.get_mut(&rk) else { return };
+        match r.room.control(now, me, control, &mut self.keys) {
+            Ok(()) => {
+                let actor = self.members.get(&me).map(|m| (m.session_id.clone(), m.participant_id.clone()));
+                self.notify(me, ServerMessage::ControlAck { action: req.action, target: req.target.clone() });
+                if let Some((session_id, actor_id)) = actor {
+                    let action = serde_json::to_value(req.action).ok().and_then(|v| v.as_str().map(String::from));
+                    let detail = [action, req.target, req.zone.map(|z| z.to_string())]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    info!(session = %session_id, actor = %actor_id, %detail, "control");
+                    let _ = self.presence.send(PresenceRecord {
+                        session_id,
+                        participant_id: actor_id,
+                        event: "control",
+                        cause: None,
+                        detail: Some(detail),
+                        at: SystemTime::now(),
+                    });
+                }
+            }
+            Err(ControlError::NotAllowed) => self
+                .notify(me, ServerMessage::error("not_allowed", "您的角色无权执行此操作", "your role may not do this")),
+            Err(ControlError::BadTarget) => self.notify(
+                me,
+                ServerMessage::error(
+                    "bad_target",
+                    "该操作不适用于此参与人",
+                    "the action does not apply to that participant",
+                ),
+            ),
+        }
     }
 
     fn on_publish_offer(&mut self, from: ConnRef, sdp: String, sources: HashMap<String, TrackSource>, now: Instant) {

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use driver::{spawn, DriverError, OUTBOUND_CAPACITY};
 
-use crate::core::{LeaveCause, MediaKind, ParticipantKey, ParticipantView, Role, TrackSource};
+use crate::core::{Action, LeaveCause, MediaKind, ParticipantKey, ParticipantView, Role, TrackSource, Zone};
 use crate::signal::protocol::{CloseCode, IceCandidate, PcKind, ServerMessage, SessionView};
 
 /// What the driver sends to a participant's signalling connection.
@@ -40,6 +40,24 @@ pub struct Joiner {
     pub display_name: String,
     pub role: Role,
     pub site_id: Option<String>,
+    /// The session has a lobby: non-hosts wait there until admitted.
+    pub lobby: bool,
+}
+
+/// Why the driver refused a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The session is locked and the joiner is not a host.
+    Locked,
+}
+
+/// A `control` message with its target still an external id.
+#[derive(Debug, Clone)]
+pub struct ControlRequest {
+    pub action: Action,
+    pub target: Option<String>,
+    pub zone: Option<Zone>,
+    pub kind: Option<MediaKind>,
 }
 
 /// Identifies one signalling connection of a participant; commands from a replaced connection
@@ -55,7 +73,11 @@ pub enum Command {
     Join {
         joiner: Joiner,
         outbound: mpsc::Sender<Outbound>,
-        reply: oneshot::Sender<ConnRef>,
+        reply: oneshot::Sender<Result<ConnRef, JoinRefused>>,
+    },
+    Control {
+        from: ConnRef,
+        request: ControlRequest,
     },
     PublishOffer {
         from: ConnRef,
@@ -126,9 +148,11 @@ pub struct DriverStats {
 pub struct PresenceRecord {
     pub session_id: String,
     pub participant_id: String,
-    /// `joined`, `reconnected` or `left`.
+    /// `joined`, `reconnected`, `left` or `control`.
     pub event: &'static str,
     pub cause: Option<LeaveCause>,
+    /// What a `control` event did, e.g. `admit p_…` (the participant is the actor).
+    pub detail: Option<String>,
     pub at: std::time::SystemTime,
 }
 
@@ -149,7 +173,11 @@ impl MediaHandle {
         self.tx.send(cmd).await.map_err(|_| DriverGone)
     }
 
-    pub async fn join(&self, joiner: Joiner, outbound: mpsc::Sender<Outbound>) -> Result<ConnRef, DriverGone> {
+    pub async fn join(
+        &self,
+        joiner: Joiner,
+        outbound: mpsc::Sender<Outbound>,
+    ) -> Result<Result<ConnRef, JoinRefused>, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Join { joiner, outbound, reply }).await?;
         rx.await.map_err(|_| DriverGone)

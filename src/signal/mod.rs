@@ -18,8 +18,8 @@ use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, Tokens};
-use crate::core::{LeaveCause, Role};
-use crate::media::{Command, ConnRef, Joiner, MediaHandle, Outbound};
+use crate::core::{LeaveCause, Role, Zone};
+use crate::media::{Command, ConnRef, ControlRequest, JoinRefused, Joiner, MediaHandle, Outbound};
 use crate::store::{Store, StoreError};
 use protocol::{parse_client_message, ClientMessage, CloseCode, ServerMessage, SessionView};
 
@@ -68,8 +68,13 @@ where
     };
     let participant_id = joiner.participant_id.clone();
     let (out_tx, mut out_rx) = mpsc::channel(crate::media::OUTBOUND_CAPACITY);
-    let Ok(me) = ctx.media.join(joiner, out_tx).await else {
-        return close(&mut sink, CloseCode::ServerError, "media driver unavailable").await;
+    let me = match ctx.media.join(joiner, out_tx).await {
+        Ok(Ok(me)) => me,
+        Ok(Err(JoinRefused::Locked)) => {
+            info!(participant = %participant_id, "join refused: session locked");
+            return close(&mut sink, CloseCode::SessionLocked, "session locked").await;
+        }
+        Err(_) => return close(&mut sink, CloseCode::ServerError, "media driver unavailable").await,
     };
 
     // 2. The session.
@@ -157,6 +162,17 @@ async fn handle<S: Sink<Message> + Unpin>(
             debug!(?reason, "leave");
             Command::Leave { from: me }
         }
+        ClientMessage::Control { action, target, zone, kind, .. } => {
+            let zone = match zone.as_deref().map(Zone::parse) {
+                None => None,
+                Some(Some(z)) => Some(z),
+                Some(None) => {
+                    let err = ServerMessage::error("bad_zone", "会场名称无效", "unknown zone");
+                    return sink.send(Message::Text(err.to_text().into())).await.is_err().then_some(Ending::Dropped);
+                }
+            };
+            Command::Control { from: me, request: ControlRequest { action, target, zone, kind } }
+        }
     };
     if ctx.media.send(cmd).await.is_err() {
         return Some(close(sink, CloseCode::ServerError, "media driver unavailable").await);
@@ -207,7 +223,15 @@ async fn authenticate(ctx: &SignalContext, token: &str) -> Result<Joiner, CloseC
     }
     let role = Role::parse(&participant.role).ok_or(CloseCode::BadToken)?;
     Ok(Joiner {
-        session: SessionView { id: session.id, case_id: session.case_id, kind: session.kind, title: session.title },
+        session: SessionView {
+            id: session.id,
+            case_id: session.case_id,
+            kind: session.kind,
+            title: session.title,
+            locked: false,
+            spotlight: None,
+        },
+        lobby: session.lobby,
         participant_id: participant.id,
         display_name: participant.display_name,
         role,

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::{LeaveCause, MediaKind, ParticipantView, TrackSource, TrackView};
+use crate::core::{Action, LeaveCause, MediaKind, ParticipantView, TrackSource, TrackView};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Largest text frame accepted, in bytes.
@@ -76,6 +76,20 @@ pub enum ClientMessage {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// A host control or a hand raise (see docs/protocol.md, "Zones and host controls").
+    Control {
+        #[serde(default)]
+        v: Option<u32>,
+        action: Action,
+        #[serde(default)]
+        target: Option<String>,
+        /// A zone name, parsed by the receiver so that a bad one is a `bad_zone` error, not a
+        /// protocol error.
+        #[serde(default)]
+        zone: Option<String>,
+        #[serde(default)]
+        kind: Option<MediaKind>,
+    },
 }
 
 impl ClientMessage {
@@ -87,7 +101,8 @@ impl ClientMessage {
             | ClientMessage::Candidate { v, .. }
             | ClientMessage::Mute { v, .. }
             | ClientMessage::Ping { v, .. }
-            | ClientMessage::Leave { v, .. } => *v,
+            | ClientMessage::Leave { v, .. }
+            | ClientMessage::Control { v, .. } => *v,
         }
     }
 }
@@ -108,7 +123,8 @@ pub enum ParseError {
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| ParseError::NotJson)?;
     let ty = value.get("type").and_then(|t| t.as_str()).unwrap_or("").to_string();
-    const KNOWN: [&str; 7] = ["join", "publish_offer", "subscribe_answer", "candidate", "mute", "ping", "leave"];
+    const KNOWN: [&str; 8] =
+        ["join", "publish_offer", "subscribe_answer", "candidate", "mute", "ping", "leave", "control"];
     if !KNOWN.contains(&ty.as_str()) {
         return Err(ParseError::UnknownType(ty));
     }
@@ -125,6 +141,9 @@ pub struct SessionView {
     pub case_id: String,
     pub kind: String,
     pub title: Option<String>,
+    /// Live state, filled in by the media driver.
+    pub locked: bool,
+    pub spotlight: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -162,6 +181,14 @@ pub enum ServerMessage {
     TrackUnpublished {
         track_id: String,
         participant_id: String,
+    },
+    SessionUpdated {
+        locked: bool,
+        spotlight: Option<String>,
+    },
+    ControlAck {
+        action: Action,
+        target: Option<String>,
     },
     Pong {
         ts: serde_json::Value,
@@ -204,6 +231,8 @@ pub enum CloseCode {
     JoinTimeout,
     KeepaliveTimeout,
     MediaTimeout,
+    SessionLocked,
+    Denied,
     ServerError,
 }
 
@@ -223,6 +252,8 @@ impl CloseCode {
             CloseCode::JoinTimeout => 4009,
             CloseCode::KeepaliveTimeout => 4010,
             CloseCode::MediaTimeout => 4011,
+            CloseCode::SessionLocked => 4012,
+            CloseCode::Denied => 4013,
         }
     }
 
@@ -241,6 +272,8 @@ impl CloseCode {
             CloseCode::JoinTimeout => "no join received",
             CloseCode::KeepaliveTimeout => "keepalive timeout",
             CloseCode::MediaTimeout => "media timeout",
+            CloseCode::SessionLocked => "session locked",
+            CloseCode::Denied => "not admitted",
         }
     }
 
@@ -253,6 +286,7 @@ impl CloseCode {
             LeaveCause::Removed => CloseCode::Removed,
             LeaveCause::SessionClosed => CloseCode::SessionClosed,
             LeaveCause::ProtocolError => CloseCode::ProtocolError,
+            LeaveCause::Denied => CloseCode::Denied,
         }
     }
 }

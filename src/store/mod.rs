@@ -62,6 +62,8 @@ pub struct Session {
     pub opened_at: Option<String>,
     pub closed_at: Option<String>,
     pub created_at: String,
+    /// Non-host participants wait in a lobby until admitted.
+    pub lobby: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -95,7 +97,7 @@ pub fn new_id(prefix: &str) -> String {
 macro_rules! session_select {
     ($where:literal) => {
         concat!(
-            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at ",
+            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at, s.lobby ",
             "FROM sessions s JOIN cases c ON c.id = s.case_ref ",
             $where
         )
@@ -217,14 +219,15 @@ impl Store {
         title: Option<&str>,
         site_id: Option<&str>,
         scheduled_at: Option<&str>,
+        lobby: bool,
     ) -> Result<Session> {
         let case = self.case(case_ref).await?;
         if let Some(s) = site_id {
             self.site(s).await?;
         }
         let id = new_id("ses");
-        sqlx::query("INSERT INTO sessions (id, case_ref, kind, title, site_id, status, scheduled_at, created_at) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?)")
-            .bind(&id).bind(&case.id).bind(&case.kind).bind(title).bind(site_id.or(case.site_id.as_deref())).bind(scheduled_at).bind(now_rfc3339())
+        sqlx::query("INSERT INTO sessions (id, case_ref, kind, title, site_id, status, scheduled_at, created_at, lobby) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?, ?)")
+            .bind(&id).bind(&case.id).bind(&case.kind).bind(title).bind(site_id.or(case.site_id.as_deref())).bind(scheduled_at).bind(now_rfc3339()).bind(lobby)
             .execute(&self.pool).await?;
         self.session(&id).await
     }
@@ -386,6 +389,7 @@ fn session_from(r: &sqlx::sqlite::SqliteRow) -> Session {
         opened_at: r.get(8),
         closed_at: r.get(9),
         created_at: r.get(10),
+        lobby: r.get(11),
     }
 }
 
@@ -425,7 +429,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).await.unwrap();
         let c = s.create_case("X-1", "mediation", None, None).await.unwrap();
-        let ses = s.create_session(&c.id, Some("t"), None, None).await.unwrap();
+        let ses = s.create_session(&c.id, Some("t"), None, None, true).await.unwrap();
         assert_eq!((ses.status.as_str(), ses.kind.as_str(), ses.case_id.as_str()), ("scheduled", "mediation", "X-1"));
         assert_eq!(s.open_session(&ses.id).await.unwrap().status, "open");
         assert_eq!(s.close_session(&ses.id).await.unwrap().status, "closed");
@@ -439,7 +443,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).await.unwrap();
         let c = s.create_case("X-2", "hearing", None, None).await.unwrap();
-        let ses = s.create_session(&c.id, None, None, None).await.unwrap();
+        let ses = s.create_session(&c.id, None, None, None, true).await.unwrap();
         s.create_participant(&ses.id, "p_1", "张三", "party", None, "2030-01-01T00:00:00Z").await.unwrap();
         s.record_presence(&ses.id, "p_1", "joined", None, "2026-01-01T00:00:00Z").await.unwrap();
         s.record_presence(&ses.id, "p_1", "left", Some("network_lost"), "2026-01-01T00:01:00Z").await.unwrap();

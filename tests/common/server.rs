@@ -89,13 +89,29 @@ impl TestServer {
         v
     }
 
+    /// A session whose non-host participants wait in the lobby until admitted.
+    pub async fn create_session_with_lobby(&self, kind: &str) -> String {
+        let case = self
+            .post("/api/v1/cases", json!({ "case_id": format!("test-{}", uuid::Uuid::new_v4()), "kind": kind }))
+            .await;
+        let case_id = case["id"].as_str().expect("case id").to_string();
+        let session = self.post(&format!("/api/v1/cases/{case_id}/sessions"), json!({"lobby": true})).await;
+        assert_eq!(session["lobby"], true);
+        session["id"].as_str().expect("session id").to_string()
+    }
+
     pub async fn create_session(&self, kind: &str) -> String {
         let case = self
             .post("/api/v1/cases", json!({ "case_id": format!("test-{}", uuid::Uuid::new_v4()), "kind": kind, "title": "integration test" }))
             .await;
         let case_id = case["id"].as_str().expect("case id").to_string();
-        let session =
-            self.post(&format!("/api/v1/cases/{case_id}/sessions"), json!({"title": "integration test session"})).await;
+        // No lobby: these tests are about media and signalling, not admission.
+        let session = self
+            .post(
+                &format!("/api/v1/cases/{case_id}/sessions"),
+                json!({"title": "integration test session", "lobby": false}),
+            )
+            .await;
         session["id"].as_str().expect("session id").to_string()
     }
 

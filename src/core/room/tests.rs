@@ -1,7 +1,7 @@
 //! Room behaviour, driven faster than real time: every instant is made up by the test.
 
 use super::*;
-use crate::core::EveryoneElse;
+use crate::core::SameZone;
 
 struct Harness {
     room: Room,
@@ -15,7 +15,7 @@ const VP8_DELTA: &[u8] = &[0x10, 0x01, 0x00];
 impl Harness {
     fn new() -> Harness {
         Harness {
-            room: Room::new(CoreConfig::default(), Box::new(EveryoneElse)),
+            room: Room::new(CoreConfig::default(), Box::new(SameZone)),
             keys: KeyAlloc::default(),
             t0: Instant::now(),
         }
@@ -24,10 +24,22 @@ impl Harness {
         self.t0 + Duration::from_millis(ms)
     }
     fn join(&mut self, name: &str, role: Role) -> ParticipantKey {
+        self.join_in(name, role, Zone::Main)
+    }
+    fn join_in(&mut self, name: &str, role: Role, zone: Zone) -> ParticipantKey {
         let key = self.keys.participant();
         let info = ParticipantInfo { key, id: format!("p_{name}"), display_name: name.into(), role, site_id: None };
-        self.room.join(self.t0, info, &mut self.keys).unwrap();
+        self.room.join(self.t0, info, zone, &mut self.keys).unwrap();
         key
+    }
+    fn control(&mut self, actor: ParticipantKey, c: Control) -> Result<(), ControlError> {
+        self.room.control(self.t0, actor, c, &mut self.keys)
+    }
+    /// Subscribers of `up`, from the room's own routing.
+    fn subscribers_of(&self, up: UpTrackKey) -> Vec<ParticipantKey> {
+        let mut v: Vec<_> = self.room.down_tracks.values().filter(|d| d.up == up).map(|d| d.subscriber).collect();
+        v.sort();
+        v
     }
     fn publish(&mut self, who: ParticipantKey, kind: MediaKind) -> UpTrackKey {
         let (mime, clock_rate, source) = match kind {
@@ -238,7 +250,8 @@ fn lost_signalling_keeps_the_place_for_the_grace_period_then_records_network_los
     h.room.signal_lost(h.at(0), a);
     let out = h.drain();
     assert!(
-        matches!(&out[0], Output::Event { to, event: RoomEvent::ParticipantUpdated(v) } if *to == b && v.connection == ConnectionState::Reconnecting)
+        out.iter().any(|o| matches!(o, Output::Event { to, event: RoomEvent::ParticipantUpdated(v) } if *to == b && v.connection == ConnectionState::Reconnecting)),
+        "the others are told the participant is reconnecting"
     );
     h.room.handle_timeout(h.at(14_999));
     assert!(h.room.contains(a));
@@ -276,4 +289,158 @@ fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
     assert!(h.drain().iter().any(|o| matches!(o, Output::RequestKeyframe { .. })), "asks for one");
     let f = h.forward(h.at(2000), up, 2, 501, VP8_KEY);
     assert_eq!(f[0].seq, 2, "continues right after 1");
+}
+
+// ---- zones and controls -----------------------------------------------------------------------
+
+#[test]
+fn a_participant_in_the_lobby_gets_nothing_until_admitted() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let up = h.publish(judge, MediaKind::Video);
+    let party = h.join_in("party", Role::Party, Zone::Lobby);
+    assert!(Harness::added_downs(&h.drain()).is_empty(), "nothing for the lobby");
+    let party_up = h.publish(party, MediaKind::Audio);
+    assert!(h.subscribers_of(party_up).is_empty(), "and nothing from it");
+    h.control(judge, Control::Admit(party)).unwrap();
+    assert_eq!(h.subscribers_of(up), vec![party]);
+    assert_eq!(h.subscribers_of(party_up), vec![judge]);
+    assert_eq!(h.room.zone_of(party), Some(Zone::Main));
+    assert_eq!(h.control(judge, Control::Admit(party)), Err(ControlError::BadTarget), "not in the lobby any more");
+}
+
+#[test]
+fn a_caucus_hears_only_itself_and_the_other_party_loses_its_tracks() {
+    let mut h = Harness::new();
+    let mediator = h.join("mediator", Role::Mediator);
+    let a = h.join("a", Role::Party);
+    let b = h.join("b", Role::Party);
+    let m_up = h.publish(mediator, MediaKind::Audio);
+    let a_up = h.publish(a, MediaKind::Audio);
+    let b_up = h.publish(b, MediaKind::Audio);
+    h.drain();
+    h.control(mediator, Control::Move(mediator, Zone::Caucus(1))).unwrap();
+    h.control(mediator, Control::Move(a, Zone::Caucus(1))).unwrap();
+    let out = h.drain();
+    assert_eq!(h.subscribers_of(m_up), vec![a]);
+    assert_eq!(h.subscribers_of(a_up), vec![mediator]);
+    assert!(h.subscribers_of(b_up).is_empty(), "b is alone in main");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::RemoveDownTrack { subscriber, .. } if *subscriber == b)),
+        "b's down tracks are removed"
+    );
+    // Back together.
+    h.control(mediator, Control::Move(mediator, Zone::Main)).unwrap();
+    h.control(mediator, Control::Move(a, Zone::Main)).unwrap();
+    assert_eq!(h.subscribers_of(b_up), vec![mediator, a]);
+}
+
+#[test]
+fn a_caucus_forwards_no_packet_to_the_party_outside() {
+    let mut h = Harness::new();
+    let mediator = h.join("mediator", Role::Mediator);
+    let a = h.join("a", Role::Party);
+    let b = h.join("b", Role::Party);
+    let m_up = h.publish(mediator, MediaKind::Audio);
+    for (_, down, _) in Harness::added_downs(&h.drain()) {
+        h.room.down_track_ready(h.t0, down, 0, 0);
+    }
+    h.control(mediator, Control::Move(mediator, Zone::Caucus(1))).unwrap();
+    h.control(mediator, Control::Move(a, Zone::Caucus(1))).unwrap();
+    for (_, down, _) in Harness::added_downs(&h.drain()) {
+        h.room.down_track_ready(h.t0, down, 0, 0);
+    }
+    for seq in 0..50 {
+        let f = h.forward(h.t0, m_up, 1, seq, &[0xfc]);
+        assert!(f.iter().all(|f| f.subscriber != b), "packet {seq} reached b");
+        assert!(f.iter().any(|f| f.subscriber == a));
+    }
+}
+
+#[test]
+fn a_witness_receives_nothing_until_called_and_nothing_after_dismissal() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let up = h.publish(judge, MediaKind::Video);
+    let witness = h.join_in("witness", Role::Witness, Zone::WitnessWaiting);
+    assert!(h.subscribers_of(up).is_empty());
+    let party = h.join("party", Role::Party);
+    assert_eq!(h.control(party, Control::CallWitness(witness)), Err(ControlError::NotAllowed));
+    assert_eq!(h.control(judge, Control::CallWitness(party)), Err(ControlError::BadTarget), "not a witness");
+    h.control(judge, Control::CallWitness(witness)).unwrap();
+    assert_eq!(h.subscribers_of(up), vec![witness, party]);
+    h.control(judge, Control::DismissWitness(witness)).unwrap();
+    assert_eq!(h.subscribers_of(up), vec![party]);
+}
+
+#[test]
+fn a_host_mute_drops_every_packet_of_that_kind_and_survives_republishing() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let party = h.join("party", Role::Party);
+    let up = h.publish(party, MediaKind::Audio);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    h.room.down_track_ready(h.t0, down, 0, 0);
+    assert_eq!(h.forward(h.t0, up, 1, 1, &[0xfc]).len(), 1);
+    h.control(judge, Control::Mute(party, MediaKind::Audio)).unwrap();
+    assert!(h.forward(h.t0, up, 1, 2, &[0xfc]).is_empty());
+    let view = h.room.participant_view(party).unwrap();
+    assert!(view.audio_muted_by_host && !view.video_muted_by_host);
+    // A new audio track (e.g. after reconnecting) is muted too.
+    let up2 = h.publish(party, MediaKind::Audio);
+    let down2 = Harness::added_downs(&h.drain()).into_iter().find(|(_, _, u)| *u == up2).unwrap().1;
+    h.room.down_track_ready(h.t0, down2, 0, 0);
+    assert!(h.forward(h.t0, up2, 2, 1, &[0xfc]).is_empty());
+    h.control(judge, Control::Unmute(party, MediaKind::Audio)).unwrap();
+    assert_eq!(h.forward(h.t0, up, 1, 3, &[0xfc]).len(), 1);
+}
+
+#[test]
+fn parties_raise_their_own_hand_but_control_nobody() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let a = h.join("a", Role::Party);
+    let b = h.join("b", Role::Party);
+    h.control(a, Control::RaiseHand(a)).unwrap();
+    assert!(h.room.participant_view(a).unwrap().hand_raised);
+    assert_eq!(h.control(b, Control::LowerHand(a)), Err(ControlError::NotAllowed));
+    h.control(judge, Control::LowerHand(a)).unwrap();
+    assert!(!h.room.participant_view(a).unwrap().hand_raised);
+    for c in [
+        Control::Remove(b),
+        Control::Mute(b, MediaKind::Audio),
+        Control::Lock,
+        Control::Move(b, Zone::Main),
+        Control::Spotlight(Some(a)),
+    ] {
+        assert_eq!(h.control(a, c), Err(ControlError::NotAllowed), "{c:?}");
+    }
+    let o = h.join("observer", Role::Observer);
+    assert_eq!(h.control(o, Control::RaiseHand(o)), Err(ControlError::NotAllowed));
+}
+
+#[test]
+fn deny_removes_a_lobby_participant_with_its_own_cause_and_lock_is_announced() {
+    let mut h = Harness::new();
+    let mediator = h.join("mediator", Role::Mediator);
+    let x = h.join_in("x", Role::Party, Zone::Lobby);
+    h.drain();
+    h.control(mediator, Control::Deny(x)).unwrap();
+    assert!(h.drain().contains(&Output::Disconnect { participant: x, cause: LeaveCause::Denied }));
+    h.control(mediator, Control::Lock).unwrap();
+    assert!(h.room.is_locked());
+    assert!(h
+        .drain()
+        .contains(&Output::Event { to: mediator, event: RoomEvent::SessionUpdated { locked: true, spotlight: None } }));
+}
+
+#[test]
+fn a_spotlight_is_cleared_when_its_participant_leaves() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let a = h.join("a", Role::Party);
+    h.control(judge, Control::Spotlight(Some(a))).unwrap();
+    assert_eq!(h.room.spotlight_id().as_deref(), Some("p_a"));
+    h.room.leave(h.t0, a, LeaveCause::Left);
+    assert_eq!(h.room.spotlight_id(), None);
 }

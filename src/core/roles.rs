@@ -1,0 +1,104 @@
+//! What each role may do, as data (the table in the domain notes). The room checks it on every
+//! control action and on publishing; the forwarding policy reads the zone rules.
+
+use super::room::Role;
+
+/// Host and participant actions carried by signalling `control` messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Admit,
+    Deny,
+    Move,
+    Mute,
+    Unmute,
+    Remove,
+    Lock,
+    Unlock,
+    Spotlight,
+    RaiseHand,
+    LowerHand,
+    CallWitness,
+    DismissWitness,
+}
+
+/// A role's permissions.
+#[derive(Debug)]
+pub struct RolePolicy {
+    /// May send audio/video.
+    pub publish: bool,
+    /// Joins straight into the main zone (never waits in the lobby) and may join a locked session.
+    pub host: bool,
+    /// Control actions this role may take on others (raising one's own hand is in the list too).
+    pub actions: &'static [Action],
+}
+
+use Action::*;
+
+const PRESIDING: &[Action] = &[
+    Admit,
+    Deny,
+    Move,
+    Mute,
+    Unmute,
+    Remove,
+    Lock,
+    Unlock,
+    Spotlight,
+    RaiseHand,
+    LowerHand,
+    CallWitness,
+    DismissWitness,
+];
+const MODERATING: &[Action] = &[Admit, Deny, Move, Mute, Unmute, Remove, Lock, Unlock, Spotlight, RaiseHand, LowerHand];
+const CLERK: &[Action] = &[Admit, Deny, RaiseHand, LowerHand];
+const ATTENDING: &[Action] = &[RaiseHand, LowerHand];
+
+pub const fn policy(role: Role) -> &'static RolePolicy {
+    match role {
+        Role::Judge => &RolePolicy { publish: true, host: true, actions: PRESIDING },
+        Role::Mediator | Role::PetitionOfficer | Role::Leader => {
+            &RolePolicy { publish: true, host: true, actions: MODERATING }
+        }
+        Role::Clerk => &RolePolicy { publish: true, host: true, actions: CLERK },
+        Role::Party | Role::Counsel | Role::Counsellor | Role::Interpreter | Role::Witness => {
+            &RolePolicy { publish: true, host: false, actions: ATTENDING }
+        }
+        Role::Observer => &RolePolicy { publish: false, host: false, actions: &[] },
+    }
+}
+
+impl RolePolicy {
+    pub fn may(&self, a: Action) -> bool {
+        self.actions.contains(&a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permission_table_matches_the_domain_notes() {
+        // (role, publish, host, may admit, may call a witness, may raise a hand)
+        let table = [
+            (Role::Judge, true, true, true, true, true),
+            (Role::Clerk, true, true, true, false, true),
+            (Role::Mediator, true, true, true, false, true),
+            (Role::PetitionOfficer, true, true, true, false, true),
+            (Role::Leader, true, true, true, false, true),
+            (Role::Party, true, false, false, false, true),
+            (Role::Counsel, true, false, false, false, true),
+            (Role::Witness, true, false, false, false, true),
+            (Role::Observer, false, false, false, false, false),
+        ];
+        for (role, publish, host, admit, call, hand) in table {
+            let p = policy(role);
+            assert_eq!(
+                (p.publish, p.host, p.may(Admit), p.may(CallWitness), p.may(RaiseHand)),
+                (publish, host, admit, call, hand),
+                "{role:?}"
+            );
+        }
+    }
+}
