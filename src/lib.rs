@@ -12,6 +12,7 @@
 //! - [`store`]: metadata in SQLite (sites, cases, sessions, participants, presence history).
 //! - [`auth`]: join tokens (JWT) and the admin token.
 //! - [`server`]: start-up wiring shared by `main` and the tests.
+//! - [`verify`]: offline checks behind `qiao verify` (audit-log exports).
 //!
 //! Dependency direction: `config` ← `core` ← `media` ← `signal` ← `api` ← `server` ← `main`;
 //! `store` and `auth` are leaves. See ARCHITECTURE.md for the invariants each module keeps.
@@ -24,3 +25,4 @@ pub mod media;
 pub mod server;
 pub mod signal;
 pub mod store;
+pub mod verify;

@@ -20,6 +20,13 @@ enum Cmd {
     /// Run the server (HTTP API, web client, signalling and media) on embedded defaults:
     /// SQLite and recordings under ./data, HTTP on 127.0.0.1:8080, media on UDP 127.0.0.1:50000.
     Serve(ServeArgs),
+    /// Check an export offline: an audit-log export (GET /api/v1/audit) — every entry's hash and
+    /// the chain. Exits 1 and names the first altered entry if anything was changed, removed or
+    /// reordered.
+    Verify {
+        /// The exported JSON file.
+        path: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +47,20 @@ fn main() -> std::process::ExitCode {
     };
     match cli.command {
         Cmd::Serve(args) => runtime.block_on(serve(args)),
+        Cmd::Verify { path } => match qiao::verify::verify_file(&path) {
+            Ok(r) => {
+                let range = if r.contiguous { "a contiguous range" } else { "one session's entries" };
+                println!(
+                    "完整 / intact: {} audit entries ({range}, seq {}–{}), head {}",
+                    r.entries, r.first_seq, r.last_seq, r.head
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("qiao verify: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 

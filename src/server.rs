@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::{app, AppState};
 use crate::auth::{admin_token, Tokens};
 use crate::config::{Config, TlsMode};
 use crate::media::{self, MediaHandle, PresenceRecord};
-use crate::store::{rfc3339, Store};
+use crate::store::{rfc3339, AuditRecord, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -163,12 +163,20 @@ fn tls_config(config: &Config, mode: TlsMode) -> Result<axum_server::tls_rustls:
     Ok(axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(server)))
 }
 
-/// Writes presence changes to the store, outside the media driver (which never awaits the database).
+/// Writes presence changes and control actions to the store and the audit log, outside the media
+/// driver (which never awaits the database).
 async fn write_presence(store: Store, mut rx: mpsc::UnboundedReceiver<PresenceRecord>) {
     while let Some(r) = rx.recv().await {
         let cause = r.cause.map(|c| c.as_str()).or(r.detail.as_deref());
         if let Err(e) = store.record_presence(&r.session_id, &r.participant_id, r.event, cause, &rfc3339(r.at)).await {
             warn!(error = %e, participant = %r.participant_id, "could not record presence");
+        }
+        let mut entry = AuditRecord::new(r.participant_id.as_str(), r.event).session(r.session_id.as_str());
+        if let Some(c) = cause {
+            entry = entry.detail(c);
+        }
+        if let Err(e) = store.audit(entry).await {
+            error!(error = %e, participant = %r.participant_id, "could not write the audit log");
         }
     }
 }

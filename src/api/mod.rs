@@ -28,7 +28,7 @@ use crate::core::Role;
 use crate::media::{Command, MediaHandle};
 use crate::signal::protocol::MAX_MESSAGE_BYTES;
 use crate::signal::{run_connection, SignalContext};
-use crate::store::{new_id, rfc3339, Store};
+use crate::store::{new_id, rfc3339, AuditRecord, Store};
 
 static WEB_CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/web-client");
 
@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}/participants/{pid}", axum::routing::delete(remove_participant))
         .route("/sessions/{id}/tracks", get(list_tracks))
         .route("/media/stats", get(media_stats))
+        .route("/audit", get(export_audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let api = Router::new().route("/signal", get(signal)).merge(admin).fallback(api_not_found);
     Router::new()
@@ -195,6 +196,8 @@ async fn create_site(State(s): State<AppState>, JsonBody(b): JsonBody<NewSite>) 
         crate::store::StoreError::NotFound => ApiError::BadRequest("parent_id names no site".into()),
         other => ApiError::internal(other),
     })?;
+    audit(&s, AuditRecord::new(ADMIN, "site.create").target(&site.id).detail(format!("{} {}", site.kind, site.name)))
+        .await?;
     Ok((StatusCode::CREATED, Json(site)).into_response())
 }
 
@@ -234,6 +237,11 @@ async fn create_case(State(s): State<AppState>, JsonBody(b): JsonBody<NewCase>) 
             other => ApiError::internal(other),
         },
     )?;
+    audit(
+        &s,
+        AuditRecord::new(ADMIN, "case.create").target(&case.id).detail(format!("{} {}", case.kind, case.case_id)),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(case)).into_response())
 }
 
@@ -296,6 +304,7 @@ async fn create_session(
             crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
             other => ApiError::internal(other),
         })?;
+    audit(&s, AuditRecord::new(ADMIN, "session.create").session(&session.id).target(&case)).await?;
     Ok((StatusCode::CREATED, Json(session)).into_response())
 }
 
@@ -315,6 +324,7 @@ async fn get_session(State(s): State<AppState>, Path(id): Path<String>) -> Resul
 
 async fn open_session(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let session = s.store.open_session(&id).await.map_err(ApiError::from_store("session"))?;
+    audit(&s, AuditRecord::new(ADMIN, "session.open").session(&id)).await?;
     Ok(Json(json!(session)))
 }
 
@@ -324,6 +334,7 @@ async fn close_session(State(s): State<AppState>, Path(id): Path<String>) -> Res
         crate::store::StoreError::Conflict => ApiError::Conflict("session already closed"),
         other => ApiError::internal(other),
     })?;
+    audit(&s, AuditRecord::new(ADMIN, "session.close").session(&id)).await?;
     s.media.send(Command::CloseSession { session_id: id }).await.map_err(ApiError::internal)?;
     Ok(Json(json!(session)))
 }
@@ -371,6 +382,8 @@ async fn invite(
             crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
             other => ApiError::internal(other),
         })?;
+    audit(&s, AuditRecord::new(ADMIN, "participant.invite").session(&session_id).target(&pid).detail(role.as_str()))
+        .await?;
     let join_url = format!("{}/join#token={}", s.public_url, token);
     Ok((
         StatusCode::CREATED,
@@ -392,6 +405,7 @@ async fn remove_participant(
     if p.session_id != id {
         return Err(ApiError::NotFound("participant"));
     }
+    audit(&s, AuditRecord::new(ADMIN, "participant.remove").session(&id).target(&pid)).await?;
     s.media
         .send(Command::RemoveParticipant { session_id: id, participant_id: pid })
         .await
@@ -423,6 +437,38 @@ async fn list_tracks(State(s): State<AppState>, Path(id): Path<String>) -> Resul
     s.store.session(&id).await.map_err(ApiError::from_store("session"))?;
     let tracks = s.media.tracks(&id).await.map_err(ApiError::internal)?;
     Ok(Json(json!({ "tracks": tracks })))
+}
+
+/// The actor name of the administrator in the audit log.
+const ADMIN: &str = "admin";
+
+/// Appends to the audit log; an action that cannot be audited is reported as a server fault.
+async fn audit(s: &AppState, r: AuditRecord) -> Result<(), ApiError> {
+    s.store.audit(r).await.map(|_| ()).map_err(ApiError::internal)
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    session_id: Option<String>,
+    from_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// An export of the audit log that `qiao verify` checks: a contiguous range of the chain, or
+/// every entry of one session. Reading it is itself audited.
+async fn export_audit(State(s): State<AppState>, Query(q): Query<AuditQuery>) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
+    let entries = s
+        .store
+        .audit_entries(q.session_id.as_deref(), q.from_seq.unwrap_or(1).max(1), limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut r = AuditRecord::new(ADMIN, "audit.export");
+    if let Some(sid) = &q.session_id {
+        r = r.session(sid);
+    }
+    audit(&s, r).await?;
+    Ok(Json(json!({ "format": "qiao-audit-export/1", "contiguous": q.session_id.is_none(), "entries": entries })))
 }
 
 async fn media_stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {

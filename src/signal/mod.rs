@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::auth::{AuthError, Tokens};
 use crate::core::{LeaveCause, Role, Zone};
 use crate::media::{Command, ConnRef, ControlRequest, JoinRefused, Joiner, MediaHandle, Outbound};
-use crate::store::{Store, StoreError};
+use crate::store::{AuditRecord, Store, StoreError};
 use protocol::{parse_client_message, ClientMessage, CloseCode, ServerMessage, SessionView};
 
 /// A client must send `join` this soon after connecting.
@@ -64,7 +64,15 @@ where
     };
     let joiner = match authenticate(&ctx, &token).await {
         Ok(j) => j,
-        Err(code) => return close(&mut sink, code, "join refused").await,
+        Err(code) => {
+            // Who tried, if the token says (even an invalid one is worth recording as a claim).
+            let claimed = ctx.tokens.peek_subject(&token).unwrap_or_else(|| "unknown".into());
+            let entry = AuditRecord::new(claimed, "join_refused").detail(code.reason());
+            if let Err(e) = ctx.store.audit(entry).await {
+                warn!(error = %e, "could not write the audit log");
+            }
+            return close(&mut sink, code, "join refused").await;
+        }
     };
     let participant_id = joiner.participant_id.clone();
     let (out_tx, mut out_rx) = mpsc::channel(crate::media::OUTBOUND_CAPACITY);

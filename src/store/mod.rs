@@ -2,8 +2,13 @@
 //! embedded default). Knows nothing of media. Every query is a runtime query with bound
 //! parameters; the schema lives in `migrations/` and is applied at start.
 
+pub mod audit;
+
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+
+pub use audit::{AuditEntry, AuditRecord};
 
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -26,6 +31,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Serialises audit appends: each reads the chain head and writes the next entry, and two at
+    /// once would fork the chain (SQLite would refuse one of them with BUSY).
+    audit_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -114,7 +122,7 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::migrate!("src/store/migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, audit_lock: Arc::default() })
     }
 
     // ---- sites ----
@@ -362,6 +370,67 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
     }
 
+    /// Appends an entry to the audit log, chained to the one before.
+    pub async fn audit(&self, r: AuditRecord) -> Result<AuditEntry> {
+        let _serial = self.audit_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (seq, prev_hash) = head.map(|(s, h)| (s + 1, h)).unwrap_or((1, audit::GENESIS.to_string()));
+        let at = now_rfc3339();
+        let hash = audit::entry_hash(
+            seq,
+            &at,
+            r.session_id.as_deref(),
+            &r.actor,
+            &r.action,
+            r.target.as_deref(),
+            r.detail.as_deref(),
+            &prev_hash,
+        );
+        sqlx::query("INSERT INTO audit_log (seq, at, session_id, actor, action, target, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(seq).bind(&at).bind(&r.session_id).bind(&r.actor).bind(&r.action).bind(&r.target).bind(&r.detail).bind(&prev_hash).bind(&hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(AuditEntry {
+            seq,
+            at,
+            session_id: r.session_id,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            detail: r.detail,
+            prev_hash,
+            hash,
+        })
+    }
+
+    /// Audit entries in sequence order: all of one session, or a contiguous range of the chain.
+    pub async fn audit_entries(&self, session_id: Option<&str>, from_seq: i64, limit: i64) -> Result<Vec<AuditEntry>> {
+        let rows = match session_id {
+            Some(sid) => sqlx::query("SELECT seq, at, session_id, actor, action, target, detail, prev_hash, hash FROM audit_log WHERE session_id = ? AND seq >= ? ORDER BY seq LIMIT ?")
+                .bind(sid).bind(from_seq).bind(limit).fetch_all(&self.pool).await?,
+            None => sqlx::query("SELECT seq, at, session_id, actor, action, target, detail, prev_hash, hash FROM audit_log WHERE seq >= ? ORDER BY seq LIMIT ?")
+                .bind(from_seq).bind(limit).fetch_all(&self.pool).await?,
+        };
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                seq: r.get(0),
+                at: r.get(1),
+                session_id: r.get(2),
+                actor: r.get(3),
+                action: r.get(4),
+                target: r.get(5),
+                detail: r.get(6),
+                prev_hash: r.get(7),
+                hash: r.get(8),
+            })
+            .collect())
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -450,6 +519,41 @@ mod tests {
         let p = s.participant("p_1").await.unwrap();
         assert_eq!(p.leave_cause.as_deref(), Some("network_lost"));
         assert_eq!(s.presence_events(&ses.id).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_chains_its_entries_and_refuses_changes_and_deletions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        for i in 0..5 {
+            s.audit(AuditRecord::new("admin", "test").session("ses_x").detail(format!("{i}"))).await.unwrap();
+        }
+        let entries = s.audit_entries(None, 1, 100).await.unwrap();
+        assert_eq!(entries.len(), 5);
+        assert_eq!(audit::verify_chain(&entries, true), Ok(()));
+        let upd = sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2").execute(&s.pool).await;
+        assert!(upd.is_err(), "update refused");
+        let del = sqlx::query("DELETE FROM audit_log WHERE seq = 5").execute(&s.pool).await;
+        assert!(del.is_err(), "delete refused");
+        assert_eq!(s.audit_entries(None, 1, 100).await.unwrap(), entries);
+    }
+
+    #[tokio::test]
+    async fn concurrent_audit_appends_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.audit(AuditRecord::new("system", format!("a{i}"))).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let entries = s.audit_entries(None, 1, 100).await.unwrap();
+        assert_eq!(entries.len(), 20);
+        assert_eq!(audit::verify_chain(&entries, true), Ok(()));
     }
 
     #[tokio::test]
