@@ -4,10 +4,12 @@
 // Join link: /join#token=<JWT>[&autojoin=1]. The token is in the fragment so that it never
 // reaches server or proxy logs. autojoin=1 skips the pre-join click (used by automated tests).
 
-import { initI18n, setLang, currentLang, onLangChange, setText, setLiteral, t } from './i18n.js';
+import { initI18n, setLang, currentLang, onLangChange, setText, setLiteral, setLabel, pair, t } from './i18n.js';
 import { LocalMedia, LevelMeter } from './media.js';
 import { Stage, ICONS, showToast } from './ui.js';
 import { Session } from './session.js';
+import { Roster } from './roster.js';
+import { may, zoneKind, zoneOf, zoneText } from './roles.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -21,6 +23,12 @@ const app = {
   meter: null,
   session: null,
   stage: null,
+  roster: null,
+  rosterOpen: false,
+  /** ids seen waiting in the lobby, so that hosts are told once about each new arrival */
+  lobbySeen: null,
+  /** true while our own raise/lower hand request is on its way */
+  handPending: false,
   wakeLock: null,
   // performance.now() timestamps, for the test hook
   timing: { joinStarted: null, joined: null, firstRemoteFrame: null },
@@ -40,6 +48,40 @@ window.qiao = Object.freeze({
   get closeCode() { return app.session?.closeCode ?? null; },
   /** {joinStarted, joined, firstRemoteFrame} as performance.now() values (ms) or null. */
   get timing() { return { ...app.timing }; },
+  /** Our current zone ('lobby', 'main', 'caucus:1', …), or null before joining. */
+  get zone() { return app.session?.zone ?? null; },
+  /**
+   * Everyone the server told us about, ourselves first:
+   * [{id, display_name, role, zone, hand_raised, audio_muted_by_host, video_muted_by_host}].
+   */
+  roster() {
+    return [...(app.session?.people.values() ?? [])].map((p) => ({
+      id: p.id,
+      display_name: p.display_name ?? null,
+      role: p.role ?? null,
+      zone: zoneOf(p),
+      hand_raised: !!p.hand_raised,
+      audio_muted_by_host: !!p.audio_muted_by_host,
+      video_muted_by_host: !!p.video_muted_by_host,
+    }));
+  },
+  /**
+   * Send a `control` ({action, target, ...extra}, e.g. extra = {zone: 'caucus:1'} or {kind: 'audio'}).
+   * Resolves with the control_ack; rejects with the server's `error` message ({code, message,
+   * message_en}), or code 'timeout' after 5 s, or 'not_connected'.
+   */
+  async control(action, target, extra = {}) {
+    if (!app.session) {
+      const { zh, en } = pair('act.not_connected');
+      throw { v: 1, type: 'error', code: 'not_connected', message: zh, message_en: en };
+    }
+    return app.session.control(action, { ...extra, target });
+  },
+  /** Session-wide state: {locked, spotlight (participant id or null)}. */
+  session() {
+    const s = app.session?.session;
+    return { locked: !!s?.locked, spotlight: s?.spotlight ?? null };
+  },
 });
 
 // ---- screens --------------------------------------------------------------------------------
@@ -55,7 +97,9 @@ function main() {
   $('lang-btn').addEventListener('click', () => setLang(currentLang() === 'en' ? 'zh-CN' : 'en'));
   onLangChange(() => {
     app.stage.relabel();
+    app.roster?.relabel();
     renderSessionInfo();
+    if (app.session) renderRoom();
   });
   // Opening another join link in the same tab only changes the fragment: start afresh.
   window.addEventListener('hashchange', () => location.reload());
@@ -165,12 +209,32 @@ function join() {
     },
     onEnded: renderEnded,
     onNotice: (msg) => showToast($('toast'), (box) => setLiteral(box, msg.zh, msg.en)),
+    onRoom: renderRoom,
+    onSelf: noticeSelfChange,
+  });
+  app.roster = new Roster({
+    list: $('roster-list'),
+    title: $('roster-title'),
+    act: (action, fields) => control(action, fields),
   });
   renderState(app.session.state);
+  renderRoom();
   app.session.start();
 
   $('mic-btn').addEventListener('click', () => toggle('audio'));
   $('cam-btn').addEventListener('click', () => toggle('video'));
+  $('hand-btn').addEventListener('click', toggleHand);
+  $('roster-btn').addEventListener('click', () => setRosterOpen(!app.rosterOpen));
+  $('roster-close').innerHTML = ICONS.close;
+  $('roster-close').addEventListener('click', () => setRosterOpen(false));
+  document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && app.rosterOpen) setRosterOpen(false); });
+  $('lock-btn').addEventListener('click', () => {
+    const btn = $('lock-btn');
+    btn.disabled = true;
+    control(app.session.session?.locked ? 'unlock' : 'lock', {})
+      .catch(() => {})
+      .finally(() => { btn.disabled = false; });
+  });
   $('leave-btn').addEventListener('click', () => app.session.leave());
   $('sound-btn').addEventListener('click', () => {
     app.stage.unlockAudio().then(() => { $('sound-btn').hidden = true; }, () => {});
@@ -179,30 +243,195 @@ function join() {
 }
 
 function toggle(kind) {
+  if (hostMuted(kind)) return; // only the host can undo it
   app.session.setMuted(kind, !app.local.isMuted(kind));
   renderControls();
+}
+
+/** Whether the host has muted our audio or video (the server no longer forwards it). */
+function hostMuted(kind) {
+  const self = app.session?.self;
+  return !!(kind === 'audio' ? self?.audio_muted_by_host : self?.video_muted_by_host);
+}
+
+/** Our own control requests: a refusal from the server is already shown; show our own failures too. */
+function control(action, fields) {
+  return app.session.control(action, fields).catch((err) => {
+    if (['timeout', 'not_connected', 'disconnected'].includes(err?.code)) {
+      showToast($('toast'), (box) => setLiteral(box, err.message, err.message_en));
+    }
+    throw err;
+  });
+}
+
+function toggleHand() {
+  if (app.handPending || !app.session?.self) return;
+  app.handPending = true;
+  renderControls();
+  // The button follows our record from the server (participant_updated), not the click.
+  control(app.session.self.hand_raised ? 'lower_hand' : 'raise_hand', { target: app.session.participantId })
+    .catch(() => {})
+    .finally(() => { app.handPending = false; renderControls(); });
+}
+
+function setRosterOpen(open) {
+  app.rosterOpen = open;
+  $('roster').hidden = !open;
+  $('roster-btn').setAttribute('aria-expanded', String(open));
+  $('roster-btn').dataset.active = String(open);
+  if (open) renderRoom();
 }
 
 function renderControls() {
   const local = app.local;
   const controls = [
-    ['mic-btn', 'audio', ICONS.mic, ICONS.micOff, 'ctrl.mic_mute', 'ctrl.mic_unmute'],
-    ['cam-btn', 'video', ICONS.cam, ICONS.camOff, 'ctrl.cam_off', 'ctrl.cam_on'],
+    ['mic-btn', 'audio', ICONS.mic, ICONS.micOff, 'ctrl.mic_mute', 'ctrl.mic_unmute', 'ctrl.mic_host_muted'],
+    ['cam-btn', 'video', ICONS.cam, ICONS.camOff, 'ctrl.cam_off', 'ctrl.cam_on', 'ctrl.cam_host_off'],
   ];
-  for (const [id, kind, onIcon, offIcon, muteKey, unmuteKey] of controls) {
+  for (const [id, kind, onIcon, offIcon, muteKey, unmuteKey, hostKey] of controls) {
     const btn = $(id);
-    const muted = local.isMuted(kind);
-    btn.disabled = !local.track(kind); // nothing to toggle without a device
+    const byHost = hostMuted(kind);
+    const muted = local.isMuted(kind) || byHost;
+    btn.disabled = !local.track(kind) || byHost; // nothing to toggle without a device, or when the host muted us
     btn.dataset.muted = String(muted);
+    btn.setAttribute('aria-pressed', String(muted));
     btn.innerHTML = muted ? offIcon : onIcon; // the label says what a press will do
-    btn.append(labelSpan(muted ? unmuteKey : muteKey));
+    btn.append(labelSpan(byHost ? hostKey : muted ? unmuteKey : muteKey));
   }
+
+  const self = app.session?.self;
+  const hand = $('hand-btn');
+  // Everyone but observers may raise a hand; we know our role once joined.
+  hand.hidden = !self || !may(self.role, 'raise_hand');
+  hand.disabled = app.handPending || app.session?.state !== 'connected';
+  hand.dataset.active = String(!!self?.hand_raised);
+  hand.setAttribute('aria-pressed', String(!!self?.hand_raised));
+  hand.innerHTML = ICONS.hand;
+  hand.append(labelSpan(self?.hand_raised ? 'ctrl.hand_lower' : 'ctrl.hand_raise'));
+
+  const roster = $('roster-btn');
+  roster.innerHTML = ICONS.people;
+  roster.append(labelSpan('ctrl.roster'));
+  setLabel(roster, 'ctrl.roster_label');
+  // Hosts see how many wait in the lobby, on the button that leads to the admit controls.
+  const waiting = self && may(self.role, 'admit')
+    ? [...app.session.people.values()].filter((p) => zoneOf(p) === 'lobby').length : 0;
+  if (waiting > 0) {
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    setText(badge, 'roster.waiting', { n: waiting });
+    roster.append(badge);
+  }
+
   $('leave-btn').innerHTML = ICONS.leave;
   $('leave-btn').append(labelSpan('ctrl.leave'));
   $('sound-btn').innerHTML = ICONS.sound;
   $('sound-btn').append(labelSpan('ctrl.sound'));
-  $('self-view').classList.toggle('cam-off', local.isMuted('video'));
+  $('self-view').classList.toggle('cam-off', local.isMuted('video') || hostMuted('video'));
   $('self-view').hidden = !local.videoTrack; // receive-only: nothing to show
+  const note = $('self-host-muted');
+  note.hidden = !hostMuted('audio') && !hostMuted('video');
+  if (!note.hidden) setText(note, hostMuted('audio') ? 'self.muted_by_host' : 'self.video_off_by_host');
+}
+
+/** Everything that depends on the participants, our zone or the session state. */
+function renderRoom() {
+  const session = app.session;
+  const self = session?.self;
+  renderZone(session?.zone ?? null);
+  renderControls();
+  renderLock();
+  if (!self) return;
+  app.roster.render({
+    selfId: session.participantId,
+    selfRole: self.role,
+    people: [...session.people.values()],
+    spotlight: session.session?.spotlight ?? null,
+  });
+  noticeLobbyArrivals();
+}
+
+function renderZone(zone) {
+  const kind = zone ? zoneKind(zone) : 'main';
+  const screen = $('screen-session');
+  screen.dataset.zone = zone ?? '';
+  screen.dataset.zoneKind = kind;
+
+  // Lobby and witness waiting room: a waiting card instead of the stage (the server sends no media).
+  const waiting = kind === 'lobby' || kind === 'witness_waiting';
+  $('waiting-card').hidden = !waiting;
+  if (waiting) {
+    setText($('waiting-title'), kind === 'lobby' ? 'wait.lobby_title' : 'wait.witness_title');
+    setText($('waiting-body'), kind === 'lobby' ? 'wait.lobby_body' : 'wait.witness_body');
+  }
+  app.stage.setHidden(waiting);
+
+  // Caucus and consultation: a banner that says who can hear you.
+  const private_ = kind === 'caucus' || kind === 'consultation';
+  $('zone-banner').hidden = !private_;
+  if (private_) {
+    $('zone-banner').dataset.kind = kind;
+    setText($('zone-banner-title'), `banner.${kind}`);
+    const { key, params } = zoneText(zone);
+    setText($('zone-banner-zone'), key, params);
+  }
+}
+
+function renderLock() {
+  const self = app.session?.self;
+  const locked = !!app.session?.session?.locked;
+  const btn = $('lock-btn');
+  const canLock = !!self && may(self.role, locked ? 'unlock' : 'lock');
+  btn.hidden = !canLock;
+  if (canLock) {
+    btn.dataset.locked = String(locked);
+    btn.setAttribute('aria-pressed', String(locked));
+    btn.innerHTML = locked ? ICONS.lock : ICONS.unlock;
+    btn.append(labelSpan(locked ? 'lock.unlock' : 'lock.lock'));
+    setLabel(btn, locked ? 'lock.unlock_label' : 'lock.lock_label');
+  }
+  const badge = $('lock-badge');
+  badge.hidden = canLock || !locked;
+  if (!badge.hidden) {
+    badge.innerHTML = ICONS.lock;
+    badge.append(labelSpan('lock.locked'));
+    setLabel(badge, 'lock.locked_label');
+  }
+}
+
+function notice(key, params) {
+  showToast($('toast'), (box) => setText(box, key, params));
+}
+
+/** Tell the participant what a host just did to them (zone moves, host mute). */
+function noticeSelfChange(prev, next) {
+  if (!prev) return; // our first `joined`: the screen itself says where we are
+  const from = zoneOf(prev);
+  const to = zoneOf(next);
+  if (from !== to) {
+    const kind = zoneKind(to);
+    if (from === 'lobby' && to === 'main') notice('notice.admitted');
+    else if (from === 'witness_waiting' && to === 'main') notice('notice.called');
+    else if (kind === 'witness_waiting') notice('notice.dismissed');
+    else if (kind === 'caucus' || kind === 'consultation' || kind === 'lobby') notice(`notice.moved_${kind}`);
+    else if (kind === 'main') notice('notice.back_main');
+  } else if (!!prev.audio_muted_by_host !== !!next.audio_muted_by_host) {
+    notice(next.audio_muted_by_host ? 'notice.muted_by_host' : 'notice.unmuted_by_host');
+  } else if (!!prev.video_muted_by_host !== !!next.video_muted_by_host) {
+    notice(next.video_muted_by_host ? 'notice.video_off_by_host' : 'notice.video_on_by_host');
+  }
+}
+
+/** Hosts who may admit get a toast when someone new starts waiting in the lobby. */
+function noticeLobbyArrivals() {
+  const session = app.session;
+  const waiting = [...session.people.values()].filter((p) => zoneOf(p) === 'lobby' && p.id !== session.participantId);
+  const ids = new Set(waiting.map((p) => p.id));
+  if (app.lobbySeen && may(session.self.role, 'admit')) {
+    const fresh = waiting.filter((p) => !app.lobbySeen.has(p.id));
+    if (fresh.length) notice('notice.lobby_arrival', { name: fresh.map((p) => p.display_name || p.id).join('、') });
+  }
+  app.lobbySeen = ids;
 }
 
 function labelSpan(key) {
@@ -217,6 +446,7 @@ function renderState(state) {
   box.dataset.state = state;
   setText(box, `state.${state}`);
   $('reconnect-banner').hidden = state !== 'reconnecting';
+  if (app.session) renderControls(); // the hand button needs a connection
 }
 
 function renderSessionInfo() {
@@ -245,7 +475,8 @@ function renderEnded({ kind, code }) {
     else setText($('end-body'), 'close.other', { code });
   }
   // Joining again makes sense after our own leave or a glitch, not when the link or session is dead.
-  $('rejoin-btn').hidden = !(kind === 'left' || code === 1000 || code === 4006 || code === 4007);
+  // A locked session (4012) may be unlocked later, so trying again is offered there too.
+  $('rejoin-btn').hidden = !(kind === 'left' || [1000, 4006, 4007, 4012].includes(code));
   $('rejoin-btn').onclick = () => location.reload();
 }
 

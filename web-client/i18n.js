@@ -62,6 +62,83 @@ const STRINGS = {
   'ctrl.cam_on': ['开启摄像头', 'Start video'],
   'ctrl.leave': ['离开', 'Leave'],
   'ctrl.sound': ['点击开启声音', 'Tap to enable sound'],
+  'ctrl.mic_host_muted': ['已被静音', 'Muted by host'],
+  'ctrl.cam_host_off': ['画面已关闭', 'Video off by host'],
+  'ctrl.hand_raise': ['举手', 'Raise hand'],
+  'ctrl.hand_lower': ['放下手', 'Lower hand'],
+  'ctrl.roster': ['参会人', 'People'],
+  'ctrl.roster_label': ['参会人名单', 'List of participants'],
+
+  'zone.main': ['主会场', 'Main room'],
+  'zone.lobby': ['等候室', 'Lobby'],
+  'zone.witness_waiting': ['证人候传', 'Witness waiting'],
+  'zone.caucus_n': ['背对背 {n}', 'Caucus {n}'],
+  'zone.consultation_n': ['律师会见 {n}', 'Consultation {n}'],
+  'zone.other': ['{zone}', '{zone}'],
+
+  'wait.lobby_title': ['请稍候，主持人将准许您进入', 'Please wait: the host will admit you'],
+  'wait.lobby_body': [
+    '进入前，其他参会人看不到、听不到您，您也看不到、听不到他们。请保持本页面打开。',
+    'Until you are admitted nobody sees or hears you, and you do not see or hear anyone. Keep this page open.',
+  ],
+  'wait.witness_title': ['证人候传中，请等待法官传唤', 'Witness waiting: you will be called by the judge'],
+  'wait.witness_body': [
+    '传唤前您看不到、听不到庭审，庭审人员也看不到、听不到您。请保持本页面打开。',
+    'Until you are called you cannot see or hear the hearing, and it cannot see or hear you. Keep this page open.',
+  ],
+  'banner.caucus': ['背对背调解（私下会谈）', 'Private caucus'],
+  'banner.consultation': ['律师会见', 'Consultation'],
+  'banner.private_note': ['仅本会谈室内的人员能看到、听到您', 'Only the people in this room can see and hear you'],
+  'self.muted_by_host': ['已被主持人静音', 'Muted by the host'],
+  'self.video_off_by_host': ['主持人已关闭您的画面', 'Video turned off by the host'],
+
+  'lock.lock': ['锁定', 'Lock'],
+  'lock.unlock': ['解锁', 'Unlock'],
+  'lock.locked': ['已锁定', 'Locked'],
+  'lock.lock_label': ['锁定会议：新的参会人将不能加入', 'Lock the session: new participants cannot join'],
+  'lock.unlock_label': ['解除锁定：允许新的参会人加入', 'Unlock the session: new participants may join'],
+  'lock.locked_label': ['会议已锁定，新的参会人不能加入', 'The session is locked to new participants'],
+
+  'roster.title': ['参会人（{n}）', 'People ({n})'],
+  'roster.close': ['关闭名单', 'Close the list'],
+  'roster.waiting': ['等候 {n} 人', '{n} waiting'],
+  'roster.you': ['（我）', '(you)'],
+  'roster.hand': ['举手', 'Hand raised'],
+  'roster.muted_by_host': ['主持人已静音', 'Muted by host'],
+  'roster.video_off_by_host': ['主持人已关画面', 'Video off by host'],
+  'roster.spotlight': ['聚焦中', 'Spotlighted'],
+  'roster.conn.connecting': ['连接中', 'Connecting'],
+  'roster.conn.reconnecting': ['重新连接中', 'Reconnecting'],
+  'roster.move_label': ['移至', 'Move to'],
+
+  'act.admit': ['准许进入', 'Admit'],
+  'act.deny': ['拒绝', 'Deny'],
+  'act.mute_audio': ['静音', 'Mute'],
+  'act.unmute_audio': ['解除静音', 'Unmute'],
+  'act.mute_video': ['关闭画面', 'Stop video'],
+  'act.unmute_video': ['恢复画面', 'Allow video'],
+  'act.spotlight': ['聚焦', 'Spotlight'],
+  'act.unspotlight': ['取消聚焦', 'End spotlight'],
+  'act.remove': ['移出', 'Remove'],
+  'act.remove_confirm': ['确认移出？', 'Remove now?'],
+  'act.call_witness': ['传唤证人', 'Call witness'],
+  'act.dismiss_witness': ['退回候传', 'Dismiss witness'],
+  'act.lower_hand': ['放下手', 'Lower hand'],
+  'act.timeout': ['服务器没有回应，请重试。', 'The server did not answer; please try again.'],
+  'act.not_connected': ['尚未连接到服务器，请稍后再试。', 'Not connected to the server; please try again shortly.'],
+
+  'notice.admitted': ['主持人已准许您进入会议。', 'The host has admitted you.'],
+  'notice.called': ['法官已传唤您出庭作证。', 'The judge has called you to give evidence.'],
+  'notice.dismissed': ['您已退回证人候传室。', 'You are back in the witness waiting room.'],
+  'notice.back_main': ['您已回到主会场。', 'You are back in the main room.'],
+  'notice.moved_caucus': ['您已进入背对背调解（私下会谈）。', 'You are now in a private caucus.'],
+  'notice.moved_consultation': ['您已进入律师会见。', 'You are now in a consultation.'],
+  'notice.moved_lobby': ['您已被移至等候室。', 'You were moved to the lobby.'],
+  'notice.muted_by_host': ['主持人已将您静音。', 'The host has muted you.'],
+  'notice.unmuted_by_host': ['主持人已解除对您的静音。', 'The host has unmuted you.'],
+  'notice.video_off_by_host': ['主持人已关闭您的画面。', 'The host has turned off your video.'],
+  'notice.video_on_by_host': ['主持人已恢复您的画面。', 'The host has allowed your video again.'],
+  'notice.lobby_arrival': ['{name} 正在等候室等候进入。', '{name} is waiting in the lobby.'],
 
   'stage.waiting': ['等待其他参会人加入…', 'Waiting for others to join…'],
   'tile.you': ['我', 'You'],
@@ -69,6 +146,8 @@ const STRINGS = {
   'tile.mic_muted': ['已静音', 'Muted'],
   'tile.cam_off': ['摄像头已关闭', 'Camera off'],
   'tile.screen': ['屏幕共享', 'Screen'],
+  'tile.hand': ['举手', 'Hand raised'],
+  'tile.muted_by_host': ['已被主持人静音', 'Muted by the host'],
 
   'kind.hearing': ['庭审', 'Hearing'],
   'kind.mediation': ['调解', 'Mediation'],
@@ -101,6 +180,8 @@ const STRINGS = {
   'close.4005': ['会议已结束。', 'The session has ended.'],
   'close.4006': ['页面与服务器通信出错。请刷新页面重试；如仍有问题，请联系工作人员。', 'The page and the server could not understand each other. Reload the page; if it happens again, contact staff.'],
   'close.4007': ['您已在其他设备或窗口加入本会议，此页面已断开。', 'You joined this session from another device or window, so this page was disconnected.'],
+  'close.4012': ['会话已锁定，暂不能加入。请稍后再试，或联系工作人员。', 'The session is locked. Try again later, or contact staff.'],
+  'close.4013': ['主持人未准许您进入。如有疑问，请联系工作人员。', 'The host did not admit you. If you have questions, please contact staff.'],
   'close.other': ['连接已断开（代码 {code}）。', 'Disconnected (code {code}).'],
 };
 
@@ -121,6 +202,16 @@ export function t(key, params) {
 
 export function roleName(role) {
   return STRINGS[`role.${role}`] ? t(`role.${role}`) : (role || t('role.unknown'));
+}
+
+/** Both languages of a key, e.g. for a message built outside the DOM: {zh, en}. */
+export function pair(key, params) {
+  const entry = STRINGS[key] || [key, key];
+  const fill = (text) => {
+    if (params) for (const [k, v] of Object.entries(params)) text = text.replaceAll(`{${k}}`, String(v));
+    return text;
+  };
+  return { zh: fill(entry[0]), en: fill(entry[1]) };
 }
 
 /** Give an element a translated text that follows language switches. */

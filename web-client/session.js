@@ -6,8 +6,15 @@
 // starts over with a fresh `join` using the same token and the same local tracks. The server treats
 // a join within its grace period as a resumption of the same participant, so this is simpler and
 // more robust than trying to repair one half.
+//
+// Zones (protocol.md "Zones and host controls"): the session keeps every participant's record,
+// ourselves included, in `people`; the stage only gets tiles of those in our own zone (none at all
+// in the lobby or the witness waiting room). The server decides what media we receive; the zone
+// filter keeps the page from showing a tile for someone it has just been told is elsewhere.
 
 import { parseSections } from './sdp.js';
+import { pair } from './i18n.js';
+import { NO_MEDIA_ZONES, zoneOf } from './roles.js';
 
 const CLIENT_VERSION = '0.1.0';
 const PING_INTERVAL_MS = 5000;
@@ -21,9 +28,14 @@ const BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
 const VIDEO_MAX_BITRATE = 600_000;
 // The server is ICE-lite with host candidates in its SDP; no STUN/TURN is configured here.
 const PC_CONFIG = { iceServers: [] };
+// How long a `control` request waits for its control_ack or error.
+const CONTROL_TIMEOUT_MS = 5000;
+// `error` codes that answer a `control` request. Errors carry no action or target, so they are
+// matched to the oldest request still waiting: the server answers one socket's messages in order.
+const CONTROL_ERROR_CODES = new Set(['not_allowed', 'bad_target', 'bad_zone']);
 
 /** Close codes after which we must not reconnect (protocol.md "Close codes"). */
-export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007]);
+export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4012, 4013]);
 // Everything else (1006, 1009, 4009, 4010, 4011, and codes v1 does not name such as 1001 or
 // 1011) is treated as transient: reconnect.
 
@@ -44,13 +56,23 @@ export class Session {
    * @param {(session: object, self: object) => void} opts.onJoined
    * @param {(end: {kind: 'left'|'closed', code?: number}) => void} opts.onEnded
    * @param {(msg: {zh: string, en: string}) => void} opts.onNotice
+   * @param {() => void} [opts.onRoom]   participants, our own record or session state changed
+   * @param {(prev: object|null, next: object) => void} [opts.onSelf]  our own record changed (zone, host mute, hand)
    */
-  constructor({ token, local, stage, onState, onJoined, onEnded, onNotice }) {
-    Object.assign(this, { token, local, stage, onState, onJoined, onEnded, onNotice });
+  constructor({ token, local, stage, onState, onJoined, onEnded, onNotice, onRoom = () => {}, onSelf = () => {} }) {
+    Object.assign(this, { token, local, stage, onState, onJoined, onEnded, onNotice, onRoom, onSelf });
     this.state = 'connecting';
     this.participantId = null;
+    /** `joined.session`, kept up to date by session_updated ({locked, spotlight}) */
     this.session = null;
+    /** our own participant record (joined.self, then participant_updated) */
     this.self = null;
+    /** participant id → participant record, everyone the server told us about, ourselves included */
+    this.people = new Map();
+    /** `control` requests waiting for control_ack / error, oldest first */
+    this.pendingControls = [];
+    /** the tracks of the last subscribe_offer, to place media again when tiles appear */
+    this.lastOfferTracks = [];
     this.ws = null;
     this.everJoined = false;
     this.attempt = 0;
@@ -71,6 +93,37 @@ export class Session {
     this.local.setEnabled(kind, !muted);
     if (this.state === 'connected') this.#send('mute', { kind, muted });
   }
+
+  /**
+   * Send a `control` request (protocol.md "Zones and host controls").
+   * Resolves with the server's control_ack; rejects with its `error` message ({code, message,
+   * message_en}), or with one of the same shape whose code is 'timeout' (no answer within 5 s) or
+   * 'not_connected' / 'disconnected' (no signalling connection).
+   * @param {string} action
+   * @param {{target?: string|null, zone?: string, kind?: 'audio'|'video'}} [fields]
+   */
+  control(action, { target, zone, kind } = {}) {
+    return new Promise((resolve, reject) => {
+      const fields = { action };
+      // Only the fields given are sent; spotlight's "target: null" (clear) is sent as null.
+      if (target !== undefined) fields.target = target;
+      if (zone !== undefined) fields.zone = zone;
+      if (kind !== undefined) fields.kind = kind;
+      if (this.state !== 'connected' || !this.#send('control', fields)) {
+        reject(localError('not_connected', 'act.not_connected'));
+        return;
+      }
+      const entry = { action, target: target ?? null, resolve, reject, timer: 0 };
+      entry.timer = setTimeout(() => {
+        this.pendingControls = this.pendingControls.filter((e) => e !== entry);
+        reject(localError('timeout', 'act.timeout'));
+      }, CONTROL_TIMEOUT_MS);
+      this.pendingControls.push(entry);
+    });
+  }
+
+  /** Our current zone, or null before the first `joined`. */
+  get zone() { return this.self ? zoneOf(this.self) : null; }
 
   /** Leave deliberately: the server records the cause `left` and closes with 1000. */
   leave() {
@@ -141,6 +194,7 @@ export class Session {
     this.ws = null;
     this.#teardownMedia();
     this.#stopTimers();
+    this.#abortControls();
     if (this.leaving) return this.#finish('left');
     if (STOP_CODES.has(code)) {
       console.info(`qiao: signalling closed ${code} ${reason}; not reconnecting`);
@@ -157,6 +211,7 @@ export class Session {
     this.#abandonSocket();
     this.#teardownMedia();
     this.#stopTimers();
+    this.#abortControls();
     this.#scheduleReconnect();
   }
 
@@ -176,6 +231,7 @@ export class Session {
     this.#abandonSocket();
     this.#teardownMedia();
     this.#stopTimers();
+    this.#abortControls();
     clearTimeout(this.timers.retry);
     clearTimeout(this.timers.leave);
     this.local.stop(); // release camera and microphone (the camera light goes off)
@@ -195,6 +251,16 @@ export class Session {
   #stopTimers() {
     clearInterval(this.timers.ping);
     clearTimeout(this.timers.joinAnswer);
+  }
+
+  /** The connection is gone: no answer will come to the requests still waiting. */
+  #abortControls() {
+    const pending = this.pendingControls;
+    this.pendingControls = [];
+    for (const e of pending) {
+      clearTimeout(e.timer);
+      e.reject(localError('disconnected', 'act.not_connected'));
+    }
   }
 
   #setState(state) {
@@ -226,17 +292,22 @@ export class Session {
         break;
       case 'participant_joined':
       case 'participant_updated':
-        if (msg.participant?.id === this.participantId) {
-          this.self = { ...this.self, ...msg.participant };
-        } else if (msg.participant?.id) {
-          this.departed.delete(msg.participant.id);
-          this.stage.upsert(msg.participant);
-        }
+        this.#onParticipant(msg.participant);
         break;
       case 'participant_left':
         // Remembered so that a subscribe offer already in flight does not bring the tile back.
         this.departed.add(msg.participant_id);
+        this.people.delete(msg.participant_id);
         this.stage.remove(msg.participant_id);
+        this.onRoom();
+        break;
+      case 'session_updated':
+        this.session = { ...this.session, locked: !!msg.locked, spotlight: msg.spotlight ?? null };
+        this.stage.setSpotlight(this.session.spotlight);
+        this.onRoom();
+        break;
+      case 'control_ack':
+        this.#onControlAck(msg);
         break;
       case 'track_published':
         if (msg.track?.track_id) this.trackInfo.set(msg.track.track_id, msg.track);
@@ -249,7 +320,9 @@ export class Session {
         break; // lastHeard is all we need
       case 'error':
         console.warn(`qiao: server error ${msg.code}: ${msg.message_en || msg.message}`);
+        // Shown to the user in any case, e.g. a host control the role may not use (not_allowed).
         this.onNotice({ zh: msg.message || msg.code, en: msg.message_en || msg.message || msg.code });
+        if (CONTROL_ERROR_CODES.has(msg.code)) this.#settleControl(this.pendingControls[0], null, msg);
         break;
       default:
         break; // unknown types are ignored, so a newer server does not break an older page
@@ -261,14 +334,21 @@ export class Session {
     this.attempt = 0;
     this.everJoined = true;
     this.participantId = msg.participant_id;
-    this.session = msg.session;
-    this.self = msg.self;
+    this.session = { ...msg.session, locked: !!msg.session?.locked, spotlight: msg.session?.spotlight ?? null };
+    const prevSelf = this.self;
+    this.self = { ...msg.self, id: msg.participant_id };
     // The list in `joined` is authoritative, also after a reconnection.
     this.departed.clear();
-    this.stage.reset((msg.participants || []).filter((p) => p.id && p.id !== this.participantId));
+    this.people = new Map([[this.participantId, this.self]]);
+    for (const p of msg.participants || []) if (p.id && p.id !== this.participantId) this.people.set(p.id, p);
+    this.#syncStage({ fresh: true });
+    this.stage.setSpotlight(this.session.spotlight);
     this.trackInfo = new Map((msg.tracks || []).map((t) => [t.track_id, t]));
+    this.lastOfferTracks = [];
     this.#setState('connected');
-    this.onJoined(msg.session, msg.self);
+    this.onJoined(this.session, this.self);
+    this.onSelf(prevSelf, this.self);
+    this.onRoom();
 
     this.timers.ping = setInterval(() => {
       if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) return this.#restart('server silent');
@@ -280,6 +360,83 @@ export class Session {
 
     this.subPc = this.#createPc('subscribe');
     this.#publish().catch((err) => this.#negotiationFailed('publish', this.pubPc, err));
+  }
+
+  // ---- participants and zones --------------------------------------------------------------
+
+  /** participant_joined / participant_updated, for anyone including ourselves. */
+  #onParticipant(p) {
+    if (!p?.id) return;
+    if (p.id === this.participantId) {
+      const prev = this.self;
+      this.self = { ...prev, ...p };
+      this.people.set(p.id, this.self);
+      // Our zone decides every tile: entering a caucus hides main, the lobby hides everyone.
+      if (zoneOf(prev) !== zoneOf(this.self)) this.#syncStage();
+      this.onSelf(prev, this.self);
+    } else {
+      this.departed.delete(p.id);
+      this.people.set(p.id, { ...this.people.get(p.id), ...p });
+      this.#syncStage();
+    }
+    this.onRoom();
+  }
+
+  /** Whether a participant's tile belongs on our stage: same zone, and a zone that has media. */
+  #sharesZone(p) {
+    const mine = zoneOf(this.self);
+    return !NO_MEDIA_ZONES.has(mine) && zoneOf(p) === mine;
+  }
+
+  /** Whether to give a publisher of a track we receive a tile (unknown publishers get a placeholder). */
+  #mayShow(participantId) {
+    const p = this.people.get(participantId);
+    return p ? this.#sharesZone(p) : !NO_MEDIA_ZONES.has(zoneOf(this.self));
+  }
+
+  /**
+   * Make the stage's tiles those of the participants in our zone. `fresh` (after `joined`) also
+   * drops placeholder tiles of publishers we have no record of.
+   */
+  #syncStage({ fresh = false } = {}) {
+    const visible = [...this.people.values()].filter((p) => p.id !== this.participantId && this.#sharesZone(p));
+    const keep = new Set(visible.map((p) => p.id));
+    for (const id of this.stage.ids()) {
+      if (!keep.has(id) && (fresh || this.people.has(id))) this.stage.remove(id);
+    }
+    let appeared = false;
+    for (const p of visible) {
+      if (!this.stage.tiles.has(p.id)) appeared = true;
+      this.stage.upsert(p);
+    }
+    // The media of someone who just came into view may already be in the subscribe connection
+    // (the server's offer can come before the participant_updated that moves them here).
+    if (appeared && !fresh) this.#placeAgain();
+  }
+
+  /** Attach the subscribe connection's tracks to the tiles again, in turn with subscribe offers. */
+  #placeAgain() {
+    this.subChain = this.subChain.then(() => {
+      if (this.subPc?.remoteDescription) this.#placeRemoteTracks(this.lastOfferTracks);
+    }).catch((err) => console.warn('qiao: placing tracks failed', err));
+  }
+
+  // ---- host controls -----------------------------------------------------------------------
+
+  #onControlAck(msg) {
+    const target = msg.target ?? null;
+    // The request with the same action and target; failing that, the oldest with the same action
+    // (in case the server acknowledges one's own hand without echoing the target).
+    const entry = this.pendingControls.find((e) => e.action === msg.action && e.target === target)
+      ?? this.pendingControls.find((e) => e.action === msg.action);
+    this.#settleControl(entry, msg, null);
+  }
+
+  #settleControl(entry, ack, error) {
+    if (!entry) return;
+    this.pendingControls = this.pendingControls.filter((e) => e !== entry);
+    clearTimeout(entry.timer);
+    if (ack) entry.resolve(ack); else entry.reject(error);
   }
 
   // ---- publish -----------------------------------------------------------------------------
@@ -321,6 +478,7 @@ export class Session {
     if (!pc) return;
     try {
       for (const t of msg.tracks || []) this.trackInfo.set(t.track_id, t);
+      this.lastOfferTracks = msg.tracks || [];
       await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
       await pc.setLocalDescription(await pc.createAnswer());
       if (pc !== this.subPc) return;
@@ -359,8 +517,10 @@ export class Session {
       const trackId = s.trackId ?? `mid:${s.mid}`;
       const source = info?.source ?? (s.kind === 'audio' ? 'microphone' : 'camera');
       const owner = { participantId, trackId };
+      // stats() reports whatever we receive, so that media leaking from another zone would show.
       this.ownerByReceiverTrack.set(tr.receiver.track.id, owner);
       this.ownerByMid.set(tr.mid, owner);
+      if (!this.#mayShow(participantId)) continue; // not in our zone: no tile
       if (!byParticipant.has(participantId)) byParticipant.set(participantId, []);
       byParticipant.get(participantId).push({ trackId, kind: s.kind, source, track: tr.receiver.track });
     }
@@ -427,8 +587,15 @@ export class Session {
     this.pendingCandidates = { publish: null, subscribe: null };
     this.subChain = Promise.resolve();
     this.trackInfo = new Map();
+    this.lastOfferTracks = [];
     /** receiver track id → {participantId, trackId}, and the same by mid, for stats() */
     this.ownerByReceiverTrack = new Map();
     this.ownerByMid = new Map();
   }
+}
+
+/** An error of the same shape as the server's `error` message, for control() failures of our own. */
+function localError(code, key) {
+  const { zh, en } = pair(key);
+  return { v: 1, type: 'error', code, message: zh, message_en: en };
 }

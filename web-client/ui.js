@@ -1,5 +1,6 @@
 // The in-session view of the other participants: one tile per participant, with the participant's
-// camera (and screen, if any) video, audio, name, localised role and mute icons.
+// camera (and screen, if any) video, audio, name, localised role, mute and raised-hand icons. The
+// spotlighted participant (session_updated.spotlight) gets the large tile.
 
 import { roleName, setText } from './i18n.js';
 
@@ -7,6 +8,10 @@ const SVG_HEAD = '<svg viewBox="0 0 24 24" fill="none" stroke="currentColor" str
 const SLASH = '<line x1="3" y1="3" x2="21" y2="21"/>';
 const MIC = '<rect x="9" y="2" width="6" height="12" rx="3"/><path d="M5 11a7 7 0 0 0 14 0"/><line x1="12" y1="18" x2="12" y2="22"/>';
 const CAM = '<rect x="2" y="6" width="13" height="12" rx="2"/><path d="M15 10l6-3.5v11L15 14"/>';
+const HAND = '<path d="M7 11V5a1.5 1.5 0 0 1 3 0v5"/><path d="M10 10V3.5a1.5 1.5 0 0 1 3 0V10"/>'
+  + '<path d="M13 10V4.5a1.5 1.5 0 0 1 3 0V11"/>'
+  + '<path d="M16 11V7.5a1.5 1.5 0 0 1 3 0V14a8 8 0 0 1-8 8h-.5a7 7 0 0 1-5.6-2.8L3.2 15.6a1.6 1.6 0 0 1 2.5-2L7 15"/>';
+const LOCK_BODY = '<rect x="4" y="11" width="16" height="10" rx="2"/>';
 
 export const ICONS = {
   mic: SVG_HEAD + MIC + '</svg>',
@@ -15,6 +20,12 @@ export const ICONS = {
   camOff: SVG_HEAD + CAM + SLASH + '</svg>',
   leave: SVG_HEAD + '<path d="M10 4H5a1 1 0 0 0-1 1v14a1 1 0 0 0 1 1h5"/><path d="M15 8l4 4-4 4"/><line x1="19" y1="12" x2="9" y2="12"/></svg>',
   sound: SVG_HEAD + '<path d="M11 5L6 9H3v6h3l5 4z"/><path d="M15.5 8.5a5 5 0 0 1 0 7"/><path d="M18.5 5.5a9 9 0 0 1 0 13"/></svg>',
+  hand: SVG_HEAD + HAND + '</svg>',
+  people: SVG_HEAD + '<circle cx="9" cy="8" r="3.5"/><path d="M2.5 20a6.5 6.5 0 0 1 13 0"/><path d="M16 4.5a3.5 3.5 0 0 1 0 7"/><path d="M18 14a6 6 0 0 1 3.5 6"/></svg>',
+  lock: SVG_HEAD + LOCK_BODY + '<path d="M8 11V7a4 4 0 0 1 8 0v4"/></svg>',
+  unlock: SVG_HEAD + LOCK_BODY + '<path d="M8 11V7a4 4 0 0 1 7.5-2"/></svg>',
+  star: SVG_HEAD + '<path d="M12 3l2.7 5.6 6.1.9-4.4 4.3 1 6.1L12 17l-5.4 2.9 1-6.1-4.4-4.3 6.1-.9z"/></svg>',
+  close: SVG_HEAD + '<line x1="6" y1="6" x2="18" y2="18"/><line x1="18" y1="6" x2="6" y2="18"/></svg>',
 };
 
 // Presiding roles first, then the others, observers last.
@@ -45,6 +56,8 @@ export class Stage {
     this.hooks = hooks;
     /** participant id → tile record */
     this.tiles = new Map();
+    /** the spotlighted participant id (session_updated.spotlight), whether or not it has a tile here */
+    this.spotlight = null;
     this.layout();
   }
 
@@ -74,10 +87,24 @@ export class Stage {
     tile.role.textContent = roleName(info.role);
     tile.role.dataset.role = info.role || '';
     tile.root.style.order = String(Math.max(0, ROLE_ORDER.indexOf(info.role)));
-    tile.micOff.hidden = !info.audio_muted;
-    tile.camOff.hidden = !info.video_muted;
+    // Muted by the host weighs more than muted by oneself: the participant cannot undo it.
+    const hostMuted = !!info.audio_muted_by_host;
+    tile.micOff.hidden = !info.audio_muted && !hostMuted;
+    tile.micOff.classList.toggle('by-host', hostMuted);
+    setText(tile.micOff.querySelector('.sr-only'), hostMuted ? 'tile.muted_by_host' : 'tile.mic_muted');
+    tile.camOff.hidden = !info.video_muted && !info.video_muted_by_host;
+    tile.camOff.classList.toggle('by-host', !!info.video_muted_by_host);
+    tile.hand.hidden = !info.hand_raised;
+    tile.root.classList.toggle('hand-raised', !!info.hand_raised);
     tile.state.hidden = info.connection !== 'reconnecting';
     this.#refreshVideoVisibility(tile);
+  }
+
+  /** Feature one participant (or nobody: null) in a larger tile. */
+  setSpotlight(id) {
+    this.spotlight = id ?? null;
+    for (const [tid, tile] of this.tiles) tile.root.classList.toggle('spotlight', tid === this.spotlight);
+    this.layout();
   }
 
   remove(id) {
@@ -86,6 +113,13 @@ export class Stage {
     for (const m of tile.media.values()) this.#detach(m);
     tile.root.remove();
     this.tiles.delete(id);
+    this.layout();
+  }
+
+  /** Hide or show the whole stage (e.g. in the lobby), without touching its tiles. */
+  setHidden(hidden) {
+    this.hiddenAll = hidden;
+    this.grid.hidden = hidden;
     this.layout();
   }
 
@@ -140,10 +174,18 @@ export class Stage {
 
   layout() {
     const n = this.tiles.size;
-    this.grid.style.setProperty('--cols', String(n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4));
+    // With a spotlight (and someone else to show), the featured tile takes the whole first row
+    // and the others share a strip of rows below it (see style.css .stage.has-spotlight).
+    const featured = n > 1 && this.tiles.has(this.spotlight);
+    this.grid.classList.toggle('has-spotlight', featured);
+    if (featured) {
+      this.grid.style.setProperty('--cols', String(Math.min(n - 1, 4)));
+    } else {
+      this.grid.style.setProperty('--cols', String(n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4));
+    }
     this.grid.style.setProperty('--cols-phone', String(n <= 2 ? 1 : 2));
     this.grid.dataset.count = String(n);
-    this.empty.hidden = n > 0;
+    this.empty.hidden = n > 0 || !!this.hiddenAll;
   }
 
   #createTile(id) {
@@ -160,11 +202,15 @@ export class Stage {
     const camOff = el('span', 'icon cam-off');
     camOff.innerHTML = ICONS.camOff;
     setText(camOff.appendChild(el('span', 'sr-only')), 'tile.cam_off');
-    label.append(name, role, micOff, camOff);
+    const hand = el('span', 'icon hand');
+    hand.innerHTML = ICONS.hand;
+    setText(hand.appendChild(el('span', 'sr-only')), 'tile.hand');
+    label.append(name, role, hand, micOff, camOff);
     const state = el('div', 'tile-state');
     setText(state, 'tile.reconnecting');
     root.append(media, label, state);
-    return { root, mediaBox: media, avatar, name, role, micOff, camOff, state, info: { id }, media: new Map() };
+    root.classList.toggle('spotlight', id === this.spotlight);
+    return { root, mediaBox: media, avatar, name, role, micOff, camOff, hand, state, info: { id }, media: new Map() };
   }
 
   #attach(tile, entry) {
@@ -211,7 +257,8 @@ export class Stage {
   /** Show video when there is a camera or screen track and the publisher has not turned it off. */
   #refreshVideoVisibility(tile) {
     const videos = [...tile.media.values()].filter((m) => m.kind === 'video');
-    const showCamera = videos.some((m) => m.source !== 'screen') && !tile.info.video_muted;
+    // Muted by the host: the server stops forwarding, so the last frame would freeze there.
+    const showCamera = videos.some((m) => m.source !== 'screen') && !tile.info.video_muted && !tile.info.video_muted_by_host;
     const showScreen = videos.some((m) => m.source === 'screen');
     tile.root.classList.toggle('show-camera', showCamera);
     tile.root.classList.toggle('show-screen', showScreen);
