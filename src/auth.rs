@@ -123,6 +123,15 @@ pub fn admin_token(dir: &Path, from_env: Option<String>) -> std::io::Result<(Str
     Ok((t, true))
 }
 
+/// What is stored of an ID number: SHA-256 over the participant id and the normalised number, so
+/// the number itself is never kept and equal numbers of different invitations hash differently.
+pub fn identity_hash(participant_id: &str, id_number: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let normalised: String = id_number.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_uppercase).collect();
+    let digest = Sha256::digest(format!("qiao-identity/1:{participant_id}:{normalised}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Constant-time comparison, so the admin token cannot be guessed byte by byte from timings.
 pub fn token_eq(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

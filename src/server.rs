@@ -83,6 +83,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         admin_token: Arc::from(admin.as_str()),
         public_url: Arc::from(public_url.trim_end_matches('/')),
         token_ttl: config.auth.token_ttl,
+        identity: Arc::new(crate::api::join::InvitationMatch),
     };
     let router = app(state);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

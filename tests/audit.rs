@@ -27,17 +27,20 @@ async fn session_events_are_chained_in_the_audit_log_and_an_edited_export_fails_
     judge.wait_for_since(mark, "admit ack", Duration::from_secs(10), |m| m["type"] == "control_ack").await.unwrap();
     party.leave(None).await.unwrap();
     let forged = TestClient::connect(&s.ws_url, "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwX2ZvcmdlZCJ9.c2ln", "forger").await;
-    assert!(forged.is_err());
+    let err = format!("{:#}", forged.err().expect("a forged token is refused"));
+    assert!(err.contains("4001"), "{err}");
 
     // Presence is written by a background task: wait (bounded) until the leave is in the log.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let export = loop {
         let v = s.get("/api/v1/audit").await;
-        let has_leave = v["entries"].as_array().unwrap().iter().any(|e| e["action"] == "left" && e["detail"] == "left");
-        if has_leave {
+        let entries = v["entries"].as_array().unwrap();
+        let has_leave = entries.iter().any(|e| e["action"] == "left" && e["detail"] == "left");
+        let has_refusal = entries.iter().any(|e| e["action"] == "join_refused");
+        if has_leave && has_refusal {
             break v;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the leave never reached the audit log: {v:#}");
+        assert!(tokio::time::Instant::now() < deadline, "the leave or the refusal never reached the audit log: {v:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let entries = export["entries"].as_array().unwrap();

@@ -23,6 +23,10 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("request body too large")]
     TooLarge,
+    #[error("identity does not match the invitation")]
+    IdentityMismatch,
+    #[error("too many attempts")]
+    TooManyAttempts,
     /// A server fault; the text is logged, never returned.
     #[error("internal: {0}")]
     Internal(String),
@@ -65,6 +69,16 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "请求过大 / request body too large".into())
             }
+            ApiError::IdentityMismatch => (
+                StatusCode::FORBIDDEN,
+                "identity_mismatch",
+                "身份信息与邀请不符 / name or ID number does not match the invitation".into(),
+            ),
+            ApiError::TooManyAttempts => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "尝试次数过多，请联系工作人员 / too many attempts: contact the staff".into(),
+            ),
             ApiError::Internal(detail) => {
                 error!(%detail, "internal error serving an API request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "服务器内部错误 / internal server error".into())

@@ -3,6 +3,7 @@
 //! it with `oneshot`.
 
 mod error;
+pub mod join;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Default join-token lifetime.
     pub token_ttl: Duration,
+    /// Who may stand behind an invitation (the identity step's hook).
+    pub identity: Arc<dyn join::IdentityCheck>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -69,7 +72,12 @@ pub fn app(state: AppState) -> Router {
         .route("/media/stats", get(media_stats))
         .route("/audit", get(export_audit))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
-    let api = Router::new().route("/signal", get(signal)).merge(admin).fallback(api_not_found);
+    let participant = Router::new()
+        .route("/join/status", get(join::status))
+        .route("/join/identity", post(join::identity))
+        .route("/join/consent", post(join::consent))
+        .route("/join/rating", post(join::rating));
+    let api = Router::new().route("/signal", get(signal)).merge(participant).merge(admin).fallback(api_not_found);
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
@@ -120,7 +128,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_text(field: &str, v: &str, max: usize) -> Result<(), ApiError> {
     let n = v.chars().count();
     if n == 0 || n > max || v.chars().any(|c| c.is_control()) {
         return Err(ApiError::BadRequest(format!("{field} must be 1–{max} characters without control characters")));
@@ -277,6 +285,10 @@ struct NewSession {
     /// Non-host participants wait in a lobby until a host admits them; default true.
     #[serde(default)]
     lobby: Option<bool>,
+    /// Non-host participants consent to the online proceeding and to recording before joining;
+    /// default true.
+    #[serde(default)]
+    consent_required: Option<bool>,
 }
 
 async fn create_session(
@@ -298,6 +310,7 @@ async fn create_session(
             b.site_id.as_deref(),
             b.scheduled_at.as_deref(),
             b.lobby.unwrap_or(true),
+            b.consent_required.unwrap_or(true),
         )
         .await
         .map_err(|e| match e {
@@ -350,6 +363,16 @@ struct NewParticipant {
     site_id: Option<String>,
     #[serde(default)]
     ttl_seconds: Option<u64>,
+    /// Who must join on this invitation: an identity check (name and ID number) comes first.
+    #[serde(default)]
+    identity: Option<IdentityInvite>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityInvite {
+    name: String,
+    id_number: String,
 }
 
 async fn invite(
@@ -382,6 +405,14 @@ async fn invite(
             crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
             other => ApiError::internal(other),
         })?;
+    if let Some(id) = &b.identity {
+        check_text("identity.name", &id.name, 100)?;
+        check_text("identity.id_number", &id.id_number, 32)?;
+        let hash = crate::auth::identity_hash(&pid, &id.id_number);
+        s.store.set_identity(&pid, id.name.trim(), &hash).await.map_err(ApiError::internal)?;
+    }
+    let participant =
+        if b.identity.is_some() { s.store.participant(&pid).await.map_err(ApiError::internal)? } else { participant };
     audit(&s, AuditRecord::new(ADMIN, "participant.invite").session(&session_id).target(&pid).detail(role.as_str()))
         .await?;
     let join_url = format!("{}/join#token={}", s.public_url, token);
@@ -443,7 +474,7 @@ async fn list_tracks(State(s): State<AppState>, Path(id): Path<String>) -> Resul
 const ADMIN: &str = "admin";
 
 /// Appends to the audit log; an action that cannot be audited is reported as a server fault.
-async fn audit(s: &AppState, r: AuditRecord) -> Result<(), ApiError> {
+pub(crate) async fn audit(s: &AppState, r: AuditRecord) -> Result<(), ApiError> {
     s.store.audit(r).await.map(|_| ()).map_err(ApiError::internal)
 }
 

@@ -230,6 +230,13 @@ async fn authenticate(ctx: &SignalContext, token: &str) -> Result<Joiner, CloseC
         }
     }
     let role = Role::parse(&participant.role).ok_or(CloseCode::BadToken)?;
+    if participant.identity_required && participant.identity_verified_at.is_none() {
+        return Err(CloseCode::IdentityRequired);
+    }
+    let consented = participant.consent_proceeding_at.is_some() && participant.consent_recording_at.is_some();
+    if session.consent_required && !crate::core::policy(role).host && !consented {
+        return Err(CloseCode::ConsentRequired);
+    }
     Ok(Joiner {
         session: SessionView {
             id: session.id,

@@ -233,6 +233,8 @@ pub enum CloseCode {
     MediaTimeout,
     SessionLocked,
     Denied,
+    IdentityRequired,
+    ConsentRequired,
     ServerError,
 }
 
@@ -254,6 +256,8 @@ impl CloseCode {
             CloseCode::MediaTimeout => 4011,
             CloseCode::SessionLocked => 4012,
             CloseCode::Denied => 4013,
+            CloseCode::IdentityRequired => 4014,
+            CloseCode::ConsentRequired => 4015,
         }
     }
 
@@ -274,6 +278,8 @@ impl CloseCode {
             CloseCode::MediaTimeout => "media timeout",
             CloseCode::SessionLocked => "session locked",
             CloseCode::Denied => "not admitted",
+            CloseCode::IdentityRequired => "identity check required",
+            CloseCode::ConsentRequired => "consent required",
         }
     }
 

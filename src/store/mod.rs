@@ -72,6 +72,8 @@ pub struct Session {
     pub created_at: String,
     /// Non-host participants wait in a lobby until admitted.
     pub lobby: bool,
+    /// Non-host participants must consent to the online proceeding and to recording before joining.
+    pub consent_required: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -86,6 +88,13 @@ pub struct Participant {
     pub joined_at: Option<String>,
     pub left_at: Option<String>,
     pub leave_cause: Option<String>,
+    /// The invitation names who must join: an identity check comes first.
+    pub identity_required: bool,
+    pub identity_verified_at: Option<String>,
+    pub consent_proceeding_at: Option<String>,
+    pub consent_recording_at: Option<String>,
+    /// 1–5, given once after the session.
+    pub rating: Option<i64>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -105,7 +114,7 @@ pub fn new_id(prefix: &str) -> String {
 macro_rules! session_select {
     ($where:literal) => {
         concat!(
-            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at, s.lobby ",
+            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at, s.lobby, s.consent_required ",
             "FROM sessions s JOIN cases c ON c.id = s.case_ref ",
             $where
         )
@@ -228,14 +237,15 @@ impl Store {
         site_id: Option<&str>,
         scheduled_at: Option<&str>,
         lobby: bool,
+        consent_required: bool,
     ) -> Result<Session> {
         let case = self.case(case_ref).await?;
         if let Some(s) = site_id {
             self.site(s).await?;
         }
         let id = new_id("ses");
-        sqlx::query("INSERT INTO sessions (id, case_ref, kind, title, site_id, status, scheduled_at, created_at, lobby) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?, ?)")
-            .bind(&id).bind(&case.id).bind(&case.kind).bind(title).bind(site_id.or(case.site_id.as_deref())).bind(scheduled_at).bind(now_rfc3339()).bind(lobby)
+        sqlx::query("INSERT INTO sessions (id, case_ref, kind, title, site_id, status, scheduled_at, created_at, lobby, consent_required) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?)")
+            .bind(&id).bind(&case.id).bind(&case.kind).bind(title).bind(site_id.or(case.site_id.as_deref())).bind(scheduled_at).bind(now_rfc3339()).bind(lobby).bind(consent_required)
             .execute(&self.pool).await?;
         self.session(&id).await
     }
@@ -309,13 +319,13 @@ impl Store {
     }
 
     pub async fn participant(&self, id: &str) -> Result<Participant> {
-        let row = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause FROM participants WHERE id = ?")
+        let row = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating FROM participants WHERE id = ?")
             .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
         Ok(participant_from(&row))
     }
 
     pub async fn participants(&self, session_id: &str) -> Result<Vec<Participant>> {
-        let rows = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause FROM participants WHERE session_id = ? ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating FROM participants WHERE session_id = ? ORDER BY created_at, id")
             .bind(session_id).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(participant_from).collect())
     }
@@ -370,10 +380,76 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
     }
 
+    /// Sets who must join as this participant: the expected name and a hash of the ID number.
+    pub async fn set_identity(&self, participant_id: &str, name: &str, id_hash: &str) -> Result<()> {
+        sqlx::query("UPDATE participants SET identity_name = ?, identity_hash = ? WHERE id = ?")
+            .bind(name)
+            .bind(id_hash)
+            .bind(participant_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The expected name and ID hash, and how many checks have failed so far.
+    pub async fn identity_expectation(&self, participant_id: &str) -> Result<Option<(String, String, i64)>> {
+        let row: Option<(Option<String>, Option<String>, i64)> =
+            sqlx::query_as("SELECT identity_name, identity_hash, identity_failures FROM participants WHERE id = ?")
+                .bind(participant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let (name, hash, failures) = row.ok_or(StoreError::NotFound)?;
+        Ok(name.zip(hash).map(|(n, h)| (n, h, failures)))
+    }
+
+    pub async fn record_identity_result(&self, participant_id: &str, ok: bool) -> Result<()> {
+        let q = if ok {
+            sqlx::query("UPDATE participants SET identity_verified_at = COALESCE(identity_verified_at, ?) WHERE id = ?")
+                .bind(now_rfc3339())
+        } else {
+            sqlx::query("UPDATE participants SET identity_failures = identity_failures + 1 WHERE id = ?")
+        };
+        q.bind(participant_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Records consent; each kind keeps the time it was first given.
+    pub async fn record_consent(&self, participant_id: &str, proceeding: bool, recording: bool) -> Result<()> {
+        let now = now_rfc3339();
+        sqlx::query(
+            "UPDATE participants SET consent_proceeding_at = CASE WHEN ? THEN COALESCE(consent_proceeding_at, ?) ELSE consent_proceeding_at END, \
+             consent_recording_at = CASE WHEN ? THEN COALESCE(consent_recording_at, ?) ELSE consent_recording_at END WHERE id = ?",
+        )
+        .bind(proceeding).bind(&now).bind(recording).bind(&now).bind(participant_id)
+        .execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Stores the participant's rating; a second rating is a conflict.
+    pub async fn record_rating(&self, participant_id: &str, score: i64, comment: Option<&str>) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE participants SET rating = ?, rating_comment = ?, rated_at = ? WHERE id = ? AND rating IS NULL",
+        )
+        .bind(score)
+        .bind(comment)
+        .bind(now_rfc3339())
+        .bind(participant_id)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            self.participant(participant_id).await?;
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
     /// Appends an entry to the audit log, chained to the one before.
     pub async fn audit(&self, r: AuditRecord) -> Result<AuditEntry> {
         let _serial = self.audit_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE takes the write lock before reading the chain head: a deferred transaction
+        // would read a snapshot, and if another writer committed meanwhile its INSERT would fail
+        // with BUSY_SNAPSHOT instead of waiting.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?;
@@ -459,6 +535,7 @@ fn session_from(r: &sqlx::sqlite::SqliteRow) -> Session {
         closed_at: r.get(9),
         created_at: r.get(10),
         lobby: r.get(11),
+        consent_required: r.get(12),
     }
 }
 
@@ -474,6 +551,11 @@ fn participant_from(r: &sqlx::sqlite::SqliteRow) -> Participant {
         joined_at: r.get(7),
         left_at: r.get(8),
         leave_cause: r.get(9),
+        identity_required: r.get(10),
+        identity_verified_at: r.get(11),
+        consent_proceeding_at: r.get(12),
+        consent_recording_at: r.get(13),
+        rating: r.get(14),
     }
 }
 
@@ -498,7 +580,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).await.unwrap();
         let c = s.create_case("X-1", "mediation", None, None).await.unwrap();
-        let ses = s.create_session(&c.id, Some("t"), None, None, true).await.unwrap();
+        let ses = s.create_session(&c.id, Some("t"), None, None, true, true).await.unwrap();
         assert_eq!((ses.status.as_str(), ses.kind.as_str(), ses.case_id.as_str()), ("scheduled", "mediation", "X-1"));
         assert_eq!(s.open_session(&ses.id).await.unwrap().status, "open");
         assert_eq!(s.close_session(&ses.id).await.unwrap().status, "closed");
@@ -512,7 +594,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).await.unwrap();
         let c = s.create_case("X-2", "hearing", None, None).await.unwrap();
-        let ses = s.create_session(&c.id, None, None, None, true).await.unwrap();
+        let ses = s.create_session(&c.id, None, None, None, true, true).await.unwrap();
         s.create_participant(&ses.id, "p_1", "张三", "party", None, "2030-01-01T00:00:00Z").await.unwrap();
         s.record_presence(&ses.id, "p_1", "joined", None, "2026-01-01T00:00:00Z").await.unwrap();
         s.record_presence(&ses.id, "p_1", "left", Some("network_lost"), "2026-01-01T00:01:00Z").await.unwrap();

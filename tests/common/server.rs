@@ -95,7 +95,9 @@ impl TestServer {
             .post("/api/v1/cases", json!({ "case_id": format!("test-{}", uuid::Uuid::new_v4()), "kind": kind }))
             .await;
         let case_id = case["id"].as_str().expect("case id").to_string();
-        let session = self.post(&format!("/api/v1/cases/{case_id}/sessions"), json!({"lobby": true})).await;
+        let session = self
+            .post(&format!("/api/v1/cases/{case_id}/sessions"), json!({"lobby": true, "consent_required": false}))
+            .await;
         assert_eq!(session["lobby"], true);
         session["id"].as_str().expect("session id").to_string()
     }
@@ -105,11 +107,11 @@ impl TestServer {
             .post("/api/v1/cases", json!({ "case_id": format!("test-{}", uuid::Uuid::new_v4()), "kind": kind, "title": "integration test" }))
             .await;
         let case_id = case["id"].as_str().expect("case id").to_string();
-        // No lobby: these tests are about media and signalling, not admission.
+        // No lobby, no consent step: these tests are about media and signalling, not admission.
         let session = self
             .post(
                 &format!("/api/v1/cases/{case_id}/sessions"),
-                json!({"title": "integration test session", "lobby": false}),
+                json!({"title": "integration test session", "lobby": false, "consent_required": false}),
             )
             .await;
         session["id"].as_str().expect("session id").to_string()
