@@ -71,6 +71,7 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}/tracks", get(list_tracks))
         .route("/media/stats", get(media_stats))
         .route("/audit", get(export_audit))
+        .route("/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let participant = Router::new()
         .route("/join/status", get(join::status))
@@ -341,13 +342,40 @@ async fn open_session(State(s): State<AppState>, Path(id): Path<String>) -> Resu
     Ok(Json(json!(session)))
 }
 
-async fn close_session(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let session = s.store.close_session(&id).await.map_err(|e| match e {
+/// How a session may end, for the centres' figures.
+const OUTCOMES: [&str; 6] = ["concluded", "agreement", "no_agreement", "referred", "withdrawn", "adjourned"];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CloseSession {
+    #[serde(default)]
+    outcome: Option<String>,
+}
+
+async fn close_session(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<CloseSession>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(o) = &b.outcome {
+        if !OUTCOMES.contains(&o.as_str()) {
+            return Err(ApiError::BadRequest(format!("outcome must be one of {}", OUTCOMES.join(", "))));
+        }
+    }
+    s.store.close_session(&id).await.map_err(|e| match e {
         crate::store::StoreError::NotFound => ApiError::NotFound("session"),
         crate::store::StoreError::Conflict => ApiError::Conflict("session already closed"),
         other => ApiError::internal(other),
     })?;
-    audit(&s, AuditRecord::new(ADMIN, "session.close").session(&id)).await?;
+    if let Some(o) = &b.outcome {
+        s.store.set_outcome(&id, o).await.map_err(ApiError::internal)?;
+    }
+    let mut entry = AuditRecord::new(ADMIN, "session.close").session(&id);
+    if let Some(o) = &b.outcome {
+        entry = entry.detail(o);
+    }
+    audit(&s, entry).await?;
+    let session = s.store.session(&id).await.map_err(ApiError::internal)?;
     s.media.send(Command::CloseSession { session_id: id }).await.map_err(ApiError::internal)?;
     Ok(Json(json!(session)))
 }
@@ -500,6 +528,44 @@ async fn export_audit(State(s): State<AppState>, Query(q): Query<AuditQuery>) ->
     }
     audit(&s, r).await?;
     Ok(Json(json!({ "format": "qiao-audit-export/1", "contiguous": q.session_id.is_none(), "entries": entries })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    kind: Option<String>,
+    site_id: Option<String>,
+}
+
+/// Sessions accepted (受理) and concluded (办结) by kind and site, durations, outcomes and
+/// satisfaction (满意率) for sessions created in [from, to).
+async fn stats(State(s): State<AppState>, Query(q): Query<StatsQuery>) -> Result<Json<Value>, ApiError> {
+    for (name, v) in [("from", &q.from), ("to", &q.to)] {
+        if let Some(v) = v {
+            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| ApiError::BadRequest(format!("{name} must be an RFC 3339 time")))?;
+        }
+    }
+    if q.kind.as_deref().is_some_and(|k| !CASE_KINDS.contains(&k)) {
+        return Err(ApiError::BadRequest(format!("kind must be one of {}", CASE_KINDS.join(", "))));
+    }
+    let f = crate::store::stats::StatsFilter { from: q.from, to: q.to, kind: q.kind, site_id: q.site_id };
+    let st = s.store.stats(&f).await.map_err(ApiError::internal)?;
+    let by_kind: serde_json::Map<String, Value> = st.by_kind.into_iter().map(|(k, c)| (k, json!(c))).collect();
+    let by_site: Vec<Value> =
+        st.by_site.into_iter().map(|(id, name, c)| json!({"site_id": id, "name": name, "counts": c})).collect();
+    let outcomes: serde_json::Map<String, Value> = st.outcomes.into_iter().map(|(o, n)| (o, json!(n))).collect();
+    Ok(Json(json!({
+        "filter": {"from": f.from, "to": f.to, "kind": f.kind, "site_id": f.site_id},
+        "totals": st.totals,
+        "by_kind": by_kind,
+        "by_site": by_site,
+        "duration_minutes": st.duration_minutes,
+        "outcomes": outcomes,
+        "satisfaction": st.satisfaction,
+    })))
 }
 
 async fn media_stats(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {

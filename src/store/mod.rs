@@ -3,6 +3,7 @@
 //! parameters; the schema lives in `migrations/` and is applied at start.
 
 pub mod audit;
+pub mod stats;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -74,6 +75,8 @@ pub struct Session {
     pub lobby: bool,
     /// Non-host participants must consent to the online proceeding and to recording before joining.
     pub consent_required: bool,
+    /// How the session ended, given at close (e.g. `agreement`).
+    pub outcome: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -114,7 +117,7 @@ pub fn new_id(prefix: &str) -> String {
 macro_rules! session_select {
     ($where:literal) => {
         concat!(
-            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at, s.lobby, s.consent_required ",
+            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at, s.lobby, s.consent_required, s.outcome ",
             "FROM sessions s JOIN cases c ON c.id = s.case_ref ",
             $where
         )
@@ -536,6 +539,7 @@ fn session_from(r: &sqlx::sqlite::SqliteRow) -> Session {
         created_at: r.get(10),
         lobby: r.get(11),
         consent_required: r.get(12),
+        outcome: r.get(13),
     }
 }
 
