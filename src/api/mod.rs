@@ -69,6 +69,9 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}/participants", post(invite).get(list_participants))
         .route("/sessions/{id}/participants/{pid}", axum::routing::delete(remove_participant))
         .route("/sessions/{id}/tracks", get(list_tracks))
+        .route("/sessions/{id}/convert", post(convert_to_mediation))
+        .route("/sessions/{id}/participants/{pid}/transfer", post(transfer_participant))
+        .route("/cases/{id}/timeline", get(case_timeline))
         .route("/media/stats", get(media_stats))
         .route("/audit", get(export_audit))
         .route("/stats", get(stats))
@@ -394,6 +397,9 @@ struct NewParticipant {
     /// Who must join on this invitation: an identity check (name and ID number) comes first.
     #[serde(default)]
     identity: Option<IdentityInvite>,
+    /// The petitioners' group this participant represents (at most five per group).
+    #[serde(default)]
+    group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -418,37 +424,176 @@ async fn invite(
         Some(t) if (60..=MAX_TOKEN_TTL.as_secs()).contains(&t) => Duration::from_secs(t),
         Some(_) => return Err(ApiError::BadRequest(format!("ttl_seconds must be 60–{}", MAX_TOKEN_TTL.as_secs()))),
     };
+    if let Some(id) = &b.identity {
+        check_text("identity.name", &id.name, 100)?;
+        check_text("identity.id_number", &id.id_number, 32)?;
+    }
+    if let Some(g) = &b.group {
+        check_text("group", g, 50)?;
+    }
     let session = s.store.session(&session_id).await.map_err(ApiError::from_store("session"))?;
+    if let Some(g) = &b.group {
+        let n = s.store.group_size(&session_id, g).await.map_err(ApiError::internal)?;
+        if n >= crate::core::MAX_REPRESENTATIVES as i64 {
+            return Err(ApiError::Conflict("a group sends at most five representatives (信访工作条例 Art. 20)"));
+        }
+    }
+    let invitation = Invitation {
+        display_name: &b.display_name,
+        role,
+        site_id: b.site_id.as_deref(),
+        group: b.group.as_deref(),
+        identity: b.identity.as_ref().map(|i| (i.name.as_str(), i.id_number.as_str())),
+        ttl,
+    };
+    let v = make_invitation(&s, &session, invitation).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Who an invitation is for.
+struct Invitation<'a> {
+    display_name: &'a str,
+    role: Role,
+    site_id: Option<&'a str>,
+    group: Option<&'a str>,
+    /// (name, ID number) that must pass the identity check.
+    identity: Option<(&'a str, &'a str)>,
+    ttl: Duration,
+}
+
+/// Creates the participant and its join link; audited. Used by invitations, conversions and
+/// transfers alike.
+async fn make_invitation(
+    s: &AppState,
+    session: &crate::store::Session,
+    inv: Invitation<'_>,
+) -> Result<Value, ApiError> {
     if session.status == "closed" {
         return Err(ApiError::Conflict("session is closed"));
     }
     let pid = new_id("p");
-    let (token, expires) = s.tokens.issue(&session_id, &pid, role.as_str(), ttl);
+    let (token, expires) = s.tokens.issue(&session.id, &pid, inv.role.as_str(), inv.ttl);
     let expires_at = rfc3339(expires);
-    let participant = s
-        .store
-        .create_participant(&session_id, &pid, &b.display_name, role.as_str(), b.site_id.as_deref(), &expires_at)
+    s.store
+        .create_participant(&session.id, &pid, inv.display_name, inv.role.as_str(), inv.site_id, &expires_at)
         .await
         .map_err(|e| match e {
             crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
             other => ApiError::internal(other),
         })?;
-    if let Some(id) = &b.identity {
-        check_text("identity.name", &id.name, 100)?;
-        check_text("identity.id_number", &id.id_number, 32)?;
-        let hash = crate::auth::identity_hash(&pid, &id.id_number);
-        s.store.set_identity(&pid, id.name.trim(), &hash).await.map_err(ApiError::internal)?;
+    if let Some((name, number)) = inv.identity {
+        let hash = crate::auth::identity_hash(&pid, number);
+        s.store.set_identity(&pid, name.trim(), &hash).await.map_err(ApiError::internal)?;
     }
-    let participant =
-        if b.identity.is_some() { s.store.participant(&pid).await.map_err(ApiError::internal)? } else { participant };
-    audit(&s, AuditRecord::new(ADMIN, "participant.invite").session(&session_id).target(&pid).detail(role.as_str()))
+    if let Some(g) = inv.group {
+        s.store.set_group(&pid, g).await.map_err(ApiError::internal)?;
+    }
+    let participant = s.store.participant(&pid).await.map_err(ApiError::internal)?;
+    audit(s, AuditRecord::new(ADMIN, "participant.invite").session(&session.id).target(&pid).detail(inv.role.as_str()))
         .await?;
     let join_url = format!("{}/join#token={}", s.public_url, token);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "participant": participant, "token": token, "join_url": join_url, "expires_at": expires_at })),
-    )
-        .into_response())
+    Ok(json!({ "participant": participant, "token": token, "join_url": join_url, "expires_at": expires_at }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConvertSession {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    site_id: Option<String>,
+}
+
+/// 访调对接: a reception handed to mediation. A linked mediation session is created under the same
+/// case, and every non-host participant of the reception is invited to it.
+async fn convert_to_mediation(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ConvertSession>,
+) -> Result<Response, ApiError> {
+    check_opt_text("title", &b.title, 200)?;
+    let from = s.store.session(&id).await.map_err(ApiError::from_store("session"))?;
+    if from.kind != "reception" {
+        return Err(ApiError::Conflict("only a reception is handed to mediation"));
+    }
+    let to =
+        s.store.create_linked_session(&from, "mediation", b.title.as_deref(), b.site_id.as_deref()).await.map_err(
+            |e| match e {
+                crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
+                other => ApiError::internal(other),
+            },
+        )?;
+    audit(&s, AuditRecord::new(ADMIN, "session.convert").session(&to.id).target(&from.id).detail("mediation")).await?;
+    let mut invitations = Vec::new();
+    for p in s.store.participants(&from.id).await.map_err(ApiError::internal)? {
+        let Some(role) = Role::parse(&p.role).filter(|r| !crate::core::policy(*r).host) else { continue };
+        let inv = Invitation {
+            display_name: &p.display_name,
+            role,
+            site_id: p.site_id.as_deref(),
+            group: p.group.as_deref(),
+            identity: None,
+            ttl: s.token_ttl,
+        };
+        invitations.push(make_invitation(&s, &to, inv).await?);
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "session": to, "invitations": invitations }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    to_session: String,
+}
+
+/// Hands a participant to another session (another office's reception queue, say): a new
+/// invitation there, then the participant is told its new link and leaves with cause
+/// `transferred`.
+async fn transfer_participant(
+    State(s): State<AppState>,
+    Path((id, pid)): Path<(String, String)>,
+    JsonBody(b): JsonBody<Transfer>,
+) -> Result<Response, ApiError> {
+    let p = s.store.participant(&pid).await.map_err(ApiError::from_store("participant"))?;
+    if p.session_id != id {
+        return Err(ApiError::NotFound("participant"));
+    }
+    let to =
+        s.store.session(&b.to_session).await.map_err(|_| ApiError::BadRequest("to_session names no session".into()))?;
+    let role = Role::parse(&p.role).ok_or_else(|| ApiError::internal("stored role unknown"))?;
+    let inv = Invitation {
+        display_name: &p.display_name,
+        role,
+        site_id: p.site_id.as_deref(),
+        group: p.group.as_deref(),
+        identity: None,
+        ttl: s.token_ttl,
+    };
+    let v = make_invitation(&s, &to, inv).await?;
+    audit(&s, AuditRecord::new(ADMIN, "participant.transfer").session(&id).target(&pid).detail(to.id.clone())).await?;
+    let join_url = v["join_url"].as_str().unwrap_or_default().to_string();
+    s.media
+        .send(Command::Transfer { session_id: id, participant_id: pid, to_session: to.id.clone(), join_url })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Everything that happened under a case, in time order: its sessions (with their links) and every
+/// audited event of them.
+async fn case_timeline(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let case = s.store.case(&id).await.map_err(ApiError::from_store("case"))?;
+    let sessions = s.store.sessions_of_case(&id).await.map_err(ApiError::internal)?;
+    let mut events = Vec::new();
+    for ses in &sessions {
+        events.extend(s.store.audit_entries(Some(&ses.id), 1, 100_000).await.map_err(ApiError::internal)?);
+    }
+    events.sort_by_key(|e| e.seq);
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|e| json!({"seq": e.seq, "at": e.at, "session_id": e.session_id, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}))
+        .collect();
+    Ok(Json(json!({ "case": case, "sessions": sessions, "events": events })))
 }
 
 async fn list_participants(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -34,5 +34,6 @@ pub use roles::{policy, Action, RolePolicy};
 pub use room::{
     Control, ControlError, CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo,
     ParticipantView, Role, Room, RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
+    MAX_REPRESENTATIVES,
 };
 pub use zone::Zone;

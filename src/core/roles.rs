@@ -20,6 +20,8 @@ pub enum Action {
     LowerHand,
     CallWitness,
     DismissWitness,
+    /// Admit whoever has waited longest in the lobby (the reception queue).
+    CallNext,
 }
 
 /// A role's permissions.
@@ -49,9 +51,11 @@ const PRESIDING: &[Action] = &[
     LowerHand,
     CallWitness,
     DismissWitness,
+    CallNext,
 ];
-const MODERATING: &[Action] = &[Admit, Deny, Move, Mute, Unmute, Remove, Lock, Unlock, Spotlight, RaiseHand, LowerHand];
-const CLERK: &[Action] = &[Admit, Deny, RaiseHand, LowerHand];
+const MODERATING: &[Action] =
+    &[Admit, Deny, Move, Mute, Unmute, Remove, Lock, Unlock, Spotlight, RaiseHand, LowerHand, CallNext];
+const CLERK: &[Action] = &[Admit, Deny, RaiseHand, LowerHand, CallNext];
 const ATTENDING: &[Action] = &[RaiseHand, LowerHand];
 
 pub const fn policy(role: Role) -> &'static RolePolicy {

@@ -138,6 +138,8 @@ pub enum LeaveCause {
     ProtocolError,
     /// A host did not admit the participant from the lobby.
     Denied,
+    /// Handed to another session (another office's reception, a mediation).
+    Transferred,
 }
 
 impl LeaveCause {
@@ -150,6 +152,7 @@ impl LeaveCause {
             LeaveCause::SessionClosed => "session_closed",
             LeaveCause::ProtocolError => "protocol_error",
             LeaveCause::Denied => "denied",
+            LeaveCause::Transferred => "transferred",
         }
     }
 }
@@ -171,7 +174,13 @@ pub struct ParticipantInfo {
     pub display_name: String,
     pub role: Role,
     pub site_id: Option<String>,
+    /// The petitioners' group this participant represents, if any: at most
+    /// [`MAX_REPRESENTATIVES`] of one group are in the session at once (信访工作条例 Art. 20).
+    pub group: Option<String>,
 }
+
+/// Representatives of one group allowed in a session's media zones at once.
+pub const MAX_REPRESENTATIVES: usize = 5;
 
 /// A published track as the core needs it.
 #[derive(Debug, Clone)]
@@ -192,7 +201,10 @@ pub struct ParticipantView {
     pub display_name: String,
     pub role: Role,
     pub site_id: Option<String>,
+    pub group: Option<String>,
     pub zone: Zone,
+    /// Place in the lobby queue (1 = next), while in the lobby.
+    pub queue_position: Option<usize>,
     /// The participant's own mute (its client says so).
     pub audio_muted: bool,
     pub video_muted: bool,
@@ -248,6 +260,7 @@ pub enum Control {
     LowerHand(ParticipantKey),
     CallWitness(ParticipantKey),
     DismissWitness(ParticipantKey),
+    CallNext,
 }
 
 impl Control {
@@ -266,6 +279,7 @@ impl Control {
             Control::LowerHand(_) => Action::LowerHand,
             Control::CallWitness(_) => Action::CallWitness,
             Control::DismissWitness(_) => Action::DismissWitness,
+            Control::CallNext => Action::CallNext,
         }
     }
 }
@@ -276,6 +290,10 @@ pub enum ControlError {
     NotAllowed,
     #[error("the action does not apply to that participant")]
     BadTarget,
+    #[error("the lobby is empty")]
+    QueueEmpty,
+    #[error("the group already has the most representatives allowed")]
+    GroupLimit,
 }
 
 /// What the core asks the driver to do.
@@ -315,6 +333,8 @@ pub struct Forward {
 struct Participant {
     info: ParticipantInfo,
     zone: Zone,
+    /// When it entered its current zone, in arrival order: the lobby is a queue ordered by it.
+    zone_order: u64,
     audio_muted: bool,
     video_muted: bool,
     /// Set by a host; the participant's tracks of that kind forward nothing.
@@ -361,6 +381,8 @@ pub struct Room {
     policy: Box<dyn ForwardPolicy>,
     /// New non-host participants are refused while locked.
     locked: bool,
+    /// Hands out `zone_order` values.
+    arrivals: u64,
     spotlight: Option<ParticipantKey>,
     participants: BTreeMap<ParticipantKey, Participant>,
     up_tracks: HashMap<UpTrackKey, UpTrack>,
@@ -374,6 +396,7 @@ impl Room {
             config,
             policy,
             locked: false,
+            arrivals: 0,
             spotlight: None,
             participants: BTreeMap::new(),
             up_tracks: HashMap::new(),
@@ -422,11 +445,13 @@ impl Room {
             return Err(CoreError::AlreadyJoined);
         }
         let key = info.key;
+        self.arrivals += 1;
         self.participants.insert(
             key,
             Participant {
                 info,
                 zone,
+                zone_order: self.arrivals,
                 audio_muted_by_host: false,
                 video_muted_by_host: false,
                 hand_raised: false,
@@ -791,7 +816,11 @@ impl Room {
             display_name: p.info.display_name.clone(),
             role: p.info.role,
             site_id: p.info.site_id.clone(),
+            group: p.info.group.clone(),
             zone: p.zone,
+            queue_position: (p.zone == Zone::Lobby).then(|| {
+                1 + self.participants.values().filter(|o| o.zone == Zone::Lobby && o.zone_order < p.zone_order).count()
+            }),
             audio_muted: p.audio_muted,
             video_muted: p.video_muted,
             audio_muted_by_host: p.audio_muted_by_host,
@@ -871,15 +900,43 @@ impl Room {
         }
     }
 
-    fn set_zone(&mut self, key: ParticipantKey, zone: Zone, keys: &mut KeyAlloc) {
-        if let Some(p) = self.participants.get_mut(&key) {
-            if p.zone == zone {
-                return;
-            }
-            p.zone = zone;
+    fn set_zone(&mut self, key: ParticipantKey, zone: Zone, keys: &mut KeyAlloc) -> Result<(), ControlError> {
+        let Some(p) = self.participants.get(&key) else { return Err(ControlError::BadTarget) };
+        if p.zone == zone {
+            return Ok(());
         }
+        // A group's representatives in the session's media zones are limited.
+        if let (Some(group), true) = (&p.info.group, zone.carries_media()) {
+            let present = self
+                .participants
+                .values()
+                .filter(|o| o.info.key != key && o.zone.carries_media() && o.info.group.as_ref() == Some(group))
+                .count();
+            if present >= MAX_REPRESENTATIVES {
+                return Err(ControlError::GroupLimit);
+            }
+        }
+        let was_lobby = p.zone == Zone::Lobby;
+        self.arrivals += 1;
+        let p = self.participants.get_mut(&key).expect("checked");
+        p.zone = zone;
+        p.zone_order = self.arrivals;
         self.reconcile(key, keys);
         self.broadcast_updated(key);
+        if was_lobby {
+            // Everyone behind moved up one place.
+            let waiting: Vec<_> =
+                self.participants.iter().filter(|(_, o)| o.zone == Zone::Lobby).map(|(k, _)| *k).collect();
+            for k in waiting {
+                self.broadcast_updated(k);
+            }
+        }
+        Ok(())
+    }
+
+    /// Who has waited longest in the lobby.
+    pub fn next_in_queue(&self) -> Option<ParticipantKey> {
+        self.participants.values().filter(|p| p.zone == Zone::Lobby).min_by_key(|p| p.zone_order).map(|p| p.info.key)
     }
 
     fn target(&self, t: ParticipantKey) -> Result<&Participant, ControlError> {
@@ -897,7 +954,7 @@ impl Room {
         actor: ParticipantKey,
         control: Control,
         keys: &mut KeyAlloc,
-    ) -> Result<(), ControlError> {
+    ) -> Result<Option<ParticipantKey>, ControlError> {
         let a = self.participants.get(&actor).ok_or(ControlError::NotAllowed)?;
         let (actor_role, actor_host) = (a.info.role, policy(a.info.role).host);
         if !policy(actor_role).may(control.action()) {
@@ -908,7 +965,7 @@ impl Room {
                 if self.target(t)?.zone != Zone::Lobby {
                     return Err(ControlError::BadTarget);
                 }
-                self.set_zone(t, Zone::Main, keys);
+                self.set_zone(t, Zone::Main, keys)?;
             }
             Control::Deny(t) => {
                 if self.target(t)?.zone != Zone::Lobby {
@@ -918,7 +975,7 @@ impl Room {
             }
             Control::Move(t, zone) => {
                 self.target(t)?;
-                self.set_zone(t, zone, keys);
+                self.set_zone(t, zone, keys)?;
             }
             Control::Mute(t, kind) | Control::Unmute(t, kind) => {
                 self.target(t)?;
@@ -968,17 +1025,22 @@ impl Room {
                 if p.info.role != Role::Witness || p.zone != Zone::WitnessWaiting {
                     return Err(ControlError::BadTarget);
                 }
-                self.set_zone(t, Zone::Main, keys);
+                self.set_zone(t, Zone::Main, keys)?;
+            }
+            Control::CallNext => {
+                let next = self.next_in_queue().ok_or(ControlError::QueueEmpty)?;
+                self.set_zone(next, Zone::Main, keys)?;
+                return Ok(Some(next));
             }
             Control::DismissWitness(t) => {
                 let p = self.target(t)?;
                 if p.info.role != Role::Witness || p.zone == Zone::WitnessWaiting {
                     return Err(ControlError::BadTarget);
                 }
-                self.set_zone(t, Zone::WitnessWaiting, keys);
+                self.set_zone(t, Zone::WitnessWaiting, keys)?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     fn broadcast_except(&mut self, except: ParticipantKey, event: RoomEvent) {

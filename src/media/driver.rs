@@ -856,6 +856,19 @@ impl Driver {
                     }
                 }
             }
+            Command::Transfer { session_id, participant_id, to_session, join_url } => {
+                let key = self
+                    .room_by_session
+                    .get(&session_id)
+                    .and_then(|rk| self.rooms.get(rk))
+                    .and_then(|r| r.by_participant_id.get(&participant_id).copied());
+                if let Some(key) = key {
+                    self.notify(key, ServerMessage::Transferred { session_id: to_session, join_url });
+                    if let Some(r) = self.room_by_session.get(&session_id).and_then(|rk| self.rooms.get_mut(rk)) {
+                        r.room.leave(now, key, LeaveCause::Transferred);
+                    }
+                }
+            }
             Command::Snapshot { session_id, reply } => {
                 let people = self
                     .room_by_session
@@ -942,6 +955,7 @@ impl Driver {
                 display_name: joiner.display_name.clone(),
                 role: joiner.role,
                 site_id: joiner.site_id.clone(),
+                group: joiner.group.clone(),
             };
             self.members.insert(
                 key,
@@ -1039,6 +1053,7 @@ impl Driver {
             Action::LowerHand => self_or_target.map(Control::LowerHand),
             Action::CallWitness => target.map(Control::CallWitness),
             Action::DismissWitness => target.map(Control::DismissWitness),
+            Action::CallNext => Some(Control::CallNext),
         };
         let Some(control) = control else {
             return self.notify(
@@ -1048,12 +1063,15 @@ impl Driver {
         };
         let Some(r) = self.rooms.get_mut(&rk) else { return };
         match r.room.control(now, me, control, &mut self.keys) {
-            Ok(()) => {
+            Ok(affected) => {
+                // The ack names who was affected (for call_next, whom the queue gave).
+                let affected_id = affected.and_then(|k| self.members.get(&k)).map(|m| m.participant_id.clone());
+                let target_id = affected_id.or(req.target.clone());
                 let actor = self.members.get(&me).map(|m| (m.session_id.clone(), m.participant_id.clone()));
-                self.notify(me, ServerMessage::ControlAck { action: req.action, target: req.target.clone() });
+                self.notify(me, ServerMessage::ControlAck { action: req.action, target: target_id.clone() });
                 if let Some((session_id, actor_id)) = actor {
                     let action = serde_json::to_value(req.action).ok().and_then(|v| v.as_str().map(String::from));
-                    let detail = [action, req.target, req.zone.map(|z| z.to_string())]
+                    let detail = [action, target_id, req.zone.map(|z| z.to_string())]
                         .into_iter()
                         .flatten()
                         .collect::<Vec<_>>()
@@ -1071,6 +1089,17 @@ impl Driver {
             }
             Err(ControlError::NotAllowed) => self
                 .notify(me, ServerMessage::error("not_allowed", "您的角色无权执行此操作", "your role may not do this")),
+            Err(ControlError::QueueEmpty) => {
+                self.notify(me, ServerMessage::error("queue_empty", "没有等候的来访人", "nobody is waiting"))
+            }
+            Err(ControlError::GroupLimit) => self.notify(
+                me,
+                ServerMessage::error(
+                    "group_limit",
+                    "该群体代表已达5人上限",
+                    "the group already has five representatives present",
+                ),
+            ),
             Err(ControlError::BadTarget) => self.notify(
                 me,
                 ServerMessage::error(

@@ -42,6 +42,8 @@ pub struct Joiner {
     pub site_id: Option<String>,
     /// The session has a lobby: non-hosts wait there until admitted.
     pub lobby: bool,
+    /// The petitioners' group the participant represents.
+    pub group: Option<String>,
 }
 
 /// Why the driver refused a join.
@@ -113,6 +115,13 @@ pub enum Command {
     RemoveParticipant {
         session_id: String,
         participant_id: String,
+    },
+    /// Tell the participant where it continues, then remove it (cause `transferred`).
+    Transfer {
+        session_id: String,
+        participant_id: String,
+        to_session: String,
+        join_url: String,
     },
     /// Who is in the session right now.
     Snapshot {

@@ -247,6 +247,7 @@ async fn authenticate(ctx: &SignalContext, token: &str) -> Result<Joiner, CloseC
             spotlight: None,
         },
         lobby: session.lobby,
+        group: participant.group,
         participant_id: participant.id,
         display_name: participant.display_name,
         role,

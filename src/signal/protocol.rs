@@ -190,6 +190,12 @@ pub enum ServerMessage {
         action: Action,
         target: Option<String>,
     },
+    /// This participant is handed to another session; its join link follows. The connection
+    /// closes with 4016 right after.
+    Transferred {
+        session_id: String,
+        join_url: String,
+    },
     Pong {
         ts: serde_json::Value,
         server_ts: u64,
@@ -235,6 +241,7 @@ pub enum CloseCode {
     Denied,
     IdentityRequired,
     ConsentRequired,
+    Transferred,
     ServerError,
 }
 
@@ -258,6 +265,7 @@ impl CloseCode {
             CloseCode::Denied => 4013,
             CloseCode::IdentityRequired => 4014,
             CloseCode::ConsentRequired => 4015,
+            CloseCode::Transferred => 4016,
         }
     }
 
@@ -280,6 +288,7 @@ impl CloseCode {
             CloseCode::Denied => "not admitted",
             CloseCode::IdentityRequired => "identity check required",
             CloseCode::ConsentRequired => "consent required",
+            CloseCode::Transferred => "transferred to another session",
         }
     }
 
@@ -293,6 +302,7 @@ impl CloseCode {
             LeaveCause::SessionClosed => CloseCode::SessionClosed,
             LeaveCause::ProtocolError => CloseCode::ProtocolError,
             LeaveCause::Denied => CloseCode::Denied,
+            LeaveCause::Transferred => CloseCode::Transferred,
         }
     }
 }

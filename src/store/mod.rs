@@ -77,6 +77,8 @@ pub struct Session {
     pub consent_required: bool,
     /// How the session ended, given at close (e.g. `agreement`).
     pub outcome: Option<String>,
+    /// The session this one continues (a reception handed to mediation, an escalation).
+    pub linked_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -98,6 +100,8 @@ pub struct Participant {
     pub consent_recording_at: Option<String>,
     /// 1–5, given once after the session.
     pub rating: Option<i64>,
+    /// The petitioners' group this participant represents.
+    pub group: Option<String>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -117,7 +121,7 @@ pub fn new_id(prefix: &str) -> String {
 macro_rules! session_select {
     ($where:literal) => {
         concat!(
-            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at, s.lobby, s.consent_required, s.outcome ",
+            "SELECT s.id, s.case_ref, c.case_id, s.kind, s.title, s.site_id, s.status, s.scheduled_at, s.opened_at, s.closed_at, s.created_at, s.lobby, s.consent_required, s.outcome, s.linked_from ",
             "FROM sessions s JOIN cases c ON c.id = s.case_ref ",
             $where
         )
@@ -322,13 +326,13 @@ impl Store {
     }
 
     pub async fn participant(&self, id: &str) -> Result<Participant> {
-        let row = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating FROM participants WHERE id = ?")
+        let row = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating, group_name FROM participants WHERE id = ?")
             .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
         Ok(participant_from(&row))
     }
 
     pub async fn participants(&self, session_id: &str) -> Result<Vec<Participant>> {
-        let rows = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating FROM participants WHERE session_id = ? ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating, group_name FROM participants WHERE session_id = ? ORDER BY created_at, id")
             .bind(session_id).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(participant_from).collect())
     }
@@ -381,6 +385,42 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    }
+
+    pub async fn set_group(&self, participant_id: &str, group: &str) -> Result<()> {
+        sqlx::query("UPDATE participants SET group_name = ? WHERE id = ?")
+            .bind(group)
+            .bind(participant_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// How many invitations of `group` a session has.
+    pub async fn group_size(&self, session_id: &str, group: &str) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM participants WHERE session_id = ? AND group_name = ?")
+            .bind(session_id)
+            .bind(group)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// A session that continues `from` (same case) with its own kind, e.g. a mediation after a
+    /// reception.
+    pub async fn create_linked_session(
+        &self,
+        from: &Session,
+        kind: &str,
+        title: Option<&str>,
+        site_id: Option<&str>,
+    ) -> Result<Session> {
+        let id = new_id("ses");
+        sqlx::query("INSERT INTO sessions (id, case_ref, kind, title, site_id, status, created_at, lobby, consent_required, linked_from) VALUES (?, ?, ?, ?, ?, 'scheduled', ?, ?, ?, ?)")
+            .bind(&id).bind(&from.case).bind(kind).bind(title).bind(site_id.or(from.site_id.as_deref())).bind(now_rfc3339())
+            .bind(from.lobby).bind(from.consent_required).bind(&from.id)
+            .execute(&self.pool).await?;
+        self.session(&id).await
     }
 
     /// Sets who must join as this participant: the expected name and a hash of the ID number.
@@ -540,6 +580,7 @@ fn session_from(r: &sqlx::sqlite::SqliteRow) -> Session {
         lobby: r.get(11),
         consent_required: r.get(12),
         outcome: r.get(13),
+        linked_from: r.get(14),
     }
 }
 
@@ -560,6 +601,7 @@ fn participant_from(r: &sqlx::sqlite::SqliteRow) -> Participant {
         consent_proceeding_at: r.get(12),
         consent_recording_at: r.get(13),
         rating: r.get(14),
+        group: r.get(15),
     }
 }
 

@@ -28,12 +28,32 @@ impl Harness {
     }
     fn join_in(&mut self, name: &str, role: Role, zone: Zone) -> ParticipantKey {
         let key = self.keys.participant();
-        let info = ParticipantInfo { key, id: format!("p_{name}"), display_name: name.into(), role, site_id: None };
+        let info = ParticipantInfo {
+            key,
+            id: format!("p_{name}"),
+            display_name: name.into(),
+            role,
+            site_id: None,
+            group: None,
+        };
         self.room.join(self.t0, info, zone, &mut self.keys).unwrap();
         key
     }
     fn control(&mut self, actor: ParticipantKey, c: Control) -> Result<(), ControlError> {
-        self.room.control(self.t0, actor, c, &mut self.keys)
+        self.room.control(self.t0, actor, c, &mut self.keys).map(|_| ())
+    }
+    fn join_group(&mut self, name: &str, group: &str, zone: Zone) -> ParticipantKey {
+        let key = self.keys.participant();
+        let info = ParticipantInfo {
+            key,
+            id: format!("p_{name}"),
+            display_name: name.into(),
+            role: Role::Party,
+            site_id: None,
+            group: Some(group.into()),
+        };
+        self.room.join(self.t0, info, zone, &mut self.keys).unwrap();
+        key
     }
     /// Subscribers of `up`, from the room's own routing.
     fn subscribers_of(&self, up: UpTrackKey) -> Vec<ParticipantKey> {
@@ -443,4 +463,39 @@ fn a_spotlight_is_cleared_when_its_participant_leaves() {
     assert_eq!(h.room.spotlight_id().as_deref(), Some("p_a"));
     h.room.leave(h.t0, a, LeaveCause::Left);
     assert_eq!(h.room.spotlight_id(), None);
+}
+
+// ---- the reception queue ------------------------------------------------------------------------
+
+#[test]
+fn call_next_admits_petitioners_in_arrival_order_and_says_whom() {
+    let mut h = Harness::new();
+    let officer = h.join("officer", Role::PetitionOfficer);
+    let first = h.join_in("first", Role::Party, Zone::Lobby);
+    let second = h.join_in("second", Role::Party, Zone::Lobby);
+    let third = h.join_in("third", Role::Party, Zone::Lobby);
+    assert_eq!(h.room.participant_view(third).unwrap().queue_position, Some(3));
+    assert_eq!(h.room.control(h.t0, officer, Control::CallNext, &mut h.keys), Ok(Some(first)));
+    assert_eq!(h.room.participant_view(third).unwrap().queue_position, Some(2), "everyone moves up");
+    assert_eq!(h.room.participant_view(first).unwrap().queue_position, None);
+    assert_eq!(h.room.control(h.t0, officer, Control::CallNext, &mut h.keys), Ok(Some(second)));
+    assert_eq!(h.room.control(h.t0, first, Control::CallNext, &mut h.keys), Err(ControlError::NotAllowed));
+    assert_eq!(h.room.control(h.t0, officer, Control::CallNext, &mut h.keys), Ok(Some(third)));
+    assert_eq!(h.room.control(h.t0, officer, Control::CallNext, &mut h.keys), Err(ControlError::QueueEmpty));
+}
+
+#[test]
+fn at_most_five_representatives_of_a_group_are_admitted() {
+    let mut h = Harness::new();
+    let officer = h.join("officer", Role::PetitionOfficer);
+    let reps: Vec<_> = (0..6).map(|i| h.join_group(&format!("rep{i}"), "某村拆迁户", Zone::Lobby)).collect();
+    let other = h.join_group("other", "另一群体", Zone::Lobby);
+    for r in &reps[..5] {
+        h.control(officer, Control::Admit(*r)).unwrap();
+    }
+    assert_eq!(h.control(officer, Control::Admit(reps[5])), Err(ControlError::GroupLimit));
+    assert_eq!(h.room.zone_of(reps[5]), Some(Zone::Lobby), "the sixth keeps waiting");
+    h.control(officer, Control::Admit(other)).unwrap();
+    h.room.leave(h.t0, reps[0], LeaveCause::Left);
+    h.control(officer, Control::Admit(reps[5])).unwrap();
 }
