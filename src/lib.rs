@@ -9,6 +9,7 @@
 //!   sans-IO `rtc`), feeds the core and carries out its outputs.
 //! - [`signal`]: the WebSocket protocol (versioned serde enums) and one task per connection.
 //! - [`api`]: thin axum handlers; `api::app(state)` builds the router for tests.
+//! - [`record`]: the recording manifest — segment hash chain, Ed25519 signature, offline check.
 //! - [`store`]: metadata in SQLite (sites, cases, sessions, participants, presence history).
 //! - [`auth`]: join tokens (JWT) and the admin token.
 //! - [`server`]: start-up wiring shared by `main` and the tests.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod media;
+pub mod record;
 pub mod server;
 pub mod signal;
 pub mod store;

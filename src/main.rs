@@ -20,12 +20,17 @@ enum Cmd {
     /// Run the server (HTTP API, web client, signalling and media) on embedded defaults:
     /// SQLite and recordings under ./data, HTTP on 127.0.0.1:8080, media on UDP 127.0.0.1:50000.
     Serve(ServeArgs),
-    /// Check an export offline: an audit-log export (GET /api/v1/audit) — every entry's hash and
-    /// the chain. Exits 1 and names the first altered entry if anything was changed, removed or
-    /// reordered.
+    /// Check offline what Qiao exported, and exit 1 naming what was changed:
+    /// a recorded session's directory (manifest.json against the schema, every segment's SHA-256,
+    /// the hash chain, the head, the Ed25519 signature), or an audit-log export file
+    /// (GET /api/v1/audit: every entry's hash and the chain).
     Verify {
-        /// The exported JSON file.
+        /// A recording directory (holding manifest.json) or an audit export file.
         path: std::path::PathBuf,
+        /// The server's public key (base64, GET /api/v1/recordings/public-key): the manifest must
+        /// be signed by it.
+        #[arg(long)]
+        public_key: Option<String>,
     },
 }
 
@@ -47,7 +52,25 @@ fn main() -> std::process::ExitCode {
     };
     match cli.command {
         Cmd::Serve(args) => runtime.block_on(serve(args)),
-        Cmd::Verify { path } => match qiao::verify::verify_file(&path) {
+        Cmd::Verify { path, public_key } if path.is_dir() => {
+            match qiao::record::verify_recording(&path, public_key.as_deref()) {
+                Ok(m) => {
+                    println!(
+                        "完整 / intact: {} segments, case {}, session {}, 完整性校验值 / integrity value {}",
+                        m.segments.len(),
+                        m.case_id,
+                        m.session.id,
+                        m.chain_head
+                    );
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("qiao verify: 录像被改动或不完整 / recording altered or incomplete: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Verify { path, .. } => match qiao::verify::verify_file(&path) {
             Ok(r) => {
                 let range = if r.contiguous { "a contiguous range" } else { "one session's entries" };
                 println!(

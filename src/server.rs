@@ -61,6 +61,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     std::fs::create_dir_all(dir.join("recordings")).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
     let store = Store::open(dir).await?;
     let tokens = Tokens::load_or_create(dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    let recording_keys = crate::record::SigningKeys::load_or_create(dir)
+        .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
     let (admin, generated) = admin_token(dir, config.auth.admin_token.clone())
         .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
 
@@ -84,6 +86,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         public_url: Arc::from(public_url.trim_end_matches('/')),
         token_ttl: config.auth.token_ttl,
         identity: Arc::new(crate::api::join::InvitationMatch),
+        recording_public_key: Arc::from(recording_keys.public_key_b64()),
     };
     let router = app(state);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

@@ -1,5 +1,6 @@
-//! `qiao verify`: offline checks of what Qiao exports. Today: audit-log exports (the JSON that
-//! `GET /api/v1/audit` returns). The recording manifest joins with the recording issue.
+//! `qiao verify`: offline checks of what Qiao exports: a recorded session's directory (manifest,
+//! segments, chain, signature; see `record::manifest`) or an audit-log export (the JSON that
+//! `GET /api/v1/audit` returns).
 
 use std::path::Path;
 

@@ -54,6 +54,8 @@ pub struct AppState {
     pub token_ttl: Duration,
     /// Who may stand behind an invitation (the identity step's hook).
     pub identity: Arc<dyn join::IdentityCheck>,
+    /// The public half of the key that signs recording manifests, base64.
+    pub recording_public_key: Arc<str>,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -77,6 +79,7 @@ pub fn app(state: AppState) -> Router {
         .route("/stats", get(stats))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let participant = Router::new()
+        .route("/recordings/public-key", get(recording_public_key))
         .route("/join/status", get(join::status))
         .route("/join/identity", post(join::identity))
         .route("/join/consent", post(join::consent))
@@ -641,6 +644,11 @@ async fn list_tracks(State(s): State<AppState>, Path(id): Path<String>) -> Resul
     s.store.session(&id).await.map_err(ApiError::from_store("session"))?;
     let tracks = s.media.tracks(&id).await.map_err(ApiError::internal)?;
     Ok(Json(json!({ "tracks": tracks })))
+}
+
+/// The key verifiers check recording manifests against (`qiao verify --public-key`). Public.
+async fn recording_public_key(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({ "algorithm": "ed25519", "public_key": &*s.recording_public_key }))
 }
 
 /// The actor name of the administrator in the audit log.
