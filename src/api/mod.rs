@@ -74,6 +74,8 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}/convert", post(convert_to_mediation))
         .route("/sessions/{id}/participants/{pid}/transfer", post(transfer_participant))
         .route("/cases/{id}/timeline", get(case_timeline))
+        .route("/sessions/{id}/notes", get(list_notes))
+        .route("/live", get(live_sessions))
         .route("/media/stats", get(media_stats))
         .route("/audit", get(export_audit))
         .route("/stats", get(stats))
@@ -580,6 +582,50 @@ async fn transfer_participant(
         .await
         .map_err(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn list_notes(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    s.store.session(&id).await.map_err(ApiError::from_store("session"))?;
+    let notes: Vec<Value> = s
+        .store
+        .notes(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|(id, author, timecode_ms, at, text)| json!({"id": id, "author": author, "timecode_ms": timecode_ms, "at": at, "text": text}))
+        .collect();
+    Ok(Json(json!({ "notes": notes })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LiveQuery {
+    site_id: Option<String>,
+}
+
+/// Sessions under way now, with who is in each (zone, role, connection): the supervisor's view of
+/// a county (纪委 / 检察 监督). With `site_id`, only sessions held at that site or below it.
+async fn live_sessions(State(s): State<AppState>, Query(q): Query<LiveQuery>) -> Result<Json<Value>, ApiError> {
+    let allowed = match &q.site_id {
+        Some(site) => {
+            s.store.site(site).await.map_err(ApiError::from_store("site"))?;
+            Some(s.store.site_subtree(site).await.map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
+    let live = s.media.live().await.map_err(ApiError::internal)?;
+    let mut out = Vec::new();
+    for session in s.store.open_sessions().await.map_err(ApiError::internal)? {
+        if let Some(sites) = &allowed {
+            if !session.site_id.as_ref().is_some_and(|id| sites.contains(id)) {
+                continue;
+            }
+        }
+        let people = live.iter().find(|(id, _)| *id == session.id).map(|(_, p)| p.clone()).unwrap_or_default();
+        out.push(json!({ "session": session, "participants": people }));
+    }
+    audit(&s, AuditRecord::new(ADMIN, "live.view").detail(q.site_id.unwrap_or_default())).await?;
+    Ok(Json(json!({ "sessions": out })))
 }
 
 /// Everything that happened under a case, in time order: its sessions (with their links) and every

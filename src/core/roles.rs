@@ -33,6 +33,8 @@ pub struct RolePolicy {
     pub host: bool,
     /// Control actions this role may take on others (raising one's own hand is in the list too).
     pub actions: &'static [Action],
+    /// Keeps the record (笔录): may write notes stamped with the session's timecode.
+    pub notes: bool,
 }
 
 use Action::*;
@@ -60,15 +62,15 @@ const ATTENDING: &[Action] = &[RaiseHand, LowerHand];
 
 pub const fn policy(role: Role) -> &'static RolePolicy {
     match role {
-        Role::Judge => &RolePolicy { publish: true, host: true, actions: PRESIDING },
+        Role::Judge => &RolePolicy { publish: true, host: true, actions: PRESIDING, notes: true },
         Role::Mediator | Role::PetitionOfficer | Role::Leader => {
-            &RolePolicy { publish: true, host: true, actions: MODERATING }
+            &RolePolicy { publish: true, host: true, actions: MODERATING, notes: true }
         }
-        Role::Clerk => &RolePolicy { publish: true, host: true, actions: CLERK },
+        Role::Clerk => &RolePolicy { publish: true, host: true, actions: CLERK, notes: true },
         Role::Party | Role::Counsel | Role::Counsellor | Role::Interpreter | Role::Witness => {
-            &RolePolicy { publish: true, host: false, actions: ATTENDING }
+            &RolePolicy { publish: true, host: false, actions: ATTENDING, notes: false }
         }
-        Role::Observer => &RolePolicy { publish: false, host: false, actions: &[] },
+        Role::Observer => &RolePolicy { publish: false, host: false, actions: &[], notes: false },
     }
 }
 

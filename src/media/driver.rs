@@ -879,6 +879,10 @@ impl Driver {
                 let _ = reply.send(people);
             }
             Command::Control { from, request } => self.on_control(from, request, now),
+            Command::Live { reply } => {
+                let live = self.rooms.values().map(|r| (r.session.id.clone(), r.room.snapshot().0)).collect();
+                let _ = reply.send(live);
+            }
             Command::Tracks { session_id, reply } => {
                 let tracks = self
                     .room_by_session

@@ -128,6 +128,10 @@ pub enum Command {
         session_id: String,
         reply: oneshot::Sender<Vec<ParticipantView>>,
     },
+    /// Every live session with who is in it.
+    Live {
+        reply: oneshot::Sender<Vec<(String, Vec<ParticipantView>)>>,
+    },
     /// Published tracks of the session with their receive statistics.
     Tracks {
         session_id: String,
@@ -195,6 +199,12 @@ impl MediaHandle {
     pub async fn snapshot(&self, session_id: &str) -> Result<Vec<ParticipantView>, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Snapshot { session_id: session_id.into(), reply }).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    pub async fn live(&self) -> Result<Vec<(String, Vec<ParticipantView>)>, DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Live { reply }).await?;
         rx.await.map_err(|_| DriverGone)
     }
 

@@ -75,6 +75,18 @@ where
         }
     };
     let participant_id = joiner.participant_id.clone();
+    let opened_at = match ctx.store.session(&joiner.session.id).await {
+        Ok(s) => s
+            .opened_at
+            .and_then(|t| time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()),
+        Err(_) => None,
+    };
+    let who = Who {
+        session_id: joiner.session.id.clone(),
+        participant_id: participant_id.clone(),
+        role: joiner.role,
+        opened_at,
+    };
     let (out_tx, mut out_rx) = mpsc::channel(crate::media::OUTBOUND_CAPACITY);
     let me = match ctx.media.join(joiner, out_tx).await {
         Ok(Ok(me)) => me,
@@ -95,7 +107,7 @@ where
                     last_heard = Instant::now();
                     match parse_client_message(&text) {
                         Ok(msg) => {
-                            if let Some(ending) = handle(&mut sink, &ctx, me, msg).await {
+                            if let Some(ending) = handle(&mut sink, &ctx, me, &who, msg).await {
                                 return ending;
                             }
                         }
@@ -140,10 +152,20 @@ where
 }
 
 /// Handles one message after join; `Some` ends the connection.
+/// Who this connection is, for what the signalling task decides itself (notes).
+struct Who {
+    session_id: String,
+    participant_id: String,
+    role: Role,
+    /// When the session opened: notes are stamped with the time since (the recording's timeline).
+    opened_at: Option<time::OffsetDateTime>,
+}
+
 async fn handle<S: Sink<Message> + Unpin>(
     sink: &mut S,
     ctx: &SignalContext,
     me: ConnRef,
+    who: &Who,
     msg: ClientMessage,
 ) -> Option<Ending> {
     let cmd = match msg {
@@ -170,6 +192,10 @@ async fn handle<S: Sink<Message> + Unpin>(
             debug!(?reason, "leave");
             Command::Leave { from: me }
         }
+        ClientMessage::Note { text, .. } => {
+            let reply = save_note(ctx, who, &text).await;
+            return sink.send(Message::Text(reply.to_text().into())).await.is_err().then_some(Ending::Dropped);
+        }
         ClientMessage::Control { action, target, zone, kind, .. } => {
             let zone = match zone.as_deref().map(Zone::parse) {
                 None => None,
@@ -186,6 +212,35 @@ async fn handle<S: Sink<Message> + Unpin>(
         return Some(close(sink, CloseCode::ServerError, "media driver unavailable").await);
     }
     None
+}
+
+/// Stores a note with the session's timecode, if the role keeps the record.
+async fn save_note(ctx: &SignalContext, who: &Who, text: &str) -> ServerMessage {
+    if !crate::core::policy(who.role).notes {
+        return ServerMessage::error("not_allowed", "您的角色不能记录笔录", "your role does not keep the record");
+    }
+    let n = text.chars().count();
+    if n == 0 || n > 2000 {
+        return ServerMessage::error("bad_request", "笔录须为1–2000字", "a note is 1–2000 characters");
+    }
+    let timecode_ms =
+        who.opened_at.map(|t| (time::OffsetDateTime::now_utc() - t).whole_milliseconds().max(0) as i64).unwrap_or(0);
+    match ctx.store.add_note(&who.session_id, &who.participant_id, timecode_ms, text).await {
+        Ok(id) => {
+            let entry = AuditRecord::new(who.participant_id.as_str(), "note")
+                .session(who.session_id.as_str())
+                .target(id.as_str())
+                .detail(format!("timecode_ms={timecode_ms}"));
+            if let Err(e) = ctx.store.audit(entry).await {
+                warn!(error = %e, "could not write the audit log");
+            }
+            ServerMessage::NoteSaved { id, timecode_ms }
+        }
+        Err(e) => {
+            warn!(error = %e, "could not store a note");
+            ServerMessage::error("internal", "笔录保存失败，请重试", "the note was not saved; try again")
+        }
+    }
 }
 
 /// Checks the token and the session; returns who is joining or the close code that says why not.

@@ -76,6 +76,12 @@ pub enum ClientMessage {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// A note for the record (笔录), stamped by the server with the session's timecode.
+    Note {
+        #[serde(default)]
+        v: Option<u32>,
+        text: String,
+    },
     /// A host control or a hand raise (see docs/protocol.md, "Zones and host controls").
     Control {
         #[serde(default)]
@@ -102,7 +108,8 @@ impl ClientMessage {
             | ClientMessage::Mute { v, .. }
             | ClientMessage::Ping { v, .. }
             | ClientMessage::Leave { v, .. }
-            | ClientMessage::Control { v, .. } => *v,
+            | ClientMessage::Control { v, .. }
+            | ClientMessage::Note { v, .. } => *v,
         }
     }
 }
@@ -123,8 +130,8 @@ pub enum ParseError {
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|_| ParseError::NotJson)?;
     let ty = value.get("type").and_then(|t| t.as_str()).unwrap_or("").to_string();
-    const KNOWN: [&str; 8] =
-        ["join", "publish_offer", "subscribe_answer", "candidate", "mute", "ping", "leave", "control"];
+    const KNOWN: [&str; 9] =
+        ["join", "publish_offer", "subscribe_answer", "candidate", "mute", "ping", "leave", "control", "note"];
     if !KNOWN.contains(&ty.as_str()) {
         return Err(ParseError::UnknownType(ty));
     }
@@ -189,6 +196,10 @@ pub enum ServerMessage {
     ControlAck {
         action: Action,
         target: Option<String>,
+    },
+    NoteSaved {
+        id: String,
+        timecode_ms: i64,
     },
     /// This participant is handed to another session; its join link follows. The connection
     /// closes with 4016 right after.

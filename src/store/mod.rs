@@ -387,6 +387,47 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
     }
 
+    /// Stores a note at `timecode_ms` into the session; returns its id.
+    pub async fn add_note(&self, session_id: &str, author: &str, timecode_ms: i64, text: &str) -> Result<String> {
+        let id = new_id("note");
+        sqlx::query("INSERT INTO notes (id, session_id, author, timecode_ms, at, text) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&id)
+            .bind(session_id)
+            .bind(author)
+            .bind(timecode_ms)
+            .bind(now_rfc3339())
+            .bind(text)
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// A session's notes in timecode order: (id, author, timecode_ms, at, text).
+    pub async fn notes(&self, session_id: &str) -> Result<Vec<(String, String, i64, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, author, timecode_ms, at, text FROM notes WHERE session_id = ? ORDER BY timecode_ms, at",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// `site_id` and every site below it (county → township → village).
+    pub async fn site_subtree(&self, site_id: &str) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "WITH RECURSIVE tree(id) AS (SELECT id FROM sites WHERE id = ? UNION SELECT s.id FROM sites s JOIN tree t ON s.parent_id = t.id) SELECT id FROM tree",
+        )
+        .bind(site_id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Sessions that are open now.
+    pub async fn open_sessions(&self) -> Result<Vec<Session>> {
+        let rows =
+            sqlx::query(session_select!("WHERE s.status = 'open' ORDER BY s.opened_at")).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(session_from).collect())
+    }
+
     pub async fn set_group(&self, participant_id: &str, group: &str) -> Result<()> {
         sqlx::query("UPDATE participants SET group_name = ? WHERE id = ?")
             .bind(group)
