@@ -1,8 +1,10 @@
-// Qiao web client entry point: reads the join link, runs the pre-join device check, then the
-// session view. See docs/protocol.md for the signalling protocol.
+// Qiao web client entry point: reads the join link, runs the participant's steps the server asks
+// for (identity check, consent: steps.js), the pre-join device check, then the session view, and
+// the rating afterwards. See docs/protocol.md for the signalling protocol.
 //
 // Join link: /join#token=<JWT>[&autojoin=1]. The token is in the fragment so that it never
-// reaches server or proxy logs. autojoin=1 skips the pre-join click (used by automated tests).
+// reaches server or proxy logs. autojoin=1 skips the device-check click (used by automated tests);
+// the identity and consent steps run all the same.
 
 import { initI18n, setLang, currentLang, onLangChange, setText, setLiteral, setLabel, pair, t } from './i18n.js';
 import { LocalMedia, LevelMeter } from './media.js';
@@ -10,6 +12,7 @@ import { Stage, ICONS, showToast } from './ui.js';
 import { Session } from './session.js';
 import { Roster } from './roster.js';
 import { may, zoneKind, zoneOf, zoneText } from './roles.js';
+import { fetchStatus, ratesSession, relabelSteps, runSteps, showRating } from './steps.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -19,6 +22,10 @@ const autojoin = fragment.get('autojoin') === '1';
 
 const app = {
   state: token ? 'prejoin' : 'landing', // before a Session exists
+  /** where the page is in the participant's path (window.qiao.step) */
+  step: token ? 'status' : 'landing',
+  /** the last GET /api/v1/join/status answer */
+  status: null,
   local: null,
   meter: null,
   session: null,
@@ -38,6 +45,12 @@ const app = {
 window.qiao = Object.freeze({
   /** 'landing' | 'prejoin' | 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'left' */
   get state() { return app.session ? app.session.state : app.state; },
+  /**
+   * Where the page is in the participant's path: 'landing' (no token) | 'status' (asking the
+   * server which steps apply) | 'identity' | 'consent' | 'error' (bad link, closed session, server
+   * unreachable: the card says which) | 'prejoin' | 'session' | 'ended' | 'rating' | 'rated'.
+   */
+  get step() { return app.step; },
   /** Our participant id once joined, else null. */
   get participantId() { return app.session?.participantId ?? null; },
   /** Ids of the remote participants that have a tile. */
@@ -86,7 +99,7 @@ window.qiao = Object.freeze({
 
 // ---- screens --------------------------------------------------------------------------------
 
-const SCREENS = ['screen-landing', 'screen-prejoin', 'screen-session', 'screen-ended'];
+const SCREENS = ['screen-landing', 'screen-steps', 'screen-prejoin', 'screen-session', 'screen-ended'];
 function show(id) {
   for (const s of SCREENS) $(s).hidden = s !== id;
   document.body.dataset.screen = id;
@@ -99,6 +112,7 @@ function main() {
     app.stage.relabel();
     app.roster?.relabel();
     renderSessionInfo();
+    relabelSteps();
     if (app.session) renderRoom();
   });
   // Opening another join link in the same tab only changes the fragment: start afresh.
@@ -113,12 +127,28 @@ function main() {
     show('screen-landing');
     return;
   }
+  steps();
+}
+
+function setStep(step) {
+  app.step = step;
+  document.body.dataset.step = step;
+}
+
+// ---- the participant's steps (steps.js) ------------------------------------------------------
+
+/** Identity check and consent, whichever the server asks for; hosts usually go straight on. */
+async function steps() {
+  const status = await runSteps({ token, onStep: setStep, show: () => show('screen-steps') });
+  if (!status) return; // the card says why (bad link, session over)
+  app.status = status;
   prejoin();
 }
 
 // ---- pre-join -------------------------------------------------------------------------------
 
 async function prejoin() {
+  setStep('prejoin');
   show('screen-prejoin');
   app.local = new LocalMedia();
   $('join-btn').addEventListener('click', join);
@@ -194,7 +224,9 @@ function join() {
   app.meter?.stop();
   app.meter = null;
   $('preview-video').srcObject = null;
+  setStep('session');
   show('screen-session');
+  $('rec-badge').hidden = false; // every session is recorded: say so for as long as it lasts
   $('self-video').srcObject = app.local.videoTrack ? app.local.stream : null;
   renderControls();
 
@@ -461,7 +493,10 @@ function renderSessionInfo() {
 }
 
 function renderEnded({ kind, code }) {
+  setStep('ended');
   show('screen-ended');
+  $('rec-badge').hidden = true;
+  $('rating').hidden = true;
   $('self-video').srcObject = null;
   $('sound-btn').hidden = true;
   app.wakeLock?.release().catch(() => {});
@@ -470,14 +505,29 @@ function renderEnded({ kind, code }) {
     setText($('end-title'), 'end.left_title');
     setText($('end-body'), 'end.left_body');
   } else {
-    setText($('end-title'), 'end.closed_title');
+    setText($('end-title'), [4014, 4015].includes(code) ? 'end.steps_title' : 'end.closed_title');
     if (t(`close.${code}`) !== `close.${code}`) setText($('end-body'), `close.${code}`);
     else setText($('end-body'), 'close.other', { code });
   }
   // Joining again makes sense after our own leave or a glitch, not when the link or session is dead.
   // A locked session (4012) may be unlocked later, so trying again is offered there too.
-  $('rejoin-btn').hidden = !(kind === 'left' || [1000, 4006, 4007, 4012].includes(code));
+  // Refused for a missing identity check or consent (4014/4015; normally the steps ran first):
+  // reloading runs the steps again.
+  const redo = kind !== 'left' && [4014, 4015].includes(code);
+  $('rejoin-btn').hidden = !(redo || kind === 'left' || [1000, 4006, 4007, 4012].includes(code));
+  setText($('rejoin-btn'), redo ? 'end.redo_steps' : 'end.rejoin');
   $('rejoin-btn').onclick = () => location.reload();
+  offerRating(kind, code);
+}
+
+/** After taking part, until the session is over or we left: one rating, unless given already. */
+async function offerRating(kind, code) {
+  if (!(kind === 'left' || code === 4005) || app.timing.joined === null) return;
+  if (!ratesSession(app.session?.self?.role ?? app.status?.participant?.role)) return;
+  // Ask again: the rating may have been given from another window meanwhile.
+  const res = await fetchStatus(token);
+  if (res.ok ? res.body.rated : app.status?.rated) return;
+  showRating({ token, onStep: setStep });
 }
 
 // Keep a phone's screen on during a hearing; the lock is dropped whenever the page is hidden.

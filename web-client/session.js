@@ -35,7 +35,7 @@ const CONTROL_TIMEOUT_MS = 5000;
 const CONTROL_ERROR_CODES = new Set(['not_allowed', 'bad_target', 'bad_zone']);
 
 /** Close codes after which we must not reconnect (protocol.md "Close codes"). */
-export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4012, 4013]);
+export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4012, 4013, 4014, 4015]);
 // Everything else (1006, 1009, 4009, 4010, 4011, and codes v1 does not name such as 1001 or
 // 1011) is treated as transient: reconnect.
 

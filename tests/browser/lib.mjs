@@ -1,7 +1,9 @@
-// Shared helpers of the headless-Chromium checks (three_party.mjs, reconnect.mjs): launching
-// Chromium with fake devices, opening join links, reading the page's test hook (window.qiao),
-// artifacts, the RESULT line, a watchdog, and TcpLink, a loopback TCP relay whose connections a
-// test can cut to drop one page's network.
+// Shared helpers of the headless-Chromium checks (three_party.mjs, reconnect.mjs, hearing.mjs,
+// caucus.mjs): launching Chromium with fake devices, opening join links, reading the page's test
+// hook (window.qiao), artifacts, the RESULT line, a watchdog, TcpLink, a loopback TCP relay whose
+// connections a test can cut to drop one page's network, and (at the end) what the zone tests
+// share: a room sample with zone, roster and what the page shows, raw receive counters of every
+// peer connection, per-publisher gains between samples, and bounded polling.
 //
 // Conventions every script keeps: exactly one `RESULT {json}` line on stdout, exit status 0 exactly
 // when result.ok, diagnostics on stderr, join tokens never printed or saved.
@@ -284,4 +286,194 @@ function reset(socket) {
   } catch {
     socket.destroy();
   }
+}
+
+// ---- zones and host controls (hearing.mjs, caucus.mjs) --------------------------------------
+
+/**
+ * Test-side instrumentation, installed before the page's own scripts: every RTCPeerConnection the
+ * page creates is kept in window.__qiaoTestPcs, so that a sample can count everything the page
+ * receives (all inbound-rtp of all its peer connections), whether or not the client attributes it
+ * to a publisher. The client's own window.qiao.stats() only reports streams it can attribute; a
+ * leak from another zone under an unexpected id would not show there, but shows here.
+ */
+export async function trackPeerConnections(context) {
+  await context.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    if (!Native || window.__qiaoTestPcs) return;
+    const pcs = [];
+    Object.defineProperty(window, '__qiaoTestPcs', { value: pcs });
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        pcs.push(this);
+      }
+    };
+  });
+}
+
+/**
+ * Everything a zone test reads from one page: the window.qiao hook (state, zone, roster, session,
+ * stats) plus `raw` (every inbound-rtp of every peer connection, keyed "<pc index>/<stats id>") and
+ * `dom`, what a person sees: the waiting card (lobby / witness waiting), the caucus banner, the
+ * "ended" screen and its text, the stage's tiles.
+ */
+export async function sampleRoom(page) {
+  return page.evaluate(async () => {
+    const q = window.qiao;
+    if (!q) return null;
+    const raw = {};
+    const pcs = window.__qiaoTestPcs || [];
+    await Promise.all(pcs.map(async (pc, i) => {
+      let report;
+      try { report = await pc.getStats(); } catch { return; }
+      report.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        raw[`${i}/${s.id}`] = { kind: s.kind, framesDecoded: s.framesDecoded ?? 0, packetsReceived: s.packetsReceived ?? 0 };
+      });
+    }));
+    const shown = (id) => {
+      const el = document.getElementById(id);
+      return !!el && !el.closest('[hidden]');
+    };
+    const banner = document.getElementById('zone-banner');
+    return {
+      state: q.state,
+      participantId: q.participantId,
+      zone: q.zone,
+      closeCode: q.closeCode,
+      remote: q.remoteParticipants(),
+      roster: q.roster(),
+      session: q.session(),
+      stats: await q.stats(),
+      raw,
+      timing: q.timing,
+      now: performance.now(),
+      dom: {
+        waiting_card: shown('waiting-card'),
+        zone_banner: shown('zone-banner') ? (banner.dataset.kind || 'shown') : null,
+        ended: shown('screen-ended'),
+        ended_text: shown('screen-ended') ? document.getElementById('end-body').textContent : null,
+        stage_shown: shown('stage'),
+        tiles: [...document.querySelectorAll('#stage .tile')].map((t) => t.dataset.participantId),
+      },
+    };
+  });
+}
+
+/**
+ * Sample every page once (bounded): p.prev becomes the previous sample, p.snap the new one
+ * (p.sampleError when the page did not answer; p.snap is then kept).
+ */
+export async function sampleRooms(pages) {
+  await Promise.all(pages.map(async (p) => {
+    try {
+      const snap = await withTimeout(sampleRoom(p.page), EVALUATE_LIMIT_MS, 'reading window.qiao');
+      p.prev = p.snap;
+      p.snap = snap;
+      p.sampleError = undefined;
+    } catch (err) {
+      p.sampleError = err.message;
+    }
+  }));
+}
+
+/**
+ * Poll every page every POLL_MS until `done()` (which reads p.snap / p.prev) is true, for at most
+ * `timeoutMs`. Returns the milliseconds it took; throws `what` (with the pages' states) on timeout.
+ */
+export async function pollUntil(pages, done, { timeoutMs, what, describe }) {
+  const t0 = Date.now();
+  for (;;) {
+    await sampleRooms(pages);
+    if (done()) return Date.now() - t0;
+    if (Date.now() - t0 >= timeoutMs) {
+      const detail = describe ? describe() : pages.map((p) => `${p.name}: ${roomState(p)}`).join('; ');
+      throw new Error(`${what}: not within ${timeoutMs} ms (${detail})`);
+    }
+    await sleep(POLL_MS);
+  }
+}
+
+/** A one-line description of a page for errors: state, zone, tiles, what it decodes. */
+export function roomState(p) {
+  const s = p.snap;
+  if (p.loadError) return `load failed: ${p.loadError}`;
+  if (!s) return p.sampleError ? `unreadable: ${p.sampleError}` : 'no window.qiao';
+  const dec = [...new Set(s.stats.videos.filter((v) => v.framesDecoded > 0).map((v) => v.participant_id))];
+  return `${s.state}/${s.zone ?? '-'}${s.closeCode ? ` close ${s.closeCode}` : ''}, tiles [${s.dom.tiles.join(',')}], decoding [${dec.join(',')}]`;
+}
+
+/** Per-stream counters of what a sample got from one publisher: "<track_id>" → count. */
+function perTrack(snap, publisherId, kind) {
+  const field = kind === 'video' ? 'framesDecoded' : 'packetsReceived';
+  const out = new Map();
+  for (const s of snap?.stats[kind === 'video' ? 'videos' : 'audios'] ?? []) {
+    if (s.participant_id !== publisherId) continue;
+    out.set(s.track_id, (out.get(s.track_id) ?? 0) + s[field]);
+  }
+  return out;
+}
+
+/** All video frames decoded ('video') or audio packets received ('audio') from one publisher, per window.qiao.stats(). */
+export function received(snap, publisherId, kind) {
+  let sum = 0;
+  for (const v of perTrack(snap, publisherId, kind).values()) sum += v;
+  return sum;
+}
+
+/**
+ * How much a later sample got from one publisher beyond an earlier one, stream by stream (a stream
+ * that went away counts 0, a new one counts in full).
+ */
+export function gainedFrom(from, to, publisherId, kind) {
+  const before = perTrack(from, publisherId, kind);
+  let sum = 0;
+  for (const [id, n] of perTrack(to, publisherId, kind)) sum += Math.max(0, n - (before.get(id) ?? 0));
+  return sum;
+}
+
+/**
+ * Raw totals of a sample, over every inbound-rtp of every peer connection of the page:
+ * {video_frames, video_packets, audio_packets}.
+ */
+export function rawTotals(snap) {
+  const t = { video_frames: 0, video_packets: 0, audio_packets: 0 };
+  for (const s of Object.values(snap?.raw ?? {})) {
+    if (s.kind === 'video') { t.video_frames += s.framesDecoded; t.video_packets += s.packetsReceived; }
+    else if (s.kind === 'audio') t.audio_packets += s.packetsReceived;
+  }
+  return t;
+}
+
+/** The same totals, gained between two samples stream by stream. */
+export function rawGained(from, to) {
+  const t = { video_frames: 0, video_packets: 0, audio_packets: 0 };
+  for (const [id, s] of Object.entries(to?.raw ?? {})) {
+    const b = from?.raw?.[id];
+    const d = (field) => Math.max(0, s[field] - (b?.[field] ?? 0));
+    if (s.kind === 'video') { t.video_frames += d('framesDecoded'); t.video_packets += d('packetsReceived'); }
+    else if (s.kind === 'audio') t.audio_packets += d('packetsReceived');
+  }
+  return t;
+}
+
+/** Whether a page's media from `publisherId` is flowing: video frames and audio packets both rose since its previous sample. */
+export function flowing(p, publisherId) {
+  return gainedFrom(p.prev, p.snap, publisherId, 'video') > 0 && gainedFrom(p.prev, p.snap, publisherId, 'audio') > 0;
+}
+
+/** A page's zone as the page itself says (window.qiao.zone), and as another page's roster says. */
+export function zoneIn(p, participantId) {
+  if (!p.snap) return null;
+  return p.snap.roster.find((r) => r.id === participantId)?.zone ?? null;
+}
+
+/**
+ * Run a host control in the page through window.qiao.control(); resolves with the control_ack, or
+ * with {rejected: <the error object>} (the page catches the rejection itself).
+ */
+export async function controlIn(p, action, target, extra) {
+  return withTimeout(p.page.evaluate(async ([a, t, x]) => window.qiao.control(a, t, x ?? {})
+    .then((ack) => ack, (err) => ({ rejected: err })), [action, target, extra ?? null]), 10_000, `control ${action}`);
 }
