@@ -123,13 +123,40 @@ pub fn admin_token(dir: &Path, from_env: Option<String>) -> std::io::Result<(Str
     Ok((t, true))
 }
 
-/// What is stored of an ID number: SHA-256 over the participant id and the normalised number, so
-/// the number itself is never kept and equal numbers of different invitations hash differently.
-pub fn identity_hash(participant_id: &str, id_number: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let normalised: String = id_number.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_uppercase).collect();
-    let digest = Sha256::digest(format!("qiao-identity/1:{participant_id}:{normalised}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+/// What is stored of an ID number: HMAC-SHA256 under a server key (`identity-hash.key` in the data
+/// dir) over the participant id and the normalised number. Keyed, because resident ID numbers have
+/// too little entropy for a plain hash: a copy of the database alone does not reveal them.
+pub struct IdentityHasher {
+    key: Vec<u8>,
+}
+
+impl IdentityHasher {
+    pub fn from_key(key: &[u8]) -> IdentityHasher {
+        IdentityHasher { key: key.to_vec() }
+    }
+
+    pub fn load_or_create(dir: &Path) -> std::io::Result<IdentityHasher> {
+        let path = dir.join("identity-hash.key");
+        let key = match std::fs::read(&path) {
+            Ok(k) if k.len() >= 32 => k,
+            _ => {
+                let mut k = vec![0u8; 32];
+                rand::thread_rng().fill_bytes(&mut k);
+                write_private(&path, &k)?;
+                k
+            }
+        };
+        Ok(IdentityHasher { key })
+    }
+
+    pub fn hash(&self, participant_id: &str, id_number: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let normalised: String =
+            id_number.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_uppercase).collect();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(format!("qiao-identity/1:{participant_id}:{normalised}").as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// Constant-time comparison, so the admin token cannot be guessed byte by byte from timings.
@@ -190,6 +217,19 @@ mod tests {
         let t = Tokens::from_secret(&[3; 32]);
         assert_eq!(t.verify("not.a.jwt"), Err(AuthError::Invalid));
         assert_eq!(t.verify(""), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn identity_hashes_are_keyed_and_normalised() {
+        let a = IdentityHasher::from_key(&[1; 32]);
+        let b = IdentityHasher::from_key(&[2; 32]);
+        assert_eq!(a.hash("p_1", "13092519800101123x"), a.hash("p_1", " 13092519800101123X "));
+        assert_ne!(
+            a.hash("p_1", "13092519800101123X"),
+            b.hash("p_1", "13092519800101123X"),
+            "another key, another hash"
+        );
+        assert_ne!(a.hash("p_1", "13092519800101123X"), a.hash("p_2", "13092519800101123X"), "another invitation too");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     std::fs::create_dir_all(dir.join("recordings")).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
     let store = Store::open(dir).await?;
     let tokens = Tokens::load_or_create(dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    let identity_hasher = Arc::new(
+        crate::auth::IdentityHasher::load_or_create(dir)
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?,
+    );
     let recording_keys = crate::record::SigningKeys::load_or_create(dir)
         .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
     let (admin, generated) = admin_token(dir, config.auth.admin_token.clone())
@@ -85,7 +89,8 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         admin_token: Arc::from(admin.as_str()),
         public_url: Arc::from(public_url.trim_end_matches('/')),
         token_ttl: config.auth.token_ttl,
-        identity: Arc::new(crate::api::join::InvitationMatch),
+        identity: Arc::new(crate::api::join::InvitationMatch { hasher: identity_hasher.clone() }),
+        identity_hasher,
         recording_public_key: Arc::from(recording_keys.public_key_b64()),
     };
     let router = app(state);

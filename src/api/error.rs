@@ -62,7 +62,7 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match &self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", format!("请求无效 / bad request: {m}")),
             ApiError::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, "unauthorized", "未授权 / missing or wrong admin token".into())
+                (StatusCode::UNAUTHORIZED, "unauthorized", "未授权 / missing, invalid or expired token".into())
             }
             ApiError::NotFound(w) => (StatusCode::NOT_FOUND, "not_found", format!("{}不存在 / {w} not found", zh(w))),
             ApiError::Conflict(w) => (StatusCode::CONFLICT, "conflict", format!("状态冲突 / conflict: {w}")),

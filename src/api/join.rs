@@ -30,9 +30,11 @@ pub trait IdentityCheck: Send + Sync {
     ) -> bool;
 }
 
-/// The default check: the name as invited and the same ID number (compared by hash; the number
-/// itself is never stored).
-pub struct InvitationMatch;
+/// The default check: the name as invited and the same ID number (compared by keyed hash; the
+/// number itself is never stored).
+pub struct InvitationMatch {
+    pub hasher: std::sync::Arc<crate::auth::IdentityHasher>,
+}
 
 impl IdentityCheck for InvitationMatch {
     fn matches(
@@ -43,7 +45,7 @@ impl IdentityCheck for InvitationMatch {
         name: &str,
         id_number: &str,
     ) -> bool {
-        let hash = crate::auth::identity_hash(participant_id, id_number);
+        let hash = self.hasher.hash(participant_id, id_number);
         crate::auth::token_eq(&hash, expected_hash) & (name.trim() == expected_name.trim())
     }
 }
@@ -74,7 +76,11 @@ fn consent_needed(p: &Participant, session: &Session) -> bool {
 /// What the page must do before it can join.
 pub async fn status(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let (p, session) = caller(&s, &headers).await?;
+    let expectation = s.store.identity_expectation(&p.id).await.map_err(ApiError::internal)?;
+    let locked = expectation.is_some_and(|(_, _, failures)| failures >= MAX_IDENTITY_FAILURES)
+        && p.identity_verified_at.is_none();
     Ok(Json(json!({
+        "identity_locked": locked,
         "participant": {"id": p.id, "display_name": p.display_name, "role": p.role},
         "session": {"id": session.id, "case_id": session.case_id, "kind": session.kind, "title": session.title, "status": session.status},
         "identity_required": p.identity_required,
@@ -105,6 +111,9 @@ pub async fn identity(
     else {
         return Ok(Json(json!({"verified": true, "required": false})));
     };
+    if p.identity_verified_at.is_some() {
+        return Ok(Json(json!({"verified": true, "required": true})));
+    }
     if failures >= MAX_IDENTITY_FAILURES {
         audit(&s, AuditRecord::new(p.id.as_str(), "identity.locked").session(&session.id)).await?;
         return Err(ApiError::TooManyAttempts);

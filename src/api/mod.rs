@@ -54,6 +54,8 @@ pub struct AppState {
     pub token_ttl: Duration,
     /// Who may stand behind an invitation (the identity step's hook).
     pub identity: Arc<dyn join::IdentityCheck>,
+    /// Keyed hashing of ID numbers for identity checks.
+    pub identity_hasher: Arc<crate::auth::IdentityHasher>,
     /// The public half of the key that signs recording manifests, base64.
     pub recording_public_key: Arc<str>,
 }
@@ -487,7 +489,7 @@ async fn make_invitation(
             other => ApiError::internal(other),
         })?;
     if let Some((name, number)) = inv.identity {
-        let hash = crate::auth::identity_hash(&pid, number);
+        let hash = s.identity_hasher.hash(&pid, number);
         s.store.set_identity(&pid, name.trim(), &hash).await.map_err(ApiError::internal)?;
     }
     if let Some(g) = inv.group {
