@@ -139,6 +139,7 @@ async fn the_identity_check_locks_after_five_wrong_answers_and_bad_tokens_get_40
         (StatusCode::TOO_MANY_REQUESTS, Some("too_many_attempts")),
         "locked even for the right answer"
     );
+    assert_eq!(party.status().await["identity_locked"], true, "the page learns it is locked without trying again");
     let stranger = Participant { s: &s, token: "not-a-token".into() };
     let (code, v) = stranger.call(reqwest::Method::GET, "/api/v1/join/status", None).await;
     assert_eq!((code, v["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthorized")));
