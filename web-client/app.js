@@ -371,6 +371,7 @@ function renderRoom() {
   const session = app.session;
   const self = session?.self;
   renderZone(session?.zone ?? null);
+  renderStageNote();
   renderControls();
   renderLock();
   if (!self) return;
@@ -407,6 +408,18 @@ function renderZone(zone) {
     const { key, params } = zoneText(zone);
     setText($('zone-banner-zone'), key, params);
   }
+}
+
+/**
+ * The note on an empty stage. Left alone while the others talk in a caucus or a consultation
+ * (背对背), a party must not be told it is waiting for people to join: they are here, elsewhere.
+ */
+function renderStageNote() {
+  const session = app.session;
+  const mine = session?.zone ?? null;
+  const elsewhere = !!session && [...session.people.values()].some((p) => p.id !== session.participantId
+    && zoneOf(p) !== mine && ['caucus', 'consultation'].includes(zoneKind(zoneOf(p))));
+  setText($('stage-empty'), elsewhere ? 'stage.others_private' : 'stage.waiting');
 }
 
 function renderLock() {

@@ -188,6 +188,7 @@ const STRINGS = {
   'notice.lobby_arrival': ['{name} 正在等候室等候进入。', '{name} is waiting in the lobby.'],
 
   'stage.waiting': ['等待其他参会人加入…', 'Waiting for others to join…'],
+  'stage.others_private': ['其他参会人正在单独会谈，请稍候…', 'The others are talking in a private room; please wait…'],
   'tile.you': ['我', 'You'],
   'tile.reconnecting': ['重新连接中', 'Reconnecting'],
   'tile.mic_muted': ['已静音', 'Muted'],

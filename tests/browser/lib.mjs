@@ -297,8 +297,8 @@ function reset(socket) {
  * to a publisher. The client's own window.qiao.stats() only reports streams it can attribute; a
  * leak from another zone under an unexpected id would not show there, but shows here.
  */
-export async function trackPeerConnections(context) {
-  await context.addInitScript(() => {
+export async function trackPeerConnections(pageOrContext) {
+  await pageOrContext.addInitScript(() => {
     const Native = window.RTCPeerConnection;
     if (!Native || window.__qiaoTestPcs) return;
     const pcs = [];
@@ -316,7 +316,7 @@ export async function trackPeerConnections(context) {
  * Everything a zone test reads from one page: the window.qiao hook (state, zone, roster, session,
  * stats) plus `raw` (every inbound-rtp of every peer connection, keyed "<pc index>/<stats id>") and
  * `dom`, what a person sees: the waiting card (lobby / witness waiting), the caucus banner, the
- * "ended" screen and its text, the stage's tiles.
+ * "ended" screen and its text, the stage's tiles and the note an empty stage shows.
  */
 export async function sampleRoom(page) {
   return page.evaluate(async () => {
@@ -355,6 +355,8 @@ export async function sampleRoom(page) {
         ended: shown('screen-ended'),
         ended_text: shown('screen-ended') ? document.getElementById('end-body').textContent : null,
         stage_shown: shown('stage'),
+        // the i18n key of the note an empty stage shows ("waiting for others", …), if shown
+        stage_note: shown('stage-empty') ? (document.getElementById('stage-empty').dataset.i18n ?? null) : null,
         tiles: [...document.querySelectorAll('#stage .tile')].map((t) => t.dataset.participantId),
       },
     };
@@ -382,13 +384,13 @@ export async function sampleRooms(pages) {
  * Poll every page every POLL_MS until `done()` (which reads p.snap / p.prev) is true, for at most
  * `timeoutMs`. Returns the milliseconds it took; throws `what` (with the pages' states) on timeout.
  */
-export async function pollUntil(pages, done, { timeoutMs, what, describe }) {
+export async function pollUntil(pages, done, { timeoutMs, what }) {
   const t0 = Date.now();
   for (;;) {
     await sampleRooms(pages);
     if (done()) return Date.now() - t0;
     if (Date.now() - t0 >= timeoutMs) {
-      const detail = describe ? describe() : pages.map((p) => `${p.name}: ${roomState(p)}`).join('; ');
+      const detail = pages.map((p) => `${p.name}: ${roomState(p)}`).join('; ');
       throw new Error(`${what}: not within ${timeoutMs} ms (${detail})`);
     }
     await sleep(POLL_MS);
@@ -463,7 +465,7 @@ export function flowing(p, publisherId) {
   return gainedFrom(p.prev, p.snap, publisherId, 'video') > 0 && gainedFrom(p.prev, p.snap, publisherId, 'audio') > 0;
 }
 
-/** A page's zone as the page itself says (window.qiao.zone), and as another page's roster says. */
+/** The zone of `participantId` as page p's roster shows it (null if not listed). */
 export function zoneIn(p, participantId) {
   if (!p.snap) return null;
   return p.snap.roster.find((r) => r.id === participantId)?.zone ?? null;
