@@ -841,11 +841,27 @@ impl Room {
         })
     }
 
-    /// Tells everyone, the participant itself included, its new state.
+    /// Tells everyone who may know, the participant itself included, its new state.
     fn broadcast_updated(&mut self, key: ParticipantKey) {
         if let Some(view) = self.view_of(key) {
-            self.broadcast(RoomEvent::ParticipantUpdated(view));
+            let event = RoomEvent::ParticipantUpdated(view);
+            for (to, p) in &self.participants {
+                if *to == key || p.zone.carries_media() {
+                    self.outputs.push_back(Output::Event { to: *to, event: event.clone() });
+                }
+            }
         }
+    }
+
+    /// Everyone in the room and every published track, as `key` may see them: a participant in a
+    /// waiting zone learns nothing of the others (a witness must not follow the hearing before
+    /// testifying, not even who speaks or joins).
+    pub fn snapshot_for(&self, key: ParticipantKey) -> (Vec<ParticipantView>, Vec<TrackView>) {
+        let waiting = self.participants.get(&key).is_some_and(|p| !p.zone.carries_media());
+        if waiting {
+            return (self.view_of(key).into_iter().collect(), Vec::new());
+        }
+        self.snapshot()
     }
 
     fn broadcast(&mut self, event: RoomEvent) {
@@ -917,12 +933,27 @@ impl Room {
             }
         }
         let was_lobby = p.zone == Zone::Lobby;
+        let was_waiting = !p.zone.carries_media();
         self.arrivals += 1;
         let p = self.participants.get_mut(&key).expect("checked");
         p.zone = zone;
         p.zone_order = self.arrivals;
         self.reconcile(key, keys);
         self.broadcast_updated(key);
+        if was_waiting && zone.carries_media() {
+            // Out of waiting: now it may know who is here and what they publish.
+            let others: Vec<ParticipantKey> = self.participants.keys().copied().filter(|k| *k != key).collect();
+            for k in others {
+                if let Some(view) = self.view_of(k) {
+                    self.outputs.push_back(Output::Event { to: key, event: RoomEvent::ParticipantJoined(view) });
+                }
+            }
+            let tracks: Vec<TrackView> =
+                self.up_tracks.values().filter(|t| t.publisher != key).filter_map(|t| self.track_view(t)).collect();
+            for t in tracks {
+                self.outputs.push_back(Output::Event { to: key, event: RoomEvent::TrackPublished(t) });
+            }
+        }
         if was_lobby {
             // Everyone behind moved up one place.
             let waiting: Vec<_> =
@@ -1043,9 +1074,11 @@ impl Room {
         Ok(None)
     }
 
-    fn broadcast_except(&mut self, except: ParticipantKey, event: RoomEvent) {
-        for key in self.participants.keys() {
-            if *key != except {
+    /// Sends an event about `subject` to everyone else who may know of it: nobody in a waiting
+    /// zone hears about others.
+    fn broadcast_except(&mut self, subject: ParticipantKey, event: RoomEvent) {
+        for (key, p) in &self.participants {
+            if *key != subject && p.zone.carries_media() {
                 self.outputs.push_back(Output::Event { to: *key, event: event.clone() });
             }
         }

@@ -996,7 +996,7 @@ impl Driver {
         };
         let _ = reply.send(Ok(ConnRef { participant: key, conn }));
         if let Some(r) = self.rooms.get(&rk) {
-            let (mut participants, tracks) = r.room.snapshot();
+            let (mut participants, tracks) = r.room.snapshot_for(key);
             let me = participants.iter().position(|p| p.id == joiner.participant_id).map(|i| participants.remove(i));
             if let Some(me) = me {
                 let mut session = r.session.clone();

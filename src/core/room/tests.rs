@@ -499,3 +499,42 @@ fn at_most_five_representatives_of_a_group_are_admitted() {
     h.room.leave(h.t0, reps[0], LeaveCause::Left);
     h.control(officer, Control::Admit(reps[5])).unwrap();
 }
+
+#[test]
+fn a_waiting_participant_learns_nothing_of_the_others_until_it_enters() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let party = h.join("party", Role::Party);
+    h.publish(judge, MediaKind::Audio);
+    let witness = h.join_in("witness", Role::Witness, Zone::WitnessWaiting);
+    let (people, tracks) = h.room.snapshot_for(witness);
+    assert_eq!((people.len(), tracks.len()), (1, 0), "only itself");
+    h.drain();
+    // The hearing goes on: hands, mutes, joins, publications.
+    h.control(party, Control::RaiseHand(party)).unwrap();
+    h.control(judge, Control::Mute(party, MediaKind::Video)).unwrap();
+    let late = h.join("late", Role::Counsel);
+    h.publish(late, MediaKind::Audio);
+    h.room.leave(h.t0, late, LeaveCause::Left);
+    let told_witness: Vec<_> =
+        h.drain().into_iter().filter(|o| matches!(o, Output::Event { to, .. } if *to == witness)).collect();
+    assert!(told_witness.is_empty(), "the witness heard: {told_witness:?}");
+    // Called: now it is told who is here and what they publish.
+    h.control(judge, Control::CallWitness(witness)).unwrap();
+    let out = h.drain();
+    let joined: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event { to, event: RoomEvent::ParticipantJoined(v) } if *to == witness => Some(v.id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined.len(), 2, "judge and party: {joined:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::Event { to, event: RoomEvent::TrackPublished(_) } if *to == witness)));
+    // The others still see the lobby, so hosts can admit.
+    let waiting = h.join_in("waiting", Role::Party, Zone::Lobby);
+    assert!(h.drain().iter().any(|o| matches!(o, Output::Event { to, event: RoomEvent::ParticipantJoined(v) } if *to == judge && v.id == "p_waiting")));
+    let _ = waiting;
+}
