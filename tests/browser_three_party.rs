@@ -74,6 +74,11 @@ async fn three_browsers_see_and_hear_each_other_through_join_links() {
     println!("join-to-first-remote-frame (ms) per page: {firsts:?}");
     std::fs::write(artifacts.join("first_frame_ms.json"), serde_json::to_vec(&firsts).unwrap()).unwrap();
 
+    // Chromium puts its microphone level in every audio packet and the server reads it (active
+    // speaker detection).
+    let stats = s.media().stats().await.unwrap();
+    assert!(stats.audio_levels > 0, "no audio level reached the server: {stats:?}");
+
     // The server saw all three join and agrees they are online.
     let listed = s.get(&format!("/api/v1/sessions/{sid}/participants")).await;
     let online = listed["participants"].as_array().unwrap().iter().filter(|p| p["online"] == true).count();

@@ -25,6 +25,7 @@ pub mod munger;
 pub mod policy;
 pub mod roles;
 pub mod room;
+pub mod speaker;
 pub mod stats;
 pub mod zone;
 

@@ -10,6 +10,7 @@ use super::ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
 use super::munger::Munger;
 use super::policy::{ForwardPolicy, Subject};
 use super::roles::{policy, Action};
+use super::speaker::{Loudness, SpeakerPicker, SPEAKER_INTERVAL};
 use super::stats::{ReceiveStats, StatsView};
 use super::zone::Zone;
 
@@ -238,10 +239,23 @@ pub struct TrackReport {
 pub enum RoomEvent {
     ParticipantJoined(ParticipantView),
     ParticipantUpdated(ParticipantView),
-    ParticipantLeft { participant_id: String, cause: LeaveCause },
+    ParticipantLeft {
+        participant_id: String,
+        cause: LeaveCause,
+    },
     TrackPublished(TrackView),
-    TrackUnpublished { track_id: String, participant_id: String },
-    SessionUpdated { locked: bool, spotlight: Option<String> },
+    TrackUnpublished {
+        track_id: String,
+        participant_id: String,
+    },
+    SessionUpdated {
+        locked: bool,
+        spotlight: Option<String>,
+    },
+    /// The loudest participant of the recipient's zone changed.
+    ActiveSpeaker {
+        participant_id: String,
+    },
 }
 
 /// A control action, with its target resolved to a key by the driver.
@@ -319,6 +333,8 @@ pub struct RtpIn<'a> {
     pub seq: u16,
     pub ts: u32,
     pub payload: &'a [u8],
+    /// The RFC 6464 audio level carried by the packet, if negotiated (0 loudest, 127 silence).
+    pub audio_level: Option<u8>,
 }
 
 /// One packet's copy for one down track, with its rewritten header fields.
@@ -364,6 +380,10 @@ struct UpTrack {
     /// A host muted this kind for the publisher: drop every packet (checked per packet, so it is
     /// a flag here rather than a lookup of the publisher).
     muted_by_host: bool,
+    /// Smoothed loudness from the packets' audio level (audio tracks).
+    loudness: Loudness,
+    /// A level arrived since the last speaker evaluation.
+    level_seen: bool,
 }
 
 struct DownTrack {
@@ -383,6 +403,10 @@ pub struct Room {
     locked: bool,
     /// Hands out `zone_order` values.
     arrivals: u64,
+    /// Active speaker per zone: each zone has its own conversation.
+    speakers: HashMap<Zone, SpeakerPicker<ParticipantKey>>,
+    /// When speakers are next compared; `None` while nobody publishes audio.
+    next_speaker_eval: Option<Instant>,
     spotlight: Option<ParticipantKey>,
     participants: BTreeMap<ParticipantKey, Participant>,
     up_tracks: HashMap<UpTrackKey, UpTrack>,
@@ -397,6 +421,8 @@ impl Room {
             policy,
             locked: false,
             arrivals: 0,
+            speakers: HashMap::new(),
+            next_speaker_eval: None,
             spotlight: None,
             participants: BTreeMap::new(),
             up_tracks: HashMap::new(),
@@ -529,6 +555,9 @@ impl Room {
             self.drop_down_track(down, false);
         }
         let Some(p) = self.participants.remove(&key) else { return };
+        for picker in self.speakers.values_mut() {
+            picker.forget(key);
+        }
         if self.spotlight == Some(key) {
             self.spotlight = None;
             self.broadcast_session();
@@ -587,6 +616,8 @@ impl Room {
             MediaKind::Video => p.video_muted_by_host,
         };
         let track = UpTrack {
+            loudness: Loudness::default(),
+            level_seen: false,
             muted_by_host,
             codec: Codec::from_mime(&info.mime),
             info,
@@ -689,12 +720,19 @@ impl Room {
     /// must receive it. `out` is cleared first and reused by the caller, so this allocates nothing
     /// once warm.
     pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, pkt: RtpIn<'_>, out: &mut Vec<Forward>) {
-        let RtpIn { ssrc, seq, ts, payload } = pkt;
+        let RtpIn { ssrc, seq, ts, payload, audio_level } = pkt;
         out.clear();
         let Some(track) = self.up_tracks.get_mut(&up) else { return };
         track.stats.on_packet(seq, ts, payload.len(), track.info.clock_rate, now);
         if track.muted_by_host {
             return;
+        }
+        if let Some(level) = audio_level {
+            track.loudness.on_level(level);
+            track.level_seen = true;
+            if self.next_speaker_eval.is_none() {
+                self.next_speaker_eval = Some(now + SPEAKER_INTERVAL);
+            }
         }
         let codec = track.codec;
         let clock_rate = track.info.clock_rate;
@@ -738,10 +776,55 @@ impl Room {
             .participants
             .values()
             .flat_map(|p| [p.reconnect_deadline, p.last_media.map(|t| t + self.config.peer_timeout)]);
-        keyframes.chain(people.flatten()).min()
+        keyframes.chain(people.flatten()).chain(self.next_speaker_eval).min()
+    }
+
+    /// Compares loudness per zone and announces a new speaker to that zone.
+    fn evaluate_speakers(&mut self, now: Instant) {
+        let Some(due) = self.next_speaker_eval else { return };
+        if now < due {
+            return;
+        }
+        // Loudest voice per zone this round.
+        let mut loudest: HashMap<Zone, (ParticipantKey, u32)> = HashMap::new();
+        for t in self.up_tracks.values_mut() {
+            if t.info.kind != MediaKind::Audio {
+                continue;
+            }
+            if !t.level_seen {
+                t.loudness.decay();
+            }
+            t.level_seen = false;
+            let Some(p) = self.participants.get(&t.publisher) else { continue };
+            if t.muted_by_host || !t.loudness.is_voice() || !p.zone.carries_media() {
+                continue;
+            }
+            let v = t.loudness.value();
+            let e = loudest.entry(p.zone).or_insert((t.publisher, v));
+            if v > e.1 {
+                *e = (t.publisher, v);
+            }
+        }
+        let zones: Vec<Zone> = self.participants.values().map(|p| p.zone).filter(|z| z.carries_media()).collect();
+        for zone in zones {
+            let pick = loudest.get(&zone).map(|(k, _)| *k);
+            let changed = self.speakers.entry(zone).or_default().evaluate(pick);
+            if let Some(k) = changed {
+                let Some(id) = self.participants.get(&k).map(|p| p.info.id.clone()) else { continue };
+                let event = RoomEvent::ActiveSpeaker { participant_id: id };
+                for (to, p) in &self.participants {
+                    if p.zone == zone {
+                        self.outputs.push_back(Output::Event { to: *to, event: event.clone() });
+                    }
+                }
+            }
+        }
+        let any_audio = self.up_tracks.values().any(|t| t.info.kind == MediaKind::Audio);
+        self.next_speaker_eval = any_audio.then_some(now + SPEAKER_INTERVAL);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.evaluate_speakers(now);
         let due: Vec<UpTrackKey> = self
             .up_tracks
             .iter()

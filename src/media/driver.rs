@@ -122,7 +122,7 @@ struct Peer {
     /// A read error was logged for this peer already (log once, not per packet).
     read_error_logged: bool,
     // publish side
-    ssrc_to_up: HashMap<u32, UpTrackKey>,
+    ssrc_to_up: HashMap<u32, UpRoute>,
     track_to_up: HashMap<String, UpTrackKey>,
     // subscribe side
     track_to_down: HashMap<String, DownTrackKey>,
@@ -138,6 +138,13 @@ struct UpState {
     receiver: RTCRtpReceiverId,
     ssrc: u32,
     codec: RTCRtpCodec,
+}
+
+/// Per publish-side SSRC: the up track and the negotiated id of the audio-level extension.
+#[derive(Clone, Copy)]
+struct UpRoute {
+    up: UpTrackKey,
+    audio_level_ext: Option<u8>,
 }
 
 /// A down track's sender on its subscriber's subscribe connection.
@@ -403,7 +410,7 @@ impl Driver {
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if kind == PcKind::Publish => {
                     if let Some(up) = peer.track_to_up.remove(&track_id) {
-                        peer.ssrc_to_up.retain(|_, u| *u != up);
+                        peer.ssrc_to_up.retain(|_, r| r.up != up);
                         self.ups.remove(&up);
                         if let Some(r) = self.rooms.get_mut(&room) {
                             r.room.unpublish(now, up);
@@ -418,10 +425,18 @@ impl Driver {
     fn on_track_open(&mut self, pk: PeerKey, receiver_id: RTCRtpReceiverId, track_id: String, ssrc: u32, now: Instant) {
         let Some(peer) = self.peers.get_mut(&pk) else { return };
         if let Some(up) = peer.track_to_up.get(&track_id).copied() {
-            peer.ssrc_to_up.insert(ssrc, up); // another SSRC of a known track
+            let ext = peer.ssrc_to_up.values().find(|r| r.up == up).and_then(|r| r.audio_level_ext);
+            peer.ssrc_to_up.insert(ssrc, UpRoute { up, audio_level_ext: ext }); // another SSRC of a known track
             return;
         }
-        let Some(receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
+        let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
+        let audio_level_ext = receiver
+            .get_parameters()
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|e| e.uri == super::peer::AUDIO_LEVEL_URI)
+            .and_then(|e| u8::try_from(e.id).ok());
         let track = receiver.track();
         let kind = track.kind();
         let Some(codec) = track.codec(ssrc).cloned() else {
@@ -447,7 +462,7 @@ impl Driver {
             Ok(up) => {
                 debug!(mime = %codec.mime_type, ssrc, "track published");
                 peer.track_to_up.insert(track_id, up);
-                peer.ssrc_to_up.insert(ssrc, up);
+                peer.ssrc_to_up.insert(ssrc, UpRoute { up, audio_level_ext });
                 self.ups.insert(up, UpState { peer: pk, receiver: receiver_id, ssrc, codec });
             }
             Err(e) => {
@@ -497,13 +512,22 @@ impl Driver {
     /// each subscriber's sender. The payload is shared (`Bytes`), not copied.
     fn forward(&mut self, pk: PeerKey, room: RoomKey, packet: &rtc::rtp::Packet, now: Instant) {
         self.stats.rtp_in += 1;
-        let Some(up) = self.peers.get(&pk).and_then(|p| p.ssrc_to_up.get(&packet.header.ssrc)).copied() else { return };
+        let Some(route) = self.peers.get(&pk).and_then(|p| p.ssrc_to_up.get(&packet.header.ssrc)).copied() else {
+            return;
+        };
+        let up = route.up;
         if packet.payload.is_empty() {
             return; // padding-only probe; meaningless on the other leg
         }
         let Some(r) = self.rooms.get_mut(&room) else { return };
         let h = &packet.header;
-        let pkt = RtpIn { ssrc: h.ssrc, seq: h.sequence_number, ts: h.timestamp, payload: &packet.payload };
+        let audio_level = route
+            .audio_level_ext
+            .and_then(|id| h.extensions.iter().find(|e| e.id == id))
+            .and_then(|e| crate::core::speaker::level_from_extension(&e.payload));
+        self.stats.audio_levels += audio_level.is_some() as u64;
+        let pkt =
+            RtpIn { ssrc: h.ssrc, seq: h.sequence_number, ts: h.timestamp, payload: &packet.payload, audio_level };
         r.room.on_rtp(now, up, pkt, &mut self.fwd);
         for f in &self.fwd {
             let Some(d) = self.downs.get(&f.down) else { continue };
@@ -558,6 +582,7 @@ impl Driver {
                         RoomEvent::SessionUpdated { locked, spotlight } => {
                             ServerMessage::SessionUpdated { locked, spotlight }
                         }
+                        RoomEvent::ActiveSpeaker { participant_id } => ServerMessage::ActiveSpeaker { participant_id },
                     };
                     self.notify(to, msg);
                 }

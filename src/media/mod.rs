@@ -153,6 +153,8 @@ pub struct DriverStats {
     pub datagrams_unroutable: u64,
     pub rtp_in: u64,
     pub rtp_forwarded: u64,
+    /// Audio packets that carried the client's audio level (active speaker detection).
+    pub audio_levels: u64,
     pub forward_errors: u64,
 }
 

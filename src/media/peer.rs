@@ -16,7 +16,11 @@ use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::sansio::Protocol;
+
+/// RFC 6464 client-to-mixer audio level.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 use rtc::shared::error::Error;
 
 /// Random ICE credentials. The ufrag is what incoming STUN is routed by, so it must be unique
@@ -38,6 +42,12 @@ pub fn build(ufrag: &str, pwd: &str, announced: SocketAddr, now: Instant) -> Res
         .build();
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
+    // Clients put their microphone level in every audio packet: active speaker detection.
+    media.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_string() },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
     let registry = register_default_interceptors(registry, &mut media)?;
     let mut pc = RTCPeerConnectionBuilder::new()

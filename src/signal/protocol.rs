@@ -201,6 +201,10 @@ pub enum ServerMessage {
         id: String,
         timecode_ms: i64,
     },
+    /// The loudest participant of this participant's zone changed.
+    ActiveSpeaker {
+        participant_id: String,
+    },
     /// This participant is handed to another session; its join link follows. The connection
     /// closes with 4016 right after.
     Transferred {

@@ -89,7 +89,7 @@ impl Harness {
     }
     fn forward(&mut self, at: Instant, up: UpTrackKey, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<Forward> {
         let mut out = Vec::new();
-        self.room.on_rtp(at, up, RtpIn { ssrc, seq, ts: seq as u32 * 3000, payload }, &mut out);
+        self.room.on_rtp(at, up, RtpIn { ssrc, seq, ts: seq as u32 * 3000, payload, audio_level: None }, &mut out);
         out
     }
 }
@@ -233,7 +233,7 @@ fn leaving_removes_the_participants_tracks_from_everyone_and_says_why() {
     }));
     assert!(out.contains(&Output::Disconnect { participant: a, cause: LeaveCause::Left }));
     let mut fwd = Vec::new();
-    h.room.on_rtp(h.t0, up, RtpIn { ssrc: 1, seq: 1, ts: 1, payload: VP8_KEY }, &mut fwd);
+    h.room.on_rtp(h.t0, up, RtpIn { ssrc: 1, seq: 1, ts: 1, payload: VP8_KEY, audio_level: None }, &mut fwd);
     assert!(fwd.is_empty());
 }
 
@@ -537,4 +537,39 @@ fn a_waiting_participant_learns_nothing_of_the_others_until_it_enters() {
     let waiting = h.join_in("waiting", Role::Party, Zone::Lobby);
     assert!(h.drain().iter().any(|o| matches!(o, Output::Event { to, event: RoomEvent::ParticipantJoined(v) } if *to == judge && v.id == "p_waiting")));
     let _ = waiting;
+}
+
+#[test]
+fn the_loudest_voice_of_a_zone_becomes_its_speaker_and_only_that_zone_is_told() {
+    let mut h = Harness::new();
+    let mediator = h.join("mediator", Role::Mediator);
+    let a = h.join("a", Role::Party);
+    let b = h.join("b", Role::Party);
+    let ups: Vec<_> = [mediator, a, b].iter().map(|p| h.publish(*p, MediaKind::Audio)).collect();
+    h.control(mediator, Control::Move(mediator, Zone::Caucus(1))).unwrap();
+    h.control(mediator, Control::Move(a, Zone::Caucus(1))).unwrap();
+    h.drain();
+    // 1.2 s of 20 ms packets: a speaks loudly in the caucus, b quietly in main, the mediator is silent.
+    let mut out = Vec::new();
+    for i in 0..60u64 {
+        let at = h.at(i * 20);
+        for (up, level) in [(ups[0], 127u8), (ups[1], 25), (ups[2], 40)] {
+            let pkt = RtpIn { ssrc: 1, seq: i as u16, ts: i as u32 * 960, payload: &[0xfc], audio_level: Some(level) };
+            h.room.on_rtp(at, up, pkt, &mut out);
+        }
+        if h.room.poll_timeout().is_some_and(|t| t <= at) {
+            h.room.handle_timeout(at);
+        }
+    }
+    let told: Vec<(ParticipantKey, String)> = h
+        .drain()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event { to, event: RoomEvent::ActiveSpeaker { participant_id } } => Some((to, participant_id)),
+            _ => None,
+        })
+        .collect();
+    assert!(told.contains(&(mediator, "p_a".into())) && told.contains(&(a, "p_a".into())), "{told:?}");
+    assert!(told.contains(&(b, "p_b".into())), "main has its own speaker: {told:?}");
+    assert!(!told.iter().any(|(to, who)| *to == b && who == "p_a"), "the caucus speaker is not announced to main");
 }
