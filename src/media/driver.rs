@@ -191,6 +191,8 @@ struct Driver {
     renegotiate: Vec<PeerKey>,
 }
 
+// One value per loop turn; its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Datagram(std::io::Result<(usize, SocketAddr)>),
     Command(Option<Command>),

@@ -155,6 +155,8 @@ pub struct SessionView {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// Built once per event and serialised at once; boxing `Joined` would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ServerMessage {
     Joined {
         participant_id: String,

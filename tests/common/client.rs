@@ -864,19 +864,15 @@ impl PublishSide {
         let t = Arc::clone(&track);
         let task = tokio::spawn(async move {
             while let Some(evt) = t.poll().await {
-                match evt {
-                    TrackLocalEvent::OnRtcpPacket(packets) => {
-                        for p in &packets {
-                            let any = p.as_any();
-                            if any.is::<PictureLossIndication>() {
-                                counters.pli.fetch_add(1, Ordering::SeqCst);
-                            } else if any.is::<FullIntraRequest>() {
-                                counters.fir.fetch_add(1, Ordering::SeqCst);
-                            }
+                if let TrackLocalEvent::OnRtcpPacket(packets) = evt {
+                    for p in &packets {
+                        let any = p.as_any();
+                        if any.is::<PictureLossIndication>() {
+                            counters.pli.fetch_add(1, Ordering::SeqCst);
+                        } else if any.is::<FullIntraRequest>() {
+                            counters.fir.fetch_add(1, Ordering::SeqCst);
                         }
                     }
-                    #[allow(unreachable_patterns)]
-                    _ => {}
                 }
             }
         });
