@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 use crate::api::{app, AppState};
 use crate::auth::{admin_token, Tokens};
 use crate::config::{Config, TlsMode};
+use crate::core::LeaveCause;
 use crate::media::{self, MediaHandle, PresenceRecord};
 use crate::store::{rfc3339, AuditRecord, Store};
 
@@ -177,6 +178,11 @@ fn tls_config(config: &Config, mode: TlsMode) -> Result<axum_server::tls_rustls:
 async fn write_presence(store: Store, mut rx: mpsc::UnboundedReceiver<PresenceRecord>) {
     while let Some(r) = rx.recv().await {
         let cause = r.cause.map(|c| c.as_str()).or(r.detail.as_deref());
+        if let Some(c @ (LeaveCause::Removed | LeaveCause::Denied | LeaveCause::Transferred)) = r.cause {
+            if let Err(e) = store.revoke(&r.participant_id, c.as_str()).await {
+                error!(error = %e, participant = %r.participant_id, "could not revoke a removed participant's link");
+            }
+        }
         if let Err(e) = store.record_presence(&r.session_id, &r.participant_id, r.event, cause, &rfc3339(r.at)).await {
             warn!(error = %e, participant = %r.participant_id, "could not record presence");
         }

@@ -41,6 +41,14 @@ pub fn verify_file(path: &Path) -> Result<Report, VerifyError> {
     if export.format != "qiao-audit-export/1" {
         return Err(VerifyError::Format(format!("unknown format {:?}", export.format)));
     }
+    // A non-contiguous export is one session's entries: every entry must name that session, so
+    // a full export with entries cut out cannot pass as one by flipping the flag.
+    if !export.contiguous {
+        let first = export.entries.first().and_then(|e| e.session_id.clone());
+        if first.is_none() || export.entries.iter().any(|e| e.session_id != first) {
+            return Err(VerifyError::Format("a per-session export must hold the entries of one session only".into()));
+        }
+    }
     verify_chain(&export.entries, export.contiguous)?;
     let (first, last) = (&export.entries[0], &export.entries[export.entries.len() - 1]);
     Ok(Report {

@@ -224,6 +224,23 @@ async fn a_locked_session_refuses_new_parties_but_admits_hosts_and_deny_closes_w
         .await
         .unwrap();
     assert_eq!(left["cause"], "denied");
+    // The same link cannot queue again.
+    let again = TestClient::connect(&s.ws_url, &waiting_inv.token, "waiting again").await;
+    let err = format!("{:#}", again.err().expect("a denied link does not join again"));
+    assert!(err.contains("4013"), "{err}");
+    // Nor can a removed participant's, even while offline.
+    let (status, _) = s
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/sessions/{sid}/participants/{}", clerk_inv.participant_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    clerk.wait_closed(WAIT).await.unwrap();
+    let back = TestClient::connect(&s.ws_url, &clerk_inv.token, "clerk again").await;
+    let err = format!("{:#}", back.err().expect("a removed link does not join again"));
+    assert!(err.contains("4004"), "{err}");
     let unknown = control(&mediator, json!({"action": "remove", "target": "p_nobody"})).await;
     assert_eq!(unknown["code"], "bad_target");
 }

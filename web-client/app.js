@@ -4,13 +4,16 @@
 //
 // Join link: /join#token=<JWT>[&autojoin=1]. The token is in the fragment so that it never
 // reaches server or proxy logs. autojoin=1 skips the device-check click (used by automated tests);
-// the identity and consent steps run all the same.
+// the identity and consent steps run all the same. transferred=1 marks a page that followed a
+// `transferred` message to another office's reception: it skips the device-check click too (the
+// camera and microphone were working a moment ago) and says where the person now is.
 
 import { initI18n, setLang, currentLang, onLangChange, setText, setLiteral, setLabel, pair, t } from './i18n.js';
 import { LocalMedia, LevelMeter } from './media.js';
 import { Stage, ICONS, showToast } from './ui.js';
 import { Session } from './session.js';
 import { Roster } from './roster.js';
+import { QueuePanel } from './queue.js';
 import { may, zoneKind, zoneOf, zoneText } from './roles.js';
 import { fetchStatus, ratesSession, relabelSteps, runSteps, showRating } from './steps.js';
 
@@ -18,7 +21,10 @@ const $ = (id) => document.getElementById(id);
 
 const fragment = new URLSearchParams(location.hash.slice(1));
 const token = fragment.get('token');
-const autojoin = fragment.get('autojoin') === '1';
+const arrivedByTransfer = fragment.get('transferred') === '1';
+const autojoin = fragment.get('autojoin') === '1' || arrivedByTransfer;
+// How long the "you are being transferred" card stays before the page opens the new link.
+const TRANSFER_DELAY_MS = 1500;
 
 const app = {
   state: token ? 'prejoin' : 'landing', // before a Session exists
@@ -31,6 +37,10 @@ const app = {
   session: null,
   stage: null,
   roster: null,
+  /** the reception queue panel (hosts who may call_next) */
+  queue: null,
+  /** the link of the session we were handed to (`transferred`), with transferred=1 added */
+  transferTarget: null,
   rosterOpen: false,
   /** ids seen waiting in the lobby, so that hosts are told once about each new arrival */
   lobbySeen: null,
@@ -65,14 +75,17 @@ window.qiao = Object.freeze({
   get zone() { return app.session?.zone ?? null; },
   /**
    * Everyone the server told us about, ourselves first:
-   * [{id, display_name, role, zone, hand_raised, audio_muted_by_host, video_muted_by_host}].
+   * [{id, display_name, role, group, zone, queue_position, hand_raised, audio_muted_by_host,
+   * video_muted_by_host}] (queue_position: 1 = next, while in the lobby; else null).
    */
   roster() {
     return [...(app.session?.people.values() ?? [])].map((p) => ({
       id: p.id,
       display_name: p.display_name ?? null,
       role: p.role ?? null,
+      group: p.group ?? null,
       zone: zoneOf(p),
+      queue_position: Number.isInteger(p.queue_position) ? p.queue_position : null,
       hand_raised: !!p.hand_raised,
       audio_muted_by_host: !!p.audio_muted_by_host,
       video_muted_by_host: !!p.video_muted_by_host,
@@ -90,11 +103,13 @@ window.qiao = Object.freeze({
     }
     return app.session.control(action, { ...extra, target });
   },
-  /** Session-wide state: {locked, spotlight (participant id or null)}. */
+  /** Session-wide state: {id, kind, locked, spotlight (participant id or null)}; id and kind null before joining. */
   session() {
     const s = app.session?.session;
-    return { locked: !!s?.locked, spotlight: s?.spotlight ?? null };
+    return { id: s?.id ?? null, kind: s?.kind ?? null, locked: !!s?.locked, spotlight: s?.spotlight ?? null };
   },
+  /** Where the server handed us ({session_id, join_url} of the `transferred` message), else null. */
+  get transfer() { return app.session?.transfer ? { ...app.session.transfer } : null; },
 });
 
 // ---- screens --------------------------------------------------------------------------------
@@ -111,6 +126,7 @@ function main() {
   onLangChange(() => {
     app.stage.relabel();
     app.roster?.relabel();
+    app.queue?.relabel();
     renderSessionInfo();
     relabelSteps();
     if (app.session) renderRoom();
@@ -236,18 +252,30 @@ function join() {
     stage: app.stage,
     onState: renderState,
     onJoined: () => {
+      const first = app.timing.joined === null;
       app.timing.joined ??= performance.now();
       renderSessionInfo();
+      if (first && arrivedByTransfer) notice('notice.transferred_in');
     },
     onEnded: renderEnded,
     onNotice: (msg) => showToast($('toast'), (box) => setLiteral(box, msg.zh, msg.en)),
     onRoom: renderRoom,
     onSelf: noticeSelfChange,
+    onTransferred: followTransfer,
   });
   app.roster = new Roster({
     list: $('roster-list'),
     title: $('roster-title'),
     act: (action, fields) => control(action, fields),
+  });
+  app.queue = new QueuePanel({
+    panel: $('queue-panel'),
+    title: $('queue-title'),
+    list: $('queue-list'),
+    callNext: $('call-next-btn'),
+    next: $('queue-next'),
+    act: (action, fields) => control(action, fields),
+    onCalled: (ack, who) => notice('notice.called_next', { name: who?.display_name || ack?.target || '' }),
   });
   renderState(app.session.state);
   renderRoom();
@@ -375,12 +403,15 @@ function renderRoom() {
   renderControls();
   renderLock();
   if (!self) return;
+  const people = [...session.people.values()];
   app.roster.render({
     selfId: session.participantId,
     selfRole: self.role,
-    people: [...session.people.values()],
+    people,
     spotlight: session.session?.spotlight ?? null,
   });
+  app.queue.render({ selfId: session.participantId, selfRole: self.role, people });
+  renderQueuePlace();
   noticeLobbyArrivals();
 }
 
@@ -394,7 +425,8 @@ function renderZone(zone) {
   const waiting = kind === 'lobby' || kind === 'witness_waiting';
   $('waiting-card').hidden = !waiting;
   if (waiting) {
-    setText($('waiting-title'), kind === 'lobby' ? 'wait.lobby_title' : 'wait.witness_title');
+    const reception = app.session?.session?.kind === 'reception';
+    setText($('waiting-title'), kind === 'lobby' ? (reception ? 'wait.reception_title' : 'wait.lobby_title') : 'wait.witness_title');
     setText($('waiting-body'), kind === 'lobby' ? 'wait.lobby_body' : 'wait.witness_body');
   }
   app.stage.setHidden(waiting);
@@ -408,6 +440,57 @@ function renderZone(zone) {
     const { key, params } = zoneText(zone);
     setText($('zone-banner-zone'), key, params);
   }
+}
+
+/** In the lobby: how many wait ahead of us (our queue_position - 1), as the server last said. */
+function renderQueuePlace() {
+  const self = app.session?.self;
+  const box = $('waiting-queue');
+  const position = zoneOf(self) === 'lobby' && Number.isInteger(self?.queue_position) ? self.queue_position : null;
+  box.hidden = position === null;
+  if (position === null) { delete box.dataset.queuePosition; return; }
+  box.dataset.queuePosition = String(position);
+  const ahead = position - 1;
+  setText(box, ahead === 0 ? 'wait.queue_next' : ahead === 1 ? 'wait.queue_ahead_one' : 'wait.queue_ahead', { n: ahead });
+}
+
+/**
+ * `transferred`: another office's reception takes over. Say so, then open the new link (the
+ * server closes this connection with 4016 meanwhile; that is no error). Only a link of this same
+ * site is opened by itself; anything else is offered as a button.
+ */
+function followTransfer({ join_url: joinUrl }) {
+  showTransferred();
+  let url;
+  try { url = new URL(joinUrl, location.href); } catch { return; }
+  if (!['http:', 'https:'].includes(url.protocol) || !url.hash.includes('token=')) return;
+  // Keep the new token in the fragment; mark the arrival so the next page joins by itself.
+  url.hash = `${url.hash.slice(1)}&transferred=1`;
+  app.transferTarget = url.href;
+  showTransferred();
+  if (url.origin !== location.origin) return; // another site: the button opens it, on a click
+  setTimeout(() => {
+    // A path that only differs in the fragment fires hashchange, which reloads (see main()).
+    location.assign(url.href);
+  }, TRANSFER_DELAY_MS);
+}
+
+/** The "you are being transferred" card, in place of the session (also when only 4016 came). */
+function showTransferred() {
+  setStep('ended');
+  show('screen-ended');
+  $('rec-badge').hidden = true;
+  $('rating').hidden = true;
+  $('sound-btn').hidden = true;
+  document.body.dataset.transferred = 'true';
+  $('conn-state').hidden = true; // "disconnected" would alarm: the page is on its way on
+  setText($('end-title'), 'transfer.title');
+  const known = !!app.transferTarget;
+  setText($('end-body'), known ? 'transfer.body' : 'transfer.body_manual');
+  const btn = $('rejoin-btn');
+  btn.hidden = !known;
+  setText(btn, 'transfer.open');
+  btn.onclick = () => { if (app.transferTarget) location.assign(app.transferTarget); };
 }
 
 /**
@@ -506,6 +589,14 @@ function renderSessionInfo() {
 }
 
 function renderEnded({ kind, code }) {
+  if (code === 4016 || app.session?.transfer) {
+    // Handed to another reception: not an error, and the page is on its way there.
+    app.wakeLock?.release().catch(() => {});
+    app.wakeLock = null;
+    $('self-video').srcObject = null;
+    showTransferred();
+    return;
+  }
   setStep('ended');
   show('screen-ended');
   $('rec-badge').hidden = true;

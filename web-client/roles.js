@@ -21,6 +21,8 @@ const ALLOWED = {
   spotlight: MODERATOR_ROLES,
   call_witness: JUDGE,
   dismiss_witness: JUDGE,
+  // The reception queue (信访接待叫号): admits whoever has waited longest in the lobby.
+  call_next: HOST_ROLES,
 };
 
 /**

@@ -32,10 +32,10 @@ const PC_CONFIG = { iceServers: [] };
 const CONTROL_TIMEOUT_MS = 5000;
 // `error` codes that answer a `control` request. Errors carry no action or target, so they are
 // matched to the oldest request still waiting: the server answers one socket's messages in order.
-const CONTROL_ERROR_CODES = new Set(['not_allowed', 'bad_target', 'bad_zone']);
+const CONTROL_ERROR_CODES = new Set(['not_allowed', 'bad_target', 'bad_zone', 'queue_empty', 'group_limit']);
 
 /** Close codes after which we must not reconnect (protocol.md "Close codes"). */
-export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4012, 4013, 4014, 4015]);
+export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4012, 4013, 4014, 4015, 4016]);
 // Everything else (1006, 1009, 4009, 4010, 4011, and codes v1 does not name such as 1001 or
 // 1011) is treated as transient: reconnect.
 
@@ -58,9 +58,12 @@ export class Session {
    * @param {(msg: {zh: string, en: string}) => void} opts.onNotice
    * @param {() => void} [opts.onRoom]   participants, our own record or session state changed
    * @param {(prev: object|null, next: object) => void} [opts.onSelf]  our own record changed (zone, host mute, hand)
+   * @param {(to: {session_id: string, join_url: string}) => void} [opts.onTransferred]  we are handed to
+   *   another session (`transferred`; the server closes with 4016 right after)
    */
-  constructor({ token, local, stage, onState, onJoined, onEnded, onNotice, onRoom = () => {}, onSelf = () => {} }) {
-    Object.assign(this, { token, local, stage, onState, onJoined, onEnded, onNotice, onRoom, onSelf });
+  constructor({ token, local, stage, onState, onJoined, onEnded, onNotice, onRoom = () => {}, onSelf = () => {},
+    onTransferred = () => {} }) {
+    Object.assign(this, { token, local, stage, onState, onJoined, onEnded, onNotice, onRoom, onSelf, onTransferred });
     this.state = 'connecting';
     this.participantId = null;
     /** `joined.session`, kept up to date by session_updated ({locked, spotlight}) */
@@ -79,6 +82,8 @@ export class Session {
     this.leaving = false;
     this.finished = false;
     this.closeCode = null;
+    /** {session_id, join_url} once the server handed us to another session (`transferred`) */
+    this.transfer = null;
     this.lastHeard = 0;
     this.timers = { retry: 0, ping: 0, joinAnswer: 0, leave: 0 };
     /** ids of participants who left (participant_left) since our last `joined` */
@@ -315,6 +320,13 @@ export class Session {
       case 'track_unpublished':
         this.trackInfo.delete(msg.track_id);
         this.stage.removeTrack(msg.participant_id, msg.track_id);
+        break;
+      case 'transferred':
+        // Another office's reception takes over; the 4016 close that follows ends this session.
+        if (typeof msg.join_url === 'string' && msg.join_url) {
+          this.transfer = { session_id: msg.session_id ?? null, join_url: msg.join_url };
+          this.onTransferred(this.transfer);
+        }
         break;
       case 'pong':
         break; // lastHeard is all we need

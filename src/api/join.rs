@@ -114,7 +114,8 @@ pub async fn identity(
     if p.identity_verified_at.is_some() {
         return Ok(Json(json!({"verified": true, "required": true})));
     }
-    if failures >= MAX_IDENTITY_FAILURES {
+    let _ = failures;
+    if !s.store.reserve_identity_attempt(&p.id, MAX_IDENTITY_FAILURES).await.map_err(ApiError::internal)? {
         audit(&s, AuditRecord::new(p.id.as_str(), "identity.locked").session(&session.id)).await?;
         return Err(ApiError::TooManyAttempts);
     }

@@ -372,7 +372,13 @@ async fn close_session(
             return Err(ApiError::BadRequest(format!("outcome must be one of {}", OUTCOMES.join(", "))));
         }
     }
-    s.store.close_session(&id).await.map_err(|e| match e {
+    let closed = s.store.close_session(&id).await;
+    // The room must end whatever happens next (even when it was closed before but a room is still
+    // live, e.g. after a failure half-way through an earlier close): tell the driver first.
+    if matches!(closed, Ok(_) | Err(crate::store::StoreError::Conflict)) {
+        s.media.send(Command::CloseSession { session_id: id.clone() }).await.map_err(ApiError::internal)?;
+    }
+    closed.map_err(|e| match e {
         crate::store::StoreError::NotFound => ApiError::NotFound("session"),
         crate::store::StoreError::Conflict => ApiError::Conflict("session already closed"),
         other => ApiError::internal(other),
@@ -386,7 +392,6 @@ async fn close_session(
     }
     audit(&s, entry).await?;
     let session = s.store.session(&id).await.map_err(ApiError::internal)?;
-    s.media.send(Command::CloseSession { session_id: id }).await.map_err(ApiError::internal)?;
     Ok(Json(json!(session)))
 }
 
@@ -478,6 +483,12 @@ async fn make_invitation(
     if session.status == "closed" {
         return Err(ApiError::Conflict("session is closed"));
     }
+    if let Some(g) = inv.group {
+        let n = s.store.group_size(&session.id, g).await.map_err(ApiError::internal)?;
+        if n >= crate::core::MAX_REPRESENTATIVES as i64 {
+            return Err(ApiError::Conflict("a group sends at most five representatives (信访工作条例 Art. 20)"));
+        }
+    }
     let pid = new_id("p");
     let (token, expires) = s.tokens.issue(&session.id, &pid, inv.role.as_str(), inv.ttl);
     let expires_at = rfc3339(expires);
@@ -534,6 +545,9 @@ async fn convert_to_mediation(
     let mut invitations = Vec::new();
     for p in s.store.participants(&from.id).await.map_err(ApiError::internal)? {
         let Some(role) = Role::parse(&p.role).filter(|r| !crate::core::policy(*r).host) else { continue };
+        if p.revoked_cause.is_some() {
+            continue; // removed, denied or handed elsewhere: not part of this reception any more
+        }
         let inv = Invitation {
             display_name: &p.display_name,
             role,
@@ -577,6 +591,7 @@ async fn transfer_participant(
         ttl: s.token_ttl,
     };
     let v = make_invitation(&s, &to, inv).await?;
+    s.store.revoke(&pid, "transferred").await.map_err(ApiError::internal)?;
     audit(&s, AuditRecord::new(ADMIN, "participant.transfer").session(&id).target(&pid).detail(to.id.clone())).await?;
     let join_url = v["join_url"].as_str().unwrap_or_default().to_string();
     s.media
@@ -660,6 +675,8 @@ async fn remove_participant(
     if p.session_id != id {
         return Err(ApiError::NotFound("participant"));
     }
+    // Revoked in the store, so the link cannot join again even if the participant is offline now.
+    s.store.revoke(&pid, "removed").await.map_err(ApiError::internal)?;
     audit(&s, AuditRecord::new(ADMIN, "participant.remove").session(&id).target(&pid)).await?;
     s.media
         .send(Command::RemoveParticipant { session_id: id, participant_id: pid })

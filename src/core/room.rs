@@ -471,6 +471,22 @@ impl Room {
             return Err(CoreError::AlreadyJoined);
         }
         let key = info.key;
+        // A group's sixth representative waits in the lobby instead (信访工作条例 Art. 20).
+        let zone = match &info.group {
+            Some(g) if zone.carries_media() => {
+                let present = self
+                    .participants
+                    .values()
+                    .filter(|o| o.zone.carries_media() && o.info.group.as_ref() == Some(g))
+                    .count();
+                if present >= MAX_REPRESENTATIVES {
+                    Zone::Lobby
+                } else {
+                    zone
+                }
+            }
+            _ => zone,
+        };
         self.arrivals += 1;
         self.participants.insert(
             key,
@@ -555,6 +571,14 @@ impl Room {
             self.drop_down_track(down, false);
         }
         let Some(p) = self.participants.remove(&key) else { return };
+        if p.zone == Zone::Lobby {
+            // Everyone who waited behind moved up one place.
+            let waiting: Vec<_> =
+                self.participants.iter().filter(|(_, o)| o.zone == Zone::Lobby).map(|(k, _)| *k).collect();
+            for k in waiting {
+                self.broadcast_updated(k);
+            }
+        }
         for picker in self.speakers.values_mut() {
             picker.forget(key);
         }
@@ -805,7 +829,8 @@ impl Room {
                 *e = (t.publisher, v);
             }
         }
-        let zones: Vec<Zone> = self.participants.values().map(|p| p.zone).filter(|z| z.carries_media()).collect();
+        let zones: std::collections::BTreeSet<Zone> =
+            self.participants.values().map(|p| p.zone).filter(|z| z.carries_media()).collect();
         for zone in zones {
             let pick = loudest.get(&zone).map(|(k, _)| *k);
             let changed = self.speakers.entry(zone).or_default().evaluate(pick);
@@ -947,15 +972,14 @@ impl Room {
         self.snapshot()
     }
 
-    fn broadcast(&mut self, event: RoomEvent) {
-        for key in self.participants.keys() {
-            self.outputs.push_back(Output::Event { to: *key, event: event.clone() });
-        }
-    }
-
+    /// Session-wide state; waiting zones learn whether the session is locked, not who is featured.
     fn broadcast_session(&mut self) {
-        let event = RoomEvent::SessionUpdated { locked: self.locked, spotlight: self.spotlight_id() };
-        self.broadcast(event);
+        let full = RoomEvent::SessionUpdated { locked: self.locked, spotlight: self.spotlight_id() };
+        let waiting = RoomEvent::SessionUpdated { locked: self.locked, spotlight: None };
+        for (to, p) in &self.participants {
+            let event = if p.zone.carries_media() { full.clone() } else { waiting.clone() };
+            self.outputs.push_back(Output::Event { to: *to, event });
+        }
     }
 
     /// Brings `key`'s subscriptions, and everyone's subscriptions to `key`'s tracks, in line with

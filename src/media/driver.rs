@@ -152,8 +152,11 @@ struct DownState {
     peer: PeerKey,
     sender: RTCRtpSenderId,
     ssrc: u32,
-    /// Negotiated payload type; `None` until the subscriber answered.
+    /// Negotiated payload type; `None` until the subscriber answered an offer that carried it.
     pt: Option<u8>,
+    /// Carried by the outstanding (or an answered) subscribe offer; a down track added while an
+    /// offer is out waits for the next one.
+    offered: bool,
     codec: RTCRtpCodec,
     view: TrackView,
 }
@@ -181,8 +184,12 @@ struct Driver {
     next_conn: u64,
     stats: DriverStats,
     unroutable_logged_at: Option<Instant>,
-    /// Participants whose outbound queue filled up; removed at the next tick.
-    stuck: Vec<ParticipantKey>,
+    /// Participants (and the connection) whose outbound queue filled up; removed at the next tick.
+    stuck: Vec<ConnRef>,
+    /// Sessions closed while this process runs: a join racing the close is refused.
+    closed_sessions: std::collections::HashSet<String>,
+    /// Scratch: rooms to settle on the packet path.
+    settle_rooms: Vec<RoomKey>,
     // Scratch buffers reused on the per-packet path so that it allocates nothing of its own.
     fwd: Vec<Forward>,
     rtp_in: Vec<rtc::rtp::Packet>,
@@ -230,6 +237,8 @@ impl Driver {
             stats: DriverStats::default(),
             unroutable_logged_at: None,
             stuck: Vec::new(),
+            closed_sessions: std::collections::HashSet::new(),
+            settle_rooms: Vec::new(),
             fwd: Vec::with_capacity(64),
             rtp_in: Vec::with_capacity(64),
             touched: Vec::with_capacity(64),
@@ -337,17 +346,21 @@ impl Driver {
                 self.apply_outputs(rk, now);
             }
         } else {
-            // By index: applying outputs may add touched peers (keyframe requests) or remove
-            // them (a disconnect closes peers).
-            let (mut last, mut i) = (None, 0);
-            while i < self.touched.len() {
-                let room = self.peers.get(&self.touched[i]).map(|p| p.room);
-                i += 1;
-                if let Some(rk) = room.filter(|_| room != last) {
-                    last = room;
-                    self.apply_outputs(rk, now);
+            // Collect the rooms first: applying outputs may add touched peers (keyframe requests)
+            // or remove them (a disconnect closes peers).
+            let mut rooms = std::mem::take(&mut self.settle_rooms);
+            rooms.clear();
+            for pk in &self.touched {
+                if let Some(rk) = self.peers.get(pk).map(|p| p.room) {
+                    if !rooms.contains(&rk) {
+                        rooms.push(rk);
+                    }
                 }
             }
+            for rk in &rooms {
+                self.apply_outputs(*rk, now);
+            }
+            self.settle_rooms = rooms;
         }
         let reneg = std::mem::take(&mut self.renegotiate);
         for pk in &reneg {
@@ -664,7 +677,7 @@ impl Driver {
         match peer.pc.add_track(track) {
             Ok(sender) => {
                 peer.track_to_down.insert(info.track_id.clone(), down);
-                self.downs.insert(down, DownState { peer: pk, sender, ssrc, pt: None, codec, view });
+                self.downs.insert(down, DownState { peer: pk, sender, ssrc, pt: None, offered: false, codec, view });
                 self.mark_renegotiate(pk);
             }
             Err(e) => warn!(error = %e, "could not add a down track"),
@@ -695,6 +708,9 @@ impl Driver {
         peer.negotiating = true;
         peer.renegotiate = false;
         let owner = peer.owner;
+        for d in self.downs.values_mut().filter(|d| d.peer == pk) {
+            d.offered = true;
+        }
         let tracks = self.downs.values().filter(|d| d.peer == pk).map(|d| d.view.clone()).collect();
         if !self.touched.contains(&pk) {
             self.touched.push(pk);
@@ -796,16 +812,17 @@ impl Driver {
 
     fn notify(&mut self, to: ParticipantKey, msg: ServerMessage) {
         let Some(m) = self.members.get(&to) else { return };
-        match m.outbound.try_send(Outbound::Message(msg)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => {} // signalling already gone; grace period runs
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(participant = %m.participant_id, "signalling queue full; the client is not reading");
-                if !self.stuck.contains(&to) {
-                    self.stuck.push(to);
-                }
+        let stuck = ConnRef { participant: to, conn: m.conn };
+        // The last slot is kept for the `Close` that tells a stuck client why it is dropped.
+        if m.outbound.capacity() <= 1 && !m.outbound.is_closed() {
+            warn!(participant = %m.participant_id, "signalling queue full; the client is not reading");
+            if !self.stuck.contains(&stuck) {
+                self.stuck.push(stuck);
             }
+            return;
         }
+        // A closed queue means signalling is already gone; the grace period runs.
+        let _ = m.outbound.try_send(Outbound::Message(msg));
     }
 
     // ---- commands ---------------------------------------------------------------------------
@@ -872,6 +889,7 @@ impl Driver {
                 }
             }
             Command::CloseSession { session_id } => {
+                self.closed_sessions.insert(session_id.clone());
                 if let Some(r) = self.room_by_session.get(&session_id).and_then(|rk| self.rooms.get_mut(rk)) {
                     r.room.close(now);
                 }
@@ -937,6 +955,10 @@ impl Driver {
         reply: tokio::sync::oneshot::Sender<Result<ConnRef, JoinRefused>>,
         now: Instant,
     ) {
+        if self.closed_sessions.contains(&joiner.session.id) {
+            let _ = reply.send(Err(JoinRefused::SessionClosed));
+            return;
+        }
         let rk = match self.room_by_session.get(&joiner.session.id) {
             Some(rk) => *rk,
             None => {
@@ -1192,6 +1214,9 @@ impl Driver {
         let result = RTCSessionDescription::answer(sdp).and_then(|a| peer.pc.set_remote_description(now, a));
         if let Err(e) = result {
             info!(error = %e, "bad subscribe answer");
+            // Offer again, so one bad answer does not freeze this participant's subscriptions.
+            peer.negotiating = false;
+            self.mark_renegotiate(pk);
             return self
                 .notify(from.participant, ServerMessage::error("bad_sdp", "SDP 无效", "the SDP answer was rejected"));
         }
@@ -1200,7 +1225,7 @@ impl Driver {
         self.touched.push(pk);
         // Every down track of this peer that now has a payload type starts forwarding.
         let mut ready = Vec::new();
-        for (key, d) in self.downs.iter_mut().filter(|(_, d)| d.peer == pk && d.pt.is_none()) {
+        for (key, d) in self.downs.iter_mut().filter(|(_, d)| d.peer == pk && d.pt.is_none() && d.offered) {
             let Some(mut sender) = peer.pc.rtp_sender(d.sender) else { continue };
             let params = sender.get_parameters();
             let pt = params
@@ -1277,10 +1302,11 @@ impl Driver {
                     }
                 }
             }
-            for key in std::mem::take(&mut self.stuck) {
-                if let Some(rk) = self.members.get(&key).map(|m| m.room) {
+            for stuck in std::mem::take(&mut self.stuck) {
+                // Only the connection that got stuck: a newer one replaced it meanwhile.
+                if let Some(rk) = self.member_for(stuck).map(|m| m.room) {
                     if let Some(r) = self.rooms.get_mut(&rk) {
-                        r.room.leave(now, key, LeaveCause::NetworkLost);
+                        r.room.leave(now, stuck.participant, LeaveCause::NetworkLost);
                     }
                 }
             }

@@ -51,6 +51,8 @@ pub struct Joiner {
 pub enum JoinRefused {
     /// The session is locked and the joiner is not a host.
     Locked,
+    /// The session was closed (a join that raced the close).
+    SessionClosed,
 }
 
 /// A `control` message with its target still an external id.

@@ -25,6 +25,8 @@ use protocol::{parse_client_message, ClientMessage, CloseCode, ServerMessage, Se
 
 /// A client must send `join` this soon after connecting.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write to a client that takes longer than this means the client is gone.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that sends nothing (not even `ping`) for this long is disconnected.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -90,9 +92,17 @@ where
     let (out_tx, mut out_rx) = mpsc::channel(crate::media::OUTBOUND_CAPACITY);
     let me = match ctx.media.join(joiner, out_tx).await {
         Ok(Ok(me)) => me,
-        Ok(Err(JoinRefused::Locked)) => {
-            info!(participant = %participant_id, "join refused: session locked");
-            return close(&mut sink, CloseCode::SessionLocked, "session locked").await;
+        Ok(Err(refused)) => {
+            let code = match refused {
+                JoinRefused::Locked => CloseCode::SessionLocked,
+                JoinRefused::SessionClosed => CloseCode::SessionClosed,
+            };
+            info!(participant = %participant_id, reason = code.reason(), "join refused");
+            let entry = AuditRecord::new(participant_id.as_str(), "join_refused").detail(code.reason());
+            if let Err(e) = ctx.store.audit(entry).await {
+                warn!(error = %e, "could not write the audit log");
+            }
+            return close(&mut sink, code, "join refused").await;
         }
         Err(_) => return close(&mut sink, CloseCode::ServerError, "media driver unavailable").await,
     };
@@ -132,7 +142,9 @@ where
             },
             out = out_rx.recv() => match out {
                 Some(Outbound::Message(m)) => {
-                    if sink.send(Message::Text(m.to_text().into())).await.is_err() {
+                    // A client that does not read for this long is gone, whatever TCP says.
+                    let sent = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(m.to_text().into()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         let _ = ctx.media.send(Command::ConnectionLost { from: me, cause: None }).await;
                         return Ending::Dropped;
                     }
@@ -283,6 +295,12 @@ async fn authenticate(ctx: &SignalContext, token: &str) -> Result<Joiner, CloseC
                 return Err(CloseCode::ServerError);
             }
         }
+    }
+    match participant.revoked_cause.as_deref() {
+        Some("denied") => return Err(CloseCode::Denied),
+        Some("transferred") => return Err(CloseCode::Transferred),
+        Some(_) => return Err(CloseCode::Removed),
+        None => {}
     }
     let role = Role::parse(&participant.role).ok_or(CloseCode::BadToken)?;
     if participant.identity_required && participant.identity_verified_at.is_none() {

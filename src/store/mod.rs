@@ -102,6 +102,8 @@ pub struct Participant {
     pub rating: Option<i64>,
     /// The petitioners' group this participant represents.
     pub group: Option<String>,
+    /// Set when the participant was removed, denied or transferred: its link no longer joins.
+    pub revoked_cause: Option<String>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -326,15 +328,38 @@ impl Store {
     }
 
     pub async fn participant(&self, id: &str) -> Result<Participant> {
-        let row = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating, group_name FROM participants WHERE id = ?")
+        let row = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating, group_name, revoked_cause FROM participants WHERE id = ?")
             .bind(id).fetch_optional(&self.pool).await?.ok_or(StoreError::NotFound)?;
         Ok(participant_from(&row))
     }
 
     pub async fn participants(&self, session_id: &str) -> Result<Vec<Participant>> {
-        let rows = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating, group_name FROM participants WHERE session_id = ? ORDER BY created_at, id")
+        let rows = sqlx::query("SELECT id, session_id, display_name, role, site_id, token_expires_at, created_at, joined_at, left_at, leave_cause, identity_name IS NOT NULL, identity_verified_at, consent_proceeding_at, consent_recording_at, rating, group_name, revoked_cause FROM participants WHERE session_id = ? ORDER BY created_at, id")
             .bind(session_id).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(participant_from).collect())
+    }
+
+    /// Revokes a participant's link (removed, denied, transferred).
+    pub async fn revoke(&self, participant_id: &str, cause: &str) -> Result<()> {
+        sqlx::query("UPDATE participants SET revoked_cause = COALESCE(revoked_cause, ?) WHERE id = ?")
+            .bind(cause)
+            .bind(participant_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes one identity attempt if fewer than `max` have failed; false when locked. Atomic, so
+    /// parallel requests cannot get around the limit.
+    pub async fn reserve_identity_attempt(&self, participant_id: &str, max: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE participants SET identity_failures = identity_failures + 1 WHERE id = ? AND identity_failures < ?",
+        )
+        .bind(participant_id)
+        .bind(max)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Records a join, reconnect or leave (with its cause) in the participant's history.
@@ -486,14 +511,12 @@ impl Store {
         Ok(name.zip(hash).map(|(n, h)| (n, h, failures)))
     }
 
+    /// After a reserved attempt: success marks the participant verified and gives the attempt back.
     pub async fn record_identity_result(&self, participant_id: &str, ok: bool) -> Result<()> {
-        let q = if ok {
-            sqlx::query("UPDATE participants SET identity_verified_at = COALESCE(identity_verified_at, ?) WHERE id = ?")
-                .bind(now_rfc3339())
-        } else {
-            sqlx::query("UPDATE participants SET identity_failures = identity_failures + 1 WHERE id = ?")
-        };
-        q.bind(participant_id).execute(&self.pool).await?;
+        if ok {
+            sqlx::query("UPDATE participants SET identity_verified_at = COALESCE(identity_verified_at, ?), identity_failures = MAX(identity_failures - 1, 0) WHERE id = ?")
+                .bind(now_rfc3339()).bind(participant_id).execute(&self.pool).await?;
+        }
         Ok(())
     }
 
@@ -643,6 +666,7 @@ fn participant_from(r: &sqlx::sqlite::SqliteRow) -> Participant {
         consent_recording_at: r.get(13),
         rating: r.get(14),
         group: r.get(15),
+        revoked_cause: r.get(16),
     }
 }
 

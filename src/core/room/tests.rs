@@ -573,3 +573,33 @@ fn the_loudest_voice_of_a_zone_becomes_its_speaker_and_only_that_zone_is_told() 
     assert!(told.contains(&(b, "p_b".into())), "main has its own speaker: {told:?}");
     assert!(!told.iter().any(|(to, who)| *to == b && who == "p_a"), "the caucus speaker is not announced to main");
 }
+
+#[test]
+fn a_sixth_representative_joining_a_session_without_lobby_waits_in_the_lobby() {
+    let mut h = Harness::new();
+    let _officer = h.join("officer", Role::PetitionOfficer);
+    let reps: Vec<_> = (0..6).map(|i| h.join_group(&format!("rep{i}"), "某村", Zone::Main)).collect();
+    assert_eq!(h.room.zone_of(reps[4]), Some(Zone::Main));
+    assert_eq!(h.room.zone_of(reps[5]), Some(Zone::Lobby));
+}
+
+#[test]
+fn queue_positions_move_up_when_someone_leaves_the_lobby_and_waiting_zones_get_no_spotlight() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let party = h.join("party", Role::Party);
+    let first = h.join_in("first", Role::Party, Zone::Lobby);
+    let second = h.join_in("second", Role::Party, Zone::Lobby);
+    h.drain();
+    h.room.leave(h.t0, first, LeaveCause::NetworkLost);
+    let out = h.drain();
+    assert!(out.iter().any(|o| matches!(o, Output::Event { to, event: RoomEvent::ParticipantUpdated(v) } if *to == second && v.queue_position == Some(1))));
+    h.control(judge, Control::Spotlight(Some(party))).unwrap();
+    let out = h.drain();
+    assert!(out
+        .contains(&Output::Event { to: second, event: RoomEvent::SessionUpdated { locked: false, spotlight: None } }));
+    assert!(out.contains(&Output::Event {
+        to: party,
+        event: RoomEvent::SessionUpdated { locked: false, spotlight: Some("p_party".into()) }
+    }));
+}
