@@ -14,8 +14,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::server::TestServer;
@@ -23,37 +21,18 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_caucus_hides_the_mediator_and_one_party_from_the_other_until_they_return() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)"
-    );
+    let browser = common::browser::Browser::new();
 
     let s = TestServer::start().await;
     let sid = s.create_session("mediation").await;
     let mediator = s.invite(&sid, "刘调解员", "mediator").await;
     let a = s.invite(&sid, "张三", "party").await;
     let b = s.invite(&sid, "李四", "party").await;
-    let artifacts = root.join("target/test-artifacts/browser-caucus");
-    // Only this run's screenshots: a stale one must not pass for a new one.
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = browser.artifacts("browser-caucus");
 
-    let child = tokio::process::Command::new("node")
-        .arg(script_dir.join("caucus.mjs"))
-        .arg(&artifacts)
+    let child = browser
+        .node("caucus.mjs", &artifacts)
         .args([&mediator.join_url, &a.join_url, &b.join_url])
-        .env("CHROMIUM", &chromium)
-        .current_dir(&script_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node runs (install nodejs)");
     let out = tokio::time::timeout(Duration::from_secs(240), child.wait_with_output())

@@ -17,8 +17,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::server::TestServer;
@@ -27,37 +25,18 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hearing_goes_from_lobby_to_admission_to_a_called_witness_to_close() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)"
-    );
+    let browser = common::browser::Browser::new();
 
     let s = TestServer::start().await;
     let sid = s.create_session_with_lobby("hearing").await;
     let judge = s.invite(&sid, "王法官", "judge").await;
     let party = s.invite(&sid, "张三", "party").await;
     let witness = s.invite(&sid, "赵证人", "witness").await;
-    let artifacts = root.join("target/test-artifacts/browser-hearing");
-    // Only this run's screenshots: a stale one must not pass for a new one.
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = browser.artifacts("browser-hearing");
 
-    let mut child = tokio::process::Command::new("node")
-        .arg(script_dir.join("hearing.mjs"))
-        .arg(&artifacts)
+    let mut child = browser
+        .node("hearing.mjs", &artifacts)
         .args([&judge.join_url, &party.join_url, &witness.join_url])
-        .env("CHROMIUM", &chromium)
-        .current_dir(&script_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node runs (install nodejs)");
     let mut stderr_pipe = child.stderr.take().expect("stderr");

@@ -15,8 +15,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::server::TestServer;
@@ -24,17 +22,7 @@ use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_party_verifies_consents_joins_and_rates_in_the_browser() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)"
-    );
+    let browser = common::browser::Browser::new();
 
     let s = TestServer::start().await;
     let case = s
@@ -59,20 +47,11 @@ async fn a_party_verifies_consents_joins_and_rates_in_the_browser() {
     let party_url = invited["join_url"].as_str().unwrap().to_string();
     let other = s.invite(&sid, "李四", "party").await;
 
-    let artifacts = root.join("target/test-artifacts/identity-consent");
-    // Only this run's screenshots: a stale one must not pass for a new one.
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = browser.artifacts("identity-consent");
 
-    let child = tokio::process::Command::new("node")
-        .arg(script_dir.join("identity_consent.mjs"))
-        .arg(&artifacts)
+    let child = browser
+        .node("identity_consent.mjs", &artifacts)
         .args([&mediator.join_url, &party_url, &other.join_url])
-        .env("CHROMIUM", &chromium)
-        .current_dir(&script_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node runs (install nodejs)");
     let out = tokio::time::timeout(Duration::from_secs(360), child.wait_with_output())

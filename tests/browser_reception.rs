@@ -15,8 +15,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::server::TestServer;
@@ -42,17 +40,7 @@ fn id_of(v: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_level_reception_queues_petitioners_calls_the_next_and_hands_over_to_mediation() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)"
-    );
+    let browser = common::browser::Browser::new();
 
     let s = TestServer::start().await;
     // County → township → village.
@@ -110,20 +98,11 @@ async fn a_three_level_reception_queues_petitioners_calls_the_next_and_hands_ove
     let pet1 = invite(&s, &county, json!({"display_name": "赵大妈", "role": "party"})).await;
     let pet2 = invite(&s, &county, json!({"display_name": "孙先生", "role": "party", "group": "某小区业主"})).await;
 
-    let artifacts = root.join("target/test-artifacts/browser-reception");
-    // Only this run's screenshots: a stale one must not pass for a new one.
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = browser.artifacts("browser-reception");
 
-    let mut child = tokio::process::Command::new("node")
-        .arg(script_dir.join("reception.mjs"))
-        .arg(&artifacts)
+    let mut child = browser
+        .node("reception.mjs", &artifacts)
         .args([&officer.join_url, &township_officer.join_url, &village.join_url, &pet1.join_url, &pet2.join_url])
-        .env("CHROMIUM", &chromium)
-        .current_dir(&script_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node runs (install nodejs)");
     let mut stderr_pipe = child.stderr.take().expect("stderr");

@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::server::TestServer;
@@ -21,17 +19,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_whose_network_drops_reconnects_and_everyone_sees_it_again() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)"
-    );
+    let browser = common::browser::Browser::new();
 
     let s = TestServer::start().await;
     let sid = s.create_session("hearing").await;
@@ -39,21 +27,12 @@ async fn a_browser_whose_network_drops_reconnects_and_everyone_sees_it_again() {
     for (name, role) in [("王法官", "judge"), ("张三", "party"), ("李四", "party")] {
         invites.push(s.invite(&sid, name, role).await);
     }
-    let artifacts = root.join("target/test-artifacts/browser-reconnect");
-    // Only this run's screenshots: a stale page-2-after.png must not pass for a new one.
-    let _ = std::fs::remove_dir_all(&artifacts);
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = browser.artifacts("browser-reconnect");
 
-    let child = tokio::process::Command::new("node")
-        .arg(script_dir.join("reconnect.mjs"))
-        .arg(&artifacts)
+    let child = browser
+        .node("reconnect.mjs", &artifacts)
         .args(invites.iter().map(|i| &i.join_url))
-        .env("CHROMIUM", &chromium)
         .env("QIAO_DROP_MS", "3000")
-        .current_dir(&script_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node runs (install nodejs)");
     // While the script runs, watch the server's own view of page 2's participant (REST, every

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::server::TestServer;
@@ -17,17 +15,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_browsers_see_and_hear_each_other_through_join_links() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script_dir = root.join("tests/browser");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is not installed: run scripts/test.sh (or npm ci --prefix tests/browser)"
-    );
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "Chromium not found at {chromium}: run scripts/test.sh (apt-get install chromium)"
-    );
+    let browser = common::browser::Browser::new();
 
     let s = TestServer::start().await;
     let sid = s.create_session("hearing").await;
@@ -35,20 +23,9 @@ async fn three_browsers_see_and_hear_each_other_through_join_links() {
     for (name, role) in [("王法官", "judge"), ("张三", "party"), ("李四", "party")] {
         urls.push(s.invite(&sid, name, role).await.join_url);
     }
-    let artifacts = root.join("target/test-artifacts/browser");
-    std::fs::create_dir_all(&artifacts).unwrap();
+    let artifacts = browser.artifacts("browser");
 
-    let child = tokio::process::Command::new("node")
-        .arg(script_dir.join("three_party.mjs"))
-        .arg(&artifacts)
-        .args(&urls)
-        .env("CHROMIUM", &chromium)
-        .current_dir(&script_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs (install nodejs)");
+    let child = browser.node("three_party.mjs", &artifacts).args(&urls).spawn().expect("node runs (install nodejs)");
     let out = tokio::time::timeout(Duration::from_secs(150), child.wait_with_output())
         .await
         .expect("the browser script finishes within its own watchdog")

@@ -1,6 +1,7 @@
 //! Shared integration-test harness. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod client;
 pub mod fixtures;
 pub mod forwarding;
