@@ -116,6 +116,15 @@ async fn api_not_found() -> ApiError {
     ApiError::NotFound("endpoint")
 }
 
+/// A store error where "not found" means the request named something that does not exist (a
+/// `site_id`, a `parent_id`): that is bad input, not a missing resource.
+fn bad_reference(field: &'static str) -> impl Fn(crate::store::StoreError) -> ApiError {
+    move |e| match e {
+        crate::store::StoreError::NotFound => ApiError::BadRequest(format!("{field} names no site")),
+        other => ApiError::internal(other),
+    }
+}
+
 /// JSON body with our error shape for every failure (axum's own rejections are plain text).
 pub struct JsonBody<T>(pub T);
 
@@ -211,10 +220,8 @@ async fn create_site(State(s): State<AppState>, JsonBody(b): JsonBody<NewSite>) 
     if !SITE_KINDS.contains(&b.kind.as_str()) {
         return Err(ApiError::BadRequest(format!("kind must be one of {}", SITE_KINDS.join(", "))));
     }
-    let site = s.store.create_site(&b.name, &b.kind, b.parent_id.as_deref()).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::BadRequest("parent_id names no site".into()),
-        other => ApiError::internal(other),
-    })?;
+    let site =
+        s.store.create_site(&b.name, &b.kind, b.parent_id.as_deref()).await.map_err(bad_reference("parent_id"))?;
     audit(&s, AuditRecord::new(ADMIN, "site.create").target(&site.id).detail(format!("{} {}", site.kind, site.name)))
         .await?;
     Ok((StatusCode::CREATED, Json(site)).into_response())
@@ -324,10 +331,7 @@ async fn create_session(
             b.consent_required.unwrap_or(true),
         )
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
-            other => ApiError::internal(other),
-        })?;
+        .map_err(bad_reference("site_id"))?;
     audit(&s, AuditRecord::new(ADMIN, "session.create").session(&session.id).target(&case)).await?;
     Ok((StatusCode::CREATED, Json(session)).into_response())
 }
@@ -495,10 +499,7 @@ async fn make_invitation(
     s.store
         .create_participant(&session.id, &pid, inv.display_name, inv.role.as_str(), inv.site_id, &expires_at)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
-            other => ApiError::internal(other),
-        })?;
+        .map_err(bad_reference("site_id"))?;
     if let Some((name, number)) = inv.identity {
         let hash = s.identity_hasher.hash(&pid, number);
         s.store.set_identity(&pid, name.trim(), &hash).await.map_err(ApiError::internal)?;
@@ -534,13 +535,11 @@ async fn convert_to_mediation(
     if from.kind != "reception" {
         return Err(ApiError::Conflict("only a reception is handed to mediation"));
     }
-    let to =
-        s.store.create_linked_session(&from, "mediation", b.title.as_deref(), b.site_id.as_deref()).await.map_err(
-            |e| match e {
-                crate::store::StoreError::NotFound => ApiError::BadRequest("site_id names no site".into()),
-                other => ApiError::internal(other),
-            },
-        )?;
+    let to = s
+        .store
+        .create_linked_session(&from, "mediation", b.title.as_deref(), b.site_id.as_deref())
+        .await
+        .map_err(bad_reference("site_id"))?;
     audit(&s, AuditRecord::new(ADMIN, "session.convert").session(&to.id).target(&from.id).detail("mediation")).await?;
     let mut invitations = Vec::new();
     for p in s.store.participants(&from.id).await.map_err(ApiError::internal)? {
