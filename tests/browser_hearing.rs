@@ -51,23 +51,20 @@ async fn a_hearing_goes_from_lobby_to_admission_to_a_called_witness_to_close() {
     // closed here, with the admin token, which the script never sees.
     let mut closed = false;
     let mut stdout = String::new();
+    // Collects stdout (the RESULT line is read from it afterwards) and answers PHASE lines.
     let read = async {
-        let mut result = None;
         while let Some(line) = lines.next_line().await.expect("reading the script's stdout") {
             stdout.push_str(&line);
             stdout.push('\n');
-            if let Some(r) = line.strip_prefix("RESULT ") {
-                result = Some(r.to_string());
-            } else if let Some(p) = line.strip_prefix("PHASE ") {
+            if let Some(p) = line.strip_prefix("PHASE ") {
                 let phase: Value = serde_json::from_str(p).expect("PHASE is JSON");
                 assert_eq!(phase["phase"], "close_session", "unknown phase {phase}");
                 s.close_session(&sid).await;
                 closed = true;
             }
         }
-        result
     };
-    let line = tokio::time::timeout(Duration::from_secs(360), read)
+    tokio::time::timeout(Duration::from_secs(360), read)
         .await
         .expect("the browser script finishes within its own watchdog");
     let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
@@ -75,9 +72,7 @@ async fn a_hearing_goes_from_lobby_to_admission_to_a_called_witness_to_close() {
         .await
         .map(|r| r.unwrap_or_default())
         .unwrap_or_default();
-    let line = line.unwrap_or_else(|| panic!("no RESULT line.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    let result: Value = serde_json::from_str(&line).expect("RESULT is JSON");
-    assert_eq!(result["ok"], true, "browser result: {result:#}\nstderr:\n{stderr}");
+    let result = common::browser::ok_result(&stdout, &stderr);
     assert!(closed, "the script never asked for the session to be closed");
 
     let steps = &result["steps"];

@@ -18,7 +18,7 @@ mod common;
 use std::time::Duration;
 
 use common::server::TestServer;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_party_verifies_consents_joins_and_rates_in_the_browser() {
@@ -54,18 +54,7 @@ async fn a_party_verifies_consents_joins_and_rates_in_the_browser() {
         .args([&mediator.join_url, &party_url, &other.join_url])
         .spawn()
         .expect("node runs (install nodejs)");
-    let out = tokio::time::timeout(Duration::from_secs(360), child.wait_with_output())
-        .await
-        .expect("the browser script finishes within its own watchdog")
-        .expect("browser script output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    let result: Value = serde_json::from_str(line).expect("RESULT is JSON");
-    assert_eq!(result["ok"], true, "browser result: {result:#}\nstderr:\n{stderr}");
+    let (result, _stderr) = common::browser::finish(child, Duration::from_secs(360)).await;
     let steps = &result["steps"];
     for p in result["pages"].as_array().expect("pages") {
         assert_eq!(p["console_errors"], json!([]), "{p}");

@@ -117,14 +117,12 @@ async fn a_three_level_reception_queues_petitioners_calls_the_next_and_hands_ove
     // with the admin token, which the script never sees.
     let mut transfer: Option<Value> = None;
     let mut stdout = String::new();
+    // Collects stdout (the RESULT line is read from it afterwards) and answers PHASE lines.
     let read = async {
-        let mut result = None;
         while let Some(line) = lines.next_line().await.expect("reading the script's stdout") {
             stdout.push_str(&line);
             stdout.push('\n');
-            if let Some(r) = line.strip_prefix("RESULT ") {
-                result = Some(r.to_string());
-            } else if let Some(p) = line.strip_prefix("PHASE ") {
+            if let Some(p) = line.strip_prefix("PHASE ") {
                 let phase: Value = serde_json::from_str(p).expect("PHASE is JSON");
                 assert_eq!(phase["phase"], "transfer", "unknown phase {phase}");
                 assert_eq!(phase["participant_id"], pet2.id.as_str(), "the script transfers petitioner 2");
@@ -139,9 +137,8 @@ async fn a_three_level_reception_queues_petitioners_calls_the_next_and_hands_ove
                 transfer = Some(v);
             }
         }
-        result
     };
-    let line = tokio::time::timeout(Duration::from_secs(420), read)
+    tokio::time::timeout(Duration::from_secs(420), read)
         .await
         .expect("the browser script finishes within its own watchdog");
     let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
@@ -149,9 +146,7 @@ async fn a_three_level_reception_queues_petitioners_calls_the_next_and_hands_ove
         .await
         .map(|r| r.unwrap_or_default())
         .unwrap_or_default();
-    let line = line.unwrap_or_else(|| panic!("no RESULT line.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    let result: Value = serde_json::from_str(&line).expect("RESULT is JSON");
-    assert_eq!(result["ok"], true, "browser result: {result:#}\nstderr:\n{stderr}");
+    let result = common::browser::ok_result(&stdout, &stderr);
     let transfer = transfer.expect("the script never asked for the transfer");
 
     let steps = &result["steps"];

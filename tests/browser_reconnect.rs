@@ -60,14 +60,8 @@ async fn a_browser_whose_network_drops_reconnects_and_everyone_sees_it_again() {
     }
     .expect("the browser script finishes within its own watchdog")
     .expect("browser script output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    let result: Value = serde_json::from_str(line).expect("RESULT is JSON");
-    assert_eq!(result["ok"], true, "browser result: {result:#}\nstderr:\n{stderr}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let result = common::browser::ok_result(&String::from_utf8_lossy(&out.stdout), &stderr);
 
     // The drop was real: page 2's live connections were reset and at least one retry was refused.
     let drop = &result["drop"];

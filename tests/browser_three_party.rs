@@ -11,7 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::server::TestServer;
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_browsers_see_and_hear_each_other_through_join_links() {
@@ -26,18 +25,7 @@ async fn three_browsers_see_and_hear_each_other_through_join_links() {
     let artifacts = browser.artifacts("browser");
 
     let child = browser.node("three_party.mjs", &artifacts).args(&urls).spawn().expect("node runs (install nodejs)");
-    let out = tokio::time::timeout(Duration::from_secs(150), child.wait_with_output())
-        .await
-        .expect("the browser script finishes within its own watchdog")
-        .expect("browser script output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
-    let result: Value = serde_json::from_str(line).expect("RESULT is JSON");
-    assert_eq!(result["ok"], true, "browser result: {result:#}\nstderr:\n{stderr}");
+    let (result, _stderr) = common::browser::finish(child, Duration::from_secs(150)).await;
     let pages = result["pages"].as_array().expect("pages");
     assert_eq!(pages.len(), 3);
     for p in pages {

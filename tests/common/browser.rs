@@ -50,3 +50,26 @@ impl Browser {
         c
     }
 }
+
+/// The script's `RESULT {json}` line from its stdout, checked to say `ok`; panics with both
+/// outputs when there is none or it failed.
+pub fn ok_result(stdout: &str, stderr: &str) -> serde_json::Value {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line.\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let result: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+    assert_eq!(result["ok"], true, "browser result: {result:#}\nstderr:\n{stderr}");
+    result
+}
+
+/// Waits (bounded) for a script that needs nothing from the test while it runs; returns its ok
+/// RESULT and its stderr.
+pub async fn finish(child: tokio::process::Child, within: std::time::Duration) -> (serde_json::Value, String) {
+    let out = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .expect("the browser script finishes within its own watchdog")
+        .expect("browser script output");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (ok_result(&String::from_utf8_lossy(&out.stdout), &stderr), stderr)
+}
