@@ -60,6 +60,28 @@ pub struct ServeArgs {
     /// Default lifetime of join tokens, in seconds.
     #[arg(long, env = "QIAO_TOKEN_TTL_SECS", default_value_t = 86_400)]
     pub token_ttl_secs: u64,
+
+    /// Where recordings are stored: `local` (a directory, see --recordings-dir) or
+    /// `s3://bucket[/prefix]` (endpoint, region and credentials from the standard AWS variables:
+    /// AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "QIAO_RECORDINGS_STORE", default_value = "local")]
+    pub recordings_store: String,
+
+    /// The local recordings directory (with --recordings-store local). Defaults to <data-dir>/recordings.
+    #[arg(long, env = "QIAO_RECORDINGS_DIR")]
+    pub recordings_dir: Option<PathBuf>,
+
+    /// Path-style S3 URLs (endpoint/bucket/key), as most self-hosted S3 servers need.
+    #[arg(long, env = "QIAO_S3_PATH_STYLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_path_style: bool,
+
+    /// Target length of a recording segment in seconds (video cuts at the next keyframe).
+    #[arg(long, env = "QIAO_SEGMENT_SECS", default_value_t = 4)]
+    pub segment_secs: u64,
+
+    /// The local spool that holds segments until storage has them, in MiB. An alarm is raised at 80%.
+    #[arg(long, env = "QIAO_SPOOL_LIMIT_MB", default_value_t = 4096)]
+    pub spool_limit_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +99,73 @@ pub struct Config {
     pub media: MediaConfig,
     pub core: CoreConfig,
     pub auth: AuthConfig,
+    pub recording: RecordingConfig,
+}
+
+/// Where recordings go and how they are cut.
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    pub store: StoreConfig,
+    /// Segments wait here (under the data dir) until storage has them.
+    pub spool_dir: PathBuf,
+    pub spool_limit_bytes: u64,
+    pub segment: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    Local { root: PathBuf },
+    S3(S3Config),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix inside the bucket, without leading or trailing '/'; may be empty.
+    pub prefix: String,
+    /// `None` means AWS itself (region endpoint).
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    // The secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Config {
+    /// `s3://bucket[/prefix]` plus the standard AWS environment variables.
+    pub fn from_url_and_env(url: &str, path_style: bool) -> Result<S3Config, ConfigError> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| ConfigError::BadStore(url.into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(ConfigError::BadStore(url.into()));
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let access_key = env("AWS_ACCESS_KEY_ID").ok_or(ConfigError::MissingEnv("AWS_ACCESS_KEY_ID"))?;
+        let secret_key = env("AWS_SECRET_ACCESS_KEY").ok_or(ConfigError::MissingEnv("AWS_SECRET_ACCESS_KEY"))?;
+        Ok(S3Config {
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+            endpoint: env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL")),
+            region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).unwrap_or_else(|| "us-east-1".into()),
+            path_style,
+            access_key,
+            secret_key,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +201,10 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("QIAO_ADMIN_TOKEN must be at least 16 characters")]
     WeakAdminToken,
+    #[error("--recordings-store must be `local` or s3://bucket[/prefix], not {0:?}")]
+    BadStore(String),
+    #[error("--recordings-store s3://… needs the environment variable {0}")]
+    MissingEnv(&'static str),
 }
 
 impl Config {
@@ -126,6 +219,8 @@ impl Config {
             (a.pli_interval_ms, "--pli-interval-ms"),
             (a.peer_timeout_secs, "--peer-timeout-secs"),
             (a.token_ttl_secs, "--token-ttl-secs"),
+            (a.segment_secs, "--segment-secs"),
+            (a.spool_limit_mb, "--spool-limit-mb"),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -134,7 +229,19 @@ impl Config {
         if admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::WeakAdminToken);
         }
+        let store = if a.recordings_store == "local" {
+            StoreConfig::Local { root: a.recordings_dir.clone().unwrap_or_else(|| a.data_dir.join("recordings")) }
+        } else {
+            StoreConfig::S3(S3Config::from_url_and_env(&a.recordings_store, a.s3_path_style)?)
+        };
+        let recording = RecordingConfig {
+            store,
+            spool_dir: a.data_dir.join("spool"),
+            spool_limit_bytes: a.spool_limit_mb.saturating_mul(1 << 20),
+            segment: Duration::from_secs(a.segment_secs),
+        };
         Ok(Config {
+            recording,
             data_dir: a.data_dir,
             http: HttpConfig {
                 listen: a.listen,
@@ -156,7 +263,6 @@ impl Config {
     /// A configuration for tests and embedding: everything on 127.0.0.1 with ephemeral ports.
     pub fn local_ephemeral(data_dir: PathBuf) -> Config {
         Config {
-            data_dir,
             http: HttpConfig {
                 listen: ([127, 0, 0, 1], 0).into(),
                 public_url: None,
@@ -167,6 +273,13 @@ impl Config {
             media: MediaConfig { udp: ([127, 0, 0, 1], 0).into(), public_ip: None },
             core: CoreConfig::default(),
             auth: AuthConfig { admin_token: None, token_ttl: Duration::from_secs(86_400) },
+            recording: RecordingConfig {
+                store: StoreConfig::Local { root: data_dir.join("recordings") },
+                spool_dir: data_dir.join("spool"),
+                spool_limit_bytes: 1 << 30,
+                segment: Duration::from_secs(4),
+            },
+            data_dir,
         }
     }
 }

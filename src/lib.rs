@@ -10,6 +10,7 @@
 //! - [`signal`]: the WebSocket protocol (versioned serde enums) and one task per connection.
 //! - [`api`]: thin axum handlers; `api::app(state)` builds the router for tests.
 //! - [`record`]: the recording manifest — segment hash chain, Ed25519 signature, offline check.
+//! - [`storage`]: recordings' object store (local directory or S3), spool and upload queue.
 //! - [`store`]: metadata in SQLite (sites, cases, sessions, participants, presence history).
 //! - [`auth`]: join tokens (JWT) and the admin token.
 //! - [`server`]: start-up wiring shared by `main` and the tests.
@@ -26,5 +27,6 @@ pub mod media;
 pub mod record;
 pub mod server;
 pub mod signal;
+pub mod storage;
 pub mod store;
 pub mod verify;
