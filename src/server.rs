@@ -26,6 +26,8 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("recording: {0}")]
+    Recording(String),
 }
 
 /// A running server.
@@ -73,8 +75,30 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 
     let (presence_tx, presence_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_presence(store.clone(), presence_rx));
+    crate::record::mux::init().map_err(|e| StartError::Recording(e.to_string()))?;
+    let recording_keys = Arc::new(recording_keys);
+    let sink: Arc<dyn crate::record::recorder::SegmentSink> = match &config.recording.store {
+        crate::config::StoreConfig::Local { root } => Arc::new(TempLocalSink { root: root.clone() }),
+        crate::config::StoreConfig::S3(_) => return Err(StartError::Recording("S3 not wired yet".into())),
+    };
+    std::fs::create_dir_all(&config.recording.spool_dir)
+        .map_err(|e| StartError::DataDir(config.recording.spool_dir.display().to_string(), e))?;
+    let recovered = crate::record::recorder::recover(&config.recording.spool_dir, &recording_keys, sink.as_ref());
+    if !recovered.is_empty() {
+        warn!(recordings = recovered.len(), "recordings interrupted by a crash were finalised");
+    }
+    let recorder_ctx = Arc::new(crate::record::recorder::RecorderContext {
+        store: store.clone(),
+        sink,
+        keys: recording_keys.clone(),
+        spool_dir: config.recording.spool_dir.clone(),
+        segment: config.recording.segment,
+        rt: tokio::runtime::Handle::current(),
+        on_final: None,
+    });
     let (media, _driver_task) =
-        media::spawn(config.media.udp, config.media.public_ip, config.core.clone(), presence_tx).await?;
+        media::spawn(config.media.udp, config.media.public_ip, config.core.clone(), presence_tx, Some(recorder_ctx))
+            .await?;
 
     let listener =
         std::net::TcpListener::bind(config.http.listen).map_err(|e| StartError::Bind(config.http.listen, e))?;
@@ -193,5 +217,25 @@ async fn write_presence(store: Store, mut rx: mpsc::UnboundedReceiver<PresenceRe
         if let Err(e) = store.audit(entry).await {
             error!(error = %e, participant = %r.participant_id, "could not write the audit log");
         }
+    }
+}
+
+/// TEMPORARY: stores straight into the local directory.
+struct TempLocalSink {
+    root: std::path::PathBuf,
+}
+
+impl crate::record::recorder::SegmentSink for TempLocalSink {
+    fn enqueue(&self, key: &str, file: &std::path::Path) -> Result<(), String> {
+        let dest = self.root.join(key);
+        std::fs::create_dir_all(dest.parent().expect("a key has a parent")).map_err(|e| e.to_string())?;
+        std::fs::copy(file, &dest).map_err(|e| e.to_string())?;
+        std::fs::remove_file(file).map_err(|e| e.to_string())
+    }
+    fn has_room(&self, _bytes: u64) -> bool {
+        true
+    }
+    fn failing_since(&self) -> Option<std::time::SystemTime> {
+        None
     }
 }

@@ -376,6 +376,9 @@ async fn close_session(
             return Err(ApiError::BadRequest(format!("outcome must be one of {}", OUTCOMES.join(", "))));
         }
     }
+    // The recording is finished first, so that its integrity value reaches the participants
+    // (as a `recording_status` with state `final`) before their connections close.
+    let recording = finish_recording(&s, &id).await;
     let closed = s.store.close_session(&id).await;
     // The room must end whatever happens next (even when it was closed before but a room is still
     // live, e.g. after a failure half-way through an earlier close): tell the driver first.
@@ -396,7 +399,31 @@ async fn close_session(
     }
     audit(&s, entry).await?;
     let session = s.store.session(&id).await.map_err(ApiError::internal)?;
-    Ok(Json(json!(session)))
+    let mut body = json!(session);
+    body["recording"] = match recording {
+        Some(f) => json!({
+            "recording_id": f.recording_id,
+            "chain_head": f.chain_head,
+            "segments": f.segments,
+        }),
+        None => Value::Null,
+    };
+    Ok(Json(body))
+}
+
+/// Asks the driver to finish the session's recording and waits for the final manifest. `None`
+/// when the session had no recorder (nobody ever joined) or it did not answer in time.
+async fn finish_recording(s: &AppState, session_id: &str) -> Option<crate::record::recorder::Finished> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    s.media.send(Command::FinishRecording { session_id: session_id.to_string(), reply }).await.ok()?;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), rx).await {
+        Ok(Ok(f)) => Some(f),
+        Ok(Err(_)) => None,
+        Err(_) => {
+            tracing::error!(session = session_id, "the recorder did not finish within 30 s");
+            None
+        }
+    }
 }
 
 // ---- participants -----------------------------------------------------------------------------

@@ -120,6 +120,16 @@ pub enum TrackSource {
     Screen,
 }
 
+impl TrackSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Camera => "camera",
+            TrackSource::Microphone => "microphone",
+            TrackSource::Screen => "screen",
+        }
+    }
+}
+
 /// Why a participant left. The court rules treat a network failure and walking out differently
 /// (在线诉讼规则 Art. 25), so every departure carries one of these and it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -743,13 +753,16 @@ impl Room {
     /// The per-packet path: account the packet and fill `out` with one entry per down track that
     /// must receive it. `out` is cleared first and reused by the caller, so this allocates nothing
     /// once warm.
-    pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, pkt: RtpIn<'_>, out: &mut Vec<Forward>) {
+    ///
+    /// Returns whether the packet belongs in the session's recording: the recorder is a
+    /// subscriber of every track in every zone, except what a host muted (silenced for everyone).
+    pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, pkt: RtpIn<'_>, out: &mut Vec<Forward>) -> bool {
         let RtpIn { ssrc, seq, ts, payload, audio_level } = pkt;
         out.clear();
-        let Some(track) = self.up_tracks.get_mut(&up) else { return };
+        let Some(track) = self.up_tracks.get_mut(&up) else { return false };
         track.stats.on_packet(seq, ts, payload.len(), track.info.clock_rate, now);
         if track.muted_by_host {
-            return;
+            return false;
         }
         if let Some(level) = audio_level {
             track.loudness.on_level(level);
@@ -785,6 +798,18 @@ impl Room {
         if want_keyframe {
             self.request_keyframe(now, up);
         }
+        true
+    }
+
+    /// The recorder needs a keyframe of `up` (to start or cut a segment); throttled like any
+    /// subscriber's request.
+    pub fn recorder_wants_keyframe(&mut self, now: Instant, up: UpTrackKey) {
+        self.request_keyframe(now, up);
+    }
+
+    /// The zone a participant is in, as text (for the recording manifest).
+    pub fn zone_name(&self, key: ParticipantKey) -> Option<String> {
+        self.participants.get(&key).map(|p| p.zone.to_string())
     }
 
     // ---- time -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -33,6 +34,7 @@ use crate::core::{
     ParticipantInfo, ParticipantKey, Room, RoomEvent, RtpIn, SameZone, TrackSource, TrackView, UpTrackInfo, UpTrackKey,
     Zone,
 };
+use crate::record::recorder::{self as rec, RecInput, RecorderContext, RecorderEvent, RecorderTap, TrackStart};
 use crate::signal::protocol::{CloseCode, PcKind, ServerMessage, SessionView};
 use crate::store::new_id;
 
@@ -55,12 +57,15 @@ pub async fn spawn(
     public_ip: Option<std::net::IpAddr>,
     core: CoreConfig,
     presence: mpsc::UnboundedSender<PresenceRecord>,
+    recording: Option<std::sync::Arc<RecorderContext>>,
 ) -> Result<(MediaHandle, tokio::task::JoinHandle<()>), DriverError> {
     let socket = bind_udp(bind).map_err(|e| DriverError::Bind(bind, e))?;
     let local = socket.local_addr().map_err(|e| DriverError::Bind(bind, e))?;
     let announced = SocketAddr::new(public_ip.unwrap_or(local.ip()), local.port());
     let (tx, rx) = mpsc::channel(1024);
-    let driver = Driver::new(socket, announced, core, rx, presence);
+    let mut driver = Driver::new(socket, announced, core, rx, presence);
+    driver.recording = recording;
+    driver.self_tx = Some(tx.downgrade());
     info!(%local, %announced, "media socket bound");
     let task = tokio::spawn(driver.run());
     Ok((MediaHandle { tx, announced }, task))
@@ -190,6 +195,17 @@ struct Driver {
     closed_sessions: std::collections::HashSet<String>,
     /// Scratch: rooms to settle on the packet path.
     settle_rooms: Vec<RoomKey>,
+    /// What recorders share; `None` runs without recording (benchmarks of the forwarding path).
+    recording: Option<std::sync::Arc<RecorderContext>>,
+    /// One recorder per open session, by session id. It outlives the room (a room that empties
+    /// is dropped; the session, and its recording, go on until closed).
+    recorders: HashMap<String, RecorderTap>,
+    /// Our own command channel, for recorder threads to reach us (weak: it must not keep the
+    /// driver alive after every handle is gone).
+    self_tx: Option<mpsc::WeakSender<Command>>,
+    /// The latest recording status per session: everyone who joins is told at once whether the
+    /// session is being recorded.
+    recording_status: HashMap<String, rec::RecordingStatus>,
     // Scratch buffers reused on the per-packet path so that it allocates nothing of its own.
     fwd: Vec<Forward>,
     rtp_in: Vec<rtc::rtp::Packet>,
@@ -239,6 +255,10 @@ impl Driver {
             stuck: Vec::new(),
             closed_sessions: std::collections::HashSet::new(),
             settle_rooms: Vec::new(),
+            recording: None,
+            recorders: HashMap::new(),
+            self_tx: None,
+            recording_status: HashMap::new(),
             fwd: Vec::with_capacity(64),
             rtp_in: Vec::with_capacity(64),
             touched: Vec::with_capacity(64),
@@ -429,6 +449,9 @@ impl Driver {
                         self.ups.remove(&up);
                         if let Some(r) = self.rooms.get_mut(&room) {
                             r.room.unpublish(now, up);
+                            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+                                tap.offer(RecInput::TrackEnd(up), now);
+                            }
                         }
                     }
                 }
@@ -472,10 +495,27 @@ impl Driver {
             mime: codec.mime_type.clone(),
             clock_rate: codec.clock_rate,
         };
+        let rec_track_id = info.track_id.clone();
         let Some(r) = self.rooms.get_mut(&room) else { return };
         match r.room.publish(now, owner, info, &mut self.keys) {
             Ok(up) => {
                 debug!(mime = %codec.mime_type, ssrc, "track published");
+                let participant_id = self.members.get(&owner).map(|m| m.participant_id.clone()).unwrap_or_default();
+                let zone = r.room.zone_name(owner).unwrap_or_else(|| "main".into());
+                let session_id = r.session.id.clone();
+                if let Some(tap) = self.recorders.get_mut(&session_id) {
+                    let start = TrackStart {
+                        up,
+                        track_id: rec_track_id,
+                        participant_id,
+                        kind: media_kind,
+                        source: source.as_str(),
+                        mime: codec.mime_type.clone(),
+                        clock_rate: codec.clock_rate,
+                        zone,
+                    };
+                    tap.offer(RecInput::Track(Box::new(start)), now);
+                }
                 peer.track_to_up.insert(track_id, up);
                 peer.ssrc_to_up.insert(ssrc, UpRoute { up, audio_level_ext });
                 self.ups.insert(up, UpState { peer: pk, receiver: receiver_id, ssrc, codec });
@@ -495,9 +535,19 @@ impl Driver {
         let (kind, room) = (peer.kind, peer.room);
         self.rtp_in.clear();
         let mut keyframe_requests: Vec<DownTrackKey> = Vec::new();
+        let mut sender_reports: Vec<(UpTrackKey, u64, u32)> = Vec::new();
         while let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(_, packet) if kind == PcKind::Publish => self.rtp_in.push(packet),
+                RTCMessage::RtcpPacket(_, packets) if kind == PcKind::Publish => {
+                    for p in &packets {
+                        if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                            if let Some(route) = peer.ssrc_to_up.get(&sr.ssrc) {
+                                sender_reports.push((route.up, sr.ntp_time, sr.rtp_time));
+                            }
+                        }
+                    }
+                }
                 RTCMessage::RtcpPacket(track_id, packets) if kind == PcKind::Subscribe => {
                     let wants_key = packets
                         .iter()
@@ -514,6 +564,11 @@ impl Driver {
         if let Some(r) = self.rooms.get_mut(&room) {
             for down in keyframe_requests {
                 r.room.on_keyframe_request(now, down);
+            }
+            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+                for (up, ntp, rtp) in sender_reports {
+                    tap.offer(RecInput::SenderReport { up, ntp, rtp, at: now }, now);
+                }
             }
         }
         let packets = std::mem::take(&mut self.rtp_in);
@@ -543,7 +598,20 @@ impl Driver {
         self.stats.audio_levels += audio_level.is_some() as u64;
         let pkt =
             RtpIn { ssrc: h.ssrc, seq: h.sequence_number, ts: h.timestamp, payload: &packet.payload, audio_level };
-        r.room.on_rtp(now, up, pkt, &mut self.fwd);
+        if r.room.on_rtp(now, up, pkt, &mut self.fwd) {
+            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+                let input = RecInput::Rtp {
+                    up,
+                    ssrc: h.ssrc,
+                    seq: h.sequence_number,
+                    ts: h.timestamp,
+                    marker: h.marker,
+                    payload: packet.payload.clone(),
+                    at: now,
+                };
+                tap.offer(input, now);
+            }
+        }
         for f in &self.fwd {
             let Some(d) = self.downs.get(&f.down) else { continue };
             let Some(pt) = d.pt else { continue };
@@ -888,6 +956,19 @@ impl Driver {
                     }
                 }
             }
+            Command::Recorder { session_id, event } => self.on_recorder_event(&session_id, event, now),
+            Command::FinishRecording { session_id, reply } => match self.recorders.remove(&session_id) {
+                Some(tap) => tap.control(rec::RecControl::Finish { reply }),
+                None => drop(reply),
+            },
+            Command::PauseRecording { session_id, by, reason } => {
+                if let Some(tap) = self.recorders.get(&session_id) {
+                    tap.control(match reason {
+                        Some(reason) => rec::RecControl::Pause { by, reason },
+                        None => rec::RecControl::Resume,
+                    });
+                }
+            }
             Command::CloseSession { session_id } => {
                 self.closed_sessions.insert(session_id.clone());
                 if let Some(r) = self.room_by_session.get(&session_id).and_then(|rk| self.rooms.get_mut(rk)) {
@@ -948,6 +1029,67 @@ impl Driver {
         self.settle(now, true).await;
     }
 
+    /// Starts the session's recorder unless it runs already (a room that emptied and refilled
+    /// keeps its recording).
+    fn ensure_recorder(&mut self, session: &SessionView) {
+        let Some(ctx) = self.recording.clone() else { return };
+        if self.recorders.contains_key(&session.id) {
+            return;
+        }
+        let facts = rec::SessionFacts {
+            session_id: session.id.clone(),
+            case_ref: session.case_id.clone(),
+            kind: session.kind.clone(),
+            title: session.title.clone(),
+        };
+        let tx = self.self_tx.clone();
+        let session_id = session.id.clone();
+        let events = Box::new(move |event: RecorderEvent| {
+            if let Some(tx) = tx.as_ref().and_then(|t| t.upgrade()) {
+                let _ = tx.blocking_send(Command::Recorder { session_id: session_id.clone(), event });
+            }
+        });
+        match rec::start(ctx, facts, events) {
+            Ok(tap) => {
+                self.recorders.insert(session.id.clone(), tap);
+            }
+            Err(e) => {
+                // The session goes on, but nobody may believe it is recorded.
+                warn!(error = %e, session = %session.id, "the recorder could not start");
+                let status = rec::RecordingStatus {
+                    state: "failed",
+                    cause: Some("recorder".into()),
+                    message_zh: "录像未能启动，本次会话未被录制".into(),
+                    message_en: "The recorder could not start: this session is not being recorded".into(),
+                    chain_head: None,
+                };
+                self.recording_status.insert(session.id.clone(), status);
+            }
+        }
+    }
+
+    fn on_recorder_event(&mut self, session_id: &str, event: RecorderEvent, now: Instant) {
+        if let RecorderEvent::Status(status) = &event {
+            self.recording_status.insert(session_id.to_string(), status.clone());
+        }
+        let Some(rk) = self.room_by_session.get(session_id).copied() else { return };
+        match event {
+            RecorderEvent::KeyframeNeeded(up) => {
+                if let Some(r) = self.rooms.get_mut(&rk) {
+                    r.room.recorder_wants_keyframe(now, up);
+                }
+                self.apply_outputs(rk, now);
+            }
+            RecorderEvent::Status(status) => {
+                let members: Vec<ParticipantKey> =
+                    self.members.iter().filter(|(_, m)| m.room == rk).map(|(k, _)| *k).collect();
+                for m in members {
+                    self.notify(m, ServerMessage::RecordingStatus { status: status.clone() });
+                }
+            }
+        }
+    }
+
     fn on_join(
         &mut self,
         joiner: Joiner,
@@ -968,6 +1110,7 @@ impl Driver {
                 self.rooms
                     .insert(rk, RoomState { room, session: joiner.session.clone(), by_participant_id: HashMap::new() });
                 self.room_by_session.insert(joiner.session.id.clone(), rk);
+                self.ensure_recorder(&joiner.session);
                 rk
             }
         };
@@ -1060,6 +1203,9 @@ impl Driver {
                     reconnect_grace_ms: self.core.reconnect_grace.as_millis() as u64,
                 };
                 self.notify(key, msg);
+                if let Some(status) = self.recording_status.get(&joiner.session.id).cloned() {
+                    self.notify(key, ServerMessage::RecordingStatus { status });
+                }
             }
         }
         info!(session = %joiner.session.id, participant = %joiner.participant_id, role = joiner.role.as_str(), event, "participant joined");

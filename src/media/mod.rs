@@ -143,6 +143,23 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
+    /// From a recorder thread: a keyframe request or a status for the session's participants.
+    Recorder {
+        session_id: String,
+        event: crate::record::recorder::RecorderEvent,
+    },
+    /// Finish the session's recording (before closing it): the reply carries the final manifest
+    /// and its chain head. Dropped unanswered when the session has no recorder.
+    FinishRecording {
+        session_id: String,
+        reply: oneshot::Sender<crate::record::recorder::Finished>,
+    },
+    /// Pause the recording with a statutory reason (`Some`), or resume it (`None`).
+    PauseRecording {
+        session_id: String,
+        by: String,
+        reason: Option<String>,
+    },
 }
 
 /// Counters kept by the driver.

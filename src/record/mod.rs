@@ -1,8 +1,11 @@
-//! Recording. Today: the manifest — its types, the segment hash chain, the server's Ed25519
-//! signature and the offline check behind `qiao verify <dir>`. The recorder itself (a subscriber
-//! of every track that muxes segments with FFmpeg) builds on this.
+//! Recording: the recorder (a server-side subscriber of every track that muxes short segments
+//! with FFmpeg), the manifest (segment hash chain, Ed25519 signature, offline check behind
+//! `qiao verify`), crash recovery, and the composite rendition rendered after close.
 
 pub mod composite;
+pub mod depacketize;
 pub mod manifest;
+pub mod mux;
+pub mod recorder;
 
 pub use manifest::{verify_recording, Manifest, RecordingError, SigningKeys};

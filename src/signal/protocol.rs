@@ -207,6 +207,12 @@ pub enum ServerMessage {
     ActiveSpeaker {
         participant_id: String,
     },
+    /// How the session's recording goes: `recording`, `paused`, `degraded`, `failed`, or `final`
+    /// with the recording's integrity value (chain head) at close.
+    RecordingStatus {
+        #[serde(flatten)]
+        status: crate::record::recorder::RecordingStatus,
+    },
     /// This participant is handed to another session; its join link follows. The connection
     /// closes with 4016 right after.
     Transferred {

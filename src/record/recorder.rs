@@ -1,0 +1,1072 @@
+//! The recorder of one session: a subscriber of every published track, fed by the media driver
+//! over a bounded channel, running on its own thread (muxing and hashing block). It reorders,
+//! depacketizes and muxes each track into short segments in the spool, chains every closed
+//! segment into the manifest, hands segments and manifest snapshots to durable storage, and tells
+//! the session how recording goes.
+//!
+//! Invariants:
+//! - the driver never waits for the recorder: packets are offered with `try_send`; what does not
+//!   fit is a gap with cause `recorder`, marked in the manifest and told to the hosts;
+//! - every segment in the manifest was closed (trailer written), hashed and chained before it was
+//!   listed; the open segment of a track is the only thing a crash can lose;
+//! - timestamps are milliseconds since the session's recording started (`started_at`); a track's
+//!   RTP clock is mapped onto it through the sender's RTCP sender reports, so one participant's
+//!   audio and video stay in sync;
+//! - `live.json` in the spool is the working manifest: present while recording, it is what crash
+//!   recovery finalises as `interrupted`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use super::depacketize::{
+    h264_dimensions, vp8_dimensions, Frame, FrameAssembler, Released, Reorder, TsUnwrap, VideoCodec,
+};
+use super::manifest::{chain_next, sha256_hex, Manifest, Segment, SessionInfo, SigningKeys, FORMAT, ZERO_CHAIN};
+use super::mux::{Codec, SegmentMuxer};
+use crate::core::{MediaKind, UpTrackKey};
+use crate::store::{rfc3339, Store};
+
+/// Packets the driver may queue ahead of the recorder before it starts counting drops
+/// (about 4 s of a busy 6-track session).
+pub const DATA_CAPACITY: usize = 8192;
+const TICK: Duration = Duration::from_millis(20);
+/// A track silent this long while its participant stays is a network gap in the manifest.
+const NETWORK_GAP_MS: i64 = 3000;
+/// How long before a video segment is due the recorder asks for a keyframe to cut at.
+const KEYFRAME_LEAD_MS: i64 = 400;
+const MANIFEST_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the recorder hands closed files (the spool and its durable upload queue).
+pub trait SegmentSink: Send + Sync + 'static {
+    /// Takes `file` (in the spool) for upload under `key`; it is removed from the spool once stored.
+    fn enqueue(&self, key: &str, file: &Path) -> Result<(), String>;
+    /// Whether the spool can take `bytes` more.
+    fn has_room(&self, bytes: u64) -> bool;
+    /// `Some(since)` while storage is failing.
+    fn failing_since(&self) -> Option<SystemTime>;
+}
+
+/// What the recorder tells the session (the driver relays it to the participants).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecorderEvent {
+    /// A video track needs a keyframe (to cut a segment, or after loss).
+    KeyframeNeeded(UpTrackKey),
+    Status(RecordingStatus),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecordingStatus {
+    /// `recording`, `paused`, `degraded` (recording continues, something is wrong), `failed`
+    /// (media is being lost: a gap is open) or `final`.
+    pub state: &'static str,
+    /// `recorder`, `storage` or `network` when degraded or failed; the pause reason when paused.
+    pub cause: Option<String>,
+    pub message_zh: String,
+    pub message_en: String,
+    /// The recording's integrity value (chain head), with `final`.
+    pub chain_head: Option<String>,
+}
+
+/// What the driver knows of a published track when it starts.
+#[derive(Debug, Clone)]
+pub struct TrackStart {
+    pub up: UpTrackKey,
+    pub track_id: String,
+    pub participant_id: String,
+    pub kind: MediaKind,
+    pub source: &'static str,
+    pub mime: String,
+    pub clock_rate: u32,
+    pub zone: String,
+}
+
+/// Data-path input from the driver.
+#[derive(Debug)]
+pub enum RecInput {
+    Track(Box<TrackStart>),
+    TrackEnd(UpTrackKey),
+    Rtp {
+        up: UpTrackKey,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: Bytes,
+        at: Instant,
+    },
+    SenderReport {
+        up: UpTrackKey,
+        ntp: u64,
+        rtp: u32,
+        at: Instant,
+    },
+    /// The channel was full from `from` to `to`: packets were dropped.
+    Overflow {
+        from: Instant,
+        to: Instant,
+    },
+}
+
+/// Control input (unbounded, checked before data).
+#[derive(Debug)]
+pub enum RecControl {
+    Pause { by: String, reason: String },
+    Resume,
+    Finish { reply: tokio::sync::oneshot::Sender<Finished> },
+}
+
+/// The result of finishing a recording.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub recording_id: String,
+    pub prefix: String,
+    pub chain_head: String,
+    pub segments: usize,
+    pub manifest: Manifest,
+}
+
+/// Everything the recorders of a server share.
+pub struct RecorderContext {
+    pub store: Store,
+    pub sink: Arc<dyn SegmentSink>,
+    pub keys: Arc<SigningKeys>,
+    pub spool_dir: PathBuf,
+    pub segment: Duration,
+    pub rt: tokio::runtime::Handle,
+    /// Called after a recording is final (the composite job); runs on the runtime.
+    pub on_final: Option<Arc<dyn Fn(Finished) + Send + Sync>>,
+}
+
+/// The session facts a recording starts from.
+#[derive(Debug, Clone)]
+pub struct SessionFacts {
+    pub session_id: String,
+    pub case_ref: String,
+    pub kind: String,
+    pub title: Option<String>,
+}
+
+/// The driver's end of one recorder.
+pub struct RecorderTap {
+    data: SyncSender<RecInput>,
+    control: std::sync::mpsc::Sender<RecControl>,
+    /// When the data channel first refused a packet in the current overflow.
+    overflow_since: Option<Instant>,
+    pub dropped: u64,
+    pub recording_id: String,
+}
+
+impl RecorderTap {
+    /// Offers input without waiting; on a full channel counts the drop and reports the overflow
+    /// once the channel accepts again.
+    pub fn offer(&mut self, input: RecInput, now: Instant) {
+        if let Some(from) = self.overflow_since {
+            match self.data.try_send(RecInput::Overflow { from, to: now }) {
+                Ok(()) => self.overflow_since = None,
+                Err(_) => {
+                    self.dropped += 1;
+                    return;
+                }
+            }
+        }
+        match self.data.try_send(input) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped += 1;
+                self.overflow_since = Some(now);
+            }
+            Err(TrySendError::Disconnected(_)) => self.dropped += 1,
+        }
+    }
+
+    pub fn control(&self, c: RecControl) {
+        let _ = self.control.send(c);
+    }
+}
+
+/// Starts the recorder of a session on its own thread. `events` reaches the driver.
+pub fn start(
+    ctx: Arc<RecorderContext>,
+    facts: SessionFacts,
+    events: Box<dyn Fn(RecorderEvent) + Send>,
+) -> std::io::Result<RecorderTap> {
+    let (data_tx, data_rx) = std::sync::mpsc::sync_channel(DATA_CAPACITY);
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    let recording_id = crate::store::new_id("rec");
+    let id = recording_id.clone();
+    // Everything that blocks (the store, the spool) happens on the recorder's own thread.
+    std::thread::Builder::new().name(format!("rec-{recording_id}")).spawn(move || {
+        match Recorder::new(ctx, facts, id, events) {
+            Ok(mut rec) => rec.run(data_rx, control_rx),
+            Err((events, e)) => {
+                error!(error = %e, "the recorder could not start");
+                events(RecorderEvent::Status(RecordingStatus {
+                    state: "failed",
+                    cause: Some("recorder".into()),
+                    message_zh: "录像未能启动，本次会话未被录制".into(),
+                    message_en: "The recorder could not start: this session is not being recorded".into(),
+                    chain_head: None,
+                }));
+            }
+        }
+    })?;
+    Ok(RecorderTap { data: data_tx, control: control_tx, overflow_since: None, dropped: 0, recording_id })
+}
+
+/// The storage key prefix of a recording (see `storage::recording_prefix`).
+pub fn key_prefix(case_number: &str, session_id: &str, recording_id: &str) -> String {
+    crate::storage::recording_prefix(case_number, session_id, recording_id)
+}
+
+struct OpenSegment {
+    muxer: SegmentMuxer,
+    rel_path: String,
+    file: PathBuf,
+    codec: Codec,
+    /// A keyframe was asked for to end this segment.
+    keyframe_asked: bool,
+}
+
+struct Track {
+    start: TrackStart,
+    codec: TrackCodec,
+    ssrc: Option<u32>,
+    reorder: Reorder,
+    assembler: Option<FrameAssembler>,
+    ts: TsUnwrap,
+    /// (extended RTP timestamp, ms on the timeline) that maps this track's clock.
+    anchor: Option<(i64, f64)>,
+    last_pts: Option<i64>,
+    last_frame_ms: i64,
+    frame_ms: i64,
+    need_keyframe: bool,
+    last_keyframe_ask: Option<Instant>,
+    segment: Option<OpenSegment>,
+    segments: u32,
+    ended: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrackCodec {
+    Vp8,
+    H264,
+    Opus,
+}
+
+struct Recorder {
+    ctx: Arc<RecorderContext>,
+    facts: SessionFacts,
+    recording_id: String,
+    prefix: String,
+    dir: PathBuf,
+    events: Box<dyn Fn(RecorderEvent) + Send>,
+    started: Instant,
+    started_wall: SystemTime,
+    manifest: Manifest,
+    tracks: HashMap<UpTrackKey, Track>,
+    /// Per participant: offset from the sender's NTP clock to our timeline, from its first SR.
+    ntp_offset: HashMap<String, f64>,
+    paused: bool,
+    released: Vec<Released>,
+    manifest_dirty: bool,
+    manifest_written: Option<Instant>,
+    manifest_seq: u64,
+    /// Open gap per cause (recorder, storage), as an index into `manifest.gaps`.
+    open_gap: HashMap<&'static str, usize>,
+    state: &'static str,
+}
+
+impl Recorder {
+    fn new(
+        ctx: Arc<RecorderContext>,
+        facts: SessionFacts,
+        recording_id: String,
+        events: Box<dyn Fn(RecorderEvent) + Send>,
+    ) -> Result<Recorder, (Box<dyn Fn(RecorderEvent) + Send>, std::io::Error)> {
+        let started_wall = SystemTime::now();
+        let session = ctx.rt.block_on(ctx.store.session(&facts.session_id)).ok();
+        // The external case number names the storage keys; Qiao's case id goes in the manifest.
+        let case_number = session.as_ref().map_or_else(|| facts.case_ref.clone(), |s| s.case_id.clone());
+        let case_ref = session.as_ref().map_or_else(|| facts.case_ref.clone(), |s| s.case.clone());
+        let prefix = key_prefix(&case_number, &facts.session_id, &recording_id);
+        let dir = ctx.spool_dir.join(&recording_id);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return Err((events, e));
+        }
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            case_id: case_number,
+            case: case_ref,
+            session: SessionInfo {
+                id: facts.session_id.clone(),
+                kind: facts.kind.clone(),
+                title: session.as_ref().and_then(|s| s.title.clone()).or(facts.title.clone()),
+                sites: Vec::new(),
+            },
+            status: "recording".into(),
+            started_at: rfc3339(started_wall),
+            ended_at: None,
+            participants: Vec::new(),
+            tracks: Vec::new(),
+            segments: Vec::new(),
+            chain_head: ZERO_CHAIN.into(),
+            pauses: Vec::new(),
+            gaps: Vec::new(),
+            renditions: Vec::new(),
+            signature: None,
+        };
+        if let Err(e) = std::fs::write(dir.join("prefix"), &prefix) {
+            return Err((events, e));
+        }
+        Ok(Recorder {
+            ctx,
+            facts,
+            recording_id,
+            prefix,
+            dir,
+            events,
+            started: Instant::now(),
+            started_wall,
+            manifest,
+            tracks: HashMap::new(),
+            ntp_offset: HashMap::new(),
+            paused: false,
+            released: Vec::with_capacity(64),
+            manifest_dirty: true,
+            manifest_written: None,
+            manifest_seq: 0,
+            open_gap: HashMap::new(),
+            state: "recording",
+        })
+    }
+
+    fn run(&mut self, data: Receiver<RecInput>, control: Receiver<RecControl>) {
+        info!(recording = %self.recording_id, session = %self.facts.session_id, prefix = %self.prefix, "recording started");
+        self.status("recording", None);
+        self.write_manifest(Instant::now());
+        loop {
+            while let Ok(c) = control.try_recv() {
+                match c {
+                    RecControl::Pause { by, reason } => self.pause(by, reason),
+                    RecControl::Resume => self.resume(),
+                    RecControl::Finish { reply } => {
+                        // Take what is already queued, then finish.
+                        while let Ok(input) = data.try_recv() {
+                            self.on_input(input);
+                        }
+                        let f = self.finish();
+                        let _ = reply.send(f);
+                        return;
+                    }
+                }
+            }
+            match data.recv_timeout(TICK) {
+                Ok(input) => {
+                    self.on_input(input);
+                    // Drain a burst without re-checking the clock per packet.
+                    for _ in 0..256 {
+                        match data.try_recv() {
+                            Ok(input) => self.on_input(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // A finish drops the data sender right after sending its control message.
+                    if let Ok(RecControl::Finish { reply }) = control.recv_timeout(Duration::from_millis(100)) {
+                        let _ = reply.send(self.finish());
+                        return;
+                    }
+                    // The driver dropped the recorder without a finish (the process is stopping):
+                    // leave live.json for recovery to finalise as interrupted.
+                    self.close_all_segments();
+                    self.write_manifest(Instant::now());
+                    warn!(recording = %self.recording_id, "recorder input ended without finish; left for recovery");
+                    return;
+                }
+            }
+            self.tick(Instant::now());
+        }
+    }
+
+    fn ms(&self, at: Instant) -> i64 {
+        at.saturating_duration_since(self.started).as_millis() as i64
+    }
+
+    fn wall(&self, ms: i64) -> String {
+        rfc3339(self.started_wall + Duration::from_millis(ms.max(0) as u64))
+    }
+
+    fn on_input(&mut self, input: RecInput) {
+        match input {
+            RecInput::Track(t) => self.on_track(*t),
+            RecInput::TrackEnd(up) => {
+                if let Some(t) = self.tracks.get_mut(&up) {
+                    t.ended = true;
+                }
+                self.flush_track(up);
+                self.close_segment(up);
+            }
+            RecInput::Rtp { up, ssrc, seq, ts, marker, payload, at } => {
+                self.on_rtp(up, ssrc, seq, ts, marker, payload, at)
+            }
+            RecInput::SenderReport { up, ntp, rtp, at } => self.on_sender_report(up, ntp, rtp, at),
+            RecInput::Overflow { from, to } => {
+                let (from, to) = (self.ms(from), self.ms(to));
+                warn!(recording = %self.recording_id, from_ms = from, to_ms = to, "recorder fell behind; packets dropped");
+                self.manifest.gaps.push(json!({
+                    "track_id": null, "from": self.wall(from), "to": self.wall(to), "cause": "recorder"
+                }));
+                self.manifest_dirty = true;
+                self.status("degraded", Some("recorder"));
+            }
+        }
+    }
+
+    fn on_track(&mut self, s: TrackStart) {
+        let codec = match s.mime.to_ascii_lowercase().as_str() {
+            "video/vp8" => TrackCodec::Vp8,
+            "video/h264" => TrackCodec::H264,
+            "audio/opus" => TrackCodec::Opus,
+            other => {
+                warn!(mime = other, track = %s.track_id, "codec not recordable; the track is marked as a gap");
+                self.manifest.gaps.push(json!({
+                    "track_id": s.track_id, "from": self.wall(self.ms(Instant::now())), "to": null, "cause": "recorder"
+                }));
+                return;
+            }
+        };
+        self.manifest.tracks.push(json!({
+            "id": s.track_id, "participant_id": s.participant_id,
+            "kind": if s.kind == MediaKind::Audio { "audio" } else { "video" },
+            "source": s.source, "codec": s.mime, "clock_rate": s.clock_rate, "zone": s.zone,
+        }));
+        self.manifest_dirty = true;
+        let assembler = match codec {
+            TrackCodec::Vp8 => Some(FrameAssembler::new(VideoCodec::Vp8)),
+            TrackCodec::H264 => Some(FrameAssembler::new(VideoCodec::H264)),
+            TrackCodec::Opus => None,
+        };
+        let up = s.up;
+        self.tracks.insert(
+            up,
+            Track {
+                start: s,
+                codec,
+                ssrc: None,
+                reorder: Reorder::default(),
+                assembler,
+                ts: TsUnwrap::default(),
+                anchor: None,
+                last_pts: None,
+                last_frame_ms: 0,
+                frame_ms: if codec == TrackCodec::Opus { 20 } else { 33 },
+                need_keyframe: codec != TrackCodec::Opus,
+                last_keyframe_ask: None,
+                segment: None,
+                segments: 0,
+                ended: false,
+            },
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_rtp(&mut self, up: UpTrackKey, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: Bytes, at: Instant) {
+        let at_ms = self.ms(at);
+        let Some(t) = self.tracks.get_mut(&up) else { return };
+        if t.ssrc != Some(ssrc) {
+            if t.ssrc.is_some() {
+                // A new SSRC restarts numbering and clock: flush the old stream and re-anchor.
+                let mut out = std::mem::take(&mut self.released);
+                t.reorder.flush(&mut out);
+                self.released = out;
+                self.deliver(up);
+                let t = self.tracks.get_mut(&up).expect("present");
+                t.reorder.reset();
+                t.ts = TsUnwrap::default();
+                t.anchor = None;
+                t.need_keyframe = t.codec != TrackCodec::Opus;
+            }
+            self.tracks.get_mut(&up).expect("present").ssrc = Some(ssrc);
+        }
+        let t = self.tracks.get_mut(&up).expect("present");
+        let mut out = std::mem::take(&mut self.released);
+        t.reorder.push(seq, ts, marker, payload, at_ms, &mut out);
+        self.released = out;
+        self.deliver(up);
+    }
+
+    /// Turns what the reorder buffer released into frames and writes them.
+    fn deliver(&mut self, up: UpTrackKey) {
+        let released = std::mem::take(&mut self.released);
+        for r in &released {
+            let Some(t) = self.tracks.get_mut(&up) else { break };
+            let frame = match (r, t.assembler.as_mut()) {
+                (Released::Lost(_), Some(a)) => {
+                    a.on_lost();
+                    None
+                }
+                (Released::Lost(_), None) => None,
+                (Released::Packet(h), Some(a)) => a.push(h),
+                (Released::Packet(h), None) => {
+                    Some(Frame { ts: h.ts, keyframe: true, data: h.payload.to_vec(), at_ms: h.at_ms })
+                }
+            };
+            if let Some(f) = frame {
+                self.on_frame(up, f);
+            }
+        }
+        let mut released = released;
+        released.clear();
+        self.released = released;
+    }
+
+    fn on_sender_report(&mut self, up: UpTrackKey, ntp: u64, rtp: u32, at: Instant) {
+        let at_ms = self.ms(at) as f64;
+        let Some(t) = self.tracks.get_mut(&up) else { return };
+        // NTP 32.32 fixed point → ms.
+        let ntp_ms = (ntp >> 32) as f64 * 1000.0 + ((ntp & 0xffff_ffff) as f64) * 1000.0 / 4_294_967_296.0;
+        let offset = *self.ntp_offset.entry(t.start.participant_id.clone()).or_insert(at_ms - ntp_ms);
+        let rtp_ext = t.ts.unwrap(rtp);
+        // Re-anchor the track on the sender's clock; `last_pts` keeps the output monotonic.
+        t.anchor = Some((rtp_ext, ntp_ms + offset));
+    }
+
+    fn on_frame(&mut self, up: UpTrackKey, f: Frame) {
+        let segment_ms = self.ctx.segment.as_millis() as i64;
+        let paused = self.paused;
+        let Some(t) = self.tracks.get_mut(&up) else { return };
+        let ts = t.ts.unwrap(f.ts);
+        let (anchor_ts, anchor_ms) = *t.anchor.get_or_insert((ts, f.at_ms as f64));
+        let mut pts = (anchor_ms + (ts - anchor_ts) as f64 * 1000.0 / f64::from(t.start.clock_rate)).round() as i64;
+        if let Some(last) = t.last_pts {
+            if pts - last > NETWORK_GAP_MS && !paused {
+                let (from, to, id) = (last, pts, t.start.track_id.clone());
+                self.manifest.gaps.push(json!({
+                    "track_id": id, "from": self.wall(from), "to": self.wall(to), "cause": "network"
+                }));
+                self.manifest_dirty = true;
+            }
+            let t = self.tracks.get_mut(&up).expect("present");
+            if pts - last > 0 && pts - last < 200 {
+                t.frame_ms = pts - last;
+            }
+            pts = pts.max(last + 1);
+        }
+        let t = self.tracks.get_mut(&up).expect("present");
+        t.last_pts = Some(pts);
+        t.last_frame_ms = pts;
+        if paused {
+            return;
+        }
+        let video = t.codec != TrackCodec::Opus;
+        if video && t.need_keyframe && !f.keyframe {
+            self.ask_keyframe(up);
+            return;
+        }
+        let t = self.tracks.get_mut(&up).expect("present");
+        if f.keyframe {
+            t.need_keyframe = false;
+        }
+        // Cut: a resolution change, or a due segment (audio: on time; video: at a keyframe).
+        let codec_now = frame_codec(t, &f);
+        if let Some(seg) = &t.segment {
+            let age = pts - seg.muxer.first_ms().unwrap_or(pts);
+            let changed = video && f.keyframe && codec_now.as_ref().is_some_and(|c| *c != seg.codec);
+            let due = if video { f.keyframe && age >= segment_ms - KEYFRAME_LEAD_MS } else { age >= segment_ms };
+            if changed || due {
+                self.close_segment(up);
+            } else if video && !seg.keyframe_asked && age >= segment_ms - KEYFRAME_LEAD_MS {
+                self.tracks.get_mut(&up).expect("present").segment.as_mut().expect("open").keyframe_asked = true;
+                self.ask_keyframe(up);
+            } else if video && age >= 3 * segment_ms {
+                self.ask_keyframe(up);
+            }
+        }
+        let t = self.tracks.get_mut(&up).expect("present");
+        if t.segment.is_none() {
+            let Some(codec) = codec_now else {
+                self.ask_keyframe(up);
+                return;
+            };
+            if !self.open_segment(up, codec) {
+                return;
+            }
+        }
+        let t = self.tracks.get_mut(&up).expect("present");
+        let dur = t.frame_ms;
+        let seg = t.segment.as_mut().expect("opened");
+        if let Err(e) = seg.muxer.write(pts, dur, f.keyframe, &f.data) {
+            error!(error = %e, "writing a frame failed; the segment is closed and a gap marked");
+            self.recorder_failure(up, pts);
+        }
+    }
+
+    fn ask_keyframe(&mut self, up: UpTrackKey) {
+        let now = Instant::now();
+        let Some(t) = self.tracks.get_mut(&up) else { return };
+        if t.last_keyframe_ask.is_some_and(|l| now < l + Duration::from_millis(500)) {
+            return;
+        }
+        t.last_keyframe_ask = Some(now);
+        (self.events)(RecorderEvent::KeyframeNeeded(up));
+    }
+
+    fn open_segment(&mut self, up: UpTrackKey, codec: Codec) -> bool {
+        let Some(t) = self.tracks.get_mut(&up) else { return false };
+        let rel_path = format!("tracks/{}/{:06}.{}", t.start.track_id, t.segments, codec.extension());
+        let file = self.dir.join(&rel_path);
+        if let Some(parent) = file.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        match SegmentMuxer::create(&file, &codec) {
+            Ok(muxer) => {
+                t.segments += 1;
+                t.segment = Some(OpenSegment { muxer, rel_path, file, codec, keyframe_asked: false });
+                self.close_gap("recorder");
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "opening a segment failed");
+                let pts = t.last_pts.unwrap_or(0);
+                self.recorder_failure(up, pts);
+                false
+            }
+        }
+    }
+
+    /// A muxing failure: drop the open segment, open a recorder gap, tell the hosts.
+    fn recorder_failure(&mut self, up: UpTrackKey, at_ms: i64) {
+        if let Some(t) = self.tracks.get_mut(&up) {
+            if let Some(seg) = t.segment.take() {
+                drop(seg.muxer);
+                let _ = std::fs::remove_file(&seg.file);
+            }
+            t.need_keyframe = t.codec != TrackCodec::Opus;
+        }
+        self.open_gap("recorder", at_ms);
+    }
+
+    fn open_gap(&mut self, cause: &'static str, at_ms: i64) {
+        if self.open_gap.contains_key(cause) {
+            return;
+        }
+        self.manifest.gaps.push(json!({ "track_id": null, "from": self.wall(at_ms), "to": null, "cause": cause }));
+        self.open_gap.insert(cause, self.manifest.gaps.len() - 1);
+        self.manifest_dirty = true;
+        self.status("failed", Some(cause));
+    }
+
+    fn close_gap(&mut self, cause: &'static str) {
+        if let Some(i) = self.open_gap.remove(cause) {
+            let now = self.wall(self.ms(Instant::now()));
+            self.manifest.gaps[i]["to"] = now.into();
+            self.manifest_dirty = true;
+            if self.open_gap.is_empty() {
+                self.status(if self.paused { "paused" } else { "recording" }, None);
+            }
+        }
+    }
+
+    fn flush_track(&mut self, up: UpTrackKey) {
+        let Some(t) = self.tracks.get_mut(&up) else { return };
+        let mut out = std::mem::take(&mut self.released);
+        t.reorder.flush(&mut out);
+        self.released = out;
+        self.deliver(up);
+    }
+
+    /// Closes the open segment of a track: trailer, hash, chain, upload.
+    fn close_segment(&mut self, up: UpTrackKey) {
+        let Some(t) = self.tracks.get_mut(&up) else { return };
+        let Some(seg) = t.segment.take() else { return };
+        let track_id = t.start.track_id.clone();
+        let span = match seg.muxer.finish() {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "closing a segment failed");
+                let _ = std::fs::remove_file(&seg.file);
+                let at = t.last_pts.unwrap_or(0);
+                self.open_gap("recorder", at);
+                return;
+            }
+        };
+        let bytes = match std::fs::read(&seg.file) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "reading a closed segment failed");
+                self.open_gap("recorder", span.start_ms);
+                return;
+            }
+        };
+        if !self.ctx.sink.has_room(bytes.len() as u64) {
+            error!(path = %seg.rel_path, "the spool is full: segment discarded, storage gap marked");
+            let _ = std::fs::remove_file(&seg.file);
+            self.manifest.gaps.push(json!({
+                "track_id": track_id, "from": self.wall(span.start_ms),
+                "to": self.wall(span.start_ms + span.duration_ms), "cause": "storage"
+            }));
+            self.manifest_dirty = true;
+            self.status("failed", Some("storage"));
+            return;
+        }
+        let sha = sha256_hex(&bytes);
+        let index = self.manifest.segments.len() as u64;
+        let prev = self.manifest.segments.last().map_or(ZERO_CHAIN.to_string(), |s| s.chain.clone());
+        let chain = chain_next(&prev, index, &seg.rel_path, &sha);
+        self.manifest.segments.push(Segment {
+            index,
+            track_id,
+            path: seg.rel_path.clone(),
+            start_ms: span.start_ms.max(0) as u64,
+            duration_ms: span.duration_ms.max(0) as u64,
+            size: bytes.len() as u64,
+            sha256: sha,
+            chain: chain.clone(),
+        });
+        self.manifest.chain_head = chain;
+        self.manifest_dirty = true;
+        if let Err(e) = self.ctx.sink.enqueue(&format!("{}/{}", self.prefix, seg.rel_path), &seg.file) {
+            error!(error = %e, "queueing a segment for storage failed");
+            self.status("degraded", Some("storage"));
+        }
+    }
+
+    fn close_all_segments(&mut self) {
+        let ups: Vec<UpTrackKey> = self.tracks.keys().copied().collect();
+        for up in ups {
+            self.flush_track(up);
+            self.close_segment(up);
+        }
+    }
+
+    fn pause(&mut self, by: String, reason: String) {
+        if self.paused {
+            return;
+        }
+        self.close_all_segments();
+        self.paused = true;
+        let now = self.wall(self.ms(Instant::now()));
+        self.manifest.pauses.push(json!({ "from": now, "to": null, "reason": reason, "by": by }));
+        self.manifest_dirty = true;
+        self.state = "paused";
+        self.status_with("paused", Some(reason.as_str()));
+        self.write_manifest(Instant::now());
+    }
+
+    fn resume(&mut self) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        let now = self.wall(self.ms(Instant::now()));
+        if let Some(p) = self.manifest.pauses.last_mut() {
+            p["to"] = now.into();
+        }
+        let video: Vec<UpTrackKey> =
+            self.tracks.iter().filter(|(_, t)| t.codec != TrackCodec::Opus).map(|(k, _)| *k).collect();
+        for up in video {
+            if let Some(t) = self.tracks.get_mut(&up) {
+                t.need_keyframe = true;
+                t.last_keyframe_ask = None;
+            }
+            self.ask_keyframe(up);
+        }
+        self.manifest_dirty = true;
+        self.state = "recording";
+        self.status("recording", None);
+        self.write_manifest(Instant::now());
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let now_ms = self.ms(now);
+        let ups: Vec<UpTrackKey> = self.tracks.keys().copied().collect();
+        for up in ups {
+            let Some(t) = self.tracks.get_mut(&up) else { continue };
+            let mut out = std::mem::take(&mut self.released);
+            t.reorder.drain(now_ms, &mut out);
+            self.released = out;
+            if !self.released.is_empty() {
+                self.deliver(up);
+            }
+            // An audio segment closes on time even when its track went quiet (muted, left).
+            let segment_ms = self.ctx.segment.as_millis() as i64;
+            let Some(t) = self.tracks.get(&up) else { continue };
+            if let Some(seg) = &t.segment {
+                if now_ms - t.last_frame_ms > segment_ms && seg.muxer.first_ms().is_some() {
+                    self.close_segment(up);
+                }
+            }
+        }
+        // Storage health.
+        match self.ctx.sink.failing_since() {
+            Some(since) if since.elapsed().unwrap_or_default() > Duration::from_secs(10) => {
+                if self.state != "storage_degraded" {
+                    self.state = "storage_degraded";
+                    self.status("degraded", Some("storage"));
+                }
+            }
+            None if self.state == "storage_degraded" => {
+                self.state = if self.paused { "paused" } else { "recording" };
+                self.status(self.state, None);
+            }
+            _ => {}
+        }
+        if self.manifest_dirty && self.manifest_written.is_none_or(|w| now >= w + MANIFEST_EVERY) {
+            self.write_manifest(now);
+        }
+    }
+
+    fn status(&self, state: &'static str, cause: Option<&str>) {
+        self.status_with(state, cause);
+    }
+
+    fn status_with(&self, state: &'static str, cause: Option<&str>) {
+        let (zh, en) = match (state, cause) {
+            ("recording", _) => ("正在录音录像", "Recording"),
+            ("paused", _) => ("录音录像已暂停", "Recording paused"),
+            ("degraded", Some("storage")) => (
+                "录像存储暂时不可用，录像已在本机缓存，恢复后自动上传",
+                "Recording storage is unreachable; segments are kept locally and uploaded when it returns",
+            ),
+            ("degraded", _) => {
+                ("录像出现短暂中断，已在录像清单中标注", "Recording had a short gap; it is marked in the manifest")
+            }
+            ("failed", Some("storage")) => (
+                "录像缓存已满，部分录像未能保存，已在录像清单中标注",
+                "The recording spool is full; media is being lost and the gap is marked",
+            ),
+            ("failed", _) => (
+                "录像故障，正在丢失录像，已在录像清单中标注",
+                "The recorder failed; media is being lost and the gap is marked",
+            ),
+            _ => ("录音录像已完成", "Recording complete"),
+        };
+        (self.events)(RecorderEvent::Status(RecordingStatus {
+            state,
+            cause: cause.map(str::to_string),
+            message_zh: zh.into(),
+            message_en: en.into(),
+            chain_head: None,
+        }));
+    }
+
+    /// Fills participants and sites from the store, signs, writes live.json and queues a snapshot.
+    fn write_manifest(&mut self, now: Instant) {
+        self.refresh_people();
+        self.ctx.keys.sign(&mut self.manifest);
+        let bytes = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
+        let live = self.dir.join("live.json");
+        if let Err(e) = write_atomic(&live, &bytes) {
+            error!(error = %e, "writing the live manifest failed");
+        }
+        self.manifest_seq += 1;
+        let snapshot = self.dir.join(format!("manifest.{:06}.json", self.manifest_seq));
+        match write_atomic(&snapshot, &bytes) {
+            Ok(()) => {
+                if let Err(e) = self.ctx.sink.enqueue(&format!("{}/manifest.json", self.prefix), &snapshot) {
+                    error!(error = %e, "queueing the manifest failed");
+                }
+            }
+            Err(e) => error!(error = %e, "writing a manifest snapshot failed"),
+        }
+        self.manifest_dirty = false;
+        self.manifest_written = Some(now);
+    }
+
+    fn refresh_people(&mut self) {
+        let store = &self.ctx.store;
+        let Ok(people) = self.ctx.rt.block_on(store.participants(&self.facts.session_id)) else { return };
+        let events = self.ctx.rt.block_on(store.presence_events(&self.facts.session_id)).unwrap_or_default();
+        let mut participants = Vec::new();
+        let mut site_ids: Vec<String> = Vec::new();
+        for p in people {
+            let presence: Vec<serde_json::Value> = events
+                .iter()
+                .filter(|(pid, _, ev, _)| pid == &p.id && matches!(ev.as_str(), "joined" | "reconnected" | "left"))
+                .map(|(_, at, ev, cause)| match cause {
+                    Some(c) if ev == "left" => json!({ "at": at, "event": ev, "cause": c }),
+                    _ => json!({ "at": at, "event": ev }),
+                })
+                .collect();
+            if presence.is_empty() {
+                continue; // invited but never joined while recording
+            }
+            if let Some(s) = &p.site_id {
+                if !site_ids.contains(s) {
+                    site_ids.push(s.clone());
+                }
+            }
+            participants.push(json!({
+                "id": p.id, "display_name": p.display_name, "role": p.role, "site_id": p.site_id, "presence": presence,
+            }));
+        }
+        let mut sites = Vec::new();
+        for id in site_ids {
+            if let Ok(s) = self.ctx.rt.block_on(store.site(&id)) {
+                sites.push(json!({ "id": s.id, "name": s.name, "kind": s.kind }));
+            }
+        }
+        self.manifest.participants = participants;
+        self.manifest.session.sites = sites;
+    }
+
+    fn finish(&mut self) -> Finished {
+        self.close_all_segments();
+        let end_ms = self.ms(Instant::now());
+        let ended = self.wall(end_ms);
+        if self.paused {
+            if let Some(p) = self.manifest.pauses.last_mut() {
+                p["to"] = ended.clone().into();
+            }
+        }
+        for (_, i) in self.open_gap.drain() {
+            self.manifest.gaps[i]["to"] = ended.clone().into();
+        }
+        self.refresh_people();
+        // Everyone still present leaves with the session's close.
+        for p in &mut self.manifest.participants {
+            let last_left = p["presence"].as_array().and_then(|a| a.last()).is_some_and(|e| e["event"] == "left");
+            if !last_left {
+                if let Some(a) = p["presence"].as_array_mut() {
+                    a.push(json!({ "at": ended, "event": "left", "cause": "session_closed" }));
+                }
+            }
+        }
+        self.manifest.status = "final".into();
+        self.manifest.ended_at = Some(ended);
+        self.ctx.keys.sign(&mut self.manifest);
+        let bytes = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
+        self.manifest_seq += 1;
+        let snapshot = self.dir.join(format!("manifest.{:06}.json", self.manifest_seq));
+        if let Err(e) = write_atomic(&snapshot, &bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|_| self.ctx.sink.enqueue(&format!("{}/manifest.json", self.prefix), &snapshot))
+        {
+            error!(error = %e, "storing the final manifest failed");
+        }
+        let _ = std::fs::remove_file(self.dir.join("live.json"));
+        info!(
+            recording = %self.recording_id, segments = self.manifest.segments.len(),
+            chain_head = %self.manifest.chain_head, "recording final"
+        );
+        let finished = Finished {
+            recording_id: self.recording_id.clone(),
+            prefix: self.prefix.clone(),
+            chain_head: self.manifest.chain_head.clone(),
+            segments: self.manifest.segments.len(),
+            manifest: self.manifest.clone(),
+        };
+        (self.events)(RecorderEvent::Status(RecordingStatus {
+            state: "final",
+            cause: None,
+            message_zh: "录音录像已完成，完整性校验值如下".into(),
+            message_en: "Recording complete; its integrity value follows".into(),
+            chain_head: Some(finished.chain_head.clone()),
+        }));
+        if let Some(f) = &self.ctx.on_final {
+            f(finished.clone());
+        }
+        finished
+    }
+}
+
+/// The container parameters a frame implies, when it can start a segment.
+fn frame_codec(t: &Track, f: &Frame) -> Option<Codec> {
+    if !f.keyframe {
+        return None;
+    }
+    match t.codec {
+        TrackCodec::Opus => Some(Codec::Opus { channels: 2 }),
+        TrackCodec::Vp8 => vp8_dimensions(&f.data).map(|(width, height)| Codec::Vp8 { width, height }),
+        TrackCodec::H264 => {
+            let a = t.assembler.as_ref()?;
+            let (sps, pps) = (a.sps.as_ref()?, a.pps.as_ref()?);
+            let (width, height) = h264_dimensions(sps)?;
+            let mut extradata = Vec::with_capacity(sps.len() + pps.len() + 8);
+            for nal in [sps, pps] {
+                extradata.extend_from_slice(&[0, 0, 0, 1]);
+                extradata.extend_from_slice(nal);
+            }
+            Some(Codec::H264 { width, height, extradata })
+        }
+    }
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Crash recovery: every `live.json` left in the spool belongs to a recording whose process died.
+/// Each is finalised as `interrupted` — the interruption marked as a gap from its last update to
+/// now — signed, and queued for storage with the segments it lists (which are already queued
+/// durably, or stored). Returns the recordings it finalised.
+pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> Vec<Manifest> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(spool_dir) else { return out };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let live = dir.join("live.json");
+        let Ok(text) = std::fs::read_to_string(&live) else { continue };
+        let Ok(prefix) = std::fs::read_to_string(dir.join("prefix")) else { continue };
+        let Ok(mut m) = serde_json::from_str::<Manifest>(&text) else {
+            warn!(path = %live.display(), "an unreadable live manifest was left alone");
+            continue;
+        };
+        let last_update = std::fs::metadata(&live).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+        let now = rfc3339(SystemTime::now());
+        m.gaps.push(json!({ "track_id": null, "from": rfc3339(last_update), "to": now, "cause": "interrupted" }));
+        for p in &mut m.pauses {
+            if p["to"].is_null() {
+                p["to"] = rfc3339(last_update).into();
+            }
+        }
+        for g in &mut m.gaps {
+            if g["to"].is_null() {
+                g["to"] = rfc3339(last_update).into();
+            }
+        }
+        m.status = "interrupted".into();
+        m.ended_at = Some(rfc3339(last_update));
+        keys.sign(&mut m);
+        let bytes = serde_json::to_vec_pretty(&m).expect("a manifest serialises");
+        let snapshot = dir.join("manifest.recovered.json");
+        if write_atomic(&snapshot, &bytes).is_ok()
+            && sink.enqueue(&format!("{prefix}/manifest.json"), &snapshot).is_ok()
+        {
+            let _ = std::fs::remove_file(&live);
+            info!(prefix = %prefix, segments = m.segments.len(), "an interrupted recording was finalised");
+            // Open segments (never closed, never listed) are what the crash lost; remove them.
+            remove_unlisted(&dir, &m);
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn remove_unlisted(dir: &Path, m: &Manifest) {
+    let tracks = dir.join("tracks");
+    let Ok(track_dirs) = std::fs::read_dir(&tracks) else { return };
+    for t in track_dirs.flatten() {
+        let Ok(files) = std::fs::read_dir(t.path()) else { continue };
+        for f in files.flatten() {
+            let rel = f.path().strip_prefix(dir).map(|p| p.to_string_lossy().replace('\\', "/")).unwrap_or_default();
+            if !m.segments.iter().any(|s| s.path == rel) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}
