@@ -1,6 +1,7 @@
 //! Shared integration-test harness. Each test binary uses a subset.
 #![allow(dead_code)]
 
+pub mod av;
 pub mod browser;
 pub mod client;
 pub mod fixtures;
