@@ -143,6 +143,11 @@ impl Store {
         Ok(Store { pool, audit_lock: Arc::default() })
     }
 
+    /// The connection pool, for modules that keep their own tables here (the upload queue).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     // ---- sites ----
 
     pub async fn create_site(&self, name: &str, kind: &str, parent_id: Option<&str>) -> Result<Site> {
