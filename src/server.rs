@@ -77,24 +77,44 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
     tokio::spawn(write_presence(store.clone(), presence_rx));
     crate::record::mux::init().map_err(|e| StartError::Recording(e.to_string()))?;
     let recording_keys = Arc::new(recording_keys);
-    let sink: Arc<dyn crate::record::recorder::SegmentSink> = match &config.recording.store {
-        crate::config::StoreConfig::Local { root } => Arc::new(TempLocalSink { root: root.clone() }),
-        crate::config::StoreConfig::S3(_) => return Err(StartError::Recording("S3 not wired yet".into())),
+    let objects = crate::storage::ObjectStore::from_config(&config.recording.store)
+        .map_err(|e| StartError::Recording(e.to_string()))?;
+    let spool = crate::storage::Spool::open(&config.recording.spool_dir, config.recording.spool_limit_bytes)
+        .map_err(|e| StartError::Recording(e.to_string()))?;
+    info!(store = %objects.describe(), spool = %config.recording.spool_dir.display(), "recordings storage");
+    let queue = crate::storage::UploadQueue::start(store.clone(), objects, spool);
+    let rt = tokio::runtime::Handle::current();
+    let sink: Arc<dyn crate::record::recorder::SegmentSink> =
+        Arc::new(crate::record::service::QueueSink { queue: queue.clone(), rt: rt.clone() });
+    // Recordings a crash interrupted are finalised before anything new is recorded.
+    let recovered = {
+        let (dir, keys, sink) = (config.recording.spool_dir.clone(), recording_keys.clone(), sink.clone());
+        tokio::task::spawn_blocking(move || crate::record::recorder::recover(&dir, &keys, sink.as_ref()))
+            .await
+            .map_err(|e| StartError::Recording(e.to_string()))?
     };
-    std::fs::create_dir_all(&config.recording.spool_dir)
-        .map_err(|e| StartError::DataDir(config.recording.spool_dir.display().to_string(), e))?;
-    let recovered = crate::record::recorder::recover(&config.recording.spool_dir, &recording_keys, sink.as_ref());
-    if !recovered.is_empty() {
-        warn!(recordings = recovered.len(), "recordings interrupted by a crash were finalised");
+    for (id, m) in &recovered {
+        let ended = m.ended_at.clone().unwrap_or_default();
+        if let Err(e) = store.end_recording(id, &m.status, &ended, &m.chain_head, m.segments.len() as i64).await {
+            error!(error = %e, recording = %id, "could not mark a recovered recording");
+        }
+        warn!(recording = %id, segments = m.segments.len(), "a recording interrupted by a crash was finalised");
     }
+    let on_final = crate::record::service::composite_job(
+        queue.clone(),
+        store.clone(),
+        recording_keys.clone(),
+        config.recording.spool_dir.clone(),
+        rt.clone(),
+    );
     let recorder_ctx = Arc::new(crate::record::recorder::RecorderContext {
         store: store.clone(),
         sink,
         keys: recording_keys.clone(),
         spool_dir: config.recording.spool_dir.clone(),
         segment: config.recording.segment,
-        rt: tokio::runtime::Handle::current(),
-        on_final: None,
+        rt,
+        on_final: Some(on_final),
     });
     let (media, _driver_task) =
         media::spawn(config.media.udp, config.media.public_ip, config.core.clone(), presence_tx, Some(recorder_ctx))
@@ -217,25 +237,5 @@ async fn write_presence(store: Store, mut rx: mpsc::UnboundedReceiver<PresenceRe
         if let Err(e) = store.audit(entry).await {
             error!(error = %e, participant = %r.participant_id, "could not write the audit log");
         }
-    }
-}
-
-/// TEMPORARY: stores straight into the local directory.
-struct TempLocalSink {
-    root: std::path::PathBuf,
-}
-
-impl crate::record::recorder::SegmentSink for TempLocalSink {
-    fn enqueue(&self, key: &str, file: &std::path::Path) -> Result<(), String> {
-        let dest = self.root.join(key);
-        std::fs::create_dir_all(dest.parent().expect("a key has a parent")).map_err(|e| e.to_string())?;
-        std::fs::copy(file, &dest).map_err(|e| e.to_string())?;
-        std::fs::remove_file(file).map_err(|e| e.to_string())
-    }
-    fn has_room(&self, _bytes: u64) -> bool {
-        true
-    }
-    fn failing_since(&self) -> Option<std::time::SystemTime> {
-        None
     }
 }

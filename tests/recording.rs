@@ -130,4 +130,25 @@ async fn a_closed_session_leaves_verified_playable_segments_for_every_track() {
             assert!(w[1].start_ms >= w[0].start_ms + w[0].duration_ms - 50, "{} overlaps {}", w[1].path, w[0].path);
         }
     }
+
+    // After close the composite is rendered from the stored masters and listed in the manifest.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let m = loop {
+        let m = qiao::record::verify_recording(dir, None).expect("the recording verifies while the composite is added");
+        if !m.renditions.is_empty() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no composite rendition after 120 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let composite = dir.join(m.renditions[0]["path"].as_str().unwrap());
+    let errors = decode_errors(&composite);
+    assert!(errors.trim().is_empty(), "the composite does not decode cleanly: {errors}");
+    let session_ms = {
+        use time::format_description::well_known::Rfc3339;
+        let p = |s: &str| time::OffsetDateTime::parse(s, &Rfc3339).unwrap();
+        (p(m.ended_at.as_deref().unwrap()) - p(&m.started_at)).whole_milliseconds() as f64
+    };
+    let d = ffprobe_duration_ms(&composite);
+    assert!((d - session_ms).abs() <= session_ms * 0.01, "composite lasts {d} ms, the session {session_ms} ms");
 }

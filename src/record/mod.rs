@@ -7,5 +7,6 @@ pub mod depacketize;
 pub mod manifest;
 pub mod mux;
 pub mod recorder;
+pub mod service;
 
 pub use manifest::{verify_recording, Manifest, RecordingError, SigningKeys};

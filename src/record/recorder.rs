@@ -325,6 +325,12 @@ impl Recorder {
         if let Err(e) = std::fs::write(dir.join("prefix"), &prefix) {
             return Err((events, e));
         }
+        let started_at = rfc3339(started_wall);
+        if let Err(e) =
+            ctx.rt.block_on(ctx.store.insert_recording(&recording_id, &facts.session_id, &prefix, &started_at))
+        {
+            return Err((events, std::io::Error::other(e.to_string())));
+        }
         Ok(Recorder {
             ctx,
             facts,
@@ -954,6 +960,16 @@ impl Recorder {
             error!(error = %e, "storing the final manifest failed");
         }
         let _ = std::fs::remove_file(self.dir.join("live.json"));
+        let row = self.ctx.store.end_recording(
+            &self.recording_id,
+            "final",
+            self.manifest.ended_at.as_deref().unwrap_or_default(),
+            &self.manifest.chain_head,
+            self.manifest.segments.len() as i64,
+        );
+        if let Err(e) = self.ctx.rt.block_on(row) {
+            error!(error = %e, "recording the end of a recording failed");
+        }
         info!(
             recording = %self.recording_id, segments = self.manifest.segments.len(),
             chain_head = %self.manifest.chain_head, "recording final"
@@ -1014,7 +1030,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Each is finalised as `interrupted` — the interruption marked as a gap from its last update to
 /// now — signed, and queued for storage with the segments it lists (which are already queued
 /// durably, or stored). Returns the recordings it finalised.
-pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> Vec<Manifest> {
+pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> Vec<(String, Manifest)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(spool_dir) else { return out };
     for e in entries.flatten() {
@@ -1051,7 +1067,7 @@ pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> 
             info!(prefix = %prefix, segments = m.segments.len(), "an interrupted recording was finalised");
             // Open segments (never closed, never listed) are what the crash lost; remove them.
             remove_unlisted(&dir, &m);
-            out.push(m);
+            out.push((e.file_name().to_string_lossy().into_owned(), m));
         }
     }
     out

@@ -619,6 +619,72 @@ impl Store {
             .collect())
     }
 
+    // ---- recordings ----------------------------------------------------------------------------
+
+    pub async fn insert_recording(&self, id: &str, session_id: &str, prefix: &str, started_at: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO recordings (id, session_id, prefix, status, started_at) VALUES (?, ?, ?, 'recording', ?)",
+        )
+        .bind(id)
+        .bind(session_id)
+        .bind(prefix)
+        .bind(started_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how a recording ended (`final` or `interrupted`).
+    pub async fn end_recording(
+        &self,
+        id: &str,
+        status: &str,
+        ended_at: &str,
+        chain_head: &str,
+        segments: i64,
+    ) -> Result<()> {
+        sqlx::query("UPDATE recordings SET status = ?, ended_at = ?, chain_head = ?, segments = ? WHERE id = ?")
+            .bind(status)
+            .bind(ended_at)
+            .bind(chain_head)
+            .bind(segments)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_composite(&self, id: &str, state: &str) -> Result<()> {
+        sqlx::query("UPDATE recordings SET composite = ? WHERE id = ?")
+            .bind(state)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn recording(&self, id: &str) -> Result<RecordingRow> {
+        let row = sqlx::query(
+            "SELECT r.id, r.session_id, s.case_ref, r.prefix, r.status, r.started_at, r.ended_at, r.chain_head, r.segments, r.composite FROM recordings r JOIN sessions s ON s.id = r.session_id WHERE r.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        Ok(recording_from(&row))
+    }
+
+    /// Every recording of a case (by Qiao's case id), oldest first.
+    pub async fn recordings_of_case(&self, case_ref: &str) -> Result<Vec<RecordingRow>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.session_id, s.case_ref, r.prefix, r.status, r.started_at, r.ended_at, r.chain_head, r.segments, r.composite FROM recordings r JOIN sessions s ON s.id = r.session_id WHERE s.case_ref = ? ORDER BY r.started_at, r.id",
+        )
+        .bind(case_ref)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(recording_from).collect())
+    }
+
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -762,5 +828,37 @@ mod tests {
         let county = s.create_site("县法院", "county_court", None).await.unwrap();
         let town = s.create_site("镇综治中心", "township_center", Some(&county.id)).await.unwrap();
         assert_eq!(town.parent_id.as_deref(), Some(county.id.as_str()));
+    }
+}
+
+/// A recording as the API lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecordingRow {
+    pub id: String,
+    pub session_id: String,
+    /// Qiao's id of the case.
+    pub case: String,
+    /// Where the manifest and segments are in the object store.
+    pub prefix: String,
+    pub status: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub chain_head: Option<String>,
+    pub segments: i64,
+    pub composite: Option<String>,
+}
+
+fn recording_from(r: &sqlx::sqlite::SqliteRow) -> RecordingRow {
+    RecordingRow {
+        id: r.get(0),
+        session_id: r.get(1),
+        case: r.get(2),
+        prefix: r.get(3),
+        status: r.get(4),
+        started_at: r.get(5),
+        ended_at: r.get(6),
+        chain_head: r.get(7),
+        segments: r.get(8),
+        composite: r.get(9),
     }
 }
