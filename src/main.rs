@@ -16,6 +16,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start; the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run the server (HTTP API, web client, signalling and media) on embedded defaults:
     /// SQLite and recordings under ./data, HTTP on 127.0.0.1:8080, media on UDP 127.0.0.1:50000.
@@ -25,7 +27,9 @@ enum Cmd {
     /// the hash chain, the head, the Ed25519 signature), or an audit-log export file
     /// (GET /api/v1/audit: every entry's hash and the chain).
     Verify {
-        /// A recording directory (holding manifest.json) or an audit export file.
+        /// A recording directory (holding manifest.json), a recording in S3
+        /// (s3://bucket/cases/…/sessions/…/rec_…, credentials and endpoint from the standard AWS
+        /// variables), or an audit export file.
         path: std::path::PathBuf,
         /// The server's public key (base64, GET /api/v1/recordings/public-key): the manifest must
         /// be signed by it.
@@ -52,23 +56,25 @@ fn main() -> std::process::ExitCode {
     };
     match cli.command {
         Cmd::Serve(args) => runtime.block_on(serve(args)),
-        Cmd::Verify { path, public_key } if path.is_dir() => {
-            match qiao::record::verify_recording(&path, public_key.as_deref()) {
-                Ok(m) => {
-                    println!(
-                        "完整 / intact: {} segments, case {}, session {}, 完整性校验值 / integrity value {}",
-                        m.segments.len(),
-                        m.case_id,
-                        m.session.id,
-                        m.chain_head
-                    );
-                    std::process::ExitCode::SUCCESS
-                }
+        Cmd::Verify { path, public_key } if path.to_str().is_some_and(|p| p.starts_with("s3://")) => {
+            let url = path.to_str().unwrap_or_default().to_string();
+            let dir = std::env::temp_dir().join(format!("qiao-verify-{}", std::process::id()));
+            let fetched = runtime.block_on(async {
+                let (store, prefix) = qiao::storage::store_from_s3_url(&url)?;
+                qiao::storage::download_recording(&store, &prefix, &dir).await
+            });
+            let code = match fetched {
+                Ok(()) => report_recording(qiao::record::verify_recording(&dir, public_key.as_deref())),
                 Err(e) => {
-                    eprintln!("qiao verify: 录像被改动或不完整 / recording altered or incomplete: {e}");
+                    eprintln!("qiao verify: cannot fetch {url}: {e}");
                     std::process::ExitCode::FAILURE
                 }
-            }
+            };
+            let _ = std::fs::remove_dir_all(&dir);
+            code
+        }
+        Cmd::Verify { path, public_key } if path.is_dir() => {
+            report_recording(qiao::record::verify_recording(&path, public_key.as_deref()))
         }
         Cmd::Verify { path, .. } => match qiao::verify::verify_file(&path) {
             Ok(r) => {
@@ -133,4 +139,24 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await.unwrap_or(());
+}
+
+fn report_recording(r: Result<qiao::record::Manifest, qiao::record::RecordingError>) -> std::process::ExitCode {
+    match r {
+        Ok(m) => {
+            println!(
+                "完整 / intact: {} segments, status {}, case {}, session {}, 完整性校验值 / integrity value {}",
+                m.segments.len(),
+                m.status,
+                m.case_id,
+                m.session.id,
+                m.chain_head
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("qiao verify: 录像被改动或不完整 / recording altered or incomplete: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

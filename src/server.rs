@@ -137,6 +137,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         identity: Arc::new(crate::api::join::InvitationMatch { hasher: identity_hasher.clone() }),
         identity_hasher,
         recording_public_key: Arc::from(recording_keys.public_key_b64()),
+        objects: queue.object_store().clone(),
     };
     let router = app(state);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

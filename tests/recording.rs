@@ -151,4 +151,30 @@ async fn a_closed_session_leaves_verified_playable_segments_for_every_track() {
     };
     let d = ffprobe_duration_ms(&composite);
     assert!((d - session_ms).abs() <= session_ms * 0.01, "composite lasts {d} ms, the session {session_ms} ms");
+
+    // The API lists the case's recordings and hands out download links; each access is audited.
+    let ses = server.get(&format!("/api/v1/sessions/{session}")).await;
+    let case = ses["case"].as_str().expect("the session names its case").to_string();
+    let list = server.get(&format!("/api/v1/cases/{case}/recordings")).await;
+    let rec = &list["recordings"][0];
+    assert_eq!(rec["chain_head"].as_str(), Some(head.as_str()));
+    assert_eq!(rec["status"], "final");
+    let rec_id = rec["id"].as_str().unwrap().to_string();
+    let timeline = server.get(&format!("/api/v1/cases/{case}/timeline")).await;
+    assert_eq!(timeline["recordings"][0]["id"].as_str(), Some(rec_id.as_str()), "the case timeline lists it");
+    let manifest = server.get(&format!("/api/v1/recordings/{rec_id}/manifest")).await;
+    assert_eq!(manifest["chain_head"].as_str(), Some(head.as_str()));
+    let link = server.get(&format!("/api/v1/recordings/{rec_id}/link?path=composite.mp4")).await;
+    let url = link["url"].as_str().expect("a download link").to_string();
+    let http = reqwest::Client::new();
+    let got = http.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().as_ref(), std::fs::read(&composite).unwrap().as_slice());
+    let forged = url.replace("sig=", "sig=0");
+    assert_eq!(http.get(&forged).send().await.unwrap().status(), 403, "a forged link is refused");
+    let audit = server.get(&format!("/api/v1/audit?session_id={session}")).await;
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    for a in ["recording.manifest", "recording.link", "recording.download"] {
+        assert!(actions.contains(&a), "audit log lacks {a}: {actions:?}");
+    }
 }

@@ -27,6 +27,9 @@ pub enum ApiError {
     IdentityMismatch,
     #[error("too many attempts")]
     TooManyAttempts,
+    /// A download link that is invalid or expired.
+    #[error("link invalid or expired")]
+    BadLink,
     /// A server fault; the text is logged, never returned.
     #[error("internal: {0}")]
     Internal(String),
@@ -53,6 +56,8 @@ fn zh(what: &str) -> &'static str {
         "case" => "案件",
         "session" => "会话",
         "participant" => "参与人",
+        "recording" => "录像",
+        "file" => "文件",
         _ => "对象",
     }
 }
@@ -69,6 +74,11 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "请求过大 / request body too large".into())
             }
+            ApiError::BadLink => (
+                StatusCode::FORBIDDEN,
+                "bad_link",
+                "下载链接无效或已过期 / the download link is invalid or expired".into(),
+            ),
             ApiError::IdentityMismatch => (
                 StatusCode::FORBIDDEN,
                 "identity_mismatch",

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod join;
+mod recordings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub identity_hasher: Arc<crate::auth::IdentityHasher>,
     /// The public half of the key that signs recording manifests, base64.
     pub recording_public_key: Arc<str>,
+    /// Where recordings are stored (downloads, manifests).
+    pub objects: crate::storage::ObjectStore,
 }
 
 pub fn app(state: AppState) -> Router {
@@ -76,6 +79,9 @@ pub fn app(state: AppState) -> Router {
         .route("/sessions/{id}/convert", post(convert_to_mediation))
         .route("/sessions/{id}/participants/{pid}/transfer", post(transfer_participant))
         .route("/cases/{id}/timeline", get(case_timeline))
+        .route("/cases/{id}/recordings", get(recordings::list_for_case))
+        .route("/recordings/{id}/manifest", get(recordings::manifest))
+        .route("/recordings/{id}/link", get(recordings::link))
         .route("/sessions/{id}/notes", get(list_notes))
         .route("/live", get(live_sessions))
         .route("/media/stats", get(media_stats))
@@ -84,6 +90,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     let participant = Router::new()
         .route("/recordings/public-key", get(recording_public_key))
+        .route("/recordings/{id}/files/{*path}", get(recordings::file))
         .route("/join/status", get(join::status))
         .route("/join/identity", post(join::identity))
         .route("/join/consent", post(join::consent))
@@ -681,11 +688,12 @@ async fn case_timeline(State(s): State<AppState>, Path(id): Path<String>) -> Res
         events.extend(s.store.audit_entries(Some(&ses.id), 1, 100_000).await.map_err(ApiError::internal)?);
     }
     events.sort_by_key(|e| e.seq);
+    let recordings = s.store.recordings_of_case(&case.id).await.map_err(ApiError::internal)?;
     let events: Vec<Value> = events
         .into_iter()
         .map(|e| json!({"seq": e.seq, "at": e.at, "session_id": e.session_id, "actor": e.actor, "action": e.action, "target": e.target, "detail": e.detail}))
         .collect();
-    Ok(Json(json!({ "case": case, "sessions": sessions, "events": events })))
+    Ok(Json(json!({ "case": case, "sessions": sessions, "recordings": recordings, "events": events })))
 }
 
 async fn list_participants(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

@@ -72,6 +72,8 @@ pub enum RecordingError {
     SegmentChanged { index: u64, path: String },
     #[error("segment {index} ({path}): the chain is broken (segments removed, reordered or edited in the manifest)")]
     ChainBroken { index: u64, path: String },
+    #[error("rendition {0} was changed or is missing: its SHA-256 or size differs from the manifest")]
+    RenditionChanged(String),
     #[error("chain_head does not match the last segment's chain")]
     HeadMismatch,
     #[error("the manifest is not signed")]
@@ -191,6 +193,18 @@ pub fn verify_recording(dir: &Path, expected_key: Option<&str>) -> Result<Manife
     }
     if m.chain_head != prev {
         return Err(RecordingError::HeadMismatch);
+    }
+    for r in &m.renditions {
+        let path = r["path"].as_str().unwrap_or_default();
+        if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(RecordingError::UnsafePath(path.into()));
+        }
+        let ok = std::fs::read(dir.join(path)).is_ok_and(|b| {
+            Some(b.len() as u64) == r["size"].as_u64() && r["sha256"].as_str() == Some(sha256_hex(&b).as_str())
+        });
+        if !ok {
+            return Err(RecordingError::RenditionChanged(path.into()));
+        }
     }
     let sig = m.signature.as_ref().ok_or(RecordingError::Unsigned)?;
     if let Some(k) = expected_key {
