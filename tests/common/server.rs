@@ -135,3 +135,98 @@ impl TestServer {
         self.post(&format!("/api/v1/sessions/{session_id}/close"), json!({})).await;
     }
 }
+
+/// The real `qiao` binary as a child process (for what only a process can show: `kill -9`).
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    /// API helpers against the process (its `data_dir` is the one given to `spawn`).
+    pub api: TestServer,
+    /// The process's stderr (its log), collected by a thread.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `qiao serve` on ephemeral ports over `data_dir` and waits for its "qiao started" line.
+    pub fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        let token = "test-admin-token-0123456789";
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qiao"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0"])
+            .args(extra)
+            .env("QIAO_ADMIN_TOKEN", token)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info,rtc=error,rtc_dtls=error,webrtc=error,rtc_ice=error")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the qiao binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let plain: String = strip_ansi(&line);
+                if plain.contains("qiao started") {
+                    let _ = tx.send(plain.clone());
+                }
+                log2.lock().unwrap().push_str(&plain);
+                log2.lock().unwrap().push('\n');
+            }
+        });
+        let started = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("qiao did not start:\n{}", log.lock().unwrap()));
+        let field = |name: &str| -> String {
+            let i = started.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in {started}"));
+            started[i + name.len() + 1..].split_whitespace().next().unwrap().to_string()
+        };
+        let http_addr = field("http_addr");
+        let media_addr = field("media").parse().expect("media address");
+        let base_url = format!("http://{http_addr}");
+        let api = TestServer {
+            ws_url: format!("ws://{http_addr}/api/v1/signal"),
+            base_url,
+            admin_token: token.into(),
+            media_addr,
+            data_dir: data_dir.to_path_buf(),
+            http: reqwest::Client::new(),
+            server: None,
+            _dir: tempfile::tempdir().expect("temp dir"),
+        };
+        ServerProcess { child, api, log }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
