@@ -16,6 +16,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start: the size of the `Serve` variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Run the server (HTTP API, web client, signalling and media) on embedded defaults:
     /// SQLite and recordings under ./data, HTTP on 127.0.0.1:8080, media on UDP 127.0.0.1:50000.
