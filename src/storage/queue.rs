@@ -187,7 +187,9 @@ impl UploadQueue {
         }
     }
 
-    /// The queue's and spool's health; the receiver sees every change.
+    /// The queue's and spool's health; the receiver sees every change. Right after `start` the
+    /// job count is 0 until the worker has counted the jobs a previous run left (its first step);
+    /// `flush` does not depend on it.
     pub fn health(&self) -> watch::Receiver<StorageHealth> {
         self.shared.health.subscribe()
     }
