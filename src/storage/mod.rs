@@ -61,6 +61,8 @@ pub enum StorageError {
     Manifest { key: String, reason: String },
     #[error("{0} is not inside the spool directory")]
     OutsideSpool(PathBuf),
+    #[error("{path} is already queued for upload under {key}")]
+    AlreadyQueued { path: PathBuf, key: String },
     #[error("the path {0:?} is not UTF-8")]
     NonUtf8Path(PathBuf),
     #[error("{pending} upload(s) still pending after the timeout")]

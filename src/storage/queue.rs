@@ -124,6 +124,15 @@ impl UploadQueue {
             .fetch_optional(&mut *tx)
             .await?
             .map(|row| (row.get::<String, _>(0), row.get::<i64, _>(1)));
+        // Uploading deletes the file: two keys must not share one.
+        let other: Option<String> = sqlx::query_scalar("SELECT key FROM upload_jobs WHERE spool_path = ? AND key <> ?")
+            .bind(&path_text)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(other) = other {
+            return Err(StorageError::AlreadyQueued { path, key: other });
+        }
         sqlx::query(
             "INSERT INTO upload_jobs (key, spool_path, size, revision, attempts, next_attempt_at, last_error, created_at) \
              VALUES (?, ?, ?, 0, 0, ?, NULL, ?) \
@@ -178,7 +187,9 @@ impl UploadQueue {
         }
     }
 
-    /// The queue's and spool's health; the receiver sees every change.
+    /// The queue's and spool's health; the receiver sees every change. Right after `start` the
+    /// job count is 0 until the worker has counted the jobs a previous run left (its first step);
+    /// `flush` does not depend on it.
     pub fn health(&self) -> watch::Receiver<StorageHealth> {
         self.shared.health.subscribe()
     }
@@ -296,7 +307,7 @@ async fn run(shared: Arc<Shared>) {
             Err(e) => {
                 // The database failed: the same streak and pause as a failed upload.
                 streak.failures += 1;
-                on_failure(&shared, &streak, format!("upload queue database: {e}"));
+                on_failure(&shared, &streak, describe_error(&e));
                 tokio::time::sleep(backoff(streak.failures, jitter())).await;
             }
         }
@@ -317,25 +328,23 @@ async fn step(shared: &Shared, streak: &mut Streak) -> Result<Step> {
         Ok(job) => job,
         Err(next_due) => return Ok(Step::Idle(next_due)),
     };
-    let present = match tokio::fs::metadata(&job.spool_path).await {
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => return fail(shared, &job, StorageError::io(&job.spool_path, e).to_string()).await,
-    };
-    if !present {
-        // Either superseded while we looked (the row's revision moved on) or lost: nothing can
-        // bring the file back, so a lost one is reported and its job dropped.
-        if shared.complete(&job).await? {
-            tracing::error!(
-                key = %job.key,
-                spool_path = %job.spool_path.display(),
-                "the spool file of a pending upload is gone; the object cannot be uploaded and its job is dropped"
-            );
-            shared.refresh().await?;
-        }
-        return Ok(Step::Continue);
-    }
     match shared.objects.put_file(&job.key, &job.spool_path).await {
+        Err(StorageError::Io { path, source })
+            if path == job.spool_path && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            // Either superseded while we looked (the row's revision moved on, the old file was
+            // deleted) or lost: nothing can bring the file back, so a lost one is reported and its
+            // job dropped rather than retried forever.
+            if shared.complete(&job).await? {
+                tracing::error!(
+                    key = %job.key,
+                    spool_path = %job.spool_path.display(),
+                    "the spool file of a pending upload is gone; the object cannot be uploaded and its job is dropped"
+                );
+                shared.refresh().await?;
+            }
+            Ok(Step::Continue)
+        }
         Ok(()) => {
             if shared.complete(&job).await? {
                 if let Err(e) = shared.spool.remove(&job.spool_path).await {
@@ -359,7 +368,7 @@ async fn step(shared: &Shared, streak: &mut Streak) -> Result<Step> {
             shared.refresh().await?;
             Ok(Step::Continue)
         }
-        Err(e) => fail(shared, &job, e.to_string()).await,
+        Err(e) => fail(shared, &job, describe_error(&e)).await,
     }
 }
 
@@ -377,6 +386,8 @@ async fn fail(shared: &Shared, job: &Job, error: String) -> Result<Step> {
     .bind(job.revision)
     .execute(&shared.pool)
     .await?;
+    // Per attempt only at debug level; the warning is once per streak (`on_failure`).
+    tracing::debug!(key = %job.key, attempts, error = %error, "upload failed");
     Ok(Step::Failed(format!("{}: {error}", job.key)))
 }
 
@@ -393,6 +404,22 @@ fn on_failure(shared: &Shared, streak: &Streak, error: String) {
         h.failing_since.get_or_insert_with(SystemTime::now);
         h.last_error = Some(error);
     });
+}
+
+/// The error and its causes on one line ("error sending request: … : Connection refused"), each
+/// cause once (wrappers often repeat their source's text).
+fn describe_error(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The delay before retry number `attempt` (1-based): 500 ms doubling to at most 30 s, times

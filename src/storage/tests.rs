@@ -260,6 +260,10 @@ async fn failing_uploads_stay_queued_and_a_new_queue_finishes_them_with_the_late
     assert!(health.last_error.as_deref().unwrap_or("").contains("rec/manifest.json"), "{health:?}");
     assert_eq!(health.pending_jobs, 1);
     assert!(first.exists(), "a failed upload keeps its spool file");
+    assert!(
+        matches!(queue.enqueue("other/key", &first).await, Err(StorageError::AlreadyQueued { key, .. }) if key == "rec/manifest.json"),
+        "one spool file cannot be queued under two keys"
+    );
 
     // The manifest is updated: the new file replaces the pending one, which is deleted.
     let second = spool.path_for("m/manifest-2.json").unwrap();

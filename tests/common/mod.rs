@@ -7,4 +7,5 @@ pub mod client;
 pub mod fixtures;
 pub mod forwarding;
 pub mod rtp_check;
+pub mod s3;
 pub mod server;
