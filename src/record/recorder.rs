@@ -250,6 +250,8 @@ struct Track {
     last_keyframe_ask: Option<Instant>,
     segment: Option<OpenSegment>,
     segments: u32,
+    /// Position in `manifest.tracks`.
+    index: usize,
     ended: bool,
 }
 
@@ -450,6 +452,7 @@ impl Recorder {
                 return;
             }
         };
+        let index = self.manifest.tracks.len();
         self.manifest.tracks.push(json!({
             "id": s.track_id, "participant_id": s.participant_id,
             "kind": if s.kind == MediaKind::Audio { "audio" } else { "video" },
@@ -479,6 +482,7 @@ impl Recorder {
                 last_keyframe_ask: None,
                 segment: None,
                 segments: 0,
+                index,
                 ended: false,
             },
         );
@@ -628,7 +632,9 @@ impl Recorder {
 
     fn open_segment(&mut self, up: UpTrackKey, codec: Codec) -> bool {
         let Some(t) = self.tracks.get_mut(&up) else { return false };
-        let rel_path = format!("tracks/{}/{:06}.{}", t.start.track_id, t.segments, codec.extension());
+        // Short keys: the track's position in the manifest names its directory (the segment entry
+        // carries the track id); long object keys break some S3 servers' file-name limits.
+        let rel_path = format!("tracks/{}/{:06}.{}", t.index, t.segments, codec.extension());
         let file = self.dir.join(&rel_path);
         if let Some(parent) = file.parent() {
             let _ = std::fs::create_dir_all(parent);
