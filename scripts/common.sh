@@ -47,5 +47,8 @@ need_rust() {
 }
 
 need_build_tools() {
-    apt_need build-essential pkg-config
+    # FFmpeg's libraries (the recorder and the composite link them; bindgen needs clang) and a CJK
+    # font for the composite's labels.
+    apt_need build-essential pkg-config clang libavcodec-dev libavformat-dev libavutil-dev libswscale-dev \
+        libswresample-dev libavfilter-dev libavdevice-dev fonts-wqy-microhei
 }

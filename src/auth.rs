@@ -149,6 +149,14 @@ impl IdentityHasher {
         Ok(IdentityHasher { key })
     }
 
+    /// An HMAC over `purpose` and `message` as given (no normalising), for links the server signs.
+    pub fn mac(&self, purpose: &str, message: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(format!("qiao-{purpose}/1\n{message}").as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     pub fn hash(&self, participant_id: &str, id_number: &str) -> String {
         use hmac::{Hmac, Mac};
         let normalised: String =

@@ -9,12 +9,14 @@
 //!   sans-IO `rtc`), feeds the core and carries out its outputs.
 //! - [`signal`]: the WebSocket protocol (versioned serde enums) and one task per connection.
 //! - [`api`]: thin axum handlers; `api::app(state)` builds the router for tests.
-//! - [`record`]: the recording manifest — segment hash chain, Ed25519 signature, offline check.
+//! - [`record`]: the recorder (a subscriber of every track, muxing segments with FFmpeg), the
+//!   manifest (segment hash chain, Ed25519 signature, offline check), crash recovery and the
+//!   composite rendition.
 //! - [`storage`]: recordings' object store (local directory or S3), spool and upload queue.
 //! - [`store`]: metadata in SQLite (sites, cases, sessions, participants, presence history).
 //! - [`auth`]: join tokens (JWT) and the admin token.
 //! - [`server`]: start-up wiring shared by `main` and the tests.
-//! - [`verify`]: offline checks behind `qiao verify` (audit-log exports).
+//! - [`verify`]: offline checks behind `qiao verify` (audit-log exports; recordings in `record`).
 //!
 //! Dependency direction: `config` ← `core` ← `media` ← `signal` ← `api` ← `server` ← `main`;
 //! `store` and `auth` are leaves. See ARCHITECTURE.md for the invariants each module keeps.

@@ -110,5 +110,5 @@ pub async fn file(
 }
 
 fn sign(s: &AppState, id: &str, path: &str, exp: u64) -> String {
-    s.identity_hasher.hash("recording-download", &format!("{id}\n{path}\n{exp}"))
+    s.identity_hasher.mac("recording-download", &format!("{id}\n{path}\n{exp}"))
 }

@@ -22,6 +22,10 @@ pub enum Action {
     DismissWitness,
     /// Admit whoever has waited longest in the lobby (the reception queue).
     CallNext,
+    /// Pause the recording for a statutory reason (休庭, non-public evidence); it goes into the
+    /// manifest. Resume ends the pause.
+    PauseRecording,
+    ResumeRecording,
 }
 
 /// A role's permissions.
@@ -54,9 +58,25 @@ const PRESIDING: &[Action] = &[
     CallWitness,
     DismissWitness,
     CallNext,
+    PauseRecording,
+    ResumeRecording,
 ];
-const MODERATING: &[Action] =
-    &[Admit, Deny, Move, Mute, Unmute, Remove, Lock, Unlock, Spotlight, RaiseHand, LowerHand, CallNext];
+const MODERATING: &[Action] = &[
+    Admit,
+    Deny,
+    Move,
+    Mute,
+    Unmute,
+    Remove,
+    Lock,
+    Unlock,
+    Spotlight,
+    RaiseHand,
+    LowerHand,
+    CallNext,
+    PauseRecording,
+    ResumeRecording,
+];
 const CLERK: &[Action] = &[Admit, Deny, RaiseHand, LowerHand, CallNext];
 const ATTENDING: &[Action] = &[RaiseHand, LowerHand];
 

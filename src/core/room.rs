@@ -285,11 +285,16 @@ pub enum Control {
     CallWitness(ParticipantKey),
     DismissWitness(ParticipantKey),
     CallNext,
+    /// The recording pauses or resumes: the room only checks who may; the recorder does it.
+    PauseRecording,
+    ResumeRecording,
 }
 
 impl Control {
     pub fn action(self) -> Action {
         match self {
+            Control::PauseRecording => Action::PauseRecording,
+            Control::ResumeRecording => Action::ResumeRecording,
             Control::Admit(_) => Action::Admit,
             Control::Deny(_) => Action::Deny,
             Control::Move(..) => Action::Move,
@@ -1124,6 +1129,7 @@ impl Room {
             return Err(ControlError::NotAllowed);
         }
         match control {
+            Control::PauseRecording | Control::ResumeRecording => {}
             Control::Admit(t) => {
                 if self.target(t)?.zone != Zone::Lobby {
                     return Err(ControlError::BadTarget);

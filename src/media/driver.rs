@@ -961,14 +961,6 @@ impl Driver {
                 Some(tap) => tap.control(rec::RecControl::Finish { reply }),
                 None => drop(reply),
             },
-            Command::PauseRecording { session_id, by, reason } => {
-                if let Some(tap) = self.recorders.get(&session_id) {
-                    tap.control(match reason {
-                        Some(reason) => rec::RecControl::Pause { by, reason },
-                        None => rec::RecControl::Resume,
-                    });
-                }
-            }
             Command::CloseSession { session_id } => {
                 self.closed_sessions.insert(session_id.clone());
                 if let Some(r) = self.room_by_session.get(&session_id).and_then(|rk| self.rooms.get_mut(rk)) {
@@ -1253,6 +1245,22 @@ impl Driver {
             Action::CallWitness => target.map(Control::CallWitness),
             Action::DismissWitness => target.map(Control::DismissWitness),
             Action::CallNext => Some(Control::CallNext),
+            Action::PauseRecording => match req.reason.as_deref() {
+                Some("recess" | "non_public_evidence" | "mediation_unsuited_to_recording") => {
+                    Some(Control::PauseRecording)
+                }
+                _ => {
+                    return self.notify(
+                        me,
+                        ServerMessage::error(
+                            "bad_reason",
+                            "暂停录像须说明法定事由：休庭、不公开证据或不宜录音录像的调解",
+                            "pausing the recording needs a statutory reason: recess, non_public_evidence or mediation_unsuited_to_recording",
+                        ),
+                    );
+                }
+            },
+            Action::ResumeRecording => Some(Control::ResumeRecording),
         };
         let Some(control) = control else {
             return self.notify(
@@ -1268,9 +1276,19 @@ impl Driver {
                 let target_id = affected_id.or(req.target.clone());
                 let actor = self.members.get(&me).map(|m| (m.session_id.clone(), m.participant_id.clone()));
                 self.notify(me, ServerMessage::ControlAck { action: req.action, target: target_id.clone() });
+                if matches!(req.action, Action::PauseRecording | Action::ResumeRecording) {
+                    let by = self.members.get(&me).map(|m| m.participant_id.clone()).unwrap_or_default();
+                    let session_id = self.members.get(&me).map(|m| m.session_id.clone()).unwrap_or_default();
+                    if let Some(tap) = self.recorders.get(&session_id) {
+                        tap.control(match req.reason.clone().filter(|_| req.action == Action::PauseRecording) {
+                            Some(reason) => rec::RecControl::Pause { by, reason },
+                            None => rec::RecControl::Resume,
+                        });
+                    }
+                }
                 if let Some((session_id, actor_id)) = actor {
                     let action = serde_json::to_value(req.action).ok().and_then(|v| v.as_str().map(String::from));
-                    let detail = [action, target_id, req.zone.map(|z| z.to_string())]
+                    let detail = [action, target_id, req.zone.map(|z| z.to_string()), req.reason.clone()]
                         .into_iter()
                         .flatten()
                         .collect::<Vec<_>>()

@@ -62,6 +62,7 @@ pub struct ControlRequest {
     pub target: Option<String>,
     pub zone: Option<Zone>,
     pub kind: Option<MediaKind>,
+    pub reason: Option<String>,
 }
 
 /// Identifies one signalling connection of a participant; commands from a replaced connection
@@ -153,12 +154,6 @@ pub enum Command {
     FinishRecording {
         session_id: String,
         reply: oneshot::Sender<crate::record::recorder::Finished>,
-    },
-    /// Pause the recording with a statutory reason (`Some`), or resume it (`None`).
-    PauseRecording {
-        session_id: String,
-        by: String,
-        reason: Option<String>,
     },
 }
 

@@ -208,7 +208,7 @@ async fn handle<S: Sink<Message> + Unpin>(
             let reply = save_note(ctx, who, &text).await;
             return sink.send(Message::Text(reply.to_text().into())).await.is_err().then_some(Ending::Dropped);
         }
-        ClientMessage::Control { action, target, zone, kind, .. } => {
+        ClientMessage::Control { action, target, zone, kind, reason, .. } => {
             let zone = match zone.as_deref().map(Zone::parse) {
                 None => None,
                 Some(Some(z)) => Some(z),
@@ -217,7 +217,7 @@ async fn handle<S: Sink<Message> + Unpin>(
                     return sink.send(Message::Text(err.to_text().into())).await.is_err().then_some(Ending::Dropped);
                 }
             };
-            Command::Control { from: me, request: ControlRequest { action, target, zone, kind } }
+            Command::Control { from: me, request: ControlRequest { action, target, zone, kind, reason } }
         }
     };
     if ctx.media.send(cmd).await.is_err() {

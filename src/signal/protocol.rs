@@ -95,6 +95,10 @@ pub enum ClientMessage {
         zone: Option<String>,
         #[serde(default)]
         kind: Option<MediaKind>,
+        /// With `pause_recording`: the statutory reason (recess, non_public_evidence,
+        /// mediation_unsuited_to_recording).
+        #[serde(default)]
+        reason: Option<String>,
     },
 }
 
