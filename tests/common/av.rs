@@ -94,6 +94,11 @@ pub fn flash_beep_fixture(dir: &Path, secs: u32) -> FlashBeep {
         "libopus",
         "-b:a",
         "64k",
+        "-frame_duration",
+        "20",
+        // One packet per Ogg page: the test clients' Ogg reader returns whole pages as packets.
+        "-page_duration",
+        "20000",
         path_str(&audio_ogg),
     ]);
     ffmpeg(&["-i", path_str(&audio_ogg), "-c", "copy", path_str(&audio_webm)]);

@@ -91,6 +91,8 @@ pub struct ClientOptions {
     /// Clip to publish as video instead of the codec's default fixture (e.g.
     /// `fixtures::vp8_cbr` for load benchmarks). Must be in the codec `publish` is given.
     pub video_fixture: Option<Arc<Fixture>>,
+    /// Clip to publish as audio instead of the default Opus fixture (e.g. the flash/beep clip).
+    pub audio_fixture: Option<Arc<Fixture>>,
 }
 
 impl Default for ClientOptions {
@@ -101,6 +103,7 @@ impl Default for ClientOptions {
             join_timeout: DEFAULT_TIMEOUT,
             publish_timeout: DEFAULT_TIMEOUT,
             video_fixture: None,
+            audio_fixture: None,
         }
     }
 }
@@ -774,7 +777,7 @@ impl PublishSide {
         sink: CandidateSink,
         errors: Arc<Mutex<Vec<String>>>,
     ) -> Result<PublishSide> {
-        Self::new_with_video(label, stream_id, media, None, sink, errors).await
+        Self::new_with_video(label, stream_id, media, None, None, sink, errors).await
     }
 
     /// Like `new`, publishing `video_fixture` (if given) instead of the codec's default clip.
@@ -783,6 +786,7 @@ impl PublishSide {
         stream_id: &str,
         media: Media,
         video_fixture: Option<Arc<Fixture>>,
+        audio_fixture: Option<Arc<Fixture>>,
         sink: CandidateSink,
         errors: Arc<Mutex<Vec<String>>>,
     ) -> Result<PublishSide> {
@@ -804,7 +808,8 @@ impl PublishSide {
             tasks: Mutex::new(Vec::new()),
         };
         if media.audio {
-            side.audio = Some(side.add_track(stream_id, "audio", opus_codec(), fixtures::opus()).await?);
+            let clip = audio_fixture.unwrap_or_else(fixtures::opus);
+            side.audio = Some(side.add_track(stream_id, "audio", opus_codec(), clip).await?);
         }
         if let Some(v) = media.video {
             let clip = video_fixture.unwrap_or_else(|| fixtures::video(v));
@@ -1383,6 +1388,7 @@ impl TestClient {
             &self.participant_id,
             media,
             self.opts.video_fixture.clone(),
+            self.opts.audio_fixture.clone(),
             sink,
             Arc::clone(&self.shared.errors),
         )
