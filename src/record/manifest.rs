@@ -262,7 +262,8 @@ mod tests {
         }
         let example: Manifest =
             serde_json::from_str(include_str!("../../recordings-schema/examples/hearing.json")).unwrap();
-        let mut m = Manifest { segments, chain_head: prev, signature: None, ..example };
+        // The example lists a composite rendition; these tests are about segments.
+        let mut m = Manifest { segments, chain_head: prev, signature: None, renditions: Vec::new(), ..example };
         keys.sign(&mut m);
         std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
         m
