@@ -51,6 +51,8 @@ pub trait SegmentSink: Send + Sync + 'static {
     fn has_room(&self, bytes: u64) -> bool;
     /// `Some(since)` while storage is failing.
     fn failing_since(&self) -> Option<SystemTime>;
+    /// The spool is nearly full (≥ 80 %): recording will soon be lost unless storage drains it.
+    fn spool_alarm(&self) -> bool;
 }
 
 /// What the recorder tells the session (the driver relays it to the participants).
@@ -818,7 +820,21 @@ impl Recorder {
                 }
             }
         }
-        // Storage health.
+        // Storage health: a nearly full spool first (media is about to be lost), then an outage.
+        let alarm = self.ctx.sink.spool_alarm();
+        if alarm && self.state != "spool_alarm" {
+            self.state = "spool_alarm";
+            warn!(recording = %self.recording_id, "the recording spool is nearly full");
+            self.status("degraded", Some("spool"));
+            return self.maybe_write_manifest(now);
+        }
+        if !alarm && self.state == "spool_alarm" {
+            self.state = if self.paused { "paused" } else { "recording" };
+            self.status(self.state, None);
+        }
+        if self.state == "spool_alarm" {
+            return self.maybe_write_manifest(now);
+        }
         match self.ctx.sink.failing_since() {
             Some(since) if since.elapsed().unwrap_or_default() > Duration::from_secs(10) => {
                 if self.state != "storage_degraded" {
@@ -832,6 +848,10 @@ impl Recorder {
             }
             _ => {}
         }
+        self.maybe_write_manifest(now);
+    }
+
+    fn maybe_write_manifest(&mut self, now: Instant) {
         if self.manifest_dirty && self.manifest_written.is_none_or(|w| now >= w + MANIFEST_EVERY) {
             self.write_manifest(now);
         }
@@ -845,6 +865,9 @@ impl Recorder {
         let (zh, en) = match (state, cause) {
             ("recording", _) => ("正在录音录像", "Recording"),
             ("paused", _) => ("录音录像已暂停", "Recording paused"),
+            ("degraded", Some("spool")) => {
+                ("录像缓存即将写满，请检查录像存储", "The recording spool is nearly full: check the recordings storage")
+            }
             ("degraded", Some("storage")) => (
                 "录像存储暂时不可用，录像已在本机缓存，恢复后自动上传",
                 "Recording storage is unreachable; segments are kept locally and uploaded when it returns",

@@ -39,6 +39,9 @@ impl SegmentSink for QueueSink {
     fn failing_since(&self) -> Option<SystemTime> {
         self.queue.health().borrow().failing_since
     }
+    fn spool_alarm(&self) -> bool {
+        self.queue.health().borrow().alarm
+    }
 }
 
 /// How long the job waits for the masters to reach storage before rendering anyway from what
