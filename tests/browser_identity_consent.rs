@@ -63,7 +63,7 @@ async fn a_party_verifies_consents_joins_and_rates_in_the_browser() {
     // The host went straight through, but its page still asked which steps apply.
     assert_eq!(result["ids"]["mediator"], mediator.participant_id.as_str(), "{result:#}");
     assert!(steps["mediator_joins"]["status_requests"].as_u64().unwrap_or(0) >= 1, "{steps:#}");
-    assert!(steps["mediator_joins"]["rec_badge"].as_str().is_some_and(|t| t.contains("录制中")), "{steps:#}");
+    assert!(steps["mediator_joins"]["rec_badge"].as_str().is_some_and(|t| t.contains("录音录像中")), "{steps:#}");
     // Identity: the why, the server's mismatch in both languages, then the consent step.
     assert!(steps["identity"]["note"].as_str().is_some_and(|t| t.contains("第七条")), "{steps:#}");
     assert_eq!(steps["identity"]["state"], "prejoin", "nothing joined before the steps: {steps:#}");
@@ -79,7 +79,7 @@ async fn a_party_verifies_consents_joins_and_rates_in_the_browser() {
     assert_eq!(result["ids"]["party"], party_id.as_str(), "{result:#}");
     assert!(steps["in_session"]["party_frames_of_mediator"].as_u64().unwrap_or(0) > 0, "{steps:#}");
     assert!(steps["in_session"]["mediator_frames_of_party"].as_u64().unwrap_or(0) > 0, "{steps:#}");
-    assert!(steps["in_session"]["party_rec_badge"].as_str().is_some_and(|t| t.contains("录制中")), "{steps:#}");
+    assert!(steps["in_session"]["party_rec_badge"].as_str().is_some_and(|t| t.contains("录音录像中")), "{steps:#}");
     // The rating card: no submit without a star, no recording notice once out.
     assert_eq!(steps["rating"]["before"], json!({"submit_enabled": false, "rec_badge": null}), "{steps:#}");
     assert_eq!(steps["rating"]["chosen"]["submit_enabled"], true, "{steps:#}");

@@ -14,6 +14,7 @@ import { Stage, ICONS, showToast } from './ui.js';
 import { Session } from './session.js';
 import { Roster } from './roster.js';
 import { QueuePanel } from './queue.js';
+import { RecordingView } from './recording.js';
 import { may, zoneKind, zoneOf, zoneText } from './roles.js';
 import { fetchStatus, ratesSession, relabelSteps, runSteps, showRating } from './steps.js';
 
@@ -39,6 +40,8 @@ const app = {
   roster: null,
   /** the reception queue panel (hosts who may call_next) */
   queue: null,
+  /** the recording's indicator, warning, integrity value and the hosts' pause / resume (recording.js) */
+  recording: null,
   /** the link of the session we were handed to (`transferred`), with transferred=1 added */
   transferTarget: null,
   rosterOpen: false,
@@ -110,6 +113,11 @@ window.qiao = Object.freeze({
   },
   /** Where the server handed us ({session_id, join_url} of the `transferred` message), else null. */
   get transfer() { return app.session?.transfer ? { ...app.session.transfer } : null; },
+  /**
+   * The last `recording_status` the server sent ({state: 'recording'|'paused'|'degraded'|'failed'|
+   * 'final', cause, message_zh, message_en, chain_head}), kept after the session ends; else null.
+   */
+  get recording() { return app.recording?.status ? { ...app.recording.status } : null; },
 });
 
 // ---- screens --------------------------------------------------------------------------------
@@ -129,6 +137,7 @@ function main() {
     app.queue?.relabel();
     renderSessionInfo();
     relabelSteps();
+    app.recording?.render();
     if (app.session) renderRoom();
   });
   // Opening another join link in the same tab only changes the fragment: start afresh.
@@ -242,7 +251,6 @@ function join() {
   $('preview-video').srcObject = null;
   setStep('session');
   show('screen-session');
-  $('rec-badge').hidden = false; // every session is recorded: say so for as long as it lasts
   $('self-video').srcObject = app.local.videoTrack ? app.local.stream : null;
   renderControls();
 
@@ -262,6 +270,12 @@ function join() {
     onRoom: renderRoom,
     onSelf: noticeSelfChange,
     onTransferred: followTransfer,
+    // Every session is recorded: the top bar says how, for as long as the session lasts.
+    onRecording: (status) => app.recording.update(status),
+  });
+  app.recording = new RecordingView({
+    act: (action, fields) => control(action, fields),
+    toast: (zh, en) => showToast($('toast'), (box) => setLiteral(box, zh, en)),
   });
   app.roster = new Roster({
     list: $('roster-list'),
@@ -383,6 +397,9 @@ function renderControls() {
     roster.append(badge);
   }
 
+  // Presiding hosts: pause the recording (with a reason) or resume it.
+  app.recording?.renderControl({ role: self?.role ?? null, connected: app.session?.state === 'connected' });
+
   $('leave-btn').innerHTML = ICONS.leave;
   $('leave-btn').append(labelSpan('ctrl.leave'));
   $('sound-btn').innerHTML = ICONS.sound;
@@ -479,7 +496,7 @@ function followTransfer({ join_url: joinUrl }) {
 function showTransferred() {
   setStep('ended');
   show('screen-ended');
-  $('rec-badge').hidden = true;
+  app.recording?.end();
   $('rating').hidden = true;
   $('sound-btn').hidden = true;
   document.body.dataset.transferred = 'true';
@@ -509,7 +526,9 @@ function renderLock() {
   const self = app.session?.self;
   const locked = !!app.session?.session?.locked;
   const btn = $('lock-btn');
-  const canLock = !!self && may(self.role, locked ? 'unlock' : 'lock');
+  // Nothing to lock once the session view has ended (left, closed).
+  const over = ['left', 'disconnected'].includes(app.session?.state);
+  const canLock = !!self && !over && may(self.role, locked ? 'unlock' : 'lock');
   btn.hidden = !canLock;
   if (canLock) {
     btn.dataset.locked = String(locked);
@@ -519,7 +538,7 @@ function renderLock() {
     setLabel(btn, locked ? 'lock.unlock_label' : 'lock.lock_label');
   }
   const badge = $('lock-badge');
-  badge.hidden = canLock || !locked;
+  badge.hidden = canLock || !locked || over;
   if (!badge.hidden) {
     badge.innerHTML = ICONS.lock;
     badge.append(labelSpan('lock.locked'));
@@ -599,7 +618,9 @@ function renderEnded({ kind, code }) {
   }
   setStep('ended');
   show('screen-ended');
-  $('rec-badge').hidden = true;
+  // The live indicator goes; a final integrity value (sent just before 4005) stays on this card.
+  app.recording?.end();
+  renderLock();
   $('rating').hidden = true;
   $('self-video').srcObject = null;
   $('sound-btn').hidden = true;

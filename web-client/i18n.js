@@ -99,8 +99,49 @@ const STRINGS = {
   'state.reconnecting': ['重新连接中', 'Reconnecting'],
   'state.disconnected': ['已断开', 'Disconnected'],
   'state.left': ['已离开', 'Left'],
-  'rec.notice': ['录制中', 'Recording'],
-  'rec.label': ['本次会话全程录音录像', 'This session is being recorded in full'],
+  // The recording's state (recording_status), in the top bar for everyone
+  'rec.recording': ['录音录像中', 'Recording'],
+  'rec.paused': ['录音录像已暂停（{reason}）', 'Recording paused ({reason})'],
+  'rec.paused_plain': ['录音录像已暂停', 'Recording paused'],
+  'rec.degraded': ['录音录像中 · 有异常', 'Recording · problem'],
+  'rec.failed': ['录像故障', 'Recording failed'],
+  'rec.final': ['录音录像已完成', 'Recording complete'],
+  'rec.label_recording': ['本次会话正在全程录音录像', 'This session is being recorded in full'],
+  'rec.label_paused': ['录音录像已暂停，暂停事由：{reason}', 'The recording is paused; reason: {reason}'],
+  'rec.label_problem': ['录音录像出现问题，详见提示', 'The recording has a problem: see the notice'],
+  'rec.label_final': ['录音录像已完成', 'The recording is complete'],
+  'rec.banner_degraded': ['录像提示', 'Recording notice'],
+  'rec.banner_failed': ['录像故障', 'Recording fault'],
+  // The statutory reasons for a pause (pause_recording.reason, recording_status.cause)
+  'reason.recess': ['休庭', 'recess'],
+  'reason.non_public_evidence': ['不公开证据', 'non-public evidence'],
+  'reason.mediation_unsuited_to_recording': ['不宜录音录像的调解', 'mediation unsuited to recording'],
+  'reason.short.mediation_unsuited_to_recording': ['不宜录音录像', 'unsuited to recording'],
+  'notice.rec_paused': ['录音录像已暂停（{reason}）。', 'The recording is paused ({reason}).'],
+  'notice.rec_resumed': ['录音录像已恢复。', 'Recording has resumed.'],
+  // Presiding hosts: pause / resume (control pause_recording, resume_recording)
+  'ctrl.rec_pause': ['暂停录像', 'Pause recording'],
+  'ctrl.rec_resume': ['恢复录像', 'Resume recording'],
+  'ctrl.rec_pause_label': ['暂停录音录像（须选择法定事由）', 'Pause the recording (a statutory reason is required)'],
+  'ctrl.rec_resume_label': ['恢复录音录像', 'Resume the recording'],
+  'pause.title': ['暂停录音录像', 'Pause the recording'],
+  'pause.why': [
+    '只有法定事由才能暂停录音录像。暂停的时间、事由和操作人将记入录像清单和审计日志，所有参会人都会看到暂停提示。',
+    'The recording may only be paused for a statutory reason. The time, the reason and who paused go into the recording\'s manifest and the audit log, and everyone is shown that it is paused.',
+  ],
+  'pause.reason': ['暂停事由', 'Reason'],
+  'pause.choose': ['请选择法定事由', 'Choose a statutory reason'],
+  'pause.confirm': ['确认暂停', 'Pause'],
+  'pause.cancel': ['取消', 'Cancel'],
+  // The end of the recording: its integrity value (recording_status final)
+  'recfinal.title': ['录音录像已完成', 'Recording complete'],
+  'recfinal.value_label': ['完整性校验值', 'Integrity value'],
+  'recfinal.note': [
+    '此校验值用于证明录音录像未被改动。请核对，并按工作人员要求签名确认。',
+    'This value shows that the recording has not been altered. Check it and sign to confirm it as staff ask.',
+  ],
+  'recfinal.copy': ['复制校验值', 'Copy the value'],
+  'recfinal.copied': ['已复制', 'Copied'],
   'banner.reconnecting': ['网络中断，正在重新连接…', 'Connection lost, reconnecting…'],
 
   'ctrl.mic_mute': ['静音', 'Mute'],
@@ -267,6 +308,56 @@ const STRINGS = {
   ],
   'close.4016': ['您已被转至其他接访窗口。', 'You were transferred to another reception.'],
   'close.other': ['连接已断开（代码 {code}）。', 'Disconnected (code {code}).'],
+
+  // recordings.html: a case's recordings, for staff with the administrator's token
+  'recs.page_title': ['桥 · 录音录像查阅', 'Qiao · recordings'],
+  'recs.heading': ['录音录像查阅', 'Recordings'],
+  'recs.why': [
+    '仅限工作人员使用。每次查看录像清单、播放或下载录像都会记入审计日志。',
+    'For staff only. Every view of a manifest and every playback or download is written to the audit log.',
+  ],
+  'recs.token': ['管理员令牌', 'Administrator token'],
+  'recs.token_note': ['令牌只保存在本浏览器标签页中，关闭标签页即清除。', 'The token is kept in this browser tab only and is gone when the tab closes.'],
+  'recs.token_saved': ['已使用本标签页保存的令牌。', 'Using the token saved in this tab.'],
+  'recs.token_forget': ['清除令牌', 'Forget the token'],
+  'recs.case': ['案号或案件 ID', 'Case number or case ID'],
+  'recs.case_placeholder': ['如 (2024)冀0925民初1234号 或 case_…', 'e.g. (2024)冀0925民初1234号 or case_…'],
+  'recs.lookup': ['查询', 'Look up'],
+  'recs.looking': ['正在查询…', 'Looking up…'],
+  'recs.refresh': ['刷新', 'Refresh'],
+  'recs.need_token': ['请填写管理员令牌。', 'Please enter the administrator token.'],
+  'recs.need_case': ['请填写案号或案件 ID。', 'Please enter a case number or case ID.'],
+  'recs.bad_token': ['管理员令牌不正确，请重新填写。', 'The administrator token is not correct; please enter it again.'],
+  'recs.no_case': ['找不到该案件：{case}', 'No such case: {case}'],
+  'recs.failed': ['查询失败，请稍后重试。', 'The request failed; please try again shortly.'],
+  'recs.network': ['无法连接服务器，请检查网络后重试。', 'Could not reach the server. Check the network and try again.'],
+  'recs.results_title': ['录音录像（{n}）', 'Recordings ({n})'],
+  'recs.results_case': ['案号 {case_id} · 案件 ID {id}', 'Case no. {case_id} · case ID {id}'],
+  'recs.none': ['本案件还没有录音录像。', 'This case has no recordings yet.'],
+  'recs.session': ['会话', 'Session'],
+  'recs.status': ['状态', 'Status'],
+  'recs.started': ['开始（北京时间）', 'Started (Beijing time)'],
+  'recs.ended': ['结束（北京时间）', 'Ended (Beijing time)'],
+  'recs.segments': ['片段数', 'Segments'],
+  'recs.composite': ['合成录像', 'Composite'],
+  'recs.chain_head': ['完整性校验值', 'Integrity value'],
+  'recs.status.recording': ['录制中', 'Recording'],
+  'recs.status.final': ['已完成', 'Complete'],
+  'recs.status.interrupted': ['中断（已封存）', 'Interrupted (sealed)'],
+  'recs.composite.none': ['未开始', 'Not started'],
+  'recs.composite.rendering': ['生成中', 'Rendering'],
+  'recs.composite.done': ['已生成', 'Ready'],
+  'recs.composite.failed': ['生成失败', 'Failed'],
+  'recs.not_yet': ['—', '—'],
+  'recs.play': ['播放', 'Play'],
+  'recs.play_label': ['播放合成录像', 'Play the composite recording'],
+  'recs.manifest': ['查看录像清单', 'View the manifest'],
+  'recs.player_title': ['合成录像', 'Composite recording'],
+  'recs.player_note': ['播放链接 5 分钟内有效；过期后请重新点击“播放”。', 'The playback link works for 5 minutes; press Play again after that.'],
+  'recs.player_failed': ['无法播放该录像。', 'This recording cannot be played.'],
+  'recs.manifest_title': ['录像清单', 'Manifest'],
+  'recs.close': ['关闭', 'Close'],
+  'recs.which': ['录像 {id} · 会话 {session}', 'Recording {id} · session {session}'],
 };
 
 const LANGS = ['zh-CN', 'en'];
@@ -331,8 +422,10 @@ export function applyI18n(root = document) {
   for (const el of root.querySelectorAll('[data-zh]')) {
     el.textContent = lang === 'en' ? el.dataset.en : el.dataset.zh;
   }
+  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
   document.documentElement.lang = lang;
-  document.title = t('app.title');
+  // A page other than the session's names itself (<html data-title-key>), e.g. recordings.html.
+  document.title = t(document.documentElement.dataset.titleKey || 'app.title');
 }
 
 export function setLang(next) {

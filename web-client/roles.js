@@ -23,6 +23,9 @@ const ALLOWED = {
   dismiss_witness: JUDGE,
   // The reception queue (信访接待叫号): admits whoever has waited longest in the lobby.
   call_next: HOST_ROLES,
+  // Pausing the recording for a statutory reason, and resuming it: presiding hosts, not the clerk.
+  pause_recording: MODERATOR_ROLES,
+  resume_recording: MODERATOR_ROLES,
 };
 
 /**

@@ -32,7 +32,7 @@ const PC_CONFIG = { iceServers: [] };
 const CONTROL_TIMEOUT_MS = 5000;
 // `error` codes that answer a `control` request. Errors carry no action or target, so they are
 // matched to the oldest request still waiting: the server answers one socket's messages in order.
-const CONTROL_ERROR_CODES = new Set(['not_allowed', 'bad_target', 'bad_zone', 'queue_empty', 'group_limit']);
+const CONTROL_ERROR_CODES = new Set(['not_allowed', 'bad_target', 'bad_zone', 'queue_empty', 'group_limit', 'bad_reason']);
 
 /** Close codes after which we must not reconnect (protocol.md "Close codes"). */
 export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4012, 4013, 4014, 4015, 4016]);
@@ -60,10 +60,13 @@ export class Session {
    * @param {(prev: object|null, next: object) => void} [opts.onSelf]  our own record changed (zone, host mute, hand)
    * @param {(to: {session_id: string, join_url: string}) => void} [opts.onTransferred]  we are handed to
    *   another session (`transferred`; the server closes with 4016 right after)
+   * @param {(status: object) => void} [opts.onRecording]  a `recording_status` arrived (protocol.md
+   *   "Recording status"): {state, cause, message_zh, message_en, chain_head}
    */
   constructor({ token, local, stage, onState, onJoined, onEnded, onNotice, onRoom = () => {}, onSelf = () => {},
-    onTransferred = () => {} }) {
-    Object.assign(this, { token, local, stage, onState, onJoined, onEnded, onNotice, onRoom, onSelf, onTransferred });
+    onTransferred = () => {}, onRecording = () => {} }) {
+    Object.assign(this, { token, local, stage, onState, onJoined, onEnded, onNotice, onRoom, onSelf, onTransferred,
+      onRecording });
     this.state = 'connecting';
     this.participantId = null;
     /** `joined.session`, kept up to date by session_updated ({locked, spotlight}) */
@@ -84,6 +87,8 @@ export class Session {
     this.closeCode = null;
     /** {session_id, join_url} once the server handed us to another session (`transferred`) */
     this.transfer = null;
+    /** the last `recording_status` (kept across reconnections; the server sends it again after `joined`) */
+    this.recording = null;
     this.lastHeard = 0;
     this.timers = { retry: 0, ping: 0, joinAnswer: 0, leave: 0 };
     /** ids of participants who left (participant_left) since our last `joined` */
@@ -105,15 +110,17 @@ export class Session {
    * message_en}), or with one of the same shape whose code is 'timeout' (no answer within 5 s) or
    * 'not_connected' / 'disconnected' (no signalling connection).
    * @param {string} action
-   * @param {{target?: string|null, zone?: string, kind?: 'audio'|'video'}} [fields]
+   * @param {{target?: string|null, zone?: string, kind?: 'audio'|'video', reason?: string}} [fields]
+   *   (`reason`: pause_recording's statutory reason)
    */
-  control(action, { target, zone, kind } = {}) {
+  control(action, { target, zone, kind, reason } = {}) {
     return new Promise((resolve, reject) => {
       const fields = { action };
       // Only the fields given are sent; spotlight's "target: null" (clear) is sent as null.
       if (target !== undefined) fields.target = target;
       if (zone !== undefined) fields.zone = zone;
       if (kind !== undefined) fields.kind = kind;
+      if (reason !== undefined) fields.reason = reason;
       if (this.state !== 'connected' || !this.#send('control', fields)) {
         reject(localError('not_connected', 'act.not_connected'));
         return;
@@ -326,6 +333,19 @@ export class Session {
         if (typeof msg.join_url === 'string' && msg.join_url) {
           this.transfer = { session_id: msg.session_id ?? null, join_url: msg.join_url };
           this.onTransferred(this.transfer);
+        }
+        break;
+      case 'recording_status':
+        // How the session's recording goes; with `final`, its integrity value (chain_head).
+        if (typeof msg.state === 'string') {
+          this.recording = {
+            state: msg.state,
+            cause: msg.cause ?? null,
+            message_zh: msg.message_zh ?? null,
+            message_en: msg.message_en ?? null,
+            chain_head: msg.chain_head ?? null,
+          };
+          this.onRecording(this.recording);
         }
         break;
       case 'pong':

@@ -26,6 +26,9 @@ export const ICONS = {
   unlock: SVG_HEAD + LOCK_BODY + '<path d="M8 11V7a4 4 0 0 1 7.5-2"/></svg>',
   star: SVG_HEAD + '<path d="M12 3l2.7 5.6 6.1.9-4.4 4.3 1 6.1L12 17l-5.4 2.9 1-6.1-4.4-4.3 6.1-.9z"/></svg>',
   close: SVG_HEAD + '<line x1="6" y1="6" x2="18" y2="18"/><line x1="18" y1="6" x2="6" y2="18"/></svg>',
+  // the recording: pause (two bars in a ring) and resume (a filled dot in a ring)
+  recPause: SVG_HEAD + '<circle cx="12" cy="12" r="9"/><line x1="10" y1="9" x2="10" y2="15"/><line x1="14" y1="9" x2="14" y2="15"/></svg>',
+  recResume: SVG_HEAD + '<circle cx="12" cy="12" r="9"/><circle cx="12" cy="12" r="4" fill="currentColor"/></svg>',
 };
 
 // Presiding roles first, then the others, observers last.

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// A download link that is invalid or expired.
     #[error("link invalid or expired")]
     BadLink,
+    /// A participant asked for a part of a recording their zone rules keep from them.
+    #[error("recording part not readable by this participant")]
+    RecordingForbidden,
     /// A server fault; the text is logged, never returned.
     #[error("internal: {0}")]
     Internal(String),
@@ -74,6 +77,11 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "too_large", "请求过大 / request body too large".into())
             }
+            ApiError::RecordingForbidden => (
+                StatusCode::FORBIDDEN,
+                "not_allowed",
+                "您无权查看该部分录像（背对背调解录像仅调解员和该方当事人可查看）/ this part of the recording is not yours to see (a caucus is readable only by the mediator and that party)".into(),
+            ),
             ApiError::BadLink => (
                 StatusCode::FORBIDDEN,
                 "bad_link",

@@ -51,7 +51,7 @@ impl IdentityCheck for InvitationMatch {
 }
 
 /// The caller, from `Authorization: Bearer <join token>`.
-async fn caller(s: &AppState, headers: &HeaderMap) -> Result<(Participant, Session), ApiError> {
+pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<(Participant, Session), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -91,6 +91,8 @@ pub fn app(state: AppState) -> Router {
     let participant = Router::new()
         .route("/recordings/public-key", get(recording_public_key))
         .route("/recordings/{id}/files/{*path}", get(recordings::file))
+        .route("/my/recordings", get(recordings::mine))
+        .route("/my/recordings/{id}/link", get(recordings::my_link))
         .route("/join/status", get(join::status))
         .route("/join/identity", post(join::identity))
         .route("/join/consent", post(join::consent))

@@ -112,3 +112,88 @@ pub async fn file(
 fn sign(s: &AppState, id: &str, path: &str, exp: u64) -> String {
     s.identity_hasher.mac("recording-download", &format!("{id}\n{path}\n{exp}"))
 }
+
+// ---- participants -------------------------------------------------------------------------------
+
+/// Roles that preside over a caucus and may read every zone's recording.
+const PRESIDING: [&str; 4] = ["judge", "mediator", "petition_officer", "leader"];
+
+/// Whether `participant` (with `role`) may read `path` of the recording described by `m`:
+/// the manifest and the composite (the joint session only) always; a segment of the main zone
+/// always; a segment recorded in a caucus or consultation only if the reader presides or was in
+/// that zone (published media there); a waiting room's segment only if the reader presides.
+pub fn may_read(m: &crate::record::Manifest, participant: &str, role: &str, path: &str) -> bool {
+    if path == "manifest.json" || m.renditions.iter().any(|r| r["path"] == path) {
+        return true;
+    }
+    let Some(seg) = m.segments.iter().find(|s| s.path == path) else { return false };
+    let zone = seg.zone.as_deref().unwrap_or("main");
+    if zone == "main" || PRESIDING.contains(&role) {
+        return true;
+    }
+    if !(zone.starts_with("caucus:") || zone.starts_with("consultation:")) {
+        return false;
+    }
+    let own_tracks: Vec<&str> =
+        m.tracks.iter().filter(|t| t["participant_id"] == participant).filter_map(|t| t["id"].as_str()).collect();
+    m.segments.iter().any(|s| s.zone.as_deref() == Some(zone) && own_tracks.contains(&s.track_id.as_str()))
+}
+
+async fn stored_manifest(s: &AppState, prefix: &str) -> Result<crate::record::Manifest, ApiError> {
+    let bytes = s.objects.get(&format!("{prefix}/manifest.json")).await.map_err(|e| match e {
+        crate::storage::StorageError::NotFound(_) => ApiError::NotFound("manifest"),
+        other => ApiError::internal(other),
+    })?;
+    serde_json::from_slice(&bytes).map_err(ApiError::internal)
+}
+
+/// A participant's recordings (their session's), each with the files they may read.
+pub async fn mine(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Result<Json<Value>, ApiError> {
+    let (p, session) = super::join::caller(&s, &headers).await?;
+    let rows = s.store.recordings_of_case(&session.case).await.map_err(ApiError::internal)?;
+    let mut out = Vec::new();
+    for r in rows.into_iter().filter(|r| r.session_id == session.id) {
+        let files: Vec<String> = match stored_manifest(&s, &r.prefix).await {
+            Ok(m) => std::iter::once("manifest.json".to_string())
+                .chain(m.renditions.iter().filter_map(|x| x["path"].as_str().map(String::from)))
+                .chain(m.segments.iter().map(|x| x.path.clone()))
+                .filter(|path| may_read(&m, &p.id, &p.role, path))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        out.push(json!({ "recording": r, "files": files }));
+    }
+    Ok(Json(json!({ "recordings": out })))
+}
+
+/// A download link for a participant, under the zone rules of [`may_read`]; audited.
+pub async fn my_link(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<LinkQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (p, session) = super::join::caller(&s, &headers).await?;
+    let r = s.store.recording(&id).await.map_err(ApiError::from_store("recording"))?;
+    if r.session_id != session.id {
+        return Err(ApiError::NotFound("recording"));
+    }
+    let m = stored_manifest(&s, &r.prefix).await?;
+    if !may_read(&m, &p.id, &p.role, &q.path) {
+        audit(&s, AuditRecord::new(&p.id, "recording.refused").session(&r.session_id).target(&r.id).detail(&q.path))
+            .await?;
+        return Err(ApiError::RecordingForbidden);
+    }
+    let key = format!("{}/{}", r.prefix, q.path);
+    let expires = SystemTime::now() + LINK_TTL;
+    let url = match s.objects.presign_get(&key, LINK_TTL).await.map_err(ApiError::internal)? {
+        Some(url) => url,
+        None => {
+            let exp = expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let sig = sign(&s, &id, &q.path, exp);
+            format!("{}/api/v1/recordings/{id}/files/{}?exp={exp}&sig={sig}", s.public_url, q.path)
+        }
+    };
+    audit(&s, AuditRecord::new(&p.id, "recording.link").session(&r.session_id).target(&r.id).detail(&q.path)).await?;
+    Ok(Json(json!({ "url": url, "expires_at": crate::store::rfc3339(expires) })))
+}

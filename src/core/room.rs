@@ -339,6 +339,9 @@ pub enum Output {
     RequestKeyframe { publisher: ParticipantKey, up: UpTrackKey },
     /// The participant has been removed from the room: close its connections.
     Disconnect { participant: ParticipantKey, cause: LeaveCause },
+    /// The participant moved to another zone (the recorder tags its segments by zone: a caucus
+    /// recording is readable only by the mediator and that party).
+    ZoneChanged { participant: ParticipantKey, zone: Zone },
 }
 
 /// The fields of an incoming RTP packet that forwarding decisions need.
@@ -1075,6 +1078,7 @@ impl Room {
         let p = self.participants.get_mut(&key).expect("checked");
         p.zone = zone;
         p.zone_order = self.arrivals;
+        self.outputs.push_back(Output::ZoneChanged { participant: key, zone });
         self.reconcile(key, keys);
         self.broadcast_updated(key);
         if was_waiting && zone.carries_media() {

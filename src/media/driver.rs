@@ -697,6 +697,13 @@ impl Driver {
                     }
                 }
                 Output::Disconnect { participant, cause } => self.disconnect(rk, participant, cause),
+                Output::ZoneChanged { participant, zone } => {
+                    let Some(r) = self.rooms.get(&rk) else { continue };
+                    let Some(pid) = self.members.get(&participant).map(|m| m.participant_id.clone()) else { continue };
+                    if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+                        tap.offer(RecInput::Zone { participant_id: pid, zone: zone.to_string() }, now);
+                    }
+                }
             }
         }
         if self.rooms.get(&rk).is_some_and(|r| r.room.is_empty()) {

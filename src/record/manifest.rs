@@ -51,6 +51,9 @@ pub struct Segment {
     pub size: u64,
     pub sha256: String,
     pub chain: String,
+    /// The zone the segment was recorded in (`main`, `caucus:1`, …): who may read it depends on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +260,7 @@ mod tests {
                 size: bytes.len() as u64,
                 sha256: sha,
                 chain: chain.clone(),
+                zone: None,
             });
             prev = chain;
         }

@@ -114,6 +114,11 @@ pub enum RecInput {
         from: Instant,
         to: Instant,
     },
+    /// A participant moved to another zone: its next segments carry that zone.
+    Zone {
+        participant_id: String,
+        zone: String,
+    },
 }
 
 /// Control input (unbounded, checked before data).
@@ -429,6 +434,24 @@ impl Recorder {
                 self.on_rtp(up, ssrc, seq, ts, marker, payload, at)
             }
             RecInput::SenderReport { up, ntp, rtp, at } => self.on_sender_report(up, ntp, rtp, at),
+            RecInput::Zone { participant_id, zone } => {
+                let ups: Vec<UpTrackKey> = self
+                    .tracks
+                    .iter()
+                    .filter(|(_, t)| t.start.participant_id == participant_id && t.start.zone != zone)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for up in ups {
+                    // A segment holds one zone: cut here; video restarts at a keyframe.
+                    self.flush_track(up);
+                    self.close_segment(up);
+                    if let Some(t) = self.tracks.get_mut(&up) {
+                        t.start.zone = zone.clone();
+                        t.need_keyframe = t.codec != TrackCodec::Opus;
+                    }
+                    self.ask_keyframe(up);
+                }
+            }
             RecInput::Overflow { from, to } => {
                 let (from, to) = (self.ms(from), self.ms(to));
                 warn!(recording = %self.recording_id, from_ms = from, to_ms = to, "recorder fell behind; packets dropped");
@@ -703,6 +726,7 @@ impl Recorder {
         let Some(t) = self.tracks.get_mut(&up) else { return };
         let Some(seg) = t.segment.take() else { return };
         let track_id = t.start.track_id.clone();
+        let zone = t.start.zone.clone();
         let span = match seg.muxer.finish() {
             Ok(s) => s,
             Err(e) => {
@@ -745,6 +769,7 @@ impl Recorder {
             size: bytes.len() as u64,
             sha256: sha,
             chain: chain.clone(),
+            zone: Some(zone),
         });
         self.manifest.chain_head = chain;
         self.manifest_dirty = true;

@@ -120,8 +120,14 @@ pub fn composite_input(m: &Manifest, dir: &Path) -> Result<CompositeInput, Strin
     let parse = |s: &str| OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("bad time {s}: {e}"));
     let start = parse(&m.started_at)?;
     let end = parse(m.ended_at.as_deref().ok_or("the recording has no end")?)?;
+    // The composite is the joint session: segments recorded in a caucus, a consultation or a
+    // waiting room stay in the masters, under their access rules.
     let files = |track: &str| -> Vec<PathBuf> {
-        m.segments.iter().filter(|s| s.track_id == track).map(|s| dir.join(&s.path)).collect()
+        m.segments
+            .iter()
+            .filter(|s| s.track_id == track && s.zone.as_deref().is_none_or(|z| z == "main"))
+            .map(|s| dir.join(&s.path))
+            .collect()
     };
     let mut tiles = Vec::new();
     for p in &m.participants {

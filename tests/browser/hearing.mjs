@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // A full remote hearing (网上开庭) in real Chromium against the real server: lobby, admission, a
-// witness waiting, called and dismissed, and the session closed.
+// witness waiting, called and dismissed, the recording paused for a recess and resumed from the
+// judge's console, and the session closed with the recording's integrity value on every page.
 //
 //   node hearing.mjs <artifact_dir> <judge_join_url> <party_join_url> <witness_join_url>
 //
@@ -8,15 +9,18 @@
 // browser context; every wait is bounded polling (POLL_MS) of window.qiao and of the page's own
 // peer connections (lib.mjs sampleRoom), up to QIAO_BROWSER_TIMEOUT_MS (default 30 s) per step.
 //
-//  1. judge_joins      the judge opens its link: connected, zone `main`.
-//  2. party_in_lobby   the party opens its link: zone `lobby`, the waiting card shown, and for a
+//  1. judge_joins      the judge opens its link: connected, zone `main`, the recording indicator
+//                      (● 录音录像中, state `recording`) in its top bar.
+//  2. party_in_lobby   the party opens its link: zone `lobby`, the waiting card and the recording
+//                      indicator shown, and for a
 //                      2 s window nothing received at all (no frame decoded, no audio packet, on any
 //                      of its peer connections), and nothing by the judge either (alone in main);
 //                      the judge's roster button shows someone waiting.
 //  3. admit            the judge opens the roster (data-testid=roster-toggle) and clicks
 //                      `admit-<party>`: the party is in `main`, and judge and party decode each
 //                      other's video and receive each other's audio (counters rising).
-//  4. witness_waiting  the witness opens its link: zone `witness_waiting`, waiting card, and for a
+//  4. witness_waiting  the witness opens its link: zone `witness_waiting`, waiting card (and the
+//                      recording indicator), and for a
 //                      2 s window zero frames decoded and zero audio packets from anyone, while
 //                      judge and party keep decoding each other and get nothing of the witness. The
 //                      party's attempt to call the witness (window.qiao.control) is refused with
@@ -27,13 +31,24 @@
 //                      witness is back in `witness_waiting` with the waiting card; once its
 //                      counters have settled, for a 2 s window it decodes no more frames of the judge
 //                      (or of anyone) and receives no audio, while judge and party go on.
-//  7. close            the script prints `PHASE {"phase":"close_session"}` on stdout; its driver
+//  7. pause_recording  every page first shows ● 录音录像中 (window.qiao.recording.state
+//                      `recording`); the party has no pause button and its attempt through
+//                      window.qiao.control is refused with `not_allowed`; the judge's attempt with
+//                      a reason the rules do not know (`lunch`) is refused with `bad_reason`. Then
+//                      the judge presses 暂停录像 (data-testid=recording-control): a dialog asks for
+//                      the statutory reason, its confirm button disabled until one is chosen; the
+//                      judge chooses 休庭 (recess) and confirms. Every page, the witness waiting
+//                      outside included, then shows 录音录像已暂停（休庭） (state `paused`, cause
+//                      `recess`), the judge's button offers 恢复录像, and judge and party still see
+//                      and hear each other (a pause stops the recording, not the hearing).
+//  8. resume_recording the judge presses 恢复录像: every page shows ● 录音录像中 again.
+//  9. close            the script prints `PHASE {"phase":"close_session"}` on stdout; its driver
 //                      (tests/browser_hearing.rs) closes the session through the REST API
 //                      (POST /api/v1/sessions/{id}/close with the admin token, which this script
 //                      never sees). Every page must then stop with close code 4005 and show the
-//                      "session ended" screen.
-//
-// Pausing and resuming the recording belongs to a later recording issue and is not exercised here.
+//                      "session ended" screen with the recording's integrity value (完整性校验值:
+//                      64 hex digits, equal to window.qiao.recording.chain_head of the `final`
+//                      status); the driver compares it with the close response's chain_head.
 //
 // Saves <role>-<step>.png for each page after each step (<role>-failed.png on failure),
 // page-<role>.console.log and result.json into artifact_dir, and prints exactly one RESULT line:
@@ -66,11 +81,7 @@ async function main() {
   }
   await fs.mkdir(artifactDir, { recursive: true });
 
-  const result = {
-    ok: false,
-    steps: {},
-    recording: 'not exercised: pause/resume of the recording belongs to a later recording issue',
-  };
+  const result = { ok: false, steps: {} };
   const browser = await launchBrowser(urls, TIMEOUT_MS);
   const pages = [];
   const shots = async (suffix) => {
@@ -105,8 +116,9 @@ async function main() {
     // ---- 1. the judge joins straight into main ---------------------------------------------------
     await step('judge_joins', async () => {
       await open(judge);
-      const ms = await wait('the judge connected in main', () => judge.snap?.state === 'connected' && judge.snap.zone === 'main');
-      return { wait_ms: ms, zone: judge.snap.zone, participant_id: id(judge) };
+      const ms = await wait('the judge connected in main, showing the recording indicator',
+        () => judge.snap?.state === 'connected' && judge.snap.zone === 'main' && recordingShown(judge));
+      return { wait_ms: ms, zone: judge.snap.zone, participant_id: id(judge), recording: recordingSeen(judge) };
     });
 
     // ---- 2. the party waits in the lobby, receiving nothing -------------------------------------
@@ -114,7 +126,7 @@ async function main() {
       await open(party);
       const ms = await wait('the party connected in the lobby, with the waiting card, and listed there by the judge',
         () => party.snap?.state === 'connected' && party.snap.zone === 'lobby' && party.snap.dom.waiting_card
-          && judge.snap?.roster.find((r) => r.id === id(party))?.zone === 'lobby');
+          && judge.snap?.roster.find((r) => r.id === id(party))?.zone === 'lobby' && recordingShown(party));
       const w = await watch(live(), WINDOW_MS, (leak) => {
         noneReceived(party, leak, 'party (lobby)');
         // The judge is alone in main: anything at all it receives can only be the lobby's.
@@ -131,6 +143,7 @@ async function main() {
         window: w,
         party_raw: rawTotals(party.snap),
         judge_roster_badge: badge,
+        party_recording: recordingSeen(party),
       };
     });
 
@@ -158,7 +171,7 @@ async function main() {
       await open(witness);
       const ms = await wait('the witness connected in witness_waiting, with the waiting card, listed there by the judge, with a call button',
         () => witness.snap?.state === 'connected' && witness.snap.zone === 'witness_waiting' && witness.snap.dom.waiting_card
-          && judge.snap.roster.find((r) => r.id === id(witness))?.zone === 'witness_waiting');
+          && judge.snap.roster.find((r) => r.id === id(witness))?.zone === 'witness_waiting' && recordingShown(witness));
       await judge.page.waitForSelector(`[data-testid="call-${id(witness)}"]`, { state: 'visible', timeout: 10_000 });
       // Only the judge may call a witness: the party's attempt is refused by the server.
       const attempt = await controlIn(party, 'call_witness', id(witness));
@@ -180,6 +193,7 @@ async function main() {
         window: w,
         witness_raw: rawTotals(witness.snap),
         party_call_attempt: attempt?.rejected ? { rejected: attempt.rejected.code } : { accepted: attempt },
+        witness_recording: recordingSeen(witness),
       };
     });
     const attempt = result.steps.witness_waiting.party_call_attempt;
@@ -258,18 +272,93 @@ async function main() {
       };
     });
 
-    // ---- 7. the session is closed through the REST API ------------------------------------------
+    // ---- 7. the judge pauses the recording for a recess, from its console -----------------------
+    await step('pause_recording', async () => {
+      // Before: every page says the session is being recorded.
+      const beforeMs = await wait('every page showing ● 录音录像中 (state recording)', () => pages.every(recordingShown));
+      const before = Object.fromEntries(pages.map((p) => [p.name, recordingSeen(p)]));
+      // Only presiding hosts get the button, and the server refuses anyone else, and any reason
+      // the rules do not know.
+      const buttons = Object.fromEntries(pages.map((p) => [p.name, p.snap.dom.rec_control]));
+      if (buttons.judge !== 'pause_recording' || buttons.party !== null || buttons.witness !== null) {
+        throw new Error(`the pause button should be the judge's only: ${JSON.stringify(buttons)}`);
+      }
+      const partyAttempt = await controlIn(party, 'pause_recording', undefined, { reason: 'recess' });
+      const badReason = await controlIn(judge, 'pause_recording', undefined, { reason: 'lunch' });
+      if (partyAttempt?.rejected?.code !== 'not_allowed') throw new Error(`the party's pause was not refused with not_allowed: ${JSON.stringify(partyAttempt)}`);
+      if (badReason?.rejected?.code !== 'bad_reason') throw new Error(`a pause for "lunch" was not refused with bad_reason: ${JSON.stringify(badReason)}`);
+      await sampleRooms(live());
+      if (!pages.every(recordingShown)) throw new Error('a refused pause changed the indicator');
+
+      // The judge's console: 暂停录像 → choose the reason → confirm.
+      await judge.page.click('[data-testid="recording-control"]', { timeout: 10_000 });
+      await judge.page.waitForSelector('[data-testid="pause-dialog"]', { state: 'visible', timeout: 10_000 });
+      const confirm = '[data-testid="pause-confirm"]';
+      const disabledWithoutReason = await judge.page.isDisabled(confirm);
+      const options = await judge.page.$$eval('[data-testid="pause-reason"] option',
+        (os) => os.map((o) => ({ value: o.value, text: o.textContent.trim(), disabled: o.disabled })));
+      await judge.page.selectOption('[data-testid="pause-reason"]', 'recess');
+      await screenshot(judge, path.join(artifactDir, 'judge-pause_dialog.png'), log);
+      const enabledWithReason = !(await judge.page.isDisabled(confirm));
+      await judge.page.click(confirm, { timeout: 10_000 });
+      const clicked = Date.now();
+      const ms = await wait('every page showing 录音录像已暂停（休庭） (paused, recess), the judge offered 恢复录像, judge and party still seeing each other',
+        () => pages.every((p) => p.snap?.recording?.state === 'paused' && p.snap.recording.cause === 'recess'
+          && p.snap.dom.rec_badge_state === 'paused' && p.snap.dom.rec_badge?.includes('录音录像已暂停（休庭）'))
+          && judge.snap.dom.rec_control === 'resume_recording' && !judge.snap.dom.pause_dialog_open
+          && flowing(judge, id(party)) && flowing(party, id(judge)));
+      return {
+        before_wait_ms: beforeMs,
+        before,
+        buttons,
+        party_attempt: partyAttempt?.rejected ? { rejected: partyAttempt.rejected.code } : { accepted: partyAttempt },
+        bad_reason_attempt: badReason?.rejected ? { rejected: badReason.rejected.code } : { accepted: badReason },
+        dialog: { disabled_without_reason: disabledWithoutReason, enabled_with_reason: enabledWithReason, options },
+        click_to_paused_ms: Date.now() - clicked,
+        wait_ms: ms,
+        paused: Object.fromEntries(pages.map((p) => [p.name, recordingSeen(p)])),
+        judge_control: judge.snap.dom.rec_control,
+      };
+    });
+
+    // ---- 8. … and resumes it ---------------------------------------------------------------------
+    await step('resume_recording', async () => {
+      await judge.page.click('[data-testid="recording-control"][data-action="resume_recording"]', { timeout: 10_000 });
+      const clicked = Date.now();
+      const ms = await wait('every page showing ● 录音录像中 again, the judge offered 暂停录像',
+        () => pages.every(recordingShown) && judge.snap.dom.rec_control === 'pause_recording');
+      return {
+        click_to_recording_ms: Date.now() - clicked,
+        wait_ms: ms,
+        resumed: Object.fromEntries(pages.map((p) => [p.name, recordingSeen(p)])),
+      };
+    });
+
+    // ---- 9. the session is closed through the REST API ------------------------------------------
     await step('close', async () => {
       process.stdout.write(`PHASE ${JSON.stringify({ phase: 'close_session' })}\n`);
       const t0 = Date.now();
-      const ms = await wait('every page stopped with close code 4005 and showing the "ended" screen',
-        () => pages.every((p) => p.snap?.closeCode === 4005 && p.snap.state === 'disconnected' && p.snap.dom.ended),
+      const ms = await wait('every page stopped with close code 4005, showing the "ended" screen with the integrity value of the final recording status',
+        () => pages.every((p) => p.snap?.closeCode === 4005 && p.snap.state === 'disconnected' && p.snap.dom.ended
+          && p.snap.recording?.state === 'final' && /^[0-9a-f]{64}$/.test(p.snap.recording.chain_head ?? '')
+          && p.snap.dom.rec_final === p.snap.recording.chain_head && p.snap.dom.rec_final_on_ended
+          && p.snap.dom.rec_badge === null),
         CLOSE_LIMIT_MS);
+      // The value stays on the screen: sample again a moment later.
+      await sleep(1_000);
+      await sampleRooms(live());
+      const integrity = Object.fromEntries(pages.map((p) => [p.name, p.snap.dom.rec_final]));
+      if (pages.some((p) => p.snap.dom.rec_final !== p.snap.recording?.chain_head)) {
+        throw new Error(`the integrity value did not stay on every page: ${JSON.stringify(integrity)}`);
+      }
       return {
         phase_to_closed_ms: Date.now() - t0,
         wait_ms: ms,
         close_codes: Object.fromEntries(pages.map((p) => [p.name, p.snap.closeCode])),
         ended_text: Object.fromEntries(pages.map((p) => [p.name, p.snap.dom.ended_text])),
+        // what each page shows as 完整性校验值, and the final status it came with
+        integrity,
+        final_status: Object.fromEntries(pages.map((p) => [p.name, p.snap.recording])),
       };
     });
 
@@ -288,6 +377,17 @@ async function main() {
   } finally {
     await withTimeout(browser.close(), 10_000, 'closing the browser').catch((err) => log(err.message));
   }
+}
+
+/** Whether a page shows ● 录音录像中: the hook's last status is `recording` and so is the top bar's indicator. */
+function recordingShown(p) {
+  return p.snap?.recording?.state === 'recording' && p.snap.dom.rec_badge_state === 'recording'
+    && !!p.snap.dom.rec_badge?.includes('录音录像中');
+}
+
+/** What a page shows of the recording: {state, cause, badge (its text)}. */
+function recordingSeen(p) {
+  return { state: p.snap?.recording?.state ?? null, cause: p.snap?.recording?.cause ?? null, badge: p.snap?.dom.rec_badge ?? null };
 }
 
 /** Fails the window when a page received anything at all (video frames or packets, audio packets) on any peer connection. */
@@ -357,5 +457,5 @@ async function finish(artifactDir, pages, result) {
   printResult(result);
 }
 
-// Never hang the Rust test: a hard limit well beyond the seven bounded steps.
-run(main, { watchdogMs: TIMEOUT_MS * 7 + 90_000, log });
+// Never hang the Rust test: a hard limit well beyond the nine bounded steps.
+run(main, { watchdogMs: TIMEOUT_MS * 9 + 90_000, log });

@@ -314,9 +314,10 @@ export async function trackPeerConnections(pageOrContext) {
 
 /**
  * Everything a zone test reads from one page: the window.qiao hook (state, zone, roster, session,
- * stats) plus `raw` (every inbound-rtp of every peer connection, keyed "<pc index>/<stats id>") and
- * `dom`, what a person sees: the waiting card (lobby / witness waiting), the caucus banner, the
- * "ended" screen and its text, the stage's tiles and the note an empty stage shows.
+ * recording, stats) plus `raw` (every inbound-rtp of every peer connection, keyed "<pc index>/<stats
+ * id>") and `dom`, what a person sees: the waiting card (lobby / witness waiting), the caucus
+ * banner, the "ended" screen and its text, the stage's tiles and the note an empty stage shows, the
+ * recording indicator, warning and integrity value, and the host's pause / resume button.
  */
 export async function sampleRoom(page) {
   return page.evaluate(async () => {
@@ -345,6 +346,8 @@ export async function sampleRoom(page) {
       remote: q.remoteParticipants(),
       roster: q.roster(),
       session: q.session(),
+      // the last recording_status ({state, cause, message_zh, message_en, chain_head}) or null
+      recording: q.recording ?? null,
       stats: await q.stats(),
       raw,
       timing: q.timing,
@@ -358,6 +361,17 @@ export async function sampleRoom(page) {
         // the i18n key of the note an empty stage shows ("waiting for others", …), if shown
         stage_note: shown('stage-empty') ? (document.getElementById('stage-empty').dataset.i18n ?? null) : null,
         tiles: [...document.querySelectorAll('#stage .tile')].map((t) => t.dataset.participantId),
+        // the recording indicator in the top bar: its text and state, when shown
+        rec_badge: shown('rec-badge') ? document.getElementById('rec-badge').textContent.trim() : null,
+        rec_badge_state: shown('rec-badge') ? (document.getElementById('rec-badge').dataset.state ?? null) : null,
+        // the recording's warning banner (degraded / failed), when shown
+        rec_banner: shown('rec-banner') ? document.getElementById('rec-banner').textContent.trim() : null,
+        // the integrity value (完整性校验值) shown once the recording is final, and where
+        rec_final: shown('rec-final') ? document.getElementById('rec-final-value').textContent : null,
+        rec_final_on_ended: shown('rec-final') && !!document.getElementById('rec-final').closest('#screen-ended'),
+        // the presiding host's pause / resume button: the action it offers, when shown
+        rec_control: shown('rec-btn') ? (document.getElementById('rec-btn').dataset.action ?? null) : null,
+        pause_dialog_open: !!document.getElementById('pause-dialog')?.open,
       },
     };
   });

@@ -15,7 +15,8 @@
 // url_index is 1-based, like the screenshot names. On failure the result also has "error" and,
 // per page, "console_errors", "remote_participants" and (if the server stopped the page)
 // "close_code". Exit status 0 when ok, 1 otherwise. Diagnostics go to stderr.
-// Join URLs carry secrets (the token): they are never printed.
+// Join URLs carry secrets (the token): they are never printed. QIAO_HOLD_MS keeps the pages in the
+// session that much longer once media flows (for a recording with some seconds in it).
 // Shared helpers live in lib.mjs.
 
 import fs from 'node:fs/promises';
@@ -26,6 +27,9 @@ import {
 } from './lib.mjs';
 
 const TIMEOUT_MS = Number(process.env.QIAO_BROWSER_TIMEOUT_MS) || 30_000;
+// How long the pages stay in the session once media flows (default 0): a test that needs some
+// seconds of recording (tests/browser_recordings.rs) asks for it. At most 20 s.
+const HOLD_MS = Math.min(Number(process.env.QIAO_HOLD_MS) || 0, 20_000);
 const log = makeLog('three_party');
 
 async function main() {
@@ -65,6 +69,10 @@ async function main() {
       });
       if (allGood || Date.now() >= deadline || pages.some((p) => p.loadError)) break;
       await sleep(POLL_MS);
+    }
+    if (allGood && HOLD_MS > 0) {
+      log(`media flowing; staying in the session for ${HOLD_MS} ms`);
+      await sleep(HOLD_MS);
     }
 
     for (const p of pages) {
