@@ -8,7 +8,6 @@
 //! Run: `scripts/bench-record.sh` (or `cargo bench --bench record_track -- --seconds 120`).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;

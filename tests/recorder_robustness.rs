@@ -159,7 +159,7 @@ fn loss_reordering_a_late_keyframe_and_a_camera_switch_leave_clean_segments() {
     rt.block_on(queue.flush(Duration::from_secs(30))).unwrap();
 
     assert!(
-        events.lock().unwrap().iter().any(|e| *e == RecorderEvent::KeyframeNeeded(v)),
+        events.lock().unwrap().contains(&RecorderEvent::KeyframeNeeded(v)),
         "a stream without a keyframe (and a loss) makes the recorder ask for one"
     );
     let m = &finished.manifest;

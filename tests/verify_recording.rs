@@ -39,11 +39,12 @@ async fn qiao_verify_accepts_a_signed_recording_and_names_a_changed_segment() {
             size: bytes.len() as u64,
             sha256,
             chain: chain.clone(),
+            zone: Some("main".into()),
         });
         prev = chain;
     }
     let example: Manifest = serde_json::from_str(include_str!("../recordings-schema/examples/hearing.json")).unwrap();
-    let mut m = Manifest { segments, chain_head: prev.clone(), signature: None, ..example };
+    let mut m = Manifest { segments, chain_head: prev.clone(), signature: None, renditions: Vec::new(), ..example };
     keys.sign(&mut m);
     std::fs::write(dir.path().join("manifest.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
 

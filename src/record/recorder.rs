@@ -76,6 +76,9 @@ pub struct RecordingStatus {
     pub chain_head: Option<String>,
 }
 
+/// Where a recorder reports to (the driver's command channel, wrapped).
+pub type EventSink = Box<dyn Fn(RecorderEvent) + Send>;
+
 /// What the driver knows of a published track when it starts.
 #[derive(Debug, Clone)]
 pub struct TrackStart {
@@ -297,8 +300,8 @@ impl Recorder {
         ctx: Arc<RecorderContext>,
         facts: SessionFacts,
         recording_id: String,
-        events: Box<dyn Fn(RecorderEvent) + Send>,
-    ) -> Result<Recorder, (Box<dyn Fn(RecorderEvent) + Send>, std::io::Error)> {
+        events: EventSink,
+    ) -> Result<Recorder, (EventSink, std::io::Error)> {
         let started_wall = SystemTime::now();
         let session = ctx.rt.block_on(ctx.store.session(&facts.session_id)).ok();
         // The external case number names the storage keys; Qiao's case id goes in the manifest.
@@ -861,11 +864,12 @@ impl Recorder {
             return self.maybe_write_manifest(now);
         }
         match self.ctx.sink.failing_since() {
-            Some(since) if since.elapsed().unwrap_or_default() > Duration::from_secs(10) => {
-                if self.state != "storage_degraded" {
-                    self.state = "storage_degraded";
-                    self.status("degraded", Some("storage"));
-                }
+            Some(since)
+                if since.elapsed().unwrap_or_default() > Duration::from_secs(10)
+                    && self.state != "storage_degraded" =>
+            {
+                self.state = "storage_degraded";
+                self.status("degraded", Some("storage"));
             }
             None if self.state == "storage_degraded" => {
                 self.state = if self.paused { "paused" } else { "recording" };
