@@ -926,6 +926,7 @@ impl Recorder {
     /// Fills participants and sites from the store, signs, writes live.json and queues a snapshot.
     fn write_manifest(&mut self, now: Instant) {
         self.refresh_people();
+        self.track_timing();
         self.ctx.keys.sign(&mut self.manifest);
         let bytes = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
         let live = self.dir.join("live.json");
@@ -944,6 +945,23 @@ impl Recorder {
         }
         self.manifest_dirty = false;
         self.manifest_written = Some(now);
+    }
+
+    /// Each track's span on the timeline, from its segments.
+    fn track_timing(&mut self) {
+        for t in &mut self.manifest.tracks {
+            let id = t["id"].as_str().unwrap_or_default();
+            let segs = self.manifest.segments.iter().filter(|s| s.track_id == id);
+            let (mut start, mut end) = (u64::MAX, 0u64);
+            for s in segs {
+                start = start.min(s.start_ms);
+                end = end.max(s.start_ms + s.duration_ms);
+            }
+            if start != u64::MAX {
+                t["start_ms"] = start.into();
+                t["end_ms"] = end.into();
+            }
+        }
     }
 
     fn refresh_people(&mut self) {
@@ -1005,6 +1023,7 @@ impl Recorder {
                 }
             }
         }
+        self.track_timing();
         self.manifest.status = "final".into();
         self.manifest.ended_at = Some(ended);
         self.ctx.keys.sign(&mut self.manifest);
