@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::client::{Media, TestClient, VideoCodec};
+use common::client::{ClientOptions, Media, TestClient, VideoCodec};
 use common::fixtures;
 use common::server::TestServer;
 use serde_json::Value;
@@ -58,12 +58,17 @@ async fn a_closed_session_leaves_verified_playable_segments_for_every_track() {
     let session = server.create_session("hearing").await;
     let judge = server.invite(&session, "王法官", "judge").await;
     let party = server.invite(&session, "张三", "party").await;
+    let counsel = server.invite(&session, "李律师", "counsel").await;
     let a = TestClient::join_and_publish(&server.ws_url, &judge.token, "王法官", Media::audio_video(VideoCodec::Vp8))
         .await
         .expect("judge publishes VP8");
     let b = TestClient::join_and_publish(&server.ws_url, &party.token, "张三", Media::audio_video(VideoCodec::H264))
         .await
         .expect("party publishes H.264");
+    // Counsel presents evidence by screen share (a video track declared as `screen`).
+    let opts = ClientOptions { name: "李律师".into(), video_source: Some("screen"), ..Default::default() };
+    let c = TestClient::connect_with(&server.ws_url, &counsel.token, opts).await.unwrap();
+    c.publish(Media { audio: false, video: Some(VideoCodec::Vp8) }).await.expect("counsel shares a screen");
     a.wait_for("recording_status recording", Duration::from_secs(10), |m| {
         m["type"] == "recording_status" && m["state"] == "recording"
     })
@@ -100,8 +105,9 @@ async fn a_closed_session_leaves_verified_playable_segments_for_every_track() {
     let dir = manifest_path.parent().unwrap();
     let m = qiao::record::verify_recording(dir, None).expect("the recording verifies");
     assert_eq!(m.chain_head, head);
-    assert_eq!(m.tracks.len(), 4, "two participants × audio + video: {:#?}", m.tracks);
-    assert_eq!(m.participants.len(), 2);
+    assert_eq!(m.tracks.len(), 5, "two participants × audio + video, and a screen: {:#?}", m.tracks);
+    assert_eq!(m.participants.len(), 3);
+    assert!(m.tracks.iter().any(|t| t["source"] == "screen"), "the screen share is recorded as such");
     let case_dir = dir.parent().unwrap().parent().unwrap().parent().unwrap();
     assert!(case_dir.parent().unwrap().ends_with("cases"), "keys live under cases/{{case}}/sessions/{{session}}");
 

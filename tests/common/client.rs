@@ -93,6 +93,9 @@ pub struct ClientOptions {
     pub video_fixture: Option<Arc<Fixture>>,
     /// Clip to publish as audio instead of the default Opus fixture (e.g. the flash/beep clip).
     pub audio_fixture: Option<Arc<Fixture>>,
+    /// What the video track is declared as in `publish_offer` (`camera` unless set, e.g. `screen`
+    /// for a participant presenting evidence by screen share).
+    pub video_source: Option<&'static str>,
 }
 
 impl Default for ClientOptions {
@@ -104,6 +107,7 @@ impl Default for ClientOptions {
             publish_timeout: DEFAULT_TIMEOUT,
             video_fixture: None,
             audio_fixture: None,
+            video_source: None,
         }
     }
 }
@@ -765,6 +769,8 @@ pub struct PublishSide {
     pub keyframe_requests: Arc<KeyframeRequests>,
     errors: Arc<Mutex<Vec<String>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Declared source of the video track (`camera` or `screen`).
+    pub video_source: &'static str,
 }
 
 impl PublishSide {
@@ -806,6 +812,7 @@ impl PublishSide {
             keyframe_requests,
             errors,
             tasks: Mutex::new(Vec::new()),
+            video_source: "camera",
         };
         if media.audio {
             let clip = audio_fixture.unwrap_or_else(fixtures::opus);
@@ -904,7 +911,7 @@ impl PublishSide {
             m.insert(a.track_id.clone(), json!("microphone"));
         }
         if let Some(v) = &self.video {
-            m.insert(v.track_id.clone(), json!("camera"));
+            m.insert(v.track_id.clone(), json!(self.video_source));
         }
         Value::Object(m)
     }
@@ -1393,6 +1400,7 @@ impl TestClient {
             Arc::clone(&self.shared.errors),
         )
         .await?;
+        side.video_source = self.opts.video_source.unwrap_or("camera");
         let offer = side.create_offer().await?;
         let mark = self.mark();
         self.send(json!({
