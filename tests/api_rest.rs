@@ -45,6 +45,8 @@ async fn an_administrator_registers_sites_opens_a_case_schedules_a_session_and_i
         .await;
     let url = invite["join_url"].as_str().unwrap();
     assert!(url.starts_with(&s.base_url) && url.contains("/join#token="), "{url}");
+    let svg = invite["join_qr_svg"].as_str().expect("a QR code of the join link");
+    assert_eq!(decode_qr_svg(svg), url, "the QR code carries the join link");
     assert!(invite["expires_at"].as_str().is_some());
     let listed = s.get(&format!("/api/v1/sessions/{sid}/participants")).await;
     assert_eq!(listed["participants"][0]["display_name"], "王法官");
@@ -186,4 +188,30 @@ async fn an_oversized_body_is_refused_with_413() {
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
     assert_eq!(error_code(&v), "too_large");
+}
+
+/// Rasterises the SVG the server draws (one `M{x} {y}h{w}v{h}…` rectangle per dark run) and
+/// decodes it as a phone camera would.
+fn decode_qr_svg(svg: &str) -> String {
+    let attr = |name: &str| -> usize {
+        let i = svg.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        svg[i..].split('"').next().unwrap().parse().unwrap()
+    };
+    let (w, h) = (attr("width"), attr("height"));
+    let mut dark = vec![false; w * h];
+    let d = svg.split(" d=\"").nth(1).unwrap().split('"').next().unwrap();
+    for rect in d.split('M').filter(|r| !r.is_empty()) {
+        let nums: Vec<usize> =
+            rect.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).map(|n| n.parse().unwrap()).collect();
+        let (x, y, rw, rh) = (nums[0], nums[1], nums[2], nums[3]);
+        for yy in y..y + rh {
+            for xx in x..x + rw {
+                dark[yy * w + xx] = true;
+            }
+        }
+    }
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| if dark[y * w + x] { 0 } else { 255 });
+    let grids = img.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the image");
+    grids[0].decode().expect("the QR code decodes").1
 }

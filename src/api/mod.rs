@@ -547,7 +547,17 @@ async fn make_invitation(
     audit(s, AuditRecord::new(ADMIN, "participant.invite").session(&session.id).target(&pid).detail(inv.role.as_str()))
         .await?;
     let join_url = format!("{}/join#token={}", s.public_url, token);
-    Ok(json!({ "participant": participant, "token": token, "join_url": join_url, "expires_at": expires_at }))
+    let join_qr_svg = qr_svg(&join_url);
+    Ok(json!({
+        "participant": participant, "token": token, "join_url": join_url, "join_qr_svg": join_qr_svg,
+        "expires_at": expires_at,
+    }))
+}
+
+/// The join link as a QR code (SVG), for staff to print or show: a party scans it with a phone.
+fn qr_svg(url: &str) -> Option<String> {
+    let code = qrcode::QrCode::with_error_correction_level(url.as_bytes(), qrcode::EcLevel::M).ok()?;
+    Some(code.render::<qrcode::render::svg::Color<'_>>().min_dimensions(256, 256).quiet_zone(true).build())
 }
 
 #[derive(Deserialize, Default)]
