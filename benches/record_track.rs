@@ -10,13 +10,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::fixtures;
-use qiao::core::{MediaKind, UpTrackKey};
-use qiao::record::recorder::{self, RecControl, RecInput, RecorderContext, SessionFacts, TrackStart};
+use qiao::core::UpTrackKey;
+use qiao::record::recorder::{RecControl, RecInput};
 
 /// Process CPU time (user + system) from /proc/self/stat, in seconds.
 fn cpu_seconds() -> f64 {
@@ -38,6 +37,12 @@ fn vp8_payloads(frame: &Bytes, out: &mut Vec<Bytes>) {
     }
 }
 
+/// Makes the fixtures (once, cached under target/).
+fn rt_prepare() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(fixtures::prepare(common::client::VideoCodec::Vp8));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let seconds: u64 = args
@@ -46,50 +51,15 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    rt.block_on(fixtures::prepare(common::client::VideoCodec::Vp8));
+    rt_prepare();
     let video = fixtures::vp8_cbr(1280, 720, 1000);
     let audio = fixtures::opus();
-    let (store, queue) = rt.block_on(async {
-        let store = qiao::store::Store::open(dir.path()).await.unwrap();
-        let objects = qiao::storage::ObjectStore::local(dir.path().join("recordings"));
-        let spool = qiao::storage::Spool::open(&dir.path().join("spool"), 8 << 30).unwrap();
-        let queue = qiao::storage::UploadQueue::start(store.clone(), objects, spool);
-        (store, queue)
-    });
-    let case = rt.block_on(store.create_case("BENCH-1", "hearing", None, None)).unwrap();
-    let session = rt.block_on(store.create_session(&case.id, None, None, None, false, false)).unwrap();
-    qiao::record::mux::init().unwrap();
-    let ctx = Arc::new(RecorderContext {
-        store: store.clone(),
-        sink: Arc::new(qiao::record::service::QueueSink { queue: queue.clone(), rt: rt.handle().clone() }),
-        keys: Arc::new(qiao::record::SigningKeys::from_seed([1; 32])),
-        spool_dir: dir.path().join("spool"),
-        segment: Duration::from_secs(4),
-        rt: rt.handle().clone(),
-        on_final: None,
-    });
-    let facts =
-        SessionFacts { session_id: session.id.clone(), case_ref: case.id.clone(), kind: "hearing".into(), title: None };
-    let mut tap = recorder::start(ctx, facts, Box::new(|_| {})).unwrap();
+    let mut rec = common::recorder::start("BENCH-1", Duration::from_secs(4), Box::new(|_| {}));
+    let (rt, queue) = (&rec.rt, rec.queue.clone());
+    let tap = &mut rec.tap;
     let (v, a) = (UpTrackKey(1), UpTrackKey(2));
     let t0 = Instant::now();
-    for (up, kind, mime, clock) in
-        [(v, MediaKind::Video, "video/VP8", 90_000), (a, MediaKind::Audio, "audio/opus", 48_000)]
-    {
-        let start = TrackStart {
-            up,
-            track_id: format!("t_{:x}", up.0),
-            participant_id: "p_1".into(),
-            kind,
-            source: if kind == MediaKind::Video { "camera" } else { "microphone" },
-            mime: mime.into(),
-            clock_rate: clock,
-            zone: "main".into(),
-        };
-        tap.offer(RecInput::Track(Box::new(start)), t0);
-    }
+    common::recorder::announce_camera_and_microphone(tap, v, a, t0);
     let cpu0 = cpu_seconds();
     let wall0 = Instant::now();
     let mut payloads = Vec::new();
@@ -140,7 +110,6 @@ fn main() {
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     tap.control(RecControl::Finish { reply: tx });
-    drop(tap);
     let finished = rx.blocking_recv().expect("the recorder finishes");
     // Everything stored (the local store copies from the spool) before the clock stops.
     rt.block_on(queue.flush(Duration::from_secs(120))).expect("the upload queue drains");

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{av, fixtures};
-use qiao::core::{MediaKind, UpTrackKey};
-use qiao::record::recorder::{self, RecControl, RecInput, RecorderContext, RecorderEvent, SessionFacts, TrackStart};
+use qiao::core::UpTrackKey;
+use qiao::record::recorder::{RecControl, RecInput, RecorderEvent};
 
 fn ivf(dir: &Path, name: &str, size: &str, secs: u32) -> fixtures::Fixture {
     let path = dir.join(name);
@@ -55,53 +55,14 @@ fn loss_reordering_a_late_keyframe_and_a_camera_switch_leave_clean_segments() {
     let dir = tempfile::tempdir().unwrap();
     let small = ivf(dir.path(), "small.ivf", "320x240", 4);
     let large = ivf(dir.path(), "large.ivf", "640x480", 4);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let (store, queue) = rt.block_on(async {
-        let store = qiao::store::Store::open(dir.path()).await.unwrap();
-        let objects = qiao::storage::ObjectStore::local(dir.path().join("recordings"));
-        let spool = qiao::storage::Spool::open(&dir.path().join("spool"), 1 << 30).unwrap();
-        let queue = qiao::storage::UploadQueue::start(store.clone(), objects, spool);
-        (store, queue)
-    });
-    let case = rt.block_on(store.create_case("ROBUST-1", "mediation", None, None)).unwrap();
-    let session = rt.block_on(store.create_session(&case.id, None, None, None, false, false)).unwrap();
-    qiao::record::mux::init().unwrap();
-    let keys = Arc::new(qiao::record::SigningKeys::from_seed([3; 32]));
-    let ctx = Arc::new(RecorderContext {
-        store: store.clone(),
-        sink: Arc::new(qiao::record::service::QueueSink { queue: queue.clone(), rt: rt.handle().clone() }),
-        keys: keys.clone(),
-        spool_dir: dir.path().join("spool"),
-        segment: Duration::from_secs(2),
-        rt: rt.handle().clone(),
-        on_final: None,
-    });
     let events: Arc<Mutex<Vec<RecorderEvent>>> = Arc::default();
     let ev = events.clone();
-    let facts = SessionFacts {
-        session_id: session.id.clone(),
-        case_ref: case.id.clone(),
-        kind: "mediation".into(),
-        title: None,
-    };
-    let mut tap = recorder::start(ctx, facts, Box::new(move |e| ev.lock().unwrap().push(e))).unwrap();
+    let mut rec =
+        common::recorder::start("ROBUST-1", Duration::from_secs(2), Box::new(move |e| ev.lock().unwrap().push(e)));
+    let (rt, queue, keys, tap) = (&rec.rt, rec.queue.clone(), rec.keys.clone(), &mut rec.tap);
     let (v, a) = (UpTrackKey(1), UpTrackKey(2));
     let t0 = Instant::now();
-    for (up, kind, mime, clock) in
-        [(v, MediaKind::Video, "video/VP8", 90_000), (a, MediaKind::Audio, "audio/opus", 48_000)]
-    {
-        let start = TrackStart {
-            up,
-            track_id: format!("t_{:x}", up.0 + 0xa0),
-            participant_id: "p_1".into(),
-            kind,
-            source: if kind == MediaKind::Video { "camera" } else { "microphone" },
-            mime: mime.into(),
-            clock_rate: clock,
-            zone: "main".into(),
-        };
-        tap.offer(RecInput::Track(Box::new(start)), t0);
-    }
+    common::recorder::announce_camera_and_microphone(tap, v, a, t0);
 
     // Video: the small camera from its 5th frame (no keyframe first), one packet of frame 22
     // lost, packets of frame 30 swapped; then a switch to the large camera with a new SSRC,
@@ -154,7 +115,6 @@ fn loss_reordering_a_late_keyframe_and_a_camera_switch_leave_clean_segments() {
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
     tap.control(RecControl::Finish { reply: tx });
-    drop(tap);
     let finished = rx.blocking_recv().expect("the recorder finishes");
     rt.block_on(queue.flush(Duration::from_secs(30))).unwrap();
 
@@ -163,9 +123,9 @@ fn loss_reordering_a_late_keyframe_and_a_camera_switch_leave_clean_segments() {
         "a stream without a keyframe (and a loss) makes the recorder ask for one"
     );
     let m = &finished.manifest;
-    let rec_dir = dir.path().join("recordings").join(&finished.prefix);
+    let rec_dir = rec.dir.path().join("recordings").join(&finished.prefix);
     qiao::record::verify_recording(&rec_dir, Some(&keys.public_key_b64())).expect("the recording verifies");
-    let video_id = format!("t_{:x}", 0xa1);
+    let video_id = "t_a1";
     let mut widths = Vec::new();
     for s in &m.segments {
         let p = rec_dir.join(&s.path);
@@ -180,7 +140,7 @@ fn loss_reordering_a_late_keyframe_and_a_camera_switch_leave_clean_segments() {
     assert!(widths[first_large..].iter().all(|w| *w == 640), "no small frame after the switch: {widths:?}");
     // The silent microphone is marked as a gap of that track, not papered over.
     assert!(
-        m.gaps.iter().any(|g| g["cause"] == "network" && g["track_id"] == format!("t_{:x}", 0xa2).as_str()),
+        m.gaps.iter().any(|g| g["cause"] == "network" && g["track_id"] == "t_a2"),
         "the audio silence is a gap: {:?}",
         m.gaps
     );

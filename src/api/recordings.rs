@@ -51,18 +51,7 @@ pub async fn link(
     let r = s.store.recording(&id).await.map_err(ApiError::from_store("recording"))?;
     crate::storage::validate_key(&q.path)
         .map_err(|_| ApiError::BadRequest("path must be a file of the recording".into()))?;
-    let key = format!("{}/{}", r.prefix, q.path);
-    let expires = SystemTime::now() + LINK_TTL;
-    let url = match s.objects.presign_get(&key, LINK_TTL).await.map_err(ApiError::internal)? {
-        Some(url) => url,
-        None => {
-            let exp = expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-            let sig = sign(&s, &id, &q.path, exp);
-            format!("{}/api/v1/recordings/{id}/files/{}?exp={exp}&sig={sig}", s.public_url, q.path)
-        }
-    };
-    audit(&s, AuditRecord::new(ADMIN, "recording.link").session(&r.session_id).target(&r.id).detail(&q.path)).await?;
-    Ok(Json(json!({ "url": url, "expires_at": crate::store::rfc3339(expires) })))
+    issue_link(&s, &r, &q.path, ADMIN).await
 }
 
 #[derive(Deserialize)]
@@ -107,6 +96,28 @@ pub async fn file(
         Some(url) => Ok(Redirect::temporary(&url).into_response()),
         None => Err(ApiError::NotFound("file")),
     }
+}
+
+/// A link to one file of a recording, valid [`LINK_TTL`]: presigned by S3, or signed by this
+/// server for the local store. Written to the audit log with `actor`.
+async fn issue_link(
+    s: &AppState,
+    r: &crate::store::RecordingRow,
+    path: &str,
+    actor: &str,
+) -> Result<Json<Value>, ApiError> {
+    let key = format!("{}/{}", r.prefix, path);
+    let expires = SystemTime::now() + LINK_TTL;
+    let url = match s.objects.presign_get(&key, LINK_TTL).await.map_err(ApiError::internal)? {
+        Some(url) => url,
+        None => {
+            let exp = expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let sig = sign(s, &r.id, path, exp);
+            format!("{}/api/v1/recordings/{}/files/{path}?exp={exp}&sig={sig}", s.public_url, r.id)
+        }
+    };
+    audit(s, AuditRecord::new(actor, "recording.link").session(&r.session_id).target(&r.id).detail(path)).await?;
+    Ok(Json(json!({ "url": url, "expires_at": crate::store::rfc3339(expires) })))
 }
 
 fn sign(s: &AppState, id: &str, path: &str, exp: u64) -> String {
@@ -184,16 +195,5 @@ pub async fn my_link(
             .await?;
         return Err(ApiError::RecordingForbidden);
     }
-    let key = format!("{}/{}", r.prefix, q.path);
-    let expires = SystemTime::now() + LINK_TTL;
-    let url = match s.objects.presign_get(&key, LINK_TTL).await.map_err(ApiError::internal)? {
-        Some(url) => url,
-        None => {
-            let exp = expires.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-            let sig = sign(&s, &id, &q.path, exp);
-            format!("{}/api/v1/recordings/{id}/files/{}?exp={exp}&sig={sig}", s.public_url, q.path)
-        }
-    };
-    audit(&s, AuditRecord::new(&p.id, "recording.link").session(&r.session_id).target(&r.id).detail(&q.path)).await?;
-    Ok(Json(json!({ "url": url, "expires_at": crate::store::rfc3339(expires) })))
+    issue_link(&s, &r, &q.path, &p.id).await
 }

@@ -6,6 +6,7 @@ pub mod browser;
 pub mod client;
 pub mod fixtures;
 pub mod forwarding;
+pub mod recorder;
 pub mod rtp_check;
 pub mod s3;
 pub mod server;
