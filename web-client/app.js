@@ -15,7 +15,8 @@ import { Session } from './session.js';
 import { Roster } from './roster.js';
 import { QueuePanel } from './queue.js';
 import { RecordingView } from './recording.js';
-import { may, zoneKind, zoneOf, zoneText } from './roles.js';
+import { NotesPanel } from './notes.js';
+import { may, mayKeepNotes, mayPublish, zoneKind, zoneOf, zoneText } from './roles.js';
 import { fetchStatus, ratesSession, relabelSteps, runSteps, showRating } from './steps.js';
 
 const $ = (id) => document.getElementById(id);
@@ -42,6 +43,10 @@ const app = {
   queue: null,
   /** the recording's indicator, warning, integrity value and the hosts' pause / resume (recording.js) */
   recording: null,
+  /** the notes panel (笔录) of the roles that keep the record (notes.js) */
+  notes: null,
+  /** ids of the observers (监督员) seen present, so that everyone is told once about each arrival */
+  observersSeen: null,
   /** the link of the session we were handed to (`transferred`), with transferred=1 added */
   transferTarget: null,
   rosterOpen: false,
@@ -118,6 +123,17 @@ window.qiao = Object.freeze({
    * 'final', cause, message_zh, message_en, chain_head}), kept after the session ends; else null.
    */
   get recording() { return app.recording?.status ? { ...app.recording.status } : null; },
+  /** Our role: from `joined` once in the session, else from the invitation (GET /join/status), else null. */
+  get role() { return app.session?.self?.role ?? app.status?.participant?.role ?? null; },
+  /** How many local tracks (camera, microphone) this page has to publish: 0 for an observer. */
+  get localTracks() { return app.local ? app.local.tracks().length : 0; },
+  /**
+   * The notes (笔录) written on this page, oldest first: [{id, timecode_ms, timecode ("mm:ss" as
+   * shown), text, state ('saved' | 'pending' | 'failed' | 'unknown'), at, author, role}].
+   */
+  notes() { return app.notes ? app.notes.list() : []; },
+  /** Whether the notes panel is open. */
+  get notesOpen() { return !!app.notes?.open; },
 });
 
 // ---- screens --------------------------------------------------------------------------------
@@ -138,6 +154,7 @@ function main() {
     renderSessionInfo();
     relabelSteps();
     app.recording?.render();
+    app.notes?.render();
     if (app.session) renderRoom();
   });
   // Opening another join link in the same tab only changes the fragment: start afresh.
@@ -177,6 +194,20 @@ async function prejoin() {
   show('screen-prejoin');
   app.local = new LocalMedia();
   $('join-btn').addEventListener('click', join);
+  // A supervisor observes: nothing to publish (the server refuses an observer's tracks), so no
+  // camera or microphone is opened and there is no device check; the card says what observing
+  // means, and the click (or autojoin) enters. The click also lets remote audio play.
+  if (!mayPublish(app.status?.participant?.role ?? 'party')) {
+    document.body.dataset.observer = 'true';
+    setText($('prejoin-heading'), 'prejoin.observer_heading');
+    $('prejoin-observer').hidden = false;
+    $('prejoin-devices').hidden = true;
+    setText($('join-btn'), 'prejoin.observer_join');
+    $('prejoin-status').hidden = true;
+    $('join-btn').disabled = false;
+    if (autojoin) join();
+    return;
+  }
   // Audio contexts start suspended until a user gesture.
   document.addEventListener('pointerdown', () => app.meter?.resume());
 
@@ -259,11 +290,19 @@ function join() {
     local: app.local,
     stage: app.stage,
     onState: renderState,
-    onJoined: () => {
+    onJoined: (session, self) => {
       const first = app.timing.joined === null;
       app.timing.joined ??= performance.now();
       renderSessionInfo();
       if (first && arrivedByTransfer) notice('notice.transferred_in');
+      const keepsRecord = mayKeepNotes(self?.role);
+      app.notes.attach({
+        sessionId: session?.id ?? '', participantId: app.session.participantId,
+        name: self?.display_name ?? '', role: self?.role ?? null, enabled: keepsRecord,
+      });
+      // The clerk keeps the record (书记员记录笔录): the panel opens by itself where there is room.
+      if (first && self?.role === 'clerk' && window.innerWidth > 700) app.notes.setOpen(true);
+      renderControls();
     },
     onEnded: renderEnded,
     onNotice: (msg) => showToast($('toast'), (box) => setLiteral(box, msg.zh, msg.en)),
@@ -276,6 +315,13 @@ function join() {
   app.recording = new RecordingView({
     act: (action, fields) => control(action, fields),
     toast: (zh, en) => showToast($('toast'), (box) => setLiteral(box, zh, en)),
+  });
+  app.notes = new NotesPanel({
+    send: (text, onLate) => app.session.note(text, onLate),
+    onToggle: (open) => {
+      $('notes-btn').setAttribute('aria-expanded', String(open));
+      $('notes-btn').dataset.active = String(open);
+    },
   });
   app.roster = new Roster({
     list: $('roster-list'),
@@ -299,6 +345,8 @@ function join() {
   $('cam-btn').addEventListener('click', () => toggle('video'));
   $('hand-btn').addEventListener('click', toggleHand);
   $('roster-btn').addEventListener('click', () => setRosterOpen(!app.rosterOpen));
+  $('notes-btn').addEventListener('click', () => app.notes.toggle());
+  $('notes-close').innerHTML = ICONS.close;
   $('roster-close').innerHTML = ICONS.close;
   $('roster-close').addEventListener('click', () => setRosterOpen(false));
   document.addEventListener('keydown', (e) => { if (e.key === 'Escape' && app.rosterOpen) setRosterOpen(false); });
@@ -371,6 +419,8 @@ function renderControls() {
     btn.setAttribute('aria-pressed', String(muted));
     btn.innerHTML = muted ? offIcon : onIcon; // the label says what a press will do
     btn.append(labelSpan(byHost ? hostKey : muted ? unmuteKey : muteKey));
+    // An observer has no camera or microphone to turn on or off.
+    btn.hidden = document.body.dataset.observer === 'true';
   }
 
   const self = app.session?.self;
@@ -382,6 +432,15 @@ function renderControls() {
   hand.setAttribute('aria-pressed', String(!!self?.hand_raised));
   hand.innerHTML = ICONS.hand;
   hand.append(labelSpan(self?.hand_raised ? 'ctrl.hand_lower' : 'ctrl.hand_raise'));
+
+  // The roles that keep the record: the notes panel (笔录).
+  const notesBtn = $('notes-btn');
+  notesBtn.hidden = !self || !mayKeepNotes(self.role) || !app.notes?.enabled;
+  if (!notesBtn.hidden) {
+    notesBtn.innerHTML = ICONS.notes;
+    notesBtn.append(labelSpan('ctrl.notes'));
+    setLabel(notesBtn, 'ctrl.notes_label');
+  }
 
   const roster = $('roster-btn');
   roster.innerHTML = ICONS.people;
@@ -430,6 +489,33 @@ function renderRoom() {
   app.queue.render({ selfId: session.participantId, selfRole: self.role, people });
   renderQueuePlace();
   noticeLobbyArrivals();
+  renderObservers();
+}
+
+/**
+ * Supervisors (role observer) present: a badge in the top bar for everyone, as long as one is
+ * there, and a toast when one arrives; the observer itself gets a banner that says what it means.
+ */
+function renderObservers() {
+  const session = app.session;
+  const over = !session || ['left', 'disconnected'].includes(session.state);
+  const observers = over ? [] : [...session.people.values()].filter((p) => p.role === 'observer');
+  const badge = $('observer-badge');
+  badge.hidden = observers.length === 0;
+  if (!badge.hidden) {
+    $('observer-badge-icon').innerHTML = ICONS.eye;
+    setText($('observer-badge-text'), observers.length > 1 ? 'observer.badge_n' : 'observer.badge', { n: observers.length });
+    setLabel(badge, 'observer.badge_label');
+    badge.dataset.count = String(observers.length);
+  }
+  $('observer-banner').hidden = over || session.self?.role !== 'observer';
+  if (over) return;
+  const ids = new Set(observers.map((p) => p.id));
+  if (app.observersSeen && session.self?.role !== 'observer') {
+    const fresh = observers.filter((p) => !app.observersSeen.has(p.id));
+    if (fresh.length) notice('notice.observer_joined', { name: fresh.map((p) => p.display_name || p.id).join('、') });
+  }
+  app.observersSeen = ids;
 }
 
 function renderZone(zone) {
@@ -497,6 +583,8 @@ function showTransferred() {
   setStep('ended');
   show('screen-ended');
   app.recording?.end();
+  app.notes?.end();
+  renderObservers();
   $('rating').hidden = true;
   $('sound-btn').hidden = true;
   document.body.dataset.transferred = 'true';
@@ -620,6 +708,8 @@ function renderEnded({ kind, code }) {
   show('screen-ended');
   // The live indicator goes; a final integrity value (sent just before 4005) stays on this card.
   app.recording?.end();
+  app.notes?.end();
+  renderObservers();
   renderLock();
   $('rating').hidden = true;
   $('self-video').srcObject = null;

@@ -37,6 +37,16 @@ export function may(role, action) {
   return ALLOWED[action]?.has(role) ?? false;
 }
 
+/**
+ * Roles that keep the record (笔录): they may send `note` (protocol.md; src/core/roles.rs `notes`):
+ * judge, clerk, mediator, petition officer, leader.
+ */
+export const NOTE_ROLES = new Set(['judge', 'clerk', 'mediator', 'petition_officer', 'leader']);
+export function mayKeepNotes(role) { return NOTE_ROLES.has(role); }
+
+/** Observers (纪委 / 检察 监督) publish nothing: the server refuses their tracks. */
+export function mayPublish(role) { return !!role && role !== 'observer'; }
+
 /** "only hosts may lower another's hand": hosts as the protocol lists them, clerk included. */
 export function mayLowerOthersHand(role) { return HOST_ROLES.has(role); }
 

@@ -33,6 +33,11 @@ const CONTROL_TIMEOUT_MS = 5000;
 // `error` codes that answer a `control` request. Errors carry no action or target, so they are
 // matched to the oldest request still waiting: the server answers one socket's messages in order.
 const CONTROL_ERROR_CODES = new Set(['not_allowed', 'bad_target', 'bad_zone', 'queue_empty', 'group_limit', 'bad_reason']);
+// How long a `note` waits for its note_saved or error.
+const NOTE_TIMEOUT_MS = 10000;
+// `error` codes that only a `note` gets (a note the server refused to store). `not_allowed` answers
+// a note too (a role that does not keep the record), when no control request is waiting.
+const NOTE_ERROR_CODES = new Set(['bad_request', 'internal']);
 
 /** Close codes after which we must not reconnect (protocol.md "Close codes"). */
 export const STOP_CODES = new Set([1000, 4001, 4002, 4003, 4004, 4005, 4006, 4007, 4012, 4013, 4014, 4015, 4016]);
@@ -77,6 +82,8 @@ export class Session {
     this.people = new Map();
     /** `control` requests waiting for control_ack / error, oldest first */
     this.pendingControls = [];
+    /** `note` messages waiting for note_saved / error, oldest first (the server answers them in order) */
+    this.pendingNotes = [];
     /** the tracks of the last subscribe_offer, to place media again when tiles appear */
     this.lastOfferTracks = [];
     this.ws = null;
@@ -131,6 +138,30 @@ export class Session {
         reject(localError('timeout', 'act.timeout'));
       }, CONTROL_TIMEOUT_MS);
       this.pendingControls.push(entry);
+    });
+  }
+
+  /**
+   * Send a note for the record (笔录; protocol.md `note`): the server stamps it with the session's
+   * timecode and answers `note_saved`. Resolves with {id, timecode_ms}; rejects like control()
+   * (the server's `error`, or code 'timeout' / 'not_connected' / 'disconnected'). After
+   * 'disconnected' the note may or may not have been stored. After 'timeout' the note keeps its
+   * place in the queue (answers come in order), and a late answer goes to `onLate`.
+   * @param {string} text  1–2000 characters
+   * @param {(saved: {id: string, timecode_ms: number}|null, error: object|null) => void} [onLate]
+   */
+  note(text, onLate = () => {}) {
+    return new Promise((resolve, reject) => {
+      if (this.state !== 'connected' || !this.#send('note', { text })) {
+        reject(localError('not_connected', 'act.not_connected'));
+        return;
+      }
+      const entry = { resolve, reject, timer: 0, timedOut: false, onLate };
+      entry.timer = setTimeout(() => {
+        entry.timedOut = true;
+        reject(localError('timeout', 'act.timeout'));
+      }, NOTE_TIMEOUT_MS);
+      this.pendingNotes.push(entry);
     });
   }
 
@@ -273,6 +304,12 @@ export class Session {
       clearTimeout(e.timer);
       e.reject(localError('disconnected', 'act.not_connected'));
     }
+    const notes = this.pendingNotes;
+    this.pendingNotes = [];
+    for (const e of notes) {
+      clearTimeout(e.timer);
+      if (!e.timedOut) e.reject(localError('disconnected', 'act.not_connected'));
+    }
   }
 
   #setState(state) {
@@ -348,13 +385,22 @@ export class Session {
           this.onRecording(this.recording);
         }
         break;
+      case 'note_saved':
+        // The oldest note waiting: the server stores notes one after another, in order.
+        this.#settleNote(this.pendingNotes[0], { id: msg.id, timecode_ms: msg.timecode_ms }, null);
+        break;
       case 'pong':
         break; // lastHeard is all we need
       case 'error':
         console.warn(`qiao: server error ${msg.code}: ${msg.message_en || msg.message}`);
         // Shown to the user in any case, e.g. a host control the role may not use (not_allowed).
         this.onNotice({ zh: msg.message || msg.code, en: msg.message_en || msg.message || msg.code });
-        if (CONTROL_ERROR_CODES.has(msg.code)) this.#settleControl(this.pendingControls[0], null, msg);
+        if (NOTE_ERROR_CODES.has(msg.code)
+          || (msg.code === 'not_allowed' && this.pendingNotes.length > 0 && this.pendingControls.length === 0)) {
+          this.#settleNote(this.pendingNotes[0], null, msg);
+        } else if (CONTROL_ERROR_CODES.has(msg.code)) {
+          this.#settleControl(this.pendingControls[0], null, msg);
+        }
         break;
       default:
         break; // unknown types are ignored, so a newer server does not break an older page
@@ -462,6 +508,15 @@ export class Session {
     const entry = this.pendingControls.find((e) => e.action === msg.action && e.target === target)
       ?? this.pendingControls.find((e) => e.action === msg.action);
     this.#settleControl(entry, msg, null);
+  }
+
+  #settleNote(entry, saved, error) {
+    if (!entry) return;
+    this.pendingNotes = this.pendingNotes.filter((e) => e !== entry);
+    clearTimeout(entry.timer);
+    if (entry.timedOut) entry.onLate(saved, error);
+    else if (saved) entry.resolve(saved);
+    else entry.reject(error);
   }
 
   #settleControl(entry, ack, error) {

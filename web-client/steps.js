@@ -50,9 +50,12 @@ export function fetchStatus(token) {
   return call(token, 'GET', 'status');
 }
 
-/** Whether the rating card is offered to this role: the people served, not those who preside. */
+/**
+ * Whether the rating card is offered to this role: the people served, not those who preside, nor
+ * the supervisors who observed (监督员).
+ */
 export function ratesSession(role) {
-  return !HOST_ROLES.has(role);
+  return !HOST_ROLES.has(role) && role !== 'observer';
 }
 
 /**

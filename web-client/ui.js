@@ -29,6 +29,11 @@ export const ICONS = {
   // the recording: pause (two bars in a ring) and resume (a filled dot in a ring)
   recPause: SVG_HEAD + '<circle cx="12" cy="12" r="9"/><line x1="10" y1="9" x2="10" y2="15"/><line x1="14" y1="9" x2="14" y2="15"/></svg>',
   recResume: SVG_HEAD + '<circle cx="12" cy="12" r="9"/><circle cx="12" cy="12" r="4" fill="currentColor"/></svg>',
+  // the record (笔录): a page with lines and a pen
+  notes: SVG_HEAD + '<path d="M14 3H6a1 1 0 0 0-1 1v16a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1V8z"/><path d="M14 3v5h5"/>'
+    + '<line x1="8" y1="12" x2="16" y2="12"/><line x1="8" y1="16" x2="13" y2="16"/></svg>',
+  // an observer (监督旁听): an eye
+  eye: SVG_HEAD + '<path d="M2 12s3.5-7 10-7 10 7 10 7-3.5 7-10 7S2 12 2 12z"/><circle cx="12" cy="12" r="3"/></svg>',
 };
 
 // Presiding roles first, then the others, observers last.
@@ -86,16 +91,19 @@ export class Stage {
     tile.info = { ...tile.info, ...p, placeholder: !!p.placeholder && tile.info.placeholder !== false };
     const info = tile.info;
     tile.name.textContent = info.display_name || '';
-    tile.avatar.textContent = initial(info.display_name);
+    // An observer (监督员) publishes nothing: its tile shows an eye, not a face waiting for video.
+    const observer = info.role === 'observer';
+    tile.root.classList.toggle('observer', observer);
+    if (observer) tile.avatar.innerHTML = ICONS.eye; else tile.avatar.textContent = initial(info.display_name);
     tile.role.textContent = roleName(info.role);
     tile.role.dataset.role = info.role || '';
     tile.root.style.order = String(Math.max(0, ROLE_ORDER.indexOf(info.role)));
     // Muted by the host weighs more than muted by oneself: the participant cannot undo it.
     const hostMuted = !!info.audio_muted_by_host;
-    tile.micOff.hidden = !info.audio_muted && !hostMuted;
+    tile.micOff.hidden = observer || (!info.audio_muted && !hostMuted);
     tile.micOff.classList.toggle('by-host', hostMuted);
     setText(tile.micOff.querySelector('.sr-only'), hostMuted ? 'tile.muted_by_host' : 'tile.mic_muted');
-    tile.camOff.hidden = !info.video_muted && !info.video_muted_by_host;
+    tile.camOff.hidden = observer || (!info.video_muted && !info.video_muted_by_host);
     tile.camOff.classList.toggle('by-host', !!info.video_muted_by_host);
     tile.hand.hidden = !info.hand_raised;
     tile.root.classList.toggle('hand-raised', !!info.hand_raised);
