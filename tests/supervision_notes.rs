@@ -92,3 +92,31 @@ async fn a_supervisor_sees_its_countys_live_sessions_and_observes_visibly_while_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A supervisor is not admitted by the people it oversees: in a session with a lobby and a consent
+/// step, an observer still enters the main room directly (the parties still wait and consent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_bypasses_lobby_and_consent_while_a_party_does_not() {
+    let s = TestServer::start().await;
+    let case = s.post("/api/v1/cases", json!({ "case_id": "OBS-1", "kind": "hearing" })).await;
+    let session = s
+        .post(
+            &format!("/api/v1/cases/{}/sessions", case["id"].as_str().unwrap()),
+            json!({ "lobby": true, "consent_required": true }),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let judge = s.invite(&session, "王法官", "judge").await;
+    let _judge = TestClient::connect(&s.ws_url, &judge.token, "judge").await.unwrap();
+    let obs = s.invite(&session, "纪委监督员", "observer").await;
+    let observer =
+        TestClient::connect(&s.ws_url, &obs.token, "observer").await.expect("no consent step for an observer");
+    let joined = observer.wait_for("joined", WAIT, |m| m["type"] == "joined").await.unwrap();
+    assert_eq!(joined["self"]["zone"], "main", "{joined}");
+    // A party of the same session must consent first (4015 without it).
+    let party = s.invite(&session, "张三", "party").await;
+    let refused = TestClient::connect(&s.ws_url, &party.token, "party").await;
+    assert!(refused.is_err(), "a party without consent is refused");
+}

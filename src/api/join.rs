@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use super::{audit, check_text, ApiError, AppState, JsonBody};
 use crate::auth::AuthError;
-use crate::core::policy;
 use crate::store::{AuditRecord, Participant, Session};
 
 /// Wrong answers allowed before the identity check locks for this invitation.
@@ -69,8 +68,7 @@ pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<(Partici
 }
 
 fn consent_needed(p: &Participant, session: &Session) -> bool {
-    let host = crate::core::Role::parse(&p.role).is_some_and(|r| policy(r).host);
-    session.consent_required && !host
+    session.consent_required && crate::core::Role::parse(&p.role).is_some_and(crate::core::roles::consents)
 }
 
 /// What the page must do before it can join.

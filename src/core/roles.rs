@@ -94,6 +94,13 @@ pub const fn policy(role: Role) -> &'static RolePolicy {
     }
 }
 
+/// Whether a role must consent to the online proceeding and to recording before joining: the
+/// parties and their helpers do; hosts run the session, and an observer (supervision) publishes
+/// nothing and is not a party to it.
+pub fn consents(role: Role) -> bool {
+    !(policy(role).host || role == Role::Observer)
+}
+
 impl RolePolicy {
     pub fn may(&self, a: Action) -> bool {
         self.actions.contains(&a)

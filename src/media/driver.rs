@@ -1170,7 +1170,9 @@ impl Driver {
                 // Hosts enter the session; witnesses wait to be called; others wait in the lobby
                 // when the session has one. A participant coming back within the grace period
                 // keeps its zone (the branch above).
-                let zone = if host {
+                // A supervisor observing (纪委/检察) is not admitted by the people it oversees: it
+                // enters directly, publishes nothing, and everyone sees it there.
+                let zone = if host || joiner.role == crate::core::Role::Observer {
                     Zone::Main
                 } else if joiner.role == crate::core::Role::Witness {
                     Zone::WitnessWaiting

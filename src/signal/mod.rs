@@ -307,7 +307,7 @@ async fn authenticate(ctx: &SignalContext, token: &str) -> Result<Joiner, CloseC
         return Err(CloseCode::IdentityRequired);
     }
     let consented = participant.consent_proceeding_at.is_some() && participant.consent_recording_at.is_some();
-    if session.consent_required && !crate::core::policy(role).host && !consented {
+    if session.consent_required && crate::core::roles::consents(role) && !consented {
         return Err(CloseCode::ConsentRequired);
     }
     Ok(Joiner {
