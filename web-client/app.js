@@ -16,7 +16,7 @@ import { Roster } from './roster.js';
 import { QueuePanel } from './queue.js';
 import { RecordingView } from './recording.js';
 import { NotesPanel } from './notes.js';
-import { may, mayKeepNotes, mayPublish, zoneKind, zoneOf, zoneText } from './roles.js';
+import { NO_MEDIA_ZONES, may, mayKeepNotes, mayPublish, zoneKind, zoneOf, zoneText } from './roles.js';
 import { fetchStatus, ratesSession, relabelSteps, runSteps, showRating } from './steps.js';
 
 const $ = (id) => document.getElementById(id);
@@ -54,6 +54,8 @@ const app = {
   lobbySeen: null,
   /** true while our own raise/lower hand request is on its way */
   handPending: false,
+  /** true from the click on 共享屏幕 until the screen is picked and published (or not) */
+  sharePending: false,
   wakeLock: null,
   // performance.now() timestamps, for the test hook
   timing: { joinStarted: null, joined: null, firstRemoteFrame: null },
@@ -134,6 +136,21 @@ window.qiao = Object.freeze({
   notes() { return app.notes ? app.notes.list() : []; },
   /** Whether the notes panel is open. */
   get notesOpen() { return !!app.notes?.open; },
+  /**
+   * Our screen share: {sharing (a screen is captured and published or being published), pending
+   * (between the click and the server's answer), track_id (the MediaStreamTrack id, the key
+   * declared `screen` in publish_offer.sources) or null}.
+   */
+  get screenShare() {
+    const track = app.local?.screenTrack ?? null;
+    return { sharing: !!track, pending: app.sharePending, track_id: track?.id ?? null };
+  },
+  /**
+   * Other participants' screens shown in the presentation area, oldest first:
+   * [{participant_id, track_id, label (as shown, e.g. "张三 正在共享屏幕"), frames (video frames
+   * shown so far), width, height}].
+   */
+  presentations() { return app.stage ? app.stage.presentationList() : []; },
 });
 
 // ---- screens --------------------------------------------------------------------------------
@@ -344,6 +361,8 @@ function join() {
   $('mic-btn').addEventListener('click', () => toggle('audio'));
   $('cam-btn').addEventListener('click', () => toggle('video'));
   $('hand-btn').addEventListener('click', toggleHand);
+  $('share-btn').addEventListener('click', () => (app.local.screenTrack ? stopSharing() : startSharing()));
+  $('share-banner-stop').addEventListener('click', () => stopSharing());
   $('roster-btn').addEventListener('click', () => setRosterOpen(!app.rosterOpen));
   $('notes-btn').addEventListener('click', () => app.notes.toggle());
   $('notes-close').innerHTML = ICONS.close;
@@ -396,6 +415,42 @@ function toggleHand() {
     .finally(() => { app.handPending = false; renderControls(); });
 }
 
+/**
+ * 共享屏幕: the browser's picker chooses a screen, window or tab (getDisplayMedia); the track is
+ * added to the publish connection, declared `screen`, and the server records it as such and shows
+ * it to the others as a presentation.
+ */
+async function startSharing() {
+  if (app.sharePending || app.local.screenTrack || app.session?.state !== 'connected') return;
+  app.sharePending = true;
+  renderControls();
+  try {
+    // The browser's own "stop sharing" (or closing the shared window) ends the track: stop here too.
+    await app.local.startScreen(() => stopSharing({ byBrowser: true }));
+  } catch (err) {
+    console.info('qiao: no screen shared', err);
+    app.sharePending = false;
+    renderControls();
+    // Cancelling the picker is a NotAllowedError too: say it plainly, without alarm.
+    notice(['NotAllowedError', 'AbortError'].includes(err?.name) ? 'share.cancelled' : 'share.failed');
+    return;
+  }
+  renderControls();
+  await app.session.updatePublished();
+  app.sharePending = false;
+  renderControls();
+}
+
+/** 停止共享 (the button, the banner, or the browser's own stop): stop capturing and unpublish. */
+async function stopSharing({ byBrowser = false } = {}) {
+  if (!app.local?.screenTrack) return;
+  app.local.stopScreen();
+  renderControls();
+  if (byBrowser) notice('share.stopped');
+  await app.session?.updatePublished();
+  renderControls();
+}
+
 function setRosterOpen(open) {
   app.rosterOpen = open;
   $('roster').hidden = !open;
@@ -432,6 +487,22 @@ function renderControls() {
   hand.setAttribute('aria-pressed', String(!!self?.hand_raised));
   hand.innerHTML = ICONS.hand;
   hand.append(labelSpan(self?.hand_raised ? 'ctrl.hand_lower' : 'ctrl.hand_raise'));
+
+  // Presenting evidence by screen share: everyone who may publish (not observers), on browsers that
+  // can (most phones cannot), from a zone with media.
+  const share = $('share-btn');
+  const sharing = !!local?.screenTrack;
+  share.hidden = !self || !mayPublish(self.role) || !LocalMedia.canShareScreen();
+  if (!share.hidden) {
+    const connected = app.session?.state === 'connected';
+    share.disabled = app.sharePending || (!sharing && (!connected || NO_MEDIA_ZONES.has(zoneOf(self))));
+    share.dataset.active = String(sharing);
+    share.setAttribute('aria-pressed', String(sharing));
+    share.innerHTML = sharing ? ICONS.screenOff : ICONS.screen;
+    share.append(labelSpan(sharing ? 'ctrl.share_stop' : 'ctrl.share'));
+    setLabel(share, sharing ? 'ctrl.share_stop_label' : 'ctrl.share_label');
+  }
+  $('share-banner').hidden = !sharing || ['left', 'disconnected'].includes(app.session?.state);
 
   // The roles that keep the record: the notes panel (笔录).
   const notesBtn = $('notes-btn');

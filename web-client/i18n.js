@@ -157,6 +157,22 @@ const STRINGS = {
   'ctrl.roster': ['参会人', 'People'],
   'ctrl.roster_label': ['参会人名单', 'List of participants'],
 
+  // Presenting evidence by screen share (everyone but observers; recorded as a `screen` track)
+  'ctrl.share': ['共享屏幕', 'Share screen'],
+  'ctrl.share_stop': ['停止共享', 'Stop sharing'],
+  'ctrl.share_label': [
+    '共享屏幕：向全体参会人展示证据材料，共享内容将被录像',
+    'Share your screen: show evidence to everyone; what you share is recorded',
+  ],
+  'ctrl.share_stop_label': ['停止共享屏幕', 'Stop sharing your screen'],
+  'share.banner': [
+    '您正在共享屏幕：全体参会人都能看到，共享内容将被录像。',
+    'You are sharing your screen: everyone here can see it, and it is recorded.',
+  ],
+  'share.cancelled': ['未共享屏幕。', 'Screen not shared.'],
+  'share.failed': ['无法共享屏幕，请重试。', 'Could not share the screen. Please try again.'],
+  'share.stopped': ['已停止共享屏幕。', 'You stopped sharing your screen.'],
+
   // The record (笔录): judge, clerk, mediator, petition officer, leader (notes.js)
   'ctrl.notes': ['笔录', 'Notes'],
   'ctrl.notes_label': ['笔录：记录笔录，查看本页记录的笔录', 'Notes: write notes and see those written on this page'],
@@ -301,6 +317,8 @@ const STRINGS = {
   'tile.mic_muted': ['已静音', 'Muted'],
   'tile.cam_off': ['摄像头已关闭', 'Camera off'],
   'tile.screen': ['屏幕共享', 'Screen'],
+  'tile.presenting': ['{name} 正在共享屏幕', '{name} is sharing their screen'],
+  'tile.presenting_unknown': ['正在共享屏幕', 'Screen share'],
   'tile.hand': ['举手', 'Hand raised'],
   'tile.muted_by_host': ['已被主持人静音', 'Muted by the host'],
 

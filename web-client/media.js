@@ -1,10 +1,17 @@
 // Local camera and microphone: acquisition with graceful degradation, device switching, and a
-// microphone level meter for the pre-join check.
+// microphone level meter for the pre-join check. Also the screen share (共享屏幕): a third local
+// track, published as source `screen`, kept apart from the camera's stream so that the camera
+// controls (mute, self view) never touch it.
 
 // Modest capture settings: parties often join over 4G or a township uplink of a few hundred kbps,
 // and a 640x360 face is enough for identification and demeanour.
 const VIDEO = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 20, max: 30 } };
 const AUDIO = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+
+// A screen share shows documents (evidence, 证据材料): text must stay legible, motion matters
+// little. Browsers pick the size of what is shared; cap it so a 4K monitor does not swamp a
+// township uplink, and keep the frame rate low.
+const SCREEN = { width: { max: 1920 }, height: { max: 1080 }, frameRate: { ideal: 10, max: 15 } };
 
 function videoConstraints(deviceId) { return deviceId ? { ...VIDEO, deviceId: { exact: deviceId } } : VIDEO; }
 function audioConstraints(deviceId) { return deviceId ? { ...AUDIO, deviceId: { exact: deviceId } } : AUDIO; }
@@ -25,6 +32,14 @@ export class LocalMedia {
     this.stream = new MediaStream();
     /** i18n keys describing what went wrong (empty when both devices work). */
     this.problems = [];
+    /** The screen being shared (getDisplayMedia), or null; in its own stream. */
+    this.screenTrack = null;
+    this.screenStream = null;
+  }
+
+  /** Whether this browser can share a screen at all (phones mostly cannot). */
+  static canShareScreen() {
+    return typeof navigator.mediaDevices?.getDisplayMedia === 'function';
   }
 
   get audioTrack() { return this.stream.getAudioTracks()[0] ?? null; }
@@ -34,6 +49,47 @@ export class LocalMedia {
   /** Live tracks, audio first. */
   tracks() {
     return [this.audioTrack, this.videoTrack].filter((t) => t && t.readyState === 'live');
+  }
+
+  /**
+   * Everything to publish, with the source each is declared as in `publish_offer`
+   * (protocol.md): [{track, source: 'microphone'|'camera'|'screen', stream}].
+   */
+  publishable() {
+    const out = this.tracks().map((track) => ({
+      track, source: track.kind === 'audio' ? 'microphone' : 'camera', stream: this.stream,
+    }));
+    if (this.screenTrack?.readyState === 'live') out.push({ track: this.screenTrack, source: 'screen', stream: this.screenStream });
+    return out;
+  }
+
+  /**
+   * Ask the browser for a screen, window or tab to share (the browser's own picker). Resolves with
+   * the video track; rejects with the DOMException of getDisplayMedia (NotAllowedError when the
+   * person cancels the picker or the policy forbids it). `onEnded` runs when the browser ends the
+   * capture by itself (its own "stop sharing" button, the shared window closed); not after stopScreen().
+   */
+  async startScreen(onEnded) {
+    if (this.screenTrack) return this.screenTrack;
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: SCREEN, audio: false });
+    const track = stream.getVideoTracks()[0];
+    for (const other of stream.getTracks()) if (other !== track) other.stop();
+    if (!track) throw new DOMException('no video track', 'NotFoundError');
+    // Documents: keep them sharp rather than smooth when the uplink is short.
+    if ('contentHint' in track) track.contentHint = 'detail';
+    track.addEventListener('ended', () => { if (this.screenTrack === track) onEnded?.(); });
+    this.screenTrack = track;
+    this.screenStream = new MediaStream([track]);
+    return track;
+  }
+
+  /** Stop the screen share's capture; returns the track that was shared (or null). */
+  stopScreen() {
+    const track = this.screenTrack;
+    this.screenTrack = null;
+    this.screenStream = null;
+    track?.stop();
+    return track;
   }
 
   /** True when the kind is not being sent: no track, or the track is disabled. */
@@ -113,6 +169,7 @@ export class LocalMedia {
 
   stop() {
     for (const track of this.stream.getTracks()) track.stop();
+    this.stopScreen();
   }
 
   #add(stream) {

@@ -26,6 +26,10 @@ const JOIN_ANSWER_LIMIT_MS = 15000;
 const BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
 // Cap on the camera bitrate: township and village uplinks are often 300 kbps – 4 Mbps.
 const VIDEO_MAX_BITRATE = 600_000;
+// A screen share (documents, low frame rate) gets the same cap: it comes on top of the camera.
+const SCREEN_MAX_BITRATE = 600_000;
+// The server answers a publish_offer at once; no answer this long means the connection is broken.
+const PUBLISH_ANSWER_LIMIT_MS = 10_000;
 // The server is ICE-lite with host candidates in its SDP; no STUN/TURN is configured here.
 const PC_CONFIG = { iceServers: [] };
 // How long a `control` request waits for its control_ack or error.
@@ -104,6 +108,20 @@ export class Session {
   }
 
   start() { this.#connect(); }
+
+  /**
+   * Bring the publish connection in line with what we have to publish (LocalMedia.publishable()):
+   * a screen share started (LocalMedia.startScreen) is added and declared `screen`, one stopped
+   * (LocalMedia.stopScreen) is removed, and the publish connection is renegotiated with a new
+   * `publish_offer` carrying the updated `sources` (protocol.md: the client may offer again at any
+   * time, one offer at a time). Resolves true once the server answered (or when there was nothing
+   * to do), false when there is no connection now: the next `joined` publishes the current set
+   * anyway. A failed renegotiation reconnects, like any other failed negotiation.
+   */
+  updatePublished() {
+    if (this.state !== 'connected') return Promise.resolve(false);
+    return this.#queuePublish(() => (this.pubPc ? this.#syncPublish() : this.#publish()));
+  }
 
   /** Mute or unmute our own audio/video. The track keeps flowing (silence/black), so no renegotiation. */
   setMuted(kind, muted) {
@@ -185,7 +203,7 @@ export class Session {
 
   /**
    * Receive statistics of the subscribe connection, attributed to publishers.
-   * @returns {Promise<{videos: Array<{participant_id: string, track_id: string, framesDecoded: number, bytesReceived: number}>,
+   * @returns {Promise<{videos: Array<{participant_id: string, track_id: string, source: string, framesDecoded: number, bytesReceived: number}>,
    *                    audios: Array<{participant_id: string, track_id: string, packetsReceived: number, bytesReceived: number}>}>}
    */
   async stats() {
@@ -199,7 +217,7 @@ export class Session {
       const owner = this.ownerByReceiverTrack.get(s.trackIdentifier) ?? this.ownerByMid.get(s.mid);
       if (!owner) return;
       if (s.kind === 'video') {
-        out.videos.push({ participant_id: owner.participantId, track_id: owner.trackId,
+        out.videos.push({ participant_id: owner.participantId, track_id: owner.trackId, source: owner.source,
           framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived ?? 0 });
       } else if (s.kind === 'audio') {
         out.audios.push({ participant_id: owner.participantId, track_id: owner.trackId,
@@ -437,7 +455,7 @@ export class Session {
     for (const kind of ['audio', 'video']) this.#send('mute', { kind, muted: this.local.isMuted(kind) });
 
     this.subPc = this.#createPc('subscribe');
-    this.#publish().catch((err) => this.#negotiationFailed('publish', this.pubPc, err));
+    this.#queuePublish(() => this.#publish());
   }
 
   // ---- participants and zones --------------------------------------------------------------
@@ -528,33 +546,100 @@ export class Session {
 
   // ---- publish -----------------------------------------------------------------------------
 
+  /**
+   * Run one publish negotiation step after the previous one has finished (one offer at a time).
+   * Resolves true when it completed, false when it failed (the session then reconnects) or the
+   * connection it was for is gone.
+   */
+  #queuePublish(step) {
+    const run = this.pubChain.then(async () => {
+      if (this.state !== 'connected' || this.finished) return false;
+      const generation = this.mediaGeneration;
+      try {
+        await step();
+        return generation === this.mediaGeneration;
+      } catch (err) {
+        // A step of connections torn down meanwhile has nothing left to fail.
+        if (generation === this.mediaGeneration) this.#negotiationFailed('publish', this.pubPc, err);
+        return false;
+      }
+    });
+    this.pubChain = run;
+    return run;
+  }
+
+  /** The first publish after `joined`: a publish connection with everything we have to publish. */
   async #publish() {
-    const tracks = this.local.tracks();
-    if (tracks.length === 0) return; // receive-only: nothing to publish
+    const items = this.local.publishable();
+    if (items.length === 0) return; // receive-only: nothing to publish
     const pc = this.#createPc('publish');
     this.pubPc = pc;
-    const sources = {};
-    for (const track of tracks) {
-      pc.addTransceiver(track, {
-        direction: 'sendonly',
-        streams: [this.local.stream],
-        ...(track.kind === 'video' ? { sendEncodings: [{ maxBitrate: VIDEO_MAX_BITRATE }] } : {}),
-      });
-      sources[track.id] = track.kind === 'audio' ? 'microphone' : 'camera';
+    for (const item of items) this.#addSender(pc, item);
+    await this.#offerPublish(pc);
+  }
+
+  /** A renegotiation: add what is new (a screen share), remove what has ended, and offer again. */
+  async #syncPublish() {
+    const pc = this.pubPc;
+    const items = this.local.publishable();
+    const wanted = new Set(items.map((i) => i.track));
+    let changed = false;
+    for (const [track, sender] of this.pubSenders) {
+      if (wanted.has(track)) continue;
+      // The transceiver stays (its m-section becomes inactive); a later share gets a new one.
+      pc.removeTrack(sender);
+      this.pubSenders.delete(track);
+      changed = true;
     }
+    for (const item of items) {
+      if (this.pubSenders.has(item.track)) continue;
+      this.#addSender(pc, item);
+      changed = true;
+    }
+    if (changed) await this.#offerPublish(pc);
+  }
+
+  #addSender(pc, { track, source, stream }) {
+    const maxBitrate = source === 'screen' ? SCREEN_MAX_BITRATE : VIDEO_MAX_BITRATE;
+    const tr = pc.addTransceiver(track, {
+      direction: 'sendonly',
+      streams: [stream],
+      ...(track.kind === 'video' ? { sendEncodings: [{ maxBitrate }] } : {}),
+    });
+    this.pubSenders.set(track, tr.sender);
+    this.pubSources.set(track.id, source);
+  }
+
+  /**
+   * Offer the publish connection's current state and wait for the server's answer. `sources` maps
+   * the msid track id of every track we send (the MediaStreamTrack id: each sender was created
+   * with its track) to camera / microphone / screen.
+   */
+  async #offerPublish(pc) {
     await pc.setLocalDescription(await pc.createOffer());
     if (pc !== this.pubPc) return;
+    const sources = {};
+    for (const track of this.pubSenders.keys()) sources[track.id] = this.pubSources.get(track.id);
+    const answered = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no publish_answer')), PUBLISH_ANSWER_LIMIT_MS);
+      this.pubAnswer = { pc, resolve, reject, timer };
+    });
     this.#send('publish_offer', { sdp: pc.localDescription.sdp, sources });
     this.#flushCandidates('publish');
+    await answered;
   }
 
   async #onPublishAnswer(msg) {
     const pc = this.pubPc;
-    if (!pc) return;
+    const waiter = this.pubAnswer;
+    if (!pc || !waiter || waiter.pc !== pc) return;
+    this.pubAnswer = null;
+    clearTimeout(waiter.timer);
     try {
       await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      waiter.resolve();
     } catch (err) {
-      this.#negotiationFailed('publish', pc, err);
+      waiter.reject(err);
     }
   }
 
@@ -603,7 +688,7 @@ export class Session {
       if (!participantId || participantId === this.participantId || this.departed.has(participantId)) continue;
       const trackId = s.trackId ?? `mid:${s.mid}`;
       const source = info?.source ?? (s.kind === 'audio' ? 'microphone' : 'camera');
-      const owner = { participantId, trackId };
+      const owner = { participantId, trackId, source };
       // stats() reports whatever we receive, so that media leaking from another zone would show.
       this.ownerByReceiverTrack.set(tr.receiver.track.id, owner);
       this.ownerByMid.set(tr.mid, owner);
@@ -659,6 +744,11 @@ export class Session {
   }
 
   #teardownMedia() {
+    if (this.pubAnswer) {
+      clearTimeout(this.pubAnswer.timer);
+      this.pubAnswer.reject(new Error('publish connection closed'));
+      this.pubAnswer = null;
+    }
     for (const pc of [this.pubPc, this.subPc]) {
       if (!pc) continue;
       pc.onicecandidate = pc.onconnectionstatechange = null;
@@ -669,10 +759,20 @@ export class Session {
   }
 
   #resetMediaState() {
+    /** counts teardowns, so that a negotiation step of old connections knows it is stale */
+    this.mediaGeneration = (this.mediaGeneration ?? 0) + 1;
     this.pubPc = null;
     this.subPc = null;
     this.pendingCandidates = { publish: null, subscribe: null };
     this.subChain = Promise.resolve();
+    /** publish negotiations, one after another (one offer at a time) */
+    this.pubChain = Promise.resolve();
+    /** the publish_answer we wait for: {pc, resolve, reject, timer}, or null */
+    this.pubAnswer = null;
+    /** local track → its RTCRtpSender on the publish connection, for the tracks we send */
+    this.pubSenders = new Map();
+    /** local track id (the msid track id) → 'camera' | 'microphone' | 'screen' */
+    this.pubSources = new Map();
     this.trackInfo = new Map();
     this.lastOfferTracks = [];
     /** receiver track id → {participantId, trackId}, and the same by mid, for stats() */

@@ -1,6 +1,8 @@
 // The in-session view of the other participants: one tile per participant, with the participant's
-// camera (and screen, if any) video, audio, name, localised role, mute and raised-hand icons. The
-// spotlighted participant (session_updated.spotlight) gets the large tile.
+// camera video, audio, name, localised role, mute and raised-hand icons. The spotlighted
+// participant (session_updated.spotlight) gets the large tile. A screen someone shares (evidence,
+// 证据材料) gets a presentation tile of its own, larger still: the whole first row, labelled
+// "<name> 正在共享屏幕"; it takes the place of the spotlight while it lasts.
 
 import { roleName, setText } from './i18n.js';
 
@@ -32,6 +34,11 @@ export const ICONS = {
   // the record (笔录): a page with lines and a pen
   notes: SVG_HEAD + '<path d="M14 3H6a1 1 0 0 0-1 1v16a1 1 0 0 0 1 1h12a1 1 0 0 0 1-1V8z"/><path d="M14 3v5h5"/>'
     + '<line x1="8" y1="12" x2="16" y2="12"/><line x1="8" y1="16" x2="13" y2="16"/></svg>',
+  // the screen share: a monitor (with an arrow up: "present")
+  screen: SVG_HEAD + '<rect x="2" y="4" width="20" height="13" rx="2"/><line x1="8" y1="21" x2="16" y2="21"/>'
+    + '<line x1="12" y1="17" x2="12" y2="21"/><path d="M9 11l3-3 3 3"/><line x1="12" y1="8" x2="12" y2="14"/></svg>',
+  screenOff: SVG_HEAD + '<rect x="2" y="4" width="20" height="13" rx="2"/><line x1="8" y1="21" x2="16" y2="21"/>'
+    + '<line x1="12" y1="17" x2="12" y2="21"/><line x1="9" y1="8" x2="15" y2="13"/><line x1="15" y1="8" x2="9" y2="13"/></svg>',
   // an observer (监督旁听): an eye
   eye: SVG_HEAD + '<path d="M2 12s3.5-7 10-7 10 7 10 7-3.5 7-10 7S2 12 2 12z"/><circle cx="12" cy="12" r="3"/></svg>',
 };
@@ -66,10 +73,27 @@ export class Stage {
     this.tiles = new Map();
     /** the spotlighted participant id (session_updated.spotlight), whether or not it has a tile here */
     this.spotlight = null;
+    /** screen track id → presentation tile {root, video, label, participantId, track} */
+    this.presentations = new Map();
     this.layout();
   }
 
   ids() { return [...this.tiles.keys()]; }
+
+  /**
+   * The screens shown: [{participant_id, track_id, label (as shown), frames (decoded and shown so
+   * far), width, height}], for the test hook.
+   */
+  presentationList() {
+    return [...this.presentations.entries()].map(([trackId, p]) => ({
+      participant_id: p.participantId,
+      track_id: trackId,
+      label: p.label.textContent,
+      frames: p.video.getVideoPlaybackQuality?.().totalVideoFrames ?? 0,
+      width: p.video.videoWidth,
+      height: p.video.videoHeight,
+    }));
+  }
 
   /** Replace the participant list (after every join): keep tiles that remain, drop the rest. */
   reset(participants) {
@@ -109,6 +133,7 @@ export class Stage {
     tile.root.classList.toggle('hand-raised', !!info.hand_raised);
     tile.state.hidden = info.connection !== 'reconnecting';
     this.#refreshVideoVisibility(tile);
+    for (const pr of this.presentations.values()) if (pr.participantId === p.id) this.#labelPresentation(pr);
   }
 
   /** Feature one participant (or nobody: null) in a larger tile. */
@@ -122,6 +147,7 @@ export class Stage {
     const tile = this.tiles.get(id);
     if (!tile) return;
     for (const m of tile.media.values()) this.#detach(m);
+    for (const [trackId, pr] of this.presentations) if (pr.participantId === id) this.#removePresentation(trackId);
     tile.root.remove();
     this.tiles.delete(id);
     this.layout();
@@ -143,19 +169,34 @@ export class Stage {
   setMedia(id, entries) {
     const tile = this.tiles.get(id);
     if (!tile) return;
-    const wanted = new Map(entries.map((e) => [e.trackId, e]));
+    const isScreen = (e) => e.kind === 'video' && e.source === 'screen';
+    const screens = new Map(entries.filter(isScreen).map((e) => [e.trackId, e]));
+    const wanted = new Map(entries.filter((e) => !isScreen(e)).map((e) => [e.trackId, e]));
     for (const [trackId, m] of tile.media) {
       const w = wanted.get(trackId);
       if (!w || w.track !== m.track) { this.#detach(m); tile.media.delete(trackId); }
     }
-    for (const e of entries) {
-      if (!tile.media.has(e.trackId)) tile.media.set(e.trackId, this.#attach(tile, e));
+    for (const [trackId, e] of wanted) {
+      if (!tile.media.has(trackId)) tile.media.set(trackId, this.#attach(tile, e));
     }
+    for (const [trackId, pr] of this.presentations) {
+      if (pr.participantId !== id) continue;
+      const w = screens.get(trackId);
+      if (!w || w.track !== pr.track) this.#removePresentation(trackId);
+    }
+    for (const [trackId, e] of screens) if (!this.presentations.has(trackId)) this.#addPresentation(id, e);
+    tile.root.classList.toggle('presenting', screens.size > 0);
     this.#refreshVideoVisibility(tile);
   }
 
   /** Remove one track's element (track_unpublished). */
   removeTrack(participantId, trackId) {
+    if (this.presentations.get(trackId)?.participantId === participantId) {
+      this.#removePresentation(trackId);
+      const tile = this.tiles.get(participantId);
+      tile?.root.classList.toggle('presenting', [...this.presentations.values()].some((p) => p.participantId === participantId));
+      return;
+    }
     const tile = this.tiles.get(participantId);
     const m = tile?.media.get(trackId);
     if (!m) return;
@@ -181,22 +222,30 @@ export class Stage {
   /** Re-render role names after a language switch (display names are not translated). */
   relabel() {
     for (const tile of this.tiles.values()) tile.role.textContent = roleName(tile.info.role);
+    for (const pr of this.presentations.values()) this.#labelPresentation(pr);
   }
 
   layout() {
     const n = this.tiles.size;
-    // With a spotlight (and someone else to show), the featured tile takes the whole first row
-    // and the others share a strip of rows below it (see style.css .stage.has-spotlight).
-    const featured = n > 1 && this.tiles.has(this.spotlight);
+    // A shared screen takes the whole first row (several: one row each), and the participants
+    // share a strip of rows below it (see style.css .stage.has-presentation). Otherwise, with a
+    // spotlight (and someone else to show), the featured tile takes the first row the same way.
+    const presenting = this.presentations.size > 0;
+    const featured = !presenting && n > 1 && this.tiles.has(this.spotlight);
+    this.grid.classList.toggle('has-presentation', presenting);
     this.grid.classList.toggle('has-spotlight', featured);
-    if (featured) {
+    if (presenting) {
+      this.grid.style.setProperty('--cols', String(Math.max(1, Math.min(n, 4))));
+    } else if (featured) {
       this.grid.style.setProperty('--cols', String(Math.min(n - 1, 4)));
     } else {
       this.grid.style.setProperty('--cols', String(n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : 4));
     }
     this.grid.style.setProperty('--cols-phone', String(n <= 2 ? 1 : 2));
     this.grid.dataset.count = String(n);
-    this.empty.hidden = n > 0 || !!this.hiddenAll;
+    this.grid.dataset.presentations = String(this.presentations.size);
+    this.grid.style.setProperty('--presentations', String(Math.max(1, this.presentations.size)));
+    this.empty.hidden = n > 0 || presenting || !!this.hiddenAll;
   }
 
   #createTile(id) {
@@ -219,9 +268,54 @@ export class Stage {
     label.append(name, role, hand, micOff, camOff);
     const state = el('div', 'tile-state');
     setText(state, 'tile.reconnecting');
-    root.append(media, label, state);
+    // Shown while this participant shares a screen (the screen itself is in the presentation tile).
+    const screenTag = el('span', 'screen-tag');
+    setText(screenTag, 'tile.screen');
+    root.append(media, label, state, screenTag);
     root.classList.toggle('spotlight', id === this.spotlight);
     return { root, mediaBox: media, avatar, name, role, micOff, camOff, hand, state, info: { id }, media: new Map() };
+  }
+
+  /** A presentation tile for a screen `participantId` shares: first row, whole width. */
+  #addPresentation(participantId, entry) {
+    // Not a `.tile`: tiles are participants (tests and the layout count them).
+    const root = el('div', 'presentation', {
+      'data-presenter-id': participantId, 'data-track-id': entry.trackId, 'data-testid': 'presentation',
+    });
+    const box = el('div', 'tile-media');
+    // Muted: video elements carry no audio, so they may always autoplay.
+    const video = el('video', 'screen', { playsinline: '', autoplay: '' });
+    video.muted = true;
+    video.srcObject = new MediaStream([entry.track]);
+    box.append(video);
+    const bar = el('div', 'tile-label presentation-label');
+    const icon = el('span', 'icon screen-icon', { 'aria-hidden': 'true' });
+    icon.innerHTML = ICONS.screen;
+    const label = el('span', 'name');
+    bar.append(icon, label);
+    root.append(box, bar);
+    const pr = { root, video, label, participantId, track: entry.track };
+    this.presentations.set(entry.trackId, pr);
+    this.#labelPresentation(pr);
+    this.grid.prepend(root);
+    this.#watchFirstFrame(video);
+    video.play().catch(() => {});
+    this.layout();
+  }
+
+  #labelPresentation(pr) {
+    const name = this.tiles.get(pr.participantId)?.info.display_name || '';
+    setText(pr.label, name ? 'tile.presenting' : 'tile.presenting_unknown', { name });
+  }
+
+  #removePresentation(trackId) {
+    const pr = this.presentations.get(trackId);
+    if (!pr) return;
+    pr.video.pause();
+    pr.video.srcObject = null;
+    pr.root.remove();
+    this.presentations.delete(trackId);
+    this.layout();
   }
 
   #attach(tile, entry) {
@@ -229,16 +323,10 @@ export class Stage {
     let node;
     if (entry.kind === 'video') {
       // Video elements carry no audio, so they may always autoplay (muted autoplay is allowed).
-      node = el('video', entry.source === 'screen' ? 'screen' : 'camera', { playsinline: '', autoplay: '' });
+      node = el('video', 'camera', { playsinline: '', autoplay: '' });
       node.muted = true;
       node.srcObject = stream;
       tile.mediaBox.append(node);
-      if (entry.source === 'screen') {
-        const tag = el('span', 'screen-tag');
-        setText(tag, 'tile.screen');
-        tile.mediaBox.append(tag);
-        node.tag = tag;
-      }
       this.#watchFirstFrame(node);
       node.play().catch(() => {});
     } else {
@@ -255,7 +343,6 @@ export class Stage {
   #detach(m) {
     m.el.pause?.();
     m.el.srcObject = null;
-    m.el.tag?.remove();
     m.el.remove();
   }
 
@@ -265,14 +352,12 @@ export class Stage {
     else video.addEventListener('loadeddata', fire, { once: true });
   }
 
-  /** Show video when there is a camera or screen track and the publisher has not turned it off. */
+  /** Show video when there is a camera track and the publisher has not turned it off. */
   #refreshVideoVisibility(tile) {
     const videos = [...tile.media.values()].filter((m) => m.kind === 'video');
     // Muted by the host: the server stops forwarding, so the last frame would freeze there.
-    const showCamera = videos.some((m) => m.source !== 'screen') && !tile.info.video_muted && !tile.info.video_muted_by_host;
-    const showScreen = videos.some((m) => m.source === 'screen');
+    const showCamera = videos.length > 0 && !tile.info.video_muted && !tile.info.video_muted_by_host;
     tile.root.classList.toggle('show-camera', showCamera);
-    tile.root.classList.toggle('show-screen', showScreen);
   }
 }
 

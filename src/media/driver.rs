@@ -444,18 +444,25 @@ impl Driver {
                     self.on_track_open(pk, init.receiver_id, init.track_id, init.ssrc, now);
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if kind == PcKind::Publish => {
-                    if let Some(up) = peer.track_to_up.remove(&track_id) {
-                        peer.ssrc_to_up.retain(|_, r| r.up != up);
-                        self.ups.remove(&up);
-                        if let Some(r) = self.rooms.get_mut(&room) {
-                            r.room.unpublish(now, up);
-                            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
-                                tap.offer(RecInput::TrackEnd(up), now);
-                            }
-                        }
-                    }
+                    self.unpublish_track(pk, &track_id, now);
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// A published track ended (its sender stopped, e.g. a screen share): the room drops it and
+    /// its subscriptions, and the recorder closes its last segment.
+    fn unpublish_track(&mut self, pk: PeerKey, track_id: &str, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        let Some(up) = peer.track_to_up.remove(track_id) else { return };
+        peer.ssrc_to_up.retain(|_, r| r.up != up);
+        let room = peer.room;
+        self.ups.remove(&up);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.room.unpublish(now, up);
+            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+                tap.offer(RecInput::TrackEnd(up), now);
             }
         }
     }
@@ -1347,6 +1354,9 @@ impl Driver {
             );
         };
         let Some(peer) = self.peers.get_mut(&pk) else { return };
+        // rtc does not report a track whose m-section stopped sending: read it from the offer.
+        let sending = super::peer::sending_track_ids(&sdp);
+        let room = peer.room;
         let result = RTCSessionDescription::offer(sdp)
             .and_then(|offer| peer.pc.set_remote_description(now, offer))
             .and_then(|()| peer.pc.create_answer(None))
@@ -1359,6 +1369,18 @@ impl Driver {
                 self.touched.push(pk);
                 self.notify(from.participant, ServerMessage::PublishAnswer { sdp });
                 self.drain_events(pk, now);
+                let stopped: Vec<String> = self
+                    .peers
+                    .get(&pk)
+                    .map(|p| p.track_to_up.keys().filter(|id| !sending.contains(id.as_str())).cloned().collect())
+                    .unwrap_or_default();
+                if !stopped.is_empty() {
+                    for id in &stopped {
+                        debug!(track = %id, "published track stopped by a new offer");
+                        self.unpublish_track(pk, id, now);
+                    }
+                    self.apply_outputs(room, now);
+                }
             }
             Err(e) => {
                 info!(error = %e, "bad publish offer");

@@ -117,3 +117,54 @@ impl Interceptor for DeliverRtcp {
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
+
+/// The track ids an SDP offer still sends: m-sections with a port other than 0, a sending
+/// direction (`sendonly`, `sendrecv`, or none given) and an `a=msid:<stream> <track>`. A browser
+/// that stops a track (removeTrack, transceiver.stop) re-offers its m-section as `inactive`,
+/// `recvonly` or port 0, and may keep the msid line.
+pub fn sending_track_ids(sdp: &str) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    let mut section: Option<(bool, bool, Option<String>)> = None; // (port open, sending, track)
+    let flush = |s: Option<(bool, bool, Option<String>)>, out: &mut std::collections::HashSet<String>| {
+        if let Some((true, true, Some(track))) = s {
+            out.insert(track);
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            flush(section.take(), &mut out);
+            let port_open = m.split_whitespace().nth(1).is_some_and(|p| p != "0");
+            section = Some((port_open, true, None));
+        } else if let Some((_, sending, track)) = section.as_mut() {
+            match line {
+                "a=inactive" | "a=recvonly" => *sending = false,
+                "a=sendonly" | "a=sendrecv" => *sending = true,
+                _ => {
+                    if let Some(msid) = line.strip_prefix("a=msid:") {
+                        *track = msid.split_whitespace().nth(1).map(str::to_string);
+                    }
+                }
+            }
+        }
+    }
+    flush(section, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sending_track_ids;
+
+    #[test]
+    fn an_inactive_or_closed_m_section_no_longer_sends_its_track() {
+        let sdp = "v=0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\na=msid:s mic\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=msid:s cam\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\na=msid:s screen1\r\n\
+m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=msid:s screen2\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        let ids = sending_track_ids(sdp);
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids.contains("mic") && ids.contains("cam"));
+    }
+}

@@ -19,8 +19,10 @@ export const EVALUATE_LIMIT_MS = 5_000;
 export const CHROMIUM_ARGS = [
   '--no-sandbox',
   '--disable-gpu',
-  '--use-fake-device-for-media-stream', // synthetic camera (test pattern) and microphone (beeps)
-  '--use-fake-ui-for-media-stream', // no permission prompt
+  // Synthetic camera (test pattern) and microphone (beeps); with the next flag, getDisplayMedia
+  // too gets a synthetic screen (Chromium's fake desktop capture, label "screen:…"), headless.
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream', // no permission prompt, no screen picker
   '--no-first-run',
   '--disable-background-networking',
   '--disable-component-update',
