@@ -24,8 +24,6 @@ mod common;
 use std::time::Duration;
 
 use common::server::TestServer;
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hearing_goes_from_lobby_to_admission_to_a_called_witness_to_close() {
@@ -38,43 +36,22 @@ async fn a_hearing_goes_from_lobby_to_admission_to_a_called_witness_to_close() {
     let witness = s.invite(&sid, "赵证人", "witness").await;
     let artifacts = browser.artifacts("browser-hearing");
 
-    let mut child = browser
+    let child = browser
         .node("hearing.mjs", &artifacts)
         .args([&judge.join_url, &party.join_url, &witness.join_url])
         .spawn()
         .expect("node runs (install nodejs)");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text).await;
-        text
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-
     // The script prints `PHASE {"phase":"close_session"}` when the hearing is over; the session is
     // closed here, with the admin token, which the script never sees.
-    let mut closed: Option<Value> = None;
-    let mut stdout = String::new();
-    // Collects stdout (the RESULT line is read from it afterwards) and answers PHASE lines.
-    let read = async {
-        while let Some(line) = lines.next_line().await.expect("reading the script's stdout") {
-            stdout.push_str(&line);
-            stdout.push('\n');
-            if let Some(p) = line.strip_prefix("PHASE ") {
-                let phase: Value = serde_json::from_str(p).expect("PHASE is JSON");
-                assert_eq!(phase["phase"], "close_session", "unknown phase {phase}");
-                closed = Some(s.post(&format!("/api/v1/sessions/{sid}/close"), serde_json::json!({})).await);
-            }
+    let (stdout, stderr, answers) = common::browser::run_with_phases(child, Duration::from_secs(360), |phase| {
+        let (s, sid) = (&s, &sid);
+        async move {
+            assert_eq!(phase["phase"], "close_session", "unknown phase {phase}");
+            s.post(&format!("/api/v1/sessions/{sid}/close"), serde_json::json!({})).await
         }
-    };
-    tokio::time::timeout(Duration::from_secs(360), read)
-        .await
-        .expect("the browser script finishes within its own watchdog");
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    let stderr = tokio::time::timeout(Duration::from_secs(10), stderr_task)
-        .await
-        .map(|r| r.unwrap_or_default())
-        .unwrap_or_default();
+    })
+    .await;
+    let closed = answers.into_iter().next();
     let result = common::browser::ok_result(&stdout, &stderr);
     let closed = closed.expect("the script never asked for the session to be closed");
 

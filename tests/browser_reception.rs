@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use common::server::TestServer;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 struct Invited {
     id: String,
@@ -100,52 +99,31 @@ async fn a_three_level_reception_queues_petitioners_calls_the_next_and_hands_ove
 
     let artifacts = browser.artifacts("browser-reception");
 
-    let mut child = browser
+    let child = browser
         .node("reception.mjs", &artifacts)
         .args([&officer.join_url, &township_officer.join_url, &village.join_url, &pet1.join_url, &pet2.join_url])
         .spawn()
         .expect("node runs (install nodejs)");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text).await;
-        text
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-
     // `PHASE {"phase":"transfer","participant_id":…}`: petitioner 2 goes to the township reception,
     // with the admin token, which the script never sees.
-    let mut transfer: Option<Value> = None;
-    let mut stdout = String::new();
-    // Collects stdout (the RESULT line is read from it afterwards) and answers PHASE lines.
-    let read = async {
-        while let Some(line) = lines.next_line().await.expect("reading the script's stdout") {
-            stdout.push_str(&line);
-            stdout.push('\n');
-            if let Some(p) = line.strip_prefix("PHASE ") {
-                let phase: Value = serde_json::from_str(p).expect("PHASE is JSON");
-                assert_eq!(phase["phase"], "transfer", "unknown phase {phase}");
-                assert_eq!(phase["participant_id"], pet2.id.as_str(), "the script transfers petitioner 2");
-                let (status, v) = s
-                    .request(
-                        reqwest::Method::POST,
-                        &format!("/api/v1/sessions/{county}/participants/{}/transfer", pet2.id),
-                        Some(json!({"to_session": township})),
-                    )
-                    .await;
-                assert_eq!(status, 201, "transfer: {v}");
-                transfer = Some(v);
-            }
+    let (stdout, stderr, answers) = common::browser::run_with_phases(child, Duration::from_secs(420), |phase| {
+        let (s, county, township, pet2) = (&s, &county, &township, &pet2);
+        async move {
+            assert_eq!(phase["phase"], "transfer", "unknown phase {phase}");
+            assert_eq!(phase["participant_id"], pet2.id.as_str(), "the script transfers petitioner 2");
+            let (status, v) = s
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/sessions/{county}/participants/{}/transfer", pet2.id),
+                    Some(json!({"to_session": township})),
+                )
+                .await;
+            assert_eq!(status, 201, "transfer: {v}");
+            v
         }
-    };
-    tokio::time::timeout(Duration::from_secs(420), read)
-        .await
-        .expect("the browser script finishes within its own watchdog");
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    let stderr = tokio::time::timeout(Duration::from_secs(10), stderr_task)
-        .await
-        .map(|r| r.unwrap_or_default())
-        .unwrap_or_default();
+    })
+    .await;
+    let transfer = answers.into_iter().next();
     let result = common::browser::ok_result(&stdout, &stderr);
     let transfer = transfer.expect("the script never asked for the transfer");
 

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use common::server::TestServer;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_party_presents_evidence_by_screen_share_and_it_is_recorded() {
@@ -32,42 +31,22 @@ async fn a_party_presents_evidence_by_screen_share_and_it_is_recorded() {
     let party = s.invite(&sid, "张三", "party").await;
     let artifacts = browser.artifacts("browser-screen-share");
 
-    let mut child = browser
+    let child = browser
         .node("screen_share.mjs", &artifacts)
         .args([&judge.join_url, &party.join_url])
         .spawn()
         .expect("node runs (install nodejs)");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stderr_task = tokio::spawn(async move {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text).await;
-        text
-    });
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-
     // The script prints `PHASE {"phase":"close_session"}` when the sharing is over; the session is
     // closed here, with the admin token, which the script never sees.
-    let mut closed: Option<Value> = None;
-    let mut stdout = String::new();
-    let read = async {
-        while let Some(line) = lines.next_line().await.expect("reading the script's stdout") {
-            stdout.push_str(&line);
-            stdout.push('\n');
-            if let Some(p) = line.strip_prefix("PHASE ") {
-                let phase: Value = serde_json::from_str(p).expect("PHASE is JSON");
-                assert_eq!(phase["phase"], "close_session", "unknown phase {phase}");
-                closed = Some(s.post(&format!("/api/v1/sessions/{sid}/close"), serde_json::json!({})).await);
-            }
+    let (stdout, stderr, answers) = common::browser::run_with_phases(child, Duration::from_secs(360), |phase| {
+        let (s, sid) = (&s, &sid);
+        async move {
+            assert_eq!(phase["phase"], "close_session", "unknown phase {phase}");
+            s.post(&format!("/api/v1/sessions/{sid}/close"), serde_json::json!({})).await
         }
-    };
-    tokio::time::timeout(Duration::from_secs(360), read)
-        .await
-        .expect("the browser script finishes within its own watchdog");
-    let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    let stderr = tokio::time::timeout(Duration::from_secs(10), stderr_task)
-        .await
-        .map(|r| r.unwrap_or_default())
-        .unwrap_or_default();
+    })
+    .await;
+    let closed = answers.into_iter().next();
     if !stdout.contains("RESULT {\"ok\":true") {
         // What the server itself publishes now, to tell a client fault from a server one.
         let tracks = s.get(&format!("/api/v1/sessions/{sid}/tracks")).await;

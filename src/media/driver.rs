@@ -97,6 +97,8 @@ struct RoomState {
     session: SessionView,
     /// External participant id → key, to recognise a participant coming back.
     by_participant_id: HashMap<String, ParticipantKey>,
+    /// The session's recorder, held here so the packet path reaches it without a lookup.
+    recorder: Option<RecorderTap>,
 }
 
 /// A participant as the driver knows it: where to reach it and which peer connections are its.
@@ -197,9 +199,9 @@ struct Driver {
     settle_rooms: Vec<RoomKey>,
     /// What recorders share; `None` runs without recording (benchmarks of the forwarding path).
     recording: Option<std::sync::Arc<RecorderContext>>,
-    /// One recorder per open session, by session id. It outlives the room (a room that empties
-    /// is dropped; the session, and its recording, go on until closed).
-    recorders: HashMap<String, RecorderTap>,
+    /// Recorders of sessions whose room emptied: the session, and its recording, go on until
+    /// closed; a room that refills takes its recorder back.
+    parked_recorders: HashMap<String, RecorderTap>,
     /// Our own command channel, for recorder threads to reach us (weak: it must not keep the
     /// driver alive after every handle is gone).
     self_tx: Option<mpsc::WeakSender<Command>>,
@@ -256,7 +258,7 @@ impl Driver {
             closed_sessions: std::collections::HashSet::new(),
             settle_rooms: Vec::new(),
             recording: None,
-            recorders: HashMap::new(),
+            parked_recorders: HashMap::new(),
             self_tx: None,
             recording_status: HashMap::new(),
             fwd: Vec::with_capacity(64),
@@ -461,7 +463,7 @@ impl Driver {
         self.ups.remove(&up);
         if let Some(r) = self.rooms.get_mut(&room) {
             r.room.unpublish(now, up);
-            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+            if let Some(tap) = r.recorder.as_mut() {
                 tap.offer(RecInput::TrackEnd(up), now);
             }
         }
@@ -509,8 +511,7 @@ impl Driver {
                 debug!(mime = %codec.mime_type, ssrc, "track published");
                 let participant_id = self.members.get(&owner).map(|m| m.participant_id.clone()).unwrap_or_default();
                 let zone = r.room.zone_name(owner).unwrap_or_else(|| "main".into());
-                let session_id = r.session.id.clone();
-                if let Some(tap) = self.recorders.get_mut(&session_id) {
+                if let Some(tap) = r.recorder.as_mut() {
                     let start = TrackStart {
                         up,
                         track_id: rec_track_id,
@@ -572,7 +573,7 @@ impl Driver {
             for down in keyframe_requests {
                 r.room.on_keyframe_request(now, down);
             }
-            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+            if let Some(tap) = r.recorder.as_mut() {
                 for (up, ntp, rtp) in sender_reports {
                     tap.offer(RecInput::SenderReport { up, ntp, rtp, at: now }, now);
                 }
@@ -606,7 +607,7 @@ impl Driver {
         let pkt =
             RtpIn { ssrc: h.ssrc, seq: h.sequence_number, ts: h.timestamp, payload: &packet.payload, audio_level };
         if r.room.on_rtp(now, up, pkt, &mut self.fwd) {
-            if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+            if let Some(tap) = r.recorder.as_mut() {
                 let input = RecInput::Rtp {
                     up,
                     ssrc: h.ssrc,
@@ -705,17 +706,19 @@ impl Driver {
                 }
                 Output::Disconnect { participant, cause } => self.disconnect(rk, participant, cause),
                 Output::ZoneChanged { participant, zone } => {
-                    let Some(r) = self.rooms.get(&rk) else { continue };
                     let Some(pid) = self.members.get(&participant).map(|m| m.participant_id.clone()) else { continue };
-                    if let Some(tap) = self.recorders.get_mut(&r.session.id) {
+                    if let Some(tap) = self.rooms.get_mut(&rk).and_then(|r| r.recorder.as_mut()) {
                         tap.offer(RecInput::Zone { participant_id: pid, zone: zone.to_string() }, now);
                     }
                 }
             }
         }
         if self.rooms.get(&rk).is_some_and(|r| r.room.is_empty()) {
-            if let Some(r) = self.rooms.remove(&rk) {
+            if let Some(mut r) = self.rooms.remove(&rk) {
                 self.room_by_session.remove(&r.session.id);
+                if let Some(tap) = r.recorder.take() {
+                    self.parked_recorders.insert(r.session.id.clone(), tap);
+                }
                 debug!(session = %r.session.id, "room emptied");
             }
         }
@@ -971,11 +974,12 @@ impl Driver {
                 }
             }
             Command::Recorder { session_id, event } => self.on_recorder_event(&session_id, event, now),
-            Command::FinishRecording { session_id, reply } => match self.recorders.remove(&session_id) {
+            Command::FinishRecording { session_id, reply } => match self.take_recorder(&session_id) {
                 Some(tap) => tap.control(rec::RecControl::Finish { reply }),
                 None => drop(reply),
             },
             Command::CloseSession { session_id } => {
+                self.recording_status.remove(&session_id);
                 self.closed_sessions.insert(session_id.clone());
                 if let Some(r) = self.room_by_session.get(&session_id).and_then(|rk| self.rooms.get_mut(rk)) {
                     r.room.close(now);
@@ -1035,13 +1039,19 @@ impl Driver {
         self.settle(now, true).await;
     }
 
-    /// Starts the session's recorder unless it runs already (a room that emptied and refilled
-    /// keeps its recording).
-    fn ensure_recorder(&mut self, session: &SessionView) {
-        let Some(ctx) = self.recording.clone() else { return };
-        if self.recorders.contains_key(&session.id) {
-            return;
+    /// The session's recorder, whether its room is live or emptied.
+    fn take_recorder(&mut self, session_id: &str) -> Option<RecorderTap> {
+        let in_room = self.room_by_session.get(session_id).and_then(|rk| self.rooms.get_mut(rk)?.recorder.take());
+        in_room.or_else(|| self.parked_recorders.remove(session_id))
+    }
+
+    /// The recorder for a new room of `session`: the one it had (a room that emptied and refilled
+    /// keeps its recording), or a new one.
+    fn recorder_for(&mut self, session: &SessionView) -> Option<RecorderTap> {
+        if let Some(tap) = self.parked_recorders.remove(&session.id) {
+            return Some(tap);
         }
+        let ctx = self.recording.clone()?;
         let facts = rec::SessionFacts {
             session_id: session.id.clone(),
             case_ref: session.case_id.clone(),
@@ -1056,20 +1066,12 @@ impl Driver {
             }
         });
         match rec::start(ctx, facts, events) {
-            Ok(tap) => {
-                self.recorders.insert(session.id.clone(), tap);
-            }
+            Ok(tap) => Some(tap),
             Err(e) => {
                 // The session goes on, but nobody may believe it is recorded.
                 warn!(error = %e, session = %session.id, "the recorder could not start");
-                let status = rec::RecordingStatus {
-                    state: "failed",
-                    cause: Some("recorder".into()),
-                    message_zh: "录像未能启动，本次会话未被录制".into(),
-                    message_en: "The recorder could not start: this session is not being recorded".into(),
-                    chain_head: None,
-                };
-                self.recording_status.insert(session.id.clone(), status);
+                self.recording_status.insert(session.id.clone(), rec::RecordingStatus::not_started());
+                None
             }
         }
     }
@@ -1113,10 +1115,11 @@ impl Driver {
                 self.next_room += 1;
                 let rk = RoomKey(self.next_room);
                 let room = Room::new(self.core.clone(), Box::new(SameZone));
-                self.rooms
-                    .insert(rk, RoomState { room, session: joiner.session.clone(), by_participant_id: HashMap::new() });
+                let recorder = self.recorder_for(&joiner.session);
+                let state =
+                    RoomState { room, session: joiner.session.clone(), by_participant_id: HashMap::new(), recorder };
+                self.rooms.insert(rk, state);
                 self.room_by_session.insert(joiner.session.id.clone(), rk);
-                self.ensure_recorder(&joiner.session);
                 rk
             }
         };
@@ -1295,7 +1298,8 @@ impl Driver {
                 if matches!(req.action, Action::PauseRecording | Action::ResumeRecording) {
                     let by = self.members.get(&me).map(|m| m.participant_id.clone()).unwrap_or_default();
                     let session_id = self.members.get(&me).map(|m| m.session_id.clone()).unwrap_or_default();
-                    if let Some(tap) = self.recorders.get(&session_id) {
+                    let rk = self.room_by_session.get(&session_id).copied();
+                    if let Some(tap) = rk.and_then(|rk| self.rooms.get(&rk)?.recorder.as_ref()) {
                         tap.control(match req.reason.clone().filter(|_| req.action == Action::PauseRecording) {
                             Some(reason) => rec::RecControl::Pause { by, reason },
                             None => rec::RecControl::Resume,

@@ -42,14 +42,8 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// The file extension, which is also the name of FFmpeg's muxer for it.
     pub fn extension(&self) -> &'static str {
-        match self {
-            Codec::H264 { .. } => "mp4",
-            Codec::Vp8 { .. } | Codec::Opus { .. } => "webm",
-        }
-    }
-
-    fn format(&self) -> &'static str {
         match self {
             Codec::H264 { .. } => "mp4",
             Codec::Vp8 { .. } | Codec::Opus { .. } => "webm",
@@ -88,7 +82,7 @@ pub struct SegmentSpan {
 impl SegmentMuxer {
     pub fn create(path: &Path, codec: &Codec) -> Result<SegmentMuxer, MuxError> {
         let err = |source| MuxError::Open { path: path.display().to_string(), source };
-        let mut octx = ffmpeg::format::output_as(path, codec.format()).map_err(err)?;
+        let mut octx = ffmpeg::format::output_as(path, codec.extension()).map_err(err)?;
         {
             let mut st = octx.add_stream(None::<ffmpeg::Codec>).map_err(err)?;
             st.set_time_base(ffmpeg::Rational::new(1, 1000));

@@ -79,6 +79,19 @@ pub struct RecordingStatus {
 /// Where a recorder reports to (the driver's command channel, wrapped).
 pub type EventSink = Box<dyn Fn(RecorderEvent) + Send>;
 
+impl RecordingStatus {
+    /// The recorder could not start: the session goes on, and nobody may believe it is recorded.
+    pub fn not_started() -> RecordingStatus {
+        RecordingStatus {
+            state: "failed",
+            cause: Some("recorder".into()),
+            message_zh: "录像未能启动，本次会话未被录制".into(),
+            message_en: "The recorder could not start: this session is not being recorded".into(),
+            chain_head: None,
+        }
+    }
+}
+
 /// What the driver knows of a published track when it starts.
 #[derive(Debug, Clone)]
 pub struct TrackStart {
@@ -217,13 +230,7 @@ pub fn start(
             Ok(mut rec) => rec.run(data_rx, control_rx),
             Err((events, e)) => {
                 error!(error = %e, "the recorder could not start");
-                events(RecorderEvent::Status(RecordingStatus {
-                    state: "failed",
-                    cause: Some("recorder".into()),
-                    message_zh: "录像未能启动，本次会话未被录制".into(),
-                    message_en: "The recorder could not start: this session is not being recorded".into(),
-                    chain_head: None,
-                }));
+                events(RecorderEvent::Status(RecordingStatus::not_started()));
             }
         }
     })?;
@@ -800,7 +807,7 @@ impl Recorder {
         self.manifest.pauses.push(json!({ "from": now, "to": null, "reason": reason, "by": by }));
         self.manifest_dirty = true;
         self.state = "paused";
-        self.status_with("paused", Some(reason.as_str()));
+        self.status("paused", Some(reason.as_str()));
         self.write_manifest(Instant::now());
     }
 
@@ -887,10 +894,6 @@ impl Recorder {
     }
 
     fn status(&self, state: &'static str, cause: Option<&str>) {
-        self.status_with(state, cause);
-    }
-
-    fn status_with(&self, state: &'static str, cause: Option<&str>) {
         let (zh, en) = match (state, cause) {
             ("recording", _) => ("正在录音录像", "Recording"),
             ("paused", _) => ("录音录像已暂停", "Recording paused"),

@@ -73,3 +73,42 @@ pub async fn finish(child: tokio::process::Child, within: std::time::Duration) -
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (ok_result(&String::from_utf8_lossy(&out.stdout), &stderr), stderr)
 }
+
+/// Runs a script that needs the test to act mid-way: each `PHASE {json}` line it prints is handed
+/// to `on_phase` (which holds what the script must never see, e.g. the admin token), in order.
+/// Returns the script's stdout (for [`ok_result`]), its stderr, and `on_phase`'s answers.
+pub async fn run_with_phases<F, Fut>(
+    mut child: tokio::process::Child,
+    within: std::time::Duration,
+    mut on_phase: F,
+) -> (String, String, Vec<serde_json::Value>)
+where
+    F: FnMut(serde_json::Value) -> Fut,
+    Fut: std::future::Future<Output = serde_json::Value>,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
+    let stderr_task = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr_pipe.read_to_string(&mut text).await;
+        text
+    });
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let (mut stdout, mut answers) = (String::new(), Vec::new());
+    let read = async {
+        while let Some(line) = lines.next_line().await.expect("reading the script's stdout") {
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if let Some(p) = line.strip_prefix("PHASE ") {
+                answers.push(on_phase(serde_json::from_str(p).expect("PHASE is JSON")).await);
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.expect("the browser script finishes within its own watchdog");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await;
+    let stderr = tokio::time::timeout(std::time::Duration::from_secs(10), stderr_task)
+        .await
+        .map(|r| r.unwrap_or_default())
+        .unwrap_or_default();
+    (stdout, stderr, answers)
+}
