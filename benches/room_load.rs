@@ -1,72 +1,149 @@
-//! Room load benchmark: the server's CPU and memory in a room where every participant publishes
-//! ~1 Mbps VP8 + Opus and receives every other participant, on loopback.
+//! The load tool: R rooms × P publishers × S subscribers against Qiao and, for comparison, Janus
+//! VideoRoom, in the same run.
 //!
-//! Run it with `scripts/bench.sh` (builds the release server first, then runs this):
+//! Run it with `scripts/bench.sh` (builds the release server, then runs this inside a network
+//! namespace of its own, where Janus will gather candidates):
 //!
 //! ```text
-//! scripts/bench.sh [--participants 3,10] [--seconds 20] [--kbps 1000]
+//! scripts/bench.sh [--rooms 2] [--publishers 2] [--subscribers 3] [--seconds 20] [--kbps 1000] [--target both]
 //! ```
 //!
-//! For each room size a fresh release server (`qiao serve`, from `QIAO_BIN` or next to this
-//! binary's profile directory) runs as a separate process on 127.0.0.1 with ephemeral ports and
-//! a temporary data directory, so its CPU time (`/proc/PID/stat`) and memory
-//! (`/proc/PID/status`) are its own. The participants are the integration tests' real WebRTC
-//! clients (tests/common, webrtc-rs), all in this process. Once every participant receives
-//! video and audio from every other, a measurement window starts; over it we take the server's
-//! CPU, its memory at the end and at peak, the driver's packet counters (`GET
-//! /api/v1/media/stats`), each down-track's loss and bitrate, and this process's own CPU — on a
-//! small machine the load generator competes with the server for the same cores, and the
-//! numbers are only about the server if the clients kept up: the report shows the publishers'
-//! frame rate and the kernel's receive-buffer drops on each side's sockets, and says so in a
-//! note when the load generator fell behind.
+//! Every publisher sends a pre-encoded VP8 clip (~`--kbps`, a key frame every second) and Opus at
+//! real rate, and receives the other publishers of its room; every subscriber publishes nothing
+//! and receives every publisher of its room. The clients are the integration tests' webrtc-rs
+//! peers (tests/common), all in this process; each server (`qiao serve` from `QIAO_BIN` or next
+//! to this binary, and `janus`) runs as a child process with a temporary data directory, so its
+//! CPU time (`/proc/PID/stat`) and memory (`/proc/PID/status`) are its own. Targets run one after
+//! the other with the same clip and the same shape.
+//!
+//! Order of a target's run: start the server and read its idle memory; publishers join and
+//! publish (all rooms at once); once each receives every other publisher of its room, the
+//! subscribers join (at once) and the time from each one's join to its first complete VP8 key
+//! frame from each publisher is kept; once every receiver gets media from every publisher, a
+//! measurement window of `--seconds` starts. Over the window: the server's CPU, its memory at the
+//! end and at peak, every down track's packets (loss after NACK repair, from sequence numbers;
+//! interarrival jitter; payload rate), the latency of each packet from publisher to receiver
+//! (send time keyed by a payload hash, tests/common/latency.rs) and the load tool's own CPU. On a
+//! small machine the load generator competes with the server for the same cores; the report
+//! shows the publishers' frame rate and the kernel's receive-buffer drops on each side's sockets,
+//! and says so in a note when the load generator fell behind.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod janus;
 
 use anyhow::{bail, ensure, Context, Result};
-use common::client::{ClientOptions, Media, TestClient, VideoCodec};
+use common::client::Recorder;
+use common::client::{ClientOptions, Media, RecvPacket, TestClient, VideoCodec};
 use common::fixtures::{self, Fixture};
-use common::rtp_check;
+use common::latency::LatencyProbe;
+use common::rtp_check::{self, SeqUnwrapper};
 use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// Video published by every participant (the bit rate is a flag).
+/// Video published by every publisher (the bit rate is a flag).
 const VIDEO_WIDTH: u32 = 640;
 const VIDEO_HEIGHT: u32 = 480;
 /// Bound for the server to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bound for each client's join and publish (ten clients set up at once on two cores are slower
+/// Bound for each client's join and publish (many clients set up at once on two cores are slower
 /// than the tests' single rooms).
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound for every receiver to get media from every publisher once all have published.
+/// Bound for every receiver to get media from every publisher once all have joined.
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound for the server to exit after SIGTERM.
+/// Bound for a server to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 // ════════════════════════════════ command line ════════════════════════════════
 
-struct Args {
-    participants: Vec<usize>,
-    seconds: u64,
-    kbps: u32,
-    /// The arguments as given (for the printed command).
-    raw: Vec<String>,
+/// A server the load runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Qiao,
+    Janus,
 }
 
-const USAGE: &str = "usage: scripts/bench.sh [--participants 3,10] [--seconds 20] [--kbps 1000]
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Qiao => "Qiao",
+            Target::Janus => "Janus",
+        }
+    }
+}
 
-  --participants LIST  room sizes to measure, comma-separated (each ≥ 2); default 3,10
-  --seconds N          measurement window per room size; default 20
-  --kbps N             video bit rate each participant publishes; default 1000
+/// The command line (see USAGE).
+struct Args {
+    /// Rooms, each with its own publishers and subscribers.
+    rooms: usize,
+    /// Publishers per room.
+    publishers: usize,
+    /// Subscribe-only participants per room.
+    subscribers: usize,
+    /// Length of the measurement window.
+    seconds: u64,
+    /// Video bit rate of the clip every publisher sends.
+    kbps: u32,
+    /// The servers to run the load against, in order.
+    targets: Vec<Target>,
+    /// Address of the servers' media sockets (Janus needs one that is not loopback).
+    server_ip: IpAddr,
+    /// Address the clients' peer connections bind.
+    client_ip: IpAddr,
+}
 
-QIAO_BIN selects the server binary (default: the release `qiao` next to this benchmark).";
+impl Args {
+    fn participants(&self) -> usize {
+        self.rooms * (self.publishers + self.subscribers)
+    }
+
+    /// The command that repeats this run (the addresses are the script's business).
+    fn command(&self) -> String {
+        let target = match self.targets.as_slice() {
+            [Target::Qiao] => "qiao",
+            [Target::Janus] => "janus",
+            _ => "both",
+        };
+        format!(
+            "scripts/bench.sh --rooms {} --publishers {} --subscribers {} --seconds {} --kbps {} --target {target}",
+            self.rooms, self.publishers, self.subscribers, self.seconds, self.kbps
+        )
+    }
+}
+
+const USAGE: &str = "usage: scripts/bench.sh [--rooms 2] [--publishers 2] [--subscribers 3] [--seconds 20] [--kbps 1000] [--target both]
+
+  --rooms R          rooms, each with its own publishers and subscribers; default 2
+  --publishers P     publishers per room (each also receives the room's other publishers); default 2
+  --subscribers S    subscribe-only participants per room (each receives every publisher); default 3
+  --seconds N        measurement window per target; default 20
+  --kbps K           video bit rate each publisher sends; default 1000
+  --target T         qiao, janus or both; default both
+  --server-ip IP     the servers' media address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.1)
+  --client-ip IP     the clients' address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.2)
+
+A room of P publishers and no subscribers is the old `--participants P`. QIAO_BIN selects the
+server binary (default: the release `qiao` next to this benchmark).";
 
 fn parse_args() -> Result<Args> {
-    let mut args = Args { participants: vec![3, 10], seconds: 20, kbps: 1000, raw: Vec::new() };
+    let localhost = IpAddr::from([127, 0, 0, 1]);
+    let mut args = Args {
+        rooms: 2,
+        publishers: 2,
+        subscribers: 3,
+        seconds: 20,
+        kbps: 1000,
+        targets: vec![Target::Qiao, Target::Janus],
+        server_ip: localhost,
+        client_ip: localhost,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         // `cargo bench` appends `--bench` to the arguments of every benchmark binary.
@@ -81,38 +158,38 @@ fn parse_args() -> Result<Args> {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
             None => (arg.clone(), None),
         };
-        let mut value = || -> Result<String> {
-            inline.clone().or_else(|| it.next()).with_context(|| format!("{name} needs a value\n{USAGE}"))
+        let v = inline.or_else(|| it.next()).with_context(|| format!("{name} needs a value\n{USAGE}"))?;
+        let count = |min: usize| -> Result<usize> {
+            let n: usize = v.parse().with_context(|| format!("{name} {v}"))?;
+            ensure!(n >= min, "{name} {v}: at least {min}");
+            Ok(n)
         };
         match name.as_str() {
-            "--participants" | "-p" => {
-                let v = value()?;
-                args.participants = v
-                    .split(',')
-                    .map(|s| s.trim().parse::<usize>())
-                    .collect::<Result<_, _>>()
-                    .with_context(|| format!("--participants {v}: expected e.g. 3,10"))?;
-                ensure!(
-                    !args.participants.is_empty() && args.participants.iter().all(|&p| p >= 2),
-                    "--participants {v}: each room needs at least 2 participants"
-                );
-                args.raw.extend(["--participants".into(), v]);
-            }
-            "--seconds" | "-s" => {
-                let v = value()?;
-                args.seconds = v.parse().with_context(|| format!("--seconds {v}"))?;
-                ensure!(args.seconds >= 1, "--seconds must be at least 1");
-                args.raw.extend(["--seconds".into(), v]);
-            }
+            "--rooms" => args.rooms = count(1)?,
+            "--publishers" => args.publishers = count(1)?,
+            "--subscribers" => args.subscribers = count(0)?,
+            "--seconds" => args.seconds = count(1)? as u64,
             "--kbps" => {
-                let v = value()?;
                 args.kbps = v.parse().with_context(|| format!("--kbps {v}"))?;
                 ensure!((100..=20_000).contains(&args.kbps), "--kbps {v}: expected 100..=20000");
-                args.raw.extend(["--kbps".into(), v]);
             }
+            "--target" => {
+                args.targets = match v.as_str() {
+                    "qiao" => vec![Target::Qiao],
+                    "janus" => vec![Target::Janus],
+                    "both" => vec![Target::Qiao, Target::Janus],
+                    _ => bail!("--target {v}: expected qiao, janus or both"),
+                }
+            }
+            "--server-ip" => args.server_ip = v.parse().with_context(|| format!("--server-ip {v}"))?,
+            "--client-ip" => args.client_ip = v.parse().with_context(|| format!("--client-ip {v}"))?,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
         }
     }
+    ensure!(
+        args.publishers >= 2 || args.subscribers >= 1,
+        "a room of one publisher needs at least one subscriber, or nobody receives anything"
+    );
     Ok(args)
 }
 
@@ -171,7 +248,7 @@ fn machine_cpu_ticks() -> Result<(u64, u64)> {
 /// socket inodes among the process's file descriptors. Tells server-side from client-side loss.
 fn udp_socket_drops(pid: &str) -> Result<u64> {
     let fd_dir = format!("/proc/{pid}/fd");
-    let mut inodes = std::collections::HashSet::new();
+    let mut inodes = HashSet::new();
     for entry in std::fs::read_dir(&fd_dir).with_context(|| format!("read {fd_dir}"))? {
         // Descriptors can close while we look; skip those.
         let Ok(target) = std::fs::read_link(entry?.path()) else { continue };
@@ -202,33 +279,114 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-// ════════════════════════════════ the server process ════════════════════════════════
+// ════════════════════════════════ server processes ════════════════════════════════
+
+/// A server under test as a child process, so that its CPU time and memory are its own.
+pub struct ChildServer {
+    /// "qiao" or "janus", for messages.
+    name: &'static str,
+    /// Held unreaped, so that `pid` stays this process's until `stop`.
+    child: tokio::process::Child,
+    /// Where its CPU time, memory and sockets are read in /proc.
+    pid: u32,
+    /// Its stderr (Qiao) or its whole output (Janus).
+    log_path: PathBuf,
+    /// Holds the log and the server's data or configuration; removed after the server.
+    _dir: tempfile::TempDir,
+}
+
+impl ChildServer {
+    pub fn new(
+        name: &'static str,
+        child: tokio::process::Child,
+        log_path: PathBuf,
+        dir: tempfile::TempDir,
+    ) -> Result<ChildServer> {
+        let pid = child.id().with_context(|| format!("{name} pid"))?;
+        Ok(ChildServer { name, child, pid, log_path, _dir: dir })
+    }
+
+    fn cpu_ticks(&self) -> Result<u64> {
+        process_cpu_ticks(&self.pid.to_string())
+    }
+
+    fn rss_kib(&self) -> Result<u64> {
+        process_mem_kib(self.pid, "VmRSS")
+    }
+
+    fn peak_rss_kib(&self) -> Result<u64> {
+        process_mem_kib(self.pid, "VmHWM")
+    }
+
+    fn udp_drops(&self) -> Result<u64> {
+        udp_socket_drops(&self.pid.to_string())
+    }
+
+    /// Fails if the server has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}); log:\n{}", self.name, self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// The last lines of the server's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGTERM (both servers' graceful shutdown) and waits for the exit. We hold the unreaped
+    /// child, so the pid cannot have been reused.
+    async fn stop(mut self) -> Result<()> {
+        self.check_alive()?;
+        // No libc dependency: kill(1) sends the signal.
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status()?;
+        ensure!(sent.success(), "kill -TERM {} failed: {sent}", self.pid);
+        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                ensure!(status.success(), "{} exited with {status} after SIGTERM", self.name);
+                Ok(())
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("{} did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)", self.name)
+            }
+        }
+    }
+}
 
 /// Counters of `GET /api/v1/media/stats` that the benchmark diffs over the window.
 #[derive(Debug, Clone, Copy, Default)]
 struct MediaCounters {
-    datagrams_in: u64,
+    /// RTP packets received from publishers.
     rtp_in: u64,
+    /// RTP packets sent to subscribers.
     rtp_forwarded: u64,
+    /// Packets the driver failed to forward.
     forward_errors: u64,
 }
 
 /// `qiao serve` as a child process, plus the few REST calls the benchmark needs. (The tests'
 /// `TestServer` helpers belong to the in-process server, which would share this process's CPU
 /// accounting; these follow the same docs/api.md calls.)
-struct ServerProcess {
-    child: tokio::process::Child,
-    pid: u32,
+struct QiaoServer {
+    /// The `qiao serve` process: CPU, memory, log, stop.
+    process: ChildServer,
+    /// `http://127.0.0.1:PORT`, for the REST calls.
     base_url: String,
+    /// The signalling WebSocket the clients join on.
     ws_url: String,
+    /// Bearer token of the REST calls (given to the server in QIAO_ADMIN_TOKEN).
     admin_token: String,
+    /// For the REST calls.
     http: reqwest::Client,
-    log_path: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
-impl ServerProcess {
-    async fn start(bin: &Path) -> Result<ServerProcess> {
+impl QiaoServer {
+    async fn start(bin: &Path, server_ip: IpAddr) -> Result<QiaoServer> {
         let dir = tempfile::tempdir().context("temp dir")?;
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path).context("create server log")?;
@@ -237,7 +395,7 @@ impl ServerProcess {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--rtc-udp", &format!("{server_ip}:0")])
             .env("QIAO_ADMIN_TOKEN", &admin_token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -251,9 +409,10 @@ impl ServerProcess {
             }
         }
         let mut child = cmd.spawn().with_context(|| format!("start {}", bin.display()))?;
-        let pid = child.id().context("server pid")?;
-        let mut lines = BufReader::new(child.stdout.take().context("server stdout")?).lines();
-        // "qiao listening on http://127.0.0.1:PORT (media udp 127.0.0.1:PORT)"
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut process = ChildServer::new("qiao", child, log_path, dir)?;
+        let mut lines = BufReader::new(stdout).lines();
+        // "qiao listening on http://127.0.0.1:PORT (media udp …)"
         let listening = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(rest) = line.strip_prefix("qiao listening on ") {
@@ -266,28 +425,20 @@ impl ServerProcess {
         let rest = match listening {
             Ok(Ok(Some(rest))) => rest,
             other => {
-                let _ = child.start_kill();
-                let status = child.wait().await.ok();
-                bail!(
-                    "{} did not report its address ({other:?}, exit {status:?}); log:\n{}",
-                    bin.display(),
-                    log_tail(&log_path)
-                );
+                process.check_alive()?;
+                bail!("{} did not report its address ({other:?}); log:\n{}", bin.display(), process.log_tail());
             }
         };
         let base_url = rest.split_whitespace().next().unwrap_or_default().to_string();
         ensure!(base_url.starts_with("http://"), "unexpected listening line: {rest}");
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ServerProcess {
-            child,
-            pid,
+        Ok(QiaoServer {
+            process,
             ws_url: format!("{}/api/v1/signal", base_url.replacen("http://", "ws://", 1)),
             base_url,
             admin_token,
             http: reqwest::Client::new(),
-            log_path,
-            _dir: dir,
         })
     }
 
@@ -304,13 +455,15 @@ impl ServerProcess {
         serde_json::from_str(&text).with_context(|| format!("{method} {path}: not JSON: {text}"))
     }
 
+    /// A session everyone enters directly: no lobby, no consent step (a benchmark has nobody to
+    /// admit anyone).
     async fn create_session(&self) -> Result<String> {
         let case_id = format!("bench-{}", uuid::Uuid::new_v4());
         let case = self
             .request(
                 reqwest::Method::POST,
                 "/api/v1/cases",
-                Some(json!({"case_id": case_id, "kind": "hearing", "title": "room load benchmark"})),
+                Some(json!({"case_id": case_id, "kind": "hearing", "title": "load benchmark"})),
             )
             .await?;
         let case = case["id"].as_str().context("case id")?;
@@ -318,7 +471,7 @@ impl ServerProcess {
             .request(
                 reqwest::Method::POST,
                 &format!("/api/v1/cases/{case}/sessions"),
-                Some(json!({"title": "room load benchmark"})),
+                Some(json!({"title": "load benchmark", "lobby": false, "consent_required": false})),
             )
             .await?;
         Ok(session["id"].as_str().context("session id")?.to_string())
@@ -340,93 +493,388 @@ impl ServerProcess {
         let v = self.request(reqwest::Method::GET, "/api/v1/media/stats", None).await?;
         let n = |k: &str| v[k].as_u64().with_context(|| format!("media stats without {k}: {v}"));
         Ok(MediaCounters {
-            datagrams_in: n("datagrams_in")?,
             rtp_in: n("rtp_in")?,
             rtp_forwarded: n("rtp_forwarded")?,
             forward_errors: n("forward_errors")?,
         })
     }
+}
 
-    fn cpu_ticks(&self) -> Result<u64> {
-        process_cpu_ticks(&self.pid.to_string())
-    }
+// ════════════════════════════════ the load, whatever the server ════════════════════════════════
 
-    fn rss_kib(&self) -> Result<u64> {
-        process_mem_kib(self.pid, "VmRSS")
-    }
+/// A receiving peer connection of the load generator.
+struct Receiver {
+    /// For messages.
+    name: String,
+    /// Everything its subscribe connection received, by publisher.
+    recorder: Arc<Recorder>,
+    /// The publishers it must receive, as the recorder names them (`RecvTrack::publisher`).
+    sources: Vec<String>,
+    /// When a subscriber started to join (for join to first frame); `None` for a publisher's own
+    /// receiving side, which joined before the others had published.
+    join_started: Option<Instant>,
+}
 
-    fn peak_rss_kib(&self) -> Result<u64> {
-        process_mem_kib(self.pid, "VmHWM")
-    }
+/// What the measurement reads from the load generator, whatever the server.
+struct Load {
+    /// The video frames each publisher has written so far (its pacer's counter).
+    frames_sent: Vec<Arc<AtomicU64>>,
+    receivers: Vec<Receiver>,
+    /// Seconds from the start until every publisher was sending.
+    publishing_secs: f64,
+    /// Seconds from the start until every receiver had media from every publisher.
+    media_ready_secs: f64,
+}
 
-    /// Fails if the server has exited.
-    fn check_alive(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!("the server exited ({status}); log:\n{}", log_tail(&self.log_path));
-        }
-        Ok(())
-    }
-
-    /// SIGTERM (the server's graceful shutdown path) and waits for the exit. We hold the
-    /// unreaped child, so the pid cannot have been reused.
-    async fn stop(mut self) -> Result<()> {
-        self.check_alive()?;
-        // No libc dependency: kill(1) sends the signal.
-        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status()?;
-        ensure!(sent.success(), "kill -TERM {} failed: {sent}", self.pid);
-        match tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await {
-            Ok(status) => {
-                let status = status?;
-                ensure!(status.success(), "the server exited with {status} after SIGTERM");
-                Ok(())
-            }
-            Err(_) => {
-                let _ = self.child.kill().await;
-                bail!("the server did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)")
-            }
-        }
+/// Client options shared by every participant of a target's run.
+fn client_options(args: &Args, name: String, clip: &Arc<Fixture>, probe: &Arc<LatencyProbe>) -> ClientOptions {
+    ClientOptions {
+        name,
+        join_timeout: SETUP_TIMEOUT,
+        publish_timeout: SETUP_TIMEOUT,
+        video_fixture: Some(Arc::clone(clip)),
+        udp_addr: Some(format!("{}:0", args.client_ip)),
+        latency_probe: Some(Arc::clone(probe)),
+        ..Default::default()
     }
 }
 
-/// The last lines of the server log, for error messages.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+fn publisher_name(room: usize, i: usize) -> String {
+    format!("r{room}-pub{i}")
 }
 
-// ════════════════════════════════ one room ════════════════════════════════
+fn subscriber_name(room: usize, i: usize) -> String {
+    format!("r{room}-sub{i}")
+}
 
-/// Where each down-track stood at one instant: (receiver, publisher, kind) → (track id, packets).
+/// How long subscriber `k` of `n` waits before it joins: the joins spread over one key-frame
+/// interval of the clip, so that join to first key frame samples every phase of the publishers'
+/// GOP (the clip does not answer keyframe requests; see the report's note).
+fn join_delay(k: usize, n: usize) -> Duration {
+    let gop = Duration::from_secs_f64(f64::from(fixtures::KEYFRAME_INTERVAL) / f64::from(fixtures::VIDEO_FPS));
+    gop.mul_f64(k as f64 / n.max(1) as f64)
+}
+
+/// Waits until every receiver has a complete VP8 key frame and audio from each of its sources.
+async fn wait_receiving(receivers: &[Receiver]) -> Result<()> {
+    let pairs = receivers.iter().flat_map(|r| r.sources.iter().map(move |s| (r, s)));
+    futures_util::future::try_join_all(pairs.map(|(r, source)| async move {
+        let deadline = tokio::time::Instant::now() + MEDIA_TIMEOUT;
+        loop {
+            let video = r.recorder.with_track(source, "video", |t| t.frame_stats().complete_keyframes >= 1);
+            let audio = r.recorder.with_track(source, "audio", |t| !t.packets.is_empty());
+            if video == Some(true) && audio == Some(true) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{}: no key frame and audio from {source} within {MEDIA_TIMEOUT:?}; received:\n{}",
+                    r.name,
+                    r.recorder.describe()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }))
+    .await
+    .map(drop)
+}
+
+/// Keeps the clients that did set up (so that the caller can close them even on failure) and
+/// returns the first error.
+fn keep_ok<T>(results: Vec<Result<T>>, into: &mut Vec<T>, what: &str) -> Result<()> {
+    let mut first_err = None;
+    for r in results {
+        match r {
+            Ok(c) => into.push(c),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    first_err.map_or(Ok(()), |e| Err(e.context(what.to_string())))
+}
+
+// ════════════════════════════════ Qiao ════════════════════════════════
+
+/// Sets up the load on Qiao: one session per room; publishers (the first a judge, the others
+/// parties), then observers (who publish nothing and receive everyone).
+async fn qiao_load(
+    server: &QiaoServer,
+    clients: &mut Vec<TestClient>,
+    args: &Args,
+    clip: &Arc<Fixture>,
+    probe: &Arc<LatencyProbe>,
+) -> Result<Load> {
+    let mut publishers = Vec::new();
+    let mut subscribers = Vec::new();
+    for room in 0..args.rooms {
+        let session = server.create_session().await?;
+        for i in 0..args.publishers {
+            let name = publisher_name(room, i);
+            let role = if i == 0 { "judge" } else { "party" };
+            publishers.push((room, name.clone(), server.invite(&session, &name, role).await?));
+        }
+        for i in 0..args.subscribers {
+            let name = subscriber_name(room, i);
+            subscribers.push((room, name.clone(), server.invite(&session, &name, "observer").await?));
+        }
+    }
+
+    // Every publisher joins and publishes at once, like hearings that start on time.
+    let t0 = Instant::now();
+    let joined = futures_util::future::join_all(publishers.iter().map(|(_, name, token)| async move {
+        let c =
+            TestClient::connect_with(&server.ws_url, token, client_options(args, name.clone(), clip, probe)).await?;
+        c.publish(Media::audio_video(VideoCodec::Vp8)).await?;
+        Ok(c)
+    }))
+    .await;
+    keep_ok(joined, clients, "joining and publishing")?;
+    let publishing_secs = t0.elapsed().as_secs_f64();
+    eprintln!("  {} publishers sending after {publishing_secs:.1} s", clients.len());
+    let mut frames_sent = Vec::new();
+    for c in clients.iter() {
+        frames_sent.push(c.video_samples_counter().await.context("a publisher without video")?);
+    }
+    // (room, participant id) of every publisher.
+    let published: Vec<(usize, String)> =
+        publishers.iter().zip(clients.iter()).map(|((room, _, _), c)| (*room, c.participant_id.clone())).collect();
+    let ids_in = |room: usize, except: Option<&str>| -> Vec<String> {
+        published.iter().filter(|(r, id)| *r == room && Some(id.as_str()) != except).map(|(_, id)| id.clone()).collect()
+    };
+    let mut receivers: Vec<Receiver> = clients
+        .iter()
+        .zip(&published)
+        .filter(|_| args.publishers >= 2)
+        .map(|(c, (room, id))| Receiver {
+            name: c.name.clone(),
+            recorder: Arc::clone(&c.subscriber().recorder),
+            sources: ids_in(*room, Some(id)),
+            join_started: None,
+        })
+        .collect();
+    wait_receiving(&receivers).await.context("publishers receiving each other")?;
+
+    // Then the subscribers join a live room, spread over one key-frame interval.
+    let n = subscribers.len();
+    let joined =
+        futures_util::future::join_all(subscribers.iter().enumerate().map(|(k, (room, name, token))| async move {
+            tokio::time::sleep(join_delay(k, n)).await;
+            let started = Instant::now();
+            let c = TestClient::connect_with(&server.ws_url, token, client_options(args, name.clone(), clip, probe))
+                .await?;
+            Ok((*room, started, c))
+        }))
+        .await;
+    let mut joined_subscribers = Vec::new();
+    let kept = keep_ok(joined, &mut joined_subscribers, "subscribers joining");
+    for (room, started, c) in joined_subscribers {
+        receivers.push(Receiver {
+            name: c.name.clone(),
+            recorder: Arc::clone(&c.subscriber().recorder),
+            sources: ids_in(room, None),
+            join_started: Some(started),
+        });
+        clients.push(c);
+    }
+    kept?;
+    wait_receiving(&receivers).await.context("every receiver getting every publisher")?;
+    Ok(Load { frames_sent, receivers, publishing_secs, media_ready_secs: t0.elapsed().as_secs_f64() })
+}
+
+// ════════════════════════════════ Janus ════════════════════════════════
+
+/// One participant on Janus: a session with a publisher handle and (if anyone else publishes in
+/// its room) a subscriber handle, or a subscriber handle only.
+struct JanusParticipant {
+    /// Its room (index, see `janus_room`).
+    room: usize,
+    /// Display name; also the key its tracks are filed under at the receivers.
+    name: String,
+    /// Holds its handles; destroyed at the end.
+    session: Arc<janus::Session>,
+    /// What it publishes (publishers only).
+    publisher: Option<janus::JanusPublisher>,
+    /// What it receives (none for the only publisher of a room without other publishers).
+    subscriber: Option<janus::JanusSubscriber>,
+    /// Background failures of its media sides and trickle tasks.
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl JanusParticipant {
+    async fn close(&self) -> Result<()> {
+        if let Some(p) = &self.publisher {
+            p.side.close().await;
+        }
+        if let Some(s) = &self.subscriber {
+            let _ = s.side.pc.close().await;
+        }
+        self.session.destroy().await
+    }
+}
+
+/// The Janus room number of room `room`.
+fn janus_room(room: usize) -> u64 {
+    1000 + room as u64
+}
+
+/// Sets up the same load on Janus VideoRoom: one room per room, publishers (who then subscribe to
+/// the room's other publishers, as Qiao's participants receive them), then subscribers.
+async fn janus_load(
+    server: &janus::JanusServer,
+    parts: &mut Vec<JanusParticipant>,
+    args: &Args,
+    clip: &Arc<Fixture>,
+    probe: &Arc<LatencyProbe>,
+) -> Result<Load> {
+    // A cap well above what is sent: Janus passes it to publishers in REMB, which the fixture
+    // pacer ignores anyway.
+    let bitrate_bps = u64::from(args.kbps) * 4_000;
+    for room in 0..args.rooms {
+        server.create_room(janus_room(room), args.publishers, bitrate_bps).await?;
+    }
+    let t0 = Instant::now();
+    let joined = futures_util::future::join_all((0..args.rooms).flat_map(|room| {
+        (0..args.publishers).map(move |i| async move {
+            let name = publisher_name(room, i);
+            let session = server.session(&name).await?;
+            let errors = Arc::new(Mutex::new(Vec::new()));
+            let opts = client_options(args, name.clone(), clip, probe);
+            let publisher =
+                janus::publish(&session, janus_room(room), &name, &opts, Arc::clone(&errors), SETUP_TIMEOUT).await?;
+            Ok(JanusParticipant { room, name, session, publisher: Some(publisher), subscriber: None, errors })
+        })
+    }))
+    .await;
+    keep_ok(joined, parts, "joining and publishing")?;
+    let publishing_secs = t0.elapsed().as_secs_f64();
+    eprintln!("  {} publishers sending after {publishing_secs:.1} s", parts.len());
+    let frames_sent = parts
+        .iter()
+        .map(|p| {
+            let video =
+                p.publisher.as_ref().and_then(|p| p.side.video.as_ref()).context("a publisher without video")?;
+            Ok(Arc::clone(&video.samples_sent))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // (room, feed id, name) of every publisher.
+    let published: Vec<(usize, u64, String)> =
+        parts.iter().filter_map(|p| Some((p.room, p.publisher.as_ref()?.feed, p.name.clone()))).collect();
+    let feeds_in = |room: usize, except: Option<&str>| -> Vec<(u64, String)> {
+        published
+            .iter()
+            .filter(|(r, _, name)| *r == room && Some(name.as_str()) != except)
+            .map(|(_, feed, name)| (*feed, name.clone()))
+            .collect()
+    };
+
+    // Each publisher receives the room's other publishers.
+    if args.publishers >= 2 {
+        let subscribed = futures_util::future::join_all(parts.iter().map(|p| {
+            let feeds = feeds_in(p.room, Some(&p.name));
+            async move {
+                let opts = client_options(args, p.name.clone(), clip, probe);
+                let errors = Arc::clone(&p.errors);
+                janus::subscribe(&p.session, janus_room(p.room), &p.name, &feeds, &opts, errors, SETUP_TIMEOUT).await
+            }
+        }))
+        .await;
+        for (p, s) in parts.iter_mut().zip(subscribed) {
+            p.subscriber = Some(s.with_context(|| format!("{} subscribing to the other publishers", p.name))?);
+        }
+    }
+    let receiver = |p: &JanusParticipant, join_started: Option<Instant>| -> Option<Receiver> {
+        Some(Receiver {
+            name: p.name.clone(),
+            recorder: Arc::clone(&p.subscriber.as_ref()?.side.recorder),
+            sources: feeds_in(p.room, Some(&p.name)).into_iter().map(|(_, n)| n).collect(),
+            join_started,
+        })
+    };
+    let mut receivers: Vec<Receiver> = parts.iter().filter_map(|p| receiver(p, None)).collect();
+    wait_receiving(&receivers).await.context("publishers receiving each other")?;
+
+    // Then the subscribers join a live room, spread over one key-frame interval.
+    let n = args.rooms * args.subscribers;
+    let joined = futures_util::future::join_all((0..args.rooms).flat_map(|room| {
+        let feeds = feeds_in(room, None);
+        (0..args.subscribers).map(move |i| {
+            let feeds = feeds.clone();
+            async move {
+                tokio::time::sleep(join_delay(room * args.subscribers + i, n)).await;
+                let name = subscriber_name(room, i);
+                let started = Instant::now();
+                let session = server.session(&name).await?;
+                let errors = Arc::new(Mutex::new(Vec::new()));
+                let opts = client_options(args, name.clone(), clip, probe);
+                let subscriber = janus::subscribe(
+                    &session,
+                    janus_room(room),
+                    &name,
+                    &feeds,
+                    &opts,
+                    Arc::clone(&errors),
+                    SETUP_TIMEOUT,
+                )
+                .await?;
+                Ok((
+                    started,
+                    JanusParticipant { room, name, session, publisher: None, subscriber: Some(subscriber), errors },
+                ))
+            }
+        })
+    }))
+    .await;
+    let mut joined_subscribers = Vec::new();
+    let kept = keep_ok(joined, &mut joined_subscribers, "subscribers joining");
+    for (started, p) in joined_subscribers {
+        receivers.extend(receiver(&p, Some(started)));
+        parts.push(p);
+    }
+    kept?;
+    wait_receiving(&receivers).await.context("every receiver getting every publisher")?;
+    Ok(Load { frames_sent, receivers, publishing_secs, media_ready_secs: t0.elapsed().as_secs_f64() })
+}
+
+// ════════════════════════════════ measurement ════════════════════════════════
+
+/// Where each receiver's tracks stood at one instant: (receiver, source, kind) → (track id,
+/// packets so far).
 type TrackMarks = Vec<((usize, usize, &'static str), Option<(String, usize)>)>;
 
 /// Everything read at the start and at the end of the measurement window.
 struct Snapshot {
+    /// When it was taken (the window is the time between two).
     at: Instant,
+    /// The server's CPU time, clock ticks.
     server_ticks: u64,
+    /// The load tool's CPU time, clock ticks.
     self_ticks: u64,
+    /// (busy, total) ticks of the machine.
     machine: (u64, u64),
+    /// Receive-buffer drops on the server's UDP sockets.
     server_udp_drops: u64,
+    /// Receive-buffer drops on the load tool's UDP sockets.
     self_udp_drops: u64,
-    counters: MediaCounters,
+    /// Qiao's own counters (none for Janus).
+    counters: Option<MediaCounters>,
+    /// Where every down track stood.
     tracks: TrackMarks,
-    /// Video samples (frames) each publisher has written.
+    /// Video frames each publisher had written.
     frames_sent: Vec<u64>,
 }
 
 impl Snapshot {
-    async fn take(server: &ServerProcess, clients: &[TestClient]) -> Result<Snapshot> {
-        let counters = server.media_counters().await?;
-        let mut frames_sent = Vec::with_capacity(clients.len());
-        for c in clients {
-            frames_sent.push(c.video_samples_sent().await.0);
-        }
+    async fn take(server: &ChildServer, qiao: Option<&QiaoServer>, load: &Load) -> Result<Snapshot> {
+        let counters = match qiao {
+            Some(q) => Some(q.media_counters().await?),
+            None => None,
+        };
         let mut tracks = Vec::new();
-        for (r, rc) in clients.iter().enumerate() {
-            for (p, pc) in clients.iter().enumerate().filter(|(p, _)| *p != r) {
+        for (r, rx) in load.receivers.iter().enumerate() {
+            for (s, source) in rx.sources.iter().enumerate() {
                 for kind in ["video", "audio"] {
-                    let mark = rc.with_received(&pc.participant_id, kind, |t| (t.track_id.clone(), t.packets.len()));
-                    tracks.push(((r, p, kind), mark));
+                    let mark = rx.recorder.with_track(source, kind, |t| (t.track_id.clone(), t.packets.len()));
+                    tracks.push(((r, s, kind), mark));
                 }
             }
         }
@@ -435,32 +883,62 @@ impl Snapshot {
             server_ticks: server.cpu_ticks()?,
             self_ticks: process_cpu_ticks("self")?,
             machine: machine_cpu_ticks()?,
-            server_udp_drops: udp_socket_drops(&server.pid.to_string())?,
+            server_udp_drops: server.udp_drops()?,
             self_udp_drops: udp_socket_drops("self")?,
             counters,
             tracks,
-            frames_sent,
+            frames_sent: load.frames_sent.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
         })
     }
 }
 
-/// One down-track over the window.
+/// One down track over the window.
 #[derive(Debug, Default, Clone, Copy)]
 struct DownTrack {
     /// Distinct sequence numbers received.
     received: u64,
-    /// Sequence numbers skipped and never received in the window.
+    /// Sequence numbers skipped and never received in the window (after any retransmission).
     lost: u64,
     /// Packets whose sequence number had already arrived (retransmissions of packets that were
     /// not lost, or duplicated forwarding).
     duplicates: u64,
     /// RTP payload of every packet received, duplicates included.
     payload_bytes: u64,
+    /// RFC 3550 interarrival jitter, ms (the running estimate, averaged over the window).
+    jitter_ms: f64,
 }
 
 impl DownTrack {
     fn loss(&self) -> f64 {
         ratio(self.lost, self.received + self.lost)
+    }
+}
+
+/// RFC 3550 §6.4.1 interarrival jitter of packets in arrival order (the first copy of each
+/// sequence number), in ms: J += (|D| − J)/16 with D the difference of arrival and RTP timestamp
+/// spacing of consecutive packets, averaged over the packets.
+fn jitter_ms(packets: &[RecvPacket], clock_rate: f64) -> f64 {
+    let mut unwrapper = SeqUnwrapper::default();
+    let mut seen = HashSet::new();
+    let mut prev: Option<(Instant, u32)> = None;
+    let (mut j, mut sum, mut n) = (0.0f64, 0.0, 0usize);
+    for p in packets {
+        if !seen.insert(unwrapper.unwrap(p.seq)) {
+            continue;
+        }
+        if let Some((arrival, timestamp)) = prev {
+            let r = p.arrival.duration_since(arrival).as_secs_f64();
+            let s = f64::from(p.timestamp.wrapping_sub(timestamp) as i32) / clock_rate;
+            j += ((r - s).abs() - j) / 16.0;
+            sum += j;
+            n += 1;
+        }
+        prev = Some((p.arrival, p.timestamp));
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64 * 1000.0
     }
 }
 
@@ -472,198 +950,252 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Results of one room size.
-struct RoomResult {
-    participants: usize,
-    window: f64,
-    joined_secs: f64,
-    media_ready_secs: f64,
-    server_cpu_pct: f64,
-    server_rss_idle_mib: f64,
-    server_rss_end_mib: f64,
-    server_rss_peak_mib: f64,
-    datagrams_in_per_s: f64,
-    rtp_in_per_s: f64,
-    rtp_forwarded_per_s: f64,
-    forward_errors: u64,
-    forward_errors_total: u64,
-    server_udp_drops: u64,
-    self_udp_drops: u64,
-    video: Vec<DownTrack>,
-    audio: Vec<DownTrack>,
-    publisher_fps: Vec<f64>,
-    self_cpu_pct: f64,
-    /// CPU used by every process on the machine, in % of one core (from /proc/stat).
-    machine_busy_pct: f64,
-    client_problems: Vec<String>,
-}
-
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-async fn run_room(
-    bin: &Path,
-    args: &Args,
-    participants: usize,
-    clip: &Arc<Fixture>,
+/// What CPU times are measured in.
+#[derive(Debug, Clone, Copy)]
+struct Host {
+    /// Clock ticks per second of /proc CPU times.
     tck: f64,
+    /// Cores of the machine (the load tool and the server share them).
     cores: usize,
-) -> Result<RoomResult> {
-    let mut server = ServerProcess::start(bin).await?;
-    let mut clients = Vec::new();
-    let measured = measure_room(&mut server, &mut clients, args, participants, clip, tck, cores).await;
-    // Clients go first (their peer connections close locally; the server just sees them
-    // vanish), then the server is stopped cleanly whatever the measurement returned.
-    futures_util::future::join_all(clients.iter().map(|c| c.drop_without_leave())).await;
-    drop(clients);
-    let log = server.log_path.clone();
-    let stopped = server.stop().await;
-    let result = measured.map_err(|e| e.context(format!("server log tail:\n{}", log_tail(&log))))?;
-    stopped?;
-    Ok(result)
 }
 
-async fn measure_room(
-    server: &mut ServerProcess,
-    clients: &mut Vec<TestClient>,
+/// Results of one target.
+struct TargetResult {
+    /// The server these figures are of.
+    target: Target,
+    /// Seconds the window actually lasted.
+    window: f64,
+    /// See `Load::publishing_secs`.
+    publishing_secs: f64,
+    /// See `Load::media_ready_secs`.
+    media_ready_secs: f64,
+    /// Server CPU over the window, seconds.
+    server_cpu_secs: f64,
+    /// Server RSS before anyone joined, KiB.
+    server_rss_idle_kib: u64,
+    /// Server RSS at the end of the window, KiB.
+    server_rss_end_kib: u64,
+    /// Server peak RSS (VmHWM) at the end of the window, KiB.
+    server_rss_peak_kib: u64,
+    /// Receive-buffer drops on the server's sockets over the window.
+    server_udp_drops: u64,
+    /// Receive-buffer drops on the load tool's sockets over the window.
+    self_udp_drops: u64,
+    /// Qiao's counters over the window, per second: (RTP in, RTP forwarded); and forward errors.
+    qiao_counters: Option<(f64, f64, u64)>,
+    /// Every video down track over the window.
+    video: Vec<DownTrack>,
+    /// Every audio down track over the window.
+    audio: Vec<DownTrack>,
+    /// Publisher-to-receiver time of every video / audio packet in the window that had a send
+    /// stamp, ms.
+    latency_video_ms: Vec<f64>,
+    latency_audio_ms: Vec<f64>,
+    /// Packets in the window without a send stamp (should be none).
+    unstamped: u64,
+    /// Each subscriber's join to its first complete key frame from each publisher, ms.
+    first_frame_ms: Vec<f64>,
+    /// Video frames per second each publisher wrote (30 unless the load tool fell behind).
+    publisher_fps: Vec<f64>,
+    /// The load tool's CPU, % of one core.
+    self_cpu_pct: f64,
+    /// CPU used by every process on the machine, in % of one core (from /proc/stat).
+    machine_busy_pct: f64,
+    /// Background errors of the clients (write failures, server error messages).
+    client_problems: Vec<String>,
+}
+
+impl TargetResult {
+    fn server_cpu_pct(&self) -> f64 {
+        self.server_cpu_secs / self.window * 100.0
+    }
+    /// Packets the receivers got over the window (duplicates included: each was forwarded).
+    fn packets_received(&self) -> u64 {
+        self.video.iter().chain(&self.audio).map(|t| t.received + t.duplicates).sum()
+    }
+    fn packets_per_s(&self) -> f64 {
+        self.packets_received() as f64 / self.window
+    }
+    fn cpu_us_per_packet(&self) -> f64 {
+        self.server_cpu_secs * 1e6 / self.packets_received().max(1) as f64
+    }
+    fn packets_per_cpu_s(&self) -> f64 {
+        self.packets_received() as f64 / self.server_cpu_secs.max(1e-9)
+    }
+}
+
+/// The time from a subscriber's join to the arrival of the last packet of the first complete
+/// VP8 key frame on `source`'s video track, ms.
+fn first_keyframe_ms(rx: &Receiver, started: Instant, source: &str) -> Option<f64> {
+    rx.recorder.with_track(source, "video", |t| {
+        let frame = t.frames().into_iter().find(|f| f.complete && f.keyframe)?;
+        let done = t.packets.iter().filter(|p| p.timestamp == frame.timestamp).map(|p| p.arrival).max()?;
+        Some(done.duration_since(started).as_secs_f64() * 1000.0)
+    })?
+}
+
+/// The measurement window over a load that is flowing.
+async fn measure(
+    target: Target,
+    server: &ChildServer,
+    qiao: Option<&QiaoServer>,
+    load: &Load,
+    rss_idle_kib: u64,
     args: &Args,
-    participants: usize,
-    clip: &Arc<Fixture>,
-    tck: f64,
-    cores: usize,
-) -> Result<RoomResult> {
-    let rss_idle = server.rss_kib()?;
-    let session = server.create_session().await?;
-    let mut invites = Vec::new();
-    for i in 0..participants {
-        let name = format!("bench-{i:02}");
-        let role = if i == 0 { "judge" } else { "party" };
-        invites.push((name.clone(), server.invite(&session, &name, role).await?));
-    }
-
-    // Everyone joins and publishes at once, like a hearing that starts on time.
-    let t0 = Instant::now();
-    let ws_url = server.ws_url.clone();
-    let joined = futures_util::future::join_all(invites.into_iter().map(|(name, token)| {
-        let ws_url = ws_url.clone();
-        let opts = ClientOptions {
-            name,
-            join_timeout: SETUP_TIMEOUT,
-            publish_timeout: SETUP_TIMEOUT,
-            video_fixture: Some(Arc::clone(clip)),
-            ..Default::default()
-        };
-        async move {
-            let c = TestClient::connect_with(&ws_url, &token, opts).await?;
-            c.publish(Media::audio_video(VideoCodec::Vp8)).await?;
-            Ok::<_, anyhow::Error>(c)
-        }
-    }))
-    .await;
-    // Keep the clients that did join, so the caller can shut them down even on failure.
-    let mut first_err = None;
-    for r in joined {
-        match r {
-            Ok(c) => clients.push(c),
-            Err(e) => first_err = first_err.or(Some(e)),
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e.context("joining and publishing"));
-    }
-    let joined_secs = t0.elapsed().as_secs_f64();
-    eprintln!("  {participants} joined and publishing after {joined_secs:.1} s");
-
-    // Every receiver gets a complete VP8 key frame and audio from every other participant
-    // (the harness's event wait; it re-checks the recorded track as packets arrive).
-    let clients_ref: &[TestClient] = clients;
-    let pairs = (0..participants).flat_map(|r| (0..participants).filter(move |&p| p != r).map(move |p| (r, p)));
-    futures_util::future::try_join_all(pairs.map(|(r, p)| async move {
-        let (rc, pc) = (&clients_ref[r], &clients_ref[p]);
-        rc.wait_media("a complete VP8 key frame", &pc.participant_id, "video", MEDIA_TIMEOUT, |t| {
-            t.frame_stats().complete_keyframes >= 1
-        })
-        .await?;
-        rc.wait_media("audio", &pc.participant_id, "audio", MEDIA_TIMEOUT, |t| !t.packets.is_empty()).await
-    }))
-    .await
-    .context("waiting for every participant to receive every other")?;
-    let media_ready_secs = t0.elapsed().as_secs_f64();
-    eprintln!(
-        "  all {} down-tracks carry media after {media_ready_secs:.1} s; measuring for {} s",
-        participants * (participants - 1) * 2,
-        args.seconds
-    );
-
-    // The measurement window: the one deliberate timed wait.
-    let start = Snapshot::take(server, clients).await?;
+    host: Host,
+) -> Result<TargetResult> {
+    let Host { tck, cores } = host;
+    eprintln!("  every receiver has media after {:.1} s; measuring for {} s", load.media_ready_secs, args.seconds);
+    // The one deliberate timed wait.
+    let start = Snapshot::take(server, qiao, load).await?;
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let end = Snapshot::take(server, clients).await?;
-    server.check_alive()?;
+    let end = Snapshot::take(server, qiao, load).await?;
     let window = end.at.duration_since(start.at).as_secs_f64();
-
-    let mut video = Vec::new();
-    let mut audio = Vec::new();
-    for (((r, p, kind), from), (_, to)) in start.tracks.iter().zip(&end.tracks) {
-        let (rc, pc) = (&clients[*r], &clients[*p]);
-        let (Some((id, from)), Some((id_end, to))) = (from, to) else {
-            bail!("{} has no {kind} track from {}", rc.name, pc.name);
-        };
-        ensure!(id == id_end, "{}: the {kind} track from {} was replaced during the window", rc.name, pc.name);
-        let d = rc
-            .with_received(&pc.participant_id, kind, |t| {
-                let window = &t.packets[*from..*to];
-                let seqs: Vec<u16> = window.iter().map(|p| p.seq).collect();
-                let report = rtp_check::check_sequence(&seqs);
-                DownTrack {
-                    received: (report.packets - report.duplicates.len()) as u64,
-                    lost: report.lost,
-                    duplicates: report.duplicates.len() as u64,
-                    payload_bytes: window.iter().map(|p| p.payload.len() as u64).sum(),
-                }
-            })
-            .context("track vanished")?;
-        if *kind == "video" {
-            video.push(d);
-        } else {
-            audio.push(d);
-        }
-    }
-
-    let mut client_problems = Vec::new();
-    for c in clients.iter() {
-        if let Err(e) = c.assert_healthy() {
-            client_problems.push(format!("{e:#}"));
-        }
-    }
     let per_s = |a: u64, b: u64| (b - a) as f64 / window;
-    Ok(RoomResult {
-        participants,
+
+    let mut r = TargetResult {
+        target,
         window,
-        joined_secs,
-        media_ready_secs,
-        server_cpu_pct: (end.server_ticks - start.server_ticks) as f64 / tck / window * 100.0,
-        server_rss_idle_mib: mib(rss_idle),
-        server_rss_end_mib: mib(server.rss_kib()?),
-        server_rss_peak_mib: mib(server.peak_rss_kib()?),
-        datagrams_in_per_s: per_s(start.counters.datagrams_in, end.counters.datagrams_in),
-        rtp_in_per_s: per_s(start.counters.rtp_in, end.counters.rtp_in),
-        rtp_forwarded_per_s: per_s(start.counters.rtp_forwarded, end.counters.rtp_forwarded),
-        forward_errors: end.counters.forward_errors - start.counters.forward_errors,
-        forward_errors_total: end.counters.forward_errors,
-        // Sockets live for the whole room, so the counters only grow over the window.
+        publishing_secs: load.publishing_secs,
+        media_ready_secs: load.media_ready_secs,
+        server_cpu_secs: (end.server_ticks - start.server_ticks) as f64 / tck,
+        server_rss_idle_kib: rss_idle_kib,
+        server_rss_end_kib: server.rss_kib()?,
+        server_rss_peak_kib: server.peak_rss_kib()?,
+        // Sockets live for the whole run, so the counters only grow over the window.
         server_udp_drops: end.server_udp_drops.saturating_sub(start.server_udp_drops),
         self_udp_drops: end.self_udp_drops.saturating_sub(start.self_udp_drops),
-        video,
-        audio,
+        qiao_counters: start.counters.zip(end.counters).map(|(a, b)| {
+            (per_s(a.rtp_in, b.rtp_in), per_s(a.rtp_forwarded, b.rtp_forwarded), b.forward_errors - a.forward_errors)
+        }),
+        video: Vec::new(),
+        audio: Vec::new(),
+        latency_video_ms: Vec::new(),
+        latency_audio_ms: Vec::new(),
+        unstamped: 0,
+        first_frame_ms: Vec::new(),
         publisher_fps: start.frames_sent.iter().zip(&end.frames_sent).map(|(a, b)| per_s(*a, *b)).collect(),
         self_cpu_pct: (end.self_ticks - start.self_ticks) as f64 / tck / window * 100.0,
         machine_busy_pct: ratio(end.machine.0 - start.machine.0, end.machine.1 - start.machine.1)
             * cores as f64
             * 100.0,
-        client_problems,
-    })
+        client_problems: Vec::new(),
+    };
+
+    for (((rx, s, kind), from), (_, to)) in start.tracks.iter().zip(&end.tracks) {
+        let receiver = &load.receivers[*rx];
+        let source = &receiver.sources[*s];
+        let (Some((id, from)), Some((id_end, to))) = (from, to) else {
+            bail!("{} has no {kind} track from {source}", receiver.name);
+        };
+        ensure!(id == id_end, "{}: the {kind} track from {source} was replaced during the window", receiver.name);
+        let clock_rate = if *kind == "video" { 90_000.0 } else { 48_000.0 };
+        let (track, latencies, unstamped) = receiver
+            .recorder
+            .with_track(source, kind, |t| {
+                let window = &t.packets[*from..*to];
+                let seqs: Vec<u16> = window.iter().map(|p| p.seq).collect();
+                let report = rtp_check::check_sequence(&seqs);
+                // Only packets sent during the window: one a server replays from its GOP cache to
+                // a new subscriber was sent before, and its age is not a forwarding delay.
+                let stamped = window.iter().filter(|p| p.sent_at.is_some()).count();
+                let latencies: Vec<f64> = window
+                    .iter()
+                    .filter_map(|p| p.sent_at.filter(|s| *s >= start.at).map(|s| (p.arrival, s)))
+                    .map(|(arrival, sent)| arrival.duration_since(sent).as_secs_f64() * 1000.0)
+                    .collect();
+                let unstamped = (window.len() - stamped) as u64;
+                let track = DownTrack {
+                    received: (report.packets - report.duplicates.len()) as u64,
+                    lost: report.lost,
+                    duplicates: report.duplicates.len() as u64,
+                    payload_bytes: window.iter().map(|p| p.payload.len() as u64).sum(),
+                    jitter_ms: jitter_ms(window, clock_rate),
+                };
+                (track, latencies, unstamped)
+            })
+            .context("track vanished")?;
+        r.unstamped += unstamped;
+        if *kind == "video" {
+            r.video.push(track);
+            r.latency_video_ms.extend(latencies);
+        } else {
+            r.audio.push(track);
+            r.latency_audio_ms.extend(latencies);
+        }
+    }
+    for rx in &load.receivers {
+        let Some(started) = rx.join_started else { continue };
+        for source in &rx.sources {
+            let ms = first_keyframe_ms(rx, started, source)
+                .with_context(|| format!("{}: no complete key frame from {source}", rx.name))?;
+            r.first_frame_ms.push(ms);
+        }
+    }
+    Ok(r)
+}
+
+/// Starts a server, sets up the load, measures, closes the clients and stops the server (also
+/// when something failed).
+async fn run_target(target: Target, bin: &Path, args: &Args, clip: &Arc<Fixture>, host: Host) -> Result<TargetResult> {
+    let probe = Arc::new(LatencyProbe::default());
+    match target {
+        Target::Qiao => {
+            let server = QiaoServer::start(bin, args.server_ip).await?;
+            let mut clients = Vec::new();
+            let measured = async {
+                let idle = server.process.rss_kib()?;
+                let load = qiao_load(&server, &mut clients, args, clip, &probe).await?;
+                let mut r = measure(target, &server.process, Some(&server), &load, idle, args, host).await?;
+                r.client_problems =
+                    clients.iter().filter_map(|c| c.assert_healthy().err()).map(|e| format!("{e:#}")).collect();
+                Ok::<_, anyhow::Error>(r)
+            }
+            .await;
+            // Clients go first (their peer connections close locally; the server sees them
+            // vanish), then the server is stopped cleanly whatever the measurement returned.
+            futures_util::future::join_all(clients.iter().map(|c| c.drop_without_leave())).await;
+            drop(clients);
+            finish(server.process, measured).await
+        }
+        Target::Janus => {
+            let server = janus::JanusServer::start(args.server_ip).await?;
+            let mut parts = Vec::new();
+            let measured = async {
+                let idle = server.process.rss_kib()?;
+                let load = janus_load(&server, &mut parts, args, clip, &probe).await?;
+                let mut r = measure(target, &server.process, None, &load, idle, args, host).await?;
+                r.client_problems = parts.iter().flat_map(|p| p.errors.lock().unwrap().clone()).collect();
+                Ok::<_, anyhow::Error>(r)
+            }
+            .await;
+            for r in futures_util::future::join_all(parts.iter().map(JanusParticipant::close)).await {
+                if let Err(e) = r {
+                    eprintln!("  closing a Janus session: {e:#}");
+                }
+            }
+            drop(parts);
+            finish(server.process, measured).await
+        }
+    }
+}
+
+/// Stops the server and returns the measurement, with the server's log when it failed.
+async fn finish(mut server: ChildServer, measured: Result<TargetResult>) -> Result<TargetResult> {
+    let measured = match measured {
+        Ok(r) => server.check_alive().map(|()| r),
+        Err(e) => Err(e),
+    };
+    let log = server.log_tail();
+    let name = server.name;
+    let stopped = server.stop().await;
+    let result = measured.map_err(|e| e.context(format!("{name} log tail:\n{log}")))?;
+    stopped?;
+    Ok(result)
 }
 
 // ════════════════════════════════ report ════════════════════════════════
@@ -685,96 +1217,167 @@ fn max(v: impl IntoIterator<Item = f64>) -> f64 {
     v.into_iter().fold(0.0, f64::max)
 }
 
+/// The `p`-th percentile (0–100, nearest rank) of `v`.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0 * s.len() as f64).ceil() as usize).clamp(1, s.len());
+    s[rank - 1]
+}
+
 /// Loss over all tracks together, and the worst single track, in percent.
 fn loss_cell(tracks: &[DownTrack]) -> String {
     let lost: u64 = tracks.iter().map(|t| t.lost).sum();
     let all: u64 = tracks.iter().map(|t| t.received + t.lost).sum();
-    format!("{:.2} / {:.2}", ratio(lost, all) * 100.0, max(tracks.iter().map(|t| t.loss())) * 100.0)
+    format!("{:.2} / {:.2}", ratio(lost, all) * 100.0, max(tracks.iter().map(DownTrack::loss)) * 100.0)
 }
 
-fn print_report(args: &Args, results: &[RoomResult], clip_kbps: f64, cores: usize) {
-    println!();
-    println!("### Server (release `qiao serve`, separate process)");
+fn jitter_cell(tracks: &[DownTrack]) -> String {
+    format!("{:.2} / {:.2}", mean(tracks.iter().map(|t| t.jitter_ms)), max(tracks.iter().map(|t| t.jitter_ms)))
+}
+
+/// A figure of one target, for the ratio column.
+type Figure<'a> = Box<dyn Fn(&TargetResult) -> f64 + 'a>;
+
+/// A report row: a label, one cell per target, and the Qiao / Janus ratio of `value` when both
+/// ran and the row has one.
+struct Row<'a> {
+    /// The first column.
+    label: &'a str,
+    /// A target's cell.
+    cell: Box<dyn Fn(&TargetResult) -> String + 'a>,
+    /// The figure whose Qiao / Janus ratio the last column shows.
+    value: Option<Figure<'a>>,
+}
+
+fn row<'a>(label: &'a str, cell: impl Fn(&TargetResult) -> String + 'a) -> Row<'a> {
+    Row { label, cell: Box::new(cell), value: None }
+}
+
+fn ratio_row<'a>(label: &'a str, digits: usize, value: impl Fn(&TargetResult) -> f64 + Copy + 'a) -> Row<'a> {
+    Row { label, cell: Box::new(move |r| format!("{:.*}", digits, value(r))), value: Some(Box::new(value)) }
+}
+
+fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: usize) {
+    let participants = args.participants();
+    let down_tracks_per_kind =
+        args.rooms * (args.publishers * (args.publishers - 1) + args.subscribers * args.publishers);
+    let kbps = |r: &TargetResult, t: &DownTrack| t.payload_bytes as f64 * 8.0 / r.window / 1000.0;
+    let rows = [
+        ratio_row("server CPU, % of one core", 1, TargetResult::server_cpu_pct),
+        ratio_row("**server CPU per forwarded packet, µs**", 2, TargetResult::cpu_us_per_packet),
+        ratio_row("**forwarded packets per server CPU-second**", 0, TargetResult::packets_per_cpu_s),
+        ratio_row("forwarded packets/s (counted at the receivers)", 0, TargetResult::packets_per_s),
+        row("video loss at receivers after NACK, % (all / worst track)", |r| loss_cell(&r.video)),
+        row("audio loss at receivers, % (all / worst track)", |r| loss_cell(&r.audio)),
+        row("interarrival jitter, video, ms (mean / worst track)", |r| jitter_cell(&r.video)),
+        row("interarrival jitter, audio, ms (mean / worst track)", |r| jitter_cell(&r.audio)),
+        row("**added latency, video, ms (p50 / p99)**", |r| {
+            format!("{:.1} / {:.1}", percentile(&r.latency_video_ms, 50.0), percentile(&r.latency_video_ms, 99.0))
+        }),
+        row("**added latency, audio, ms (p50 / p99)**", |r| {
+            format!("{:.1} / {:.1}", percentile(&r.latency_audio_ms, 50.0), percentile(&r.latency_audio_ms, 99.0))
+        }),
+        ratio_row("**server memory per participant, MiB**", 2, move |r| {
+            mib(r.server_rss_end_kib.saturating_sub(r.server_rss_idle_kib)) / participants as f64
+        }),
+        row("server RSS idle → in session (peak), MiB", |r| {
+            format!(
+                "{:.1} → {:.1} ({:.1})",
+                mib(r.server_rss_idle_kib),
+                mib(r.server_rss_end_kib),
+                mib(r.server_rss_peak_kib)
+            )
+        }),
+        row("**subscriber join to first key frame, ms (p50 / max)**", |r| {
+            if r.first_frame_ms.is_empty() {
+                "no subscribers".to_string()
+            } else {
+                format!("{:.0} / {:.0}", percentile(&r.first_frame_ms, 50.0), max(r.first_frame_ms.iter().copied()))
+            }
+        }),
+        row("video received per down track, kbps (mean / min)", |r| {
+            format!("{:.0} / {:.0}", mean(r.video.iter().map(|t| kbps(r, t))), min(r.video.iter().map(|t| kbps(r, t))))
+        }),
+        row("video duplicates at receivers, %", |r| {
+            let dups: u64 = r.video.iter().map(|t| t.duplicates).sum();
+            let all: u64 = r.video.iter().map(|t| t.received + t.duplicates).sum();
+            format!("{:.2}", ratio(dups, all) * 100.0)
+        }),
+        row("UDP drops: server socket / load tool sockets", |r| {
+            format!("{} / {}", r.server_udp_drops, r.self_udp_drops)
+        }),
+        row("publisher video fps (mean / min)", |r| {
+            format!("{:.1} / {:.1}", mean(r.publisher_fps.iter().copied()), min(r.publisher_fps.iter().copied()))
+        }),
+        row("load tool CPU, % of one core", |r| format!("{:.1}", r.self_cpu_pct)),
+        row("setup: publishers sending / all media flowing, s", |r| {
+            format!("{:.1} / {:.1}", r.publishing_secs, r.media_ready_secs)
+        }),
+    ];
+    let both = results.len() == 2;
     println!();
     println!(
-        "| participants | server CPU (% of one core) | RSS idle → end (MiB) | peak RSS (MiB) | RTP in/s \
-         | RTP forwarded/s (÷ in) | forward errors (window / total) | UDP drops at the server's socket |"
+        "### {} rooms × {} publishers × {} subscribers ({participants} participants, {down_tracks_per_kind} video and \
+         {down_tracks_per_kind} audio down tracks), {} s window",
+        args.rooms, args.publishers, args.subscribers, args.seconds
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in results {
-        println!(
-            "| {} | {:.1} | {:.1} → {:.1} | {:.1} | {:.0} | {:.0} ({:.2}, ideal {}) | {} / {} | {} |",
-            r.participants,
-            r.server_cpu_pct,
-            r.server_rss_idle_mib,
-            r.server_rss_end_mib,
-            r.server_rss_peak_mib,
-            r.rtp_in_per_s,
-            r.rtp_forwarded_per_s,
-            if r.rtp_in_per_s > 0.0 { r.rtp_forwarded_per_s / r.rtp_in_per_s } else { 0.0 },
-            r.participants - 1,
-            r.forward_errors,
-            r.forward_errors_total,
-            r.server_udp_drops,
-        );
+    println!();
+    let names: Vec<&str> = results.iter().map(|r| r.target.name()).collect();
+    let ratio_head = if both { " | Qiao / Janus" } else { "" };
+    println!("| | {}{ratio_head} |", names.join(" | "));
+    println!("|---|{}{}", "---:|".repeat(results.len()), if both { "---:|" } else { "" });
+    for row in &rows {
+        let cells: Vec<String> = results.iter().map(|r| (row.cell)(r)).collect();
+        let ratio_cell = match (&row.value, both) {
+            (Some(v), true) => format!(" | {:.2}", v(&results[0]) / v(&results[1])),
+            (None, true) => " | ".to_string(),
+            _ => String::new(),
+        };
+        println!("| {} | {}{ratio_cell} |", row.label, cells.join(" | "));
     }
     println!();
-    println!("### Clients (webrtc-rs load generator, one process)");
-    println!();
-    println!(
-        "| participants | video down-tracks | video received, kbps (mean / min) | video duplicates, % \
-         | video loss, % (all / worst track) | audio loss, % (all / worst) | UDP drops at the clients' sockets \
-         | publisher video fps (mean / min) | load tool CPU (% of one core) | joined / all media flowing (s) |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
-        let kbps = |t: &DownTrack| t.payload_bytes as f64 * 8.0 / r.window / 1000.0;
-        let dups: u64 = r.video.iter().map(|t| t.duplicates).sum();
-        let packets: u64 = r.video.iter().map(|t| t.received + t.duplicates).sum();
-        println!(
-            "| {} | {} | {:.0} / {:.0} | {:.1} | {} | {} | {} | {:.1} / {:.1} | {:.1} | {:.1} / {:.1} |",
-            r.participants,
-            r.video.len(),
-            mean(r.video.iter().map(kbps)),
-            min(r.video.iter().map(kbps)),
-            ratio(dups, packets) * 100.0,
-            loss_cell(&r.video),
-            loss_cell(&r.audio),
-            r.self_udp_drops,
-            mean(r.publisher_fps.iter().copied()),
-            min(r.publisher_fps.iter().copied()),
-            r.self_cpu_pct,
-            r.joined_secs,
-            r.media_ready_secs,
-        );
+        if let Some((rtp_in, forwarded, errors)) = r.qiao_counters {
+            println!(
+                "Qiao's own counters (`GET /api/v1/media/stats`) over the window: {rtp_in:.0} RTP packets in/s, \
+                 {forwarded:.0} forwarded/s (÷ in = {:.2}), {errors} forward errors.",
+                forwarded / rtp_in.max(1.0)
+            );
+            println!();
+        }
     }
-    println!();
     println!(
-        "Window {} s per room. Video: {VIDEO_WIDTH}×{VIDEO_HEIGHT} VP8 at {} fps, clip average {clip_kbps:.0} kbps \
-         of RTP payload (target {} kbps, key frame every {} frames); audio: Opus 48 kbps, 20 ms. Loopback, \
-         plain HTTP, server defaults otherwise. Received kbps counts the RTP payload of every packet, \
-         duplicates included; loss counts sequence numbers never received in the window (after any \
-         retransmission). UDP drops are the kernel's receive-buffer drops on each side's sockets over the \
-         window. CPU is user + system time from /proc/PID/stat over the window; {cores} cores. Datagrams in/s \
-         at the server: {}.",
-        args.seconds,
+        "Video: {VIDEO_WIDTH}×{VIDEO_HEIGHT} VP8 at {} fps, clip average {clip_kbps:.0} kbps of RTP payload (target {} \
+         kbps, a key frame every {} frames); audio: Opus 48 kbps, 20 ms. Every publisher also receives the other \
+         publishers of its room. The servers and the load tool run in one network namespace (the load tool binds \
+         {}, the servers' media {}). Forwarded packets are those the receivers got in the window, retransmissions \
+         included; loss counts sequence numbers never received in the window (after NACK repair); jitter is the RFC \
+         3550 estimator, averaged over the window; added latency is from the publisher's packetizer to the \
+         receiver's track reader, both in this process, so it includes both webrtc-rs stacks (packets sent \
+         during the window only: a packet replayed from a GOP cache was sent earlier). Memory per \
+         participant is (RSS at the end − RSS idle) ÷ {participants}. CPU is user + system time from \
+         /proc/PID/stat over the window; {cores} cores. Qiao records every session (its CPU includes the \
+         recorder); Janus records nothing. Subscribers join spread over one key-frame interval; the publishers' clip \
+         does not answer keyframe requests, so join to first key frame waits for the clip's next key frame unless \
+         the server has one to send (a browser publisher would answer a server's request within about one round \
+         trip).",
         fixtures::VIDEO_FPS,
         args.kbps,
         fixtures::KEYFRAME_INTERVAL,
-        results
-            .iter()
-            .map(|r| format!("{:.0} ({} participants)", r.datagrams_in_per_s, r.participants))
-            .collect::<Vec<_>>()
-            .join(", "),
+        args.client_ip,
+        args.server_ip,
     );
-    let shown = if args.raw.is_empty() { String::new() } else { format!(" {}", args.raw.join(" ")) };
     println!();
-    println!("Command: `scripts/bench.sh{shown}`");
+    println!("Command: `{}`", args.command());
     for r in results {
         let notes = notes(r);
         if !notes.is_empty() {
             println!();
-            println!("Notes for {} participants:", r.participants);
+            println!("Notes for {}:", r.target.name());
             for n in notes {
                 println!("- {n}");
             }
@@ -782,21 +1385,21 @@ fn print_report(args: &Args, results: &[RoomResult], clip_kbps: f64, cores: usiz
     }
 }
 
-/// Things a reader must know before trusting a row: which side lost packets, whether the load
+/// Things a reader must know before trusting a column: which side lost packets, whether the load
 /// generator kept real time, errors.
-fn notes(r: &RoomResult) -> Vec<String> {
+fn notes(r: &TargetResult) -> Vec<String> {
     let mut notes = Vec::new();
     if r.self_udp_drops > 0 {
         notes.push(format!(
             "{} datagrams were dropped at the load tool's sockets (receive buffer full: the clients did not read \
-             in time). Loss, duplicates (NACK retransmissions) and extra received kbps in this row then come \
+             in time). Loss, duplicates (NACK retransmissions) and extra received kbps in this column then come \
              from the load generator, not from the server.",
             r.self_udp_drops
         ));
     }
     if r.server_udp_drops > 0 {
         notes.push(format!(
-            "{} datagrams were dropped at the server's socket (receive buffer full).",
+            "{} datagrams were dropped at the server's sockets (receive buffer full).",
             r.server_udp_drops
         ));
     }
@@ -810,15 +1413,21 @@ fn notes(r: &RoomResult) -> Vec<String> {
     }
     // /proc/stat is sampled per tick and reads somewhat lower than the per-process times, so only
     // a clear excess means other work competed for the cores during the window.
-    let others = r.machine_busy_pct - r.server_cpu_pct - r.self_cpu_pct;
+    let others = r.machine_busy_pct - r.server_cpu_pct() - r.self_cpu_pct;
     if others > 25.0 {
         notes.push(format!(
             "other processes used about {others:.0} % of one core during the window (machine-wide /proc/stat): \
              the server and the load generator shared the cores with them; compare with a run on a quiet machine."
         ));
     }
-    if r.forward_errors > 0 {
-        notes.push(format!("the server counted {} forward errors in the window.", r.forward_errors));
+    if let Some((_, _, errors)) = r.qiao_counters.filter(|c| c.2 > 0) {
+        notes.push(format!("the server counted {errors} forward errors in the window."));
+    }
+    if r.unstamped > 0 {
+        notes.push(format!(
+            "{} received packets had no send stamp (payload not matched to a publisher's): they have no latency.",
+            r.unstamped
+        ));
     }
     notes.extend(r.client_problems.iter().map(|p| format!("client problem: {p}")));
     notes
@@ -841,16 +1450,25 @@ fn server_binary() -> Result<PathBuf> {
 async fn run(args: Args) -> Result<()> {
     let bin = server_binary()?;
     ensure!(
-        bin.is_file(),
+        bin.is_file() || !args.targets.contains(&Target::Qiao),
         "server binary {} not found: run scripts/bench.sh (it builds it), or set QIAO_BIN",
         bin.display()
     );
-    let tck = clock_ticks_per_sec();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let host = Host { tck: clock_ticks_per_sec(), cores };
     let version = std::process::Command::new(&bin)
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let janus_version = std::process::Command::new("janus")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let first = out.lines().next().unwrap_or_default();
+            first.strip_prefix("Janus version: ").unwrap_or(first).to_string()
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     eprintln!("server: {} ({version})", bin.display());
@@ -867,17 +1485,29 @@ async fn run(args: Args) -> Result<()> {
     eprintln!("video clip: {} ({clip_kbps:.0} kbps average)", clip.path.display());
 
     let mut results = Vec::new();
-    for &p in &args.participants {
-        eprintln!("room with {p} participants:");
-        let r =
-            run_room(&bin, &args, p, &clip, tck, cores).await.with_context(|| format!("room with {p} participants"))?;
+    for &target in &args.targets {
         eprintln!(
-            "  server CPU {:.1} % of one core, RSS {:.1} MiB (peak {:.1}); load tool CPU {:.1} %",
-            r.server_cpu_pct, r.server_rss_end_mib, r.server_rss_peak_mib, r.self_cpu_pct
+            "{}: {} rooms × {} publishers × {} subscribers",
+            target.name(),
+            args.rooms,
+            args.publishers,
+            args.subscribers
+        );
+        let r = run_target(target, &bin, &args, &clip, host).await.with_context(|| target.name())?;
+        eprintln!(
+            "  server CPU {:.1} % of one core, {:.2} µs per forwarded packet; load tool CPU {:.1} %",
+            r.server_cpu_pct(),
+            r.cpu_us_per_packet(),
+            r.self_cpu_pct
         );
         results.push(r);
     }
-    println!("Machine: {}, {cores} cores, Linux {}; server {version}", cpu_model(), kernel.trim());
+    println!(
+        "Machine: {}, {cores} cores, Linux {}; {version}{}",
+        cpu_model(),
+        kernel.trim(),
+        if args.targets.contains(&Target::Janus) { format!("; Janus {janus_version}") } else { String::new() }
+    );
     print_report(&args, &results, clip_kbps, cores);
     Ok(())
 }

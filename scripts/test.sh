@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 need_build_tools
 need_rust
 apt_need ffmpeg chromium fonts-wqy-microhei
+# `ip` for tests/netem.rs: network namespaces and addresses of the emulated link.
+apt_need iproute2
 if ! command -v node >/dev/null; then
     apt_need nodejs npm
 fi

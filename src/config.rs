@@ -49,6 +49,11 @@ pub struct ServeArgs {
     #[arg(long, env = "QIAO_PLI_INTERVAL_MS", default_value_t = 1000)]
     pub pli_interval_ms: u64,
 
+    /// Most KiB of one video track's latest GOP kept to start new subscribers at once without a
+    /// keyframe request (0 turns the cache off; GOPs older than 4 s are never replayed).
+    #[arg(long, env = "QIAO_GOP_CACHE_KB", default_value_t = 1024)]
+    pub gop_cache_kb: usize,
+
     /// Seconds without media or ICE traffic after which a participant is removed (cause media_timeout).
     #[arg(long, env = "QIAO_PEER_TIMEOUT_SECS", default_value_t = 10)]
     pub peer_timeout_secs: u64,
@@ -255,6 +260,8 @@ impl Config {
                 pli_interval: Duration::from_millis(a.pli_interval_ms),
                 peer_timeout: Duration::from_secs(a.peer_timeout_secs),
                 reconnect_grace: Duration::from_secs(a.reconnect_grace_secs),
+                gop_cache_bytes: a.gop_cache_kb * 1024,
+                ..CoreConfig::default()
             },
             auth: AuthConfig { admin_token, token_ttl: Duration::from_secs(a.token_ttl_secs) },
         })

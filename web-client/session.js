@@ -100,6 +100,8 @@ export class Session {
     this.transfer = null;
     /** the last `recording_status` (kept across reconnections; the server sends it again after `joined`) */
     this.recording = null;
+    /** true while the server sends this device audio only (`video_suspended`: its downlink is too weak) */
+    this.videoSuspended = false;
     this.lastHeard = 0;
     this.timers = { retry: 0, ping: 0, joinAnswer: 0, leave: 0 };
     /** ids of participants who left (participant_left) since our last `joined` */
@@ -402,6 +404,14 @@ export class Session {
           };
           this.onRecording(this.recording);
         }
+        break;
+      case 'video_suspended':
+        // The server measured that this device's downlink cannot carry the video: audio only for
+        // now; it tries video again by itself.
+        this.videoSuspended = msg.suspended === true;
+        this.onNotice(this.videoSuspended
+          ? { zh: '网络较差：已暂停接收视频，声音继续', en: 'Weak connection: video paused, audio continues' }
+          : { zh: '正在尝试恢复视频…', en: 'Trying video again…' });
         break;
       case 'note_saved':
         // The oldest note waiting: the server stores notes one after another, in order.

@@ -19,7 +19,9 @@
 //!   the publisher's zone (the policy is asked again on every zone change);
 //! - a track muted by a host forwards nothing, whatever its publisher sends.
 
+pub mod bwe;
 pub mod codec;
+pub mod gop;
 pub mod ids;
 pub mod munger;
 pub mod policy;
@@ -34,7 +36,7 @@ pub use policy::{ForwardPolicy, SameZone, Subject};
 pub use roles::{policy, Action, RolePolicy};
 pub use room::{
     Control, ControlError, CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo,
-    ParticipantView, Role, Room, RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
+    ParticipantView, Replayed, Role, Room, RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
     MAX_REPRESENTATIVES,
 };
 pub use zone::Zone;

@@ -16,6 +16,9 @@ pub struct Munger {
     state: Option<Segment>,
     /// The source before the current one: its late packets are dropped, not taken for a switch.
     prev_ssrc: Option<u32>,
+    /// The next packet starts a new segment even from the same source (forwarding resumes after
+    /// a pause: no gap in the output for the packets that were not sent).
+    rebase: bool,
 }
 
 /// The current source segment: one input SSRC and the offsets that map it onto the output.
@@ -41,7 +44,7 @@ fn seq_newer(a: u16, b: u16) -> bool {
 
 impl Munger {
     pub fn new(start_seq: u16, start_ts: u32) -> Munger {
-        Munger { start_seq, start_ts, state: None, prev_ssrc: None }
+        Munger { start_seq, start_ts, state: None, prev_ssrc: None, rebase: false }
     }
 
     /// Maps an input packet to its output `(sequence number, timestamp)`, or `None` if it must be
@@ -50,7 +53,7 @@ impl Munger {
     /// one (for video, a keyframe); the room makes sure of that.
     pub fn rewrite(&mut self, ssrc: u32, seq: u16, ts: u32, clock_rate: u32, now: Instant) -> Option<(u16, u32)> {
         match &mut self.state {
-            Some(seg) if seg.in_ssrc == ssrc => {
+            Some(seg) if seg.in_ssrc == ssrc && !self.rebase => {
                 if seq.wrapping_sub(seg.first_in_seq) >= 0x8000 {
                     return None; // before this segment began
                 }
@@ -65,14 +68,17 @@ impl Munger {
                 }
                 Some((out_seq, out_ts))
             }
-            Some(_) if self.prev_ssrc == Some(ssrc) => None,
+            Some(seg) if seg.in_ssrc != ssrc && self.prev_ssrc == Some(ssrc) => None,
             Some(seg) => {
-                // Source switch: continue right after what the subscriber last saw.
+                // Source switch (or resume): continue right after what the subscriber last saw.
                 let out_seq = seg.max_out_seq.wrapping_add(1);
                 let elapsed = now.saturating_duration_since(seg.max_out_at);
                 let advance = (elapsed.as_secs_f64() * clock_rate as f64) as u64;
                 let out_ts = seg.max_out_ts.wrapping_add(advance.clamp(1, u32::MAX as u64) as u32);
-                self.prev_ssrc = Some(seg.in_ssrc);
+                if seg.in_ssrc != ssrc {
+                    self.prev_ssrc = Some(seg.in_ssrc);
+                }
+                self.rebase = false;
                 *seg = Segment::start(ssrc, seq, ts, out_seq, out_ts, now);
                 Some((out_seq, out_ts))
             }
@@ -82,6 +88,21 @@ impl Munger {
                 Some((self.start_seq, self.start_ts))
             }
         }
+    }
+
+    /// Starts the first segment with a chosen mapping instead of at the first packet: input
+    /// `first_seq` maps to the start sequence number, and input timestamp `in_ts` to `out_ts`.
+    /// A GOP replay uses it so that live packets continue right after the replayed ones.
+    pub fn start_at(&mut self, ssrc: u32, first_seq: u16, in_ts: u32, out_ts: u32, now: Instant) {
+        let mut seg = Segment::start(ssrc, first_seq, in_ts, self.start_seq, out_ts, now);
+        seg.max_out_seq = self.start_seq.wrapping_sub(1);
+        self.state = Some(seg);
+    }
+
+    /// Makes the next packet start a new segment (see `rebase`); call it when forwarding resumes
+    /// after packets were held back, and let only a keyframe through next.
+    pub fn rebase(&mut self) {
+        self.rebase = self.state.is_some();
     }
 
     /// True once the first packet went out.
@@ -162,6 +183,19 @@ mod tests {
         // Stragglers of the old source are dropped.
         assert_eq!(m.rewrite(1, 9, 6050, 90_000, t1), None);
         assert_eq!(m.current_ssrc(), Some(2));
+    }
+
+    #[test]
+    fn a_resume_after_a_pause_continues_the_output_without_a_gap() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(10, 0);
+        assert_eq!(m.rewrite(1, 100, 0, 90_000, t0), Some((10, 0)));
+        m.rebase();
+        // 200 packets and 2 s later, same source.
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(m.rewrite(1, 300, 180_000, 90_000, t1), Some((11, 180_000)));
+        assert_eq!(m.rewrite(1, 301, 183_000, 90_000, t1), Some((12, 183_000)));
+        assert_eq!(m.rewrite(1, 250, 170_000, 90_000, t1), None, "held-back packets stay behind");
     }
 
     #[test]

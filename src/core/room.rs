@@ -5,7 +5,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+
+use super::bwe::{GateChange, VideoGate};
 use super::codec::{starts_keyframe, Codec};
+use super::gop::GopCache;
 use super::ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
 use super::munger::Munger;
 use super::policy::{ForwardPolicy, Subject};
@@ -23,6 +27,10 @@ pub struct CoreConfig {
     pub peer_timeout: Duration,
     /// How long a participant whose signalling dropped keeps its place before it is removed.
     pub reconnect_grace: Duration,
+    /// Limits of each video track's GOP cache (see [`super::gop`]): a GOP larger or older than
+    /// this is not replayed, and a new subscriber waits for a requested keyframe instead.
+    pub gop_cache_bytes: usize,
+    pub gop_cache_age: Duration,
 }
 
 impl Default for CoreConfig {
@@ -31,6 +39,8 @@ impl Default for CoreConfig {
             pli_interval: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(10),
             reconnect_grace: Duration::from_secs(15),
+            gop_cache_bytes: 1 << 20,
+            gop_cache_age: Duration::from_secs(4),
         }
     }
 }
@@ -266,6 +276,12 @@ pub enum RoomEvent {
     ActiveSpeaker {
         participant_id: String,
     },
+    /// The recipient's downlink cannot carry its video (suspended: audio only) or video is being
+    /// tried again; `estimate_kbps` is what its connection's congestion control measured.
+    VideoSuspended {
+        suspended: bool,
+        estimate_kbps: u64,
+    },
 }
 
 /// A control action, with its target resolved to a key by the driver.
@@ -350,9 +366,20 @@ pub struct RtpIn<'a> {
     pub ssrc: u32,
     pub seq: u16,
     pub ts: u32,
-    pub payload: &'a [u8],
+    pub marker: bool,
+    /// Shared, not copied: the GOP cache keeps a reference to video payloads.
+    pub payload: &'a Bytes,
     /// The RFC 6464 audio level carried by the packet, if negotiated (0 loudest, 127 silence).
     pub audio_level: Option<u8>,
+}
+
+/// A cached packet replayed to one new down track (see [`Room::down_track_ready`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    pub seq: u16,
+    pub ts: u32,
+    pub marker: bool,
+    pub payload: Bytes,
 }
 
 /// One packet's copy for one down track, with its rewritten header fields.
@@ -383,6 +410,8 @@ struct Participant {
     reconnect_deadline: Option<Instant>,
     up_tracks: Vec<UpTrackKey>,
     down_tracks: Vec<DownTrackKey>,
+    /// Whether its downlink carries video (audio-only fallback).
+    video_gate: VideoGate,
 }
 
 struct UpTrack {
@@ -402,6 +431,8 @@ struct UpTrack {
     loudness: Loudness,
     /// A level arrived since the last speaker evaluation.
     level_seen: bool,
+    /// Video only: the packets since the latest keyframe, replayed to a new subscriber.
+    gop: Option<GopCache>,
 }
 
 struct DownTrack {
@@ -412,6 +443,9 @@ struct DownTrack {
     munger: Option<Munger>,
     /// Video waits for a keyframe before its first packet and after a source switch.
     waiting_keyframe: bool,
+    /// The subscriber's downlink cannot carry video: forward nothing (audio-only fallback). A copy
+    /// of the subscriber's gate state, so the per-packet path needs no participant lookup.
+    suspended: bool,
 }
 
 pub struct Room {
@@ -522,6 +556,7 @@ impl Room {
                 reconnect_deadline: None,
                 up_tracks: Vec::new(),
                 down_tracks: Vec::new(),
+                video_gate: VideoGate::default(),
             },
         );
         let view = self.view_of(key).expect("just inserted");
@@ -657,11 +692,14 @@ impl Room {
             MediaKind::Audio => p.audio_muted_by_host,
             MediaKind::Video => p.video_muted_by_host,
         };
+        let codec = Codec::from_mime(&info.mime);
+        let gop = codec.is_video().then(|| GopCache::new(self.config.gop_cache_bytes, self.config.gop_cache_age));
         let track = UpTrack {
             loudness: Loudness::default(),
             level_seen: false,
             muted_by_host,
-            codec: Codec::from_mime(&info.mime),
+            codec,
+            gop,
             info,
             publisher,
             stats: ReceiveStats::default(),
@@ -724,19 +762,52 @@ impl Room {
         v
     }
 
-    /// The subscriber has negotiated `down`: start forwarding (from the next keyframe for video).
+    /// The subscriber has negotiated `down` and its connection is up: start forwarding.
     /// `start_seq` and `start_ts` seed the rewritten numbering.
-    pub fn down_track_ready(&mut self, now: Instant, down: DownTrackKey, start_seq: u16, start_ts: u32) {
+    ///
+    /// For video, `replay` is filled with the track's cached GOP, rewritten for this down track,
+    /// to be sent at once: the subscriber decodes a picture without waiting for the publisher.
+    /// Without a usable GOP the publisher is asked for a keyframe (throttled) and video starts at
+    /// the next one. `replay` is cleared first.
+    pub fn down_track_ready(
+        &mut self,
+        now: Instant,
+        down: DownTrackKey,
+        start_seq: u16,
+        start_ts: u32,
+        replay: &mut Vec<Replayed>,
+    ) {
+        replay.clear();
         let Some(d) = self.down_tracks.get_mut(&down) else { return };
         if d.munger.is_some() {
             return;
         }
-        d.munger = Some(Munger::new(start_seq, start_ts));
+        let mut munger = Munger::new(start_seq, start_ts);
         let up = d.up;
-        let video = self.up_tracks.get(&up).is_some_and(|t| t.codec.is_video());
-        if video {
-            self.request_keyframe(now, up);
+        let Some(t) = self.up_tracks.get(&up) else { return };
+        if !t.codec.is_video() {
+            d.munger = Some(munger);
+            return;
         }
+        let gop = t.gop.as_ref().filter(|_| !t.muted_by_host).and_then(|g| g.replayable(now).map(|r| (g, r)));
+        if let Some((g, (ssrc, packets))) = gop {
+            // Cached frames go out 1 ms apart; the newest lands where live packets continue.
+            let spacing = (t.info.clock_rate / 1000).max(1);
+            let (newest_ts, frames) = g.newest();
+            let newest_out = start_ts.wrapping_add(spacing.wrapping_mul(frames.saturating_sub(1)));
+            munger.start_at(ssrc, packets[0].seq, newest_ts, newest_out, now);
+            for p in packets {
+                if let Some((seq, _)) = munger.rewrite(ssrc, p.seq, p.ts, t.info.clock_rate, now) {
+                    let ts = start_ts.wrapping_add(spacing.wrapping_mul(p.frame));
+                    replay.push(Replayed { seq, ts, marker: p.marker, payload: p.payload.clone() });
+                }
+            }
+            d.waiting_keyframe = false;
+            d.munger = Some(munger);
+            return;
+        }
+        d.munger = Some(munger);
+        self.request_keyframe(now, up);
     }
 
     /// A subscriber asked for a keyframe (PLI/FIR) on `down`.
@@ -765,12 +836,20 @@ impl Room {
     /// Returns whether the packet belongs in the session's recording: the recorder is a
     /// subscriber of every track in every zone, except what a host muted (silenced for everyone).
     pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, pkt: RtpIn<'_>, out: &mut Vec<Forward>) -> bool {
-        let RtpIn { ssrc, seq, ts, payload, audio_level } = pkt;
+        let RtpIn { ssrc, seq, ts, payload, audio_level, .. } = pkt;
         out.clear();
         let Some(track) = self.up_tracks.get_mut(&up) else { return false };
         track.stats.on_packet(seq, ts, payload.len(), track.info.clock_rate, now);
         if track.muted_by_host {
             return false;
+        }
+        let codec = track.codec;
+        // Known at once for video (the GOP cache needs it); for audio nothing waits on it.
+        let mut keyframe: Option<bool> = None;
+        if let Some(gop) = track.gop.as_mut() {
+            let k = starts_keyframe(codec, payload);
+            keyframe = Some(k);
+            gop.on_packet(now, &pkt, k);
         }
         if let Some(level) = audio_level {
             track.loudness.on_level(level);
@@ -779,12 +858,13 @@ impl Room {
                 self.next_speaker_eval = Some(now + SPEAKER_INTERVAL);
             }
         }
-        let codec = track.codec;
         let clock_rate = track.info.clock_rate;
-        let mut keyframe: Option<bool> = None; // computed at most once, only if someone waits
         let mut want_keyframe = false;
         for down_key in &track.route {
             let Some(d) = self.down_tracks.get_mut(down_key) else { continue };
+            if d.suspended {
+                continue;
+            }
             let Some(m) = d.munger.as_mut() else { continue }; // not negotiated yet
             if codec.is_video() {
                 let switching = m.current_ssrc().is_some_and(|s| s != ssrc);
@@ -807,6 +887,45 @@ impl Room {
             self.request_keyframe(now, up);
         }
         true
+    }
+
+    /// The subscriber's downlink estimate, in bits per second, from its subscribe connection's
+    /// congestion control (called every room tick). Video it cannot carry is suspended, and
+    /// tried again later (see [`super::bwe`]); the subscriber is told either way.
+    pub fn on_bandwidth(&mut self, now: Instant, subscriber: ParticipantKey, estimate_bps: u64) {
+        let Some(p) = self.participants.get(&subscriber) else { return };
+        let need: u64 = p
+            .down_tracks
+            .iter()
+            .filter_map(|d| self.down_tracks.get(d))
+            .filter_map(|d| self.up_tracks.get(&d.up))
+            .filter(|t| t.codec.is_video() && !t.muted_by_host)
+            .map(|t| t.stats.view(t.info.clock_rate).bitrate_bps)
+            .sum();
+        let Some(p) = self.participants.get_mut(&subscriber) else { return };
+        let Some(change) = p.video_gate.on_estimate(now, estimate_bps, need) else { return };
+        let suspended = change == GateChange::Suspend;
+        let downs = p.down_tracks.clone();
+        let mut resumed = Vec::new();
+        for key in downs {
+            let Some(d) = self.down_tracks.get_mut(&key) else { continue };
+            if !self.up_tracks.get(&d.up).is_some_and(|t| t.codec.is_video()) {
+                continue;
+            }
+            d.suspended = suspended;
+            if !suspended {
+                d.waiting_keyframe = true;
+                if let Some(m) = d.munger.as_mut() {
+                    m.rebase();
+                }
+                resumed.push(d.up);
+            }
+        }
+        for up in resumed {
+            self.request_keyframe(now, up);
+        }
+        let event = RoomEvent::VideoSuspended { suspended, estimate_kbps: estimate_bps / 1000 };
+        self.outputs.push_back(Output::Event { to: subscriber, event });
     }
 
     /// The recorder needs a keyframe of `up` (to start or cut a segment); throttled like any
@@ -927,7 +1046,8 @@ impl Room {
             return; // already subscribed
         }
         let down = keys.down_track();
-        self.down_tracks.insert(down, DownTrack { up, subscriber, munger: None, waiting_keyframe: true });
+        let suspended = track.codec.is_video() && sub.video_gate.suspended();
+        self.down_tracks.insert(down, DownTrack { up, subscriber, munger: None, waiting_keyframe: true, suspended });
         if let Some(t) = self.up_tracks.get_mut(&up) {
             t.route.push(down);
         }

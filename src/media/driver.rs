@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -26,13 +26,15 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::demux::{classify, stun_local_ufrag, DatagramKind};
+use super::feedback::EstimateCell;
+use super::udp;
 use super::{
     peer, Command, ConnRef, ControlRequest, DriverStats, JoinRefused, Joiner, MediaHandle, Outbound, PresenceRecord,
 };
 use crate::core::{
     policy, Action, Control, ControlError, CoreConfig, DownTrackKey, Forward, KeyAlloc, LeaveCause, MediaKind, Output,
-    ParticipantInfo, ParticipantKey, Room, RoomEvent, RtpIn, SameZone, TrackSource, TrackView, UpTrackInfo, UpTrackKey,
-    Zone,
+    ParticipantInfo, ParticipantKey, Replayed, Room, RoomEvent, RtpIn, SameZone, TrackSource, TrackView, UpTrackInfo,
+    UpTrackKey, Zone,
 };
 use crate::record::recorder::{self as rec, RecInput, RecorderContext, RecorderEvent, RecorderTap, TrackStart};
 use crate::signal::protocol::{CloseCode, PcKind, ServerMessage, SessionView};
@@ -48,6 +50,9 @@ pub enum DriverError {
 const ROOM_TICK: Duration = Duration::from_millis(100);
 /// Minimum gap between two log lines about unroutable datagrams.
 const UNROUTABLE_LOG_EVERY: Duration = Duration::from_secs(10);
+/// Datagrams taken from the socket per wake before their output is sent: what one turn gathers
+/// is sent with as few system calls as possible, and no peer waits long behind a busy one.
+const RX_BATCH: usize = 32;
 /// Capacity of a participant's outbound signalling queue; a client that lets it fill is stuck.
 pub const OUTBOUND_CAPACITY: usize = 1024;
 
@@ -126,6 +131,9 @@ struct Peer {
     deadline: Option<Instant>,
     last_rx: Option<Instant>,
     connected: bool,
+    /// In `Driver::touched` already (the per-packet path marks each peer once per turn without
+    /// searching the list).
+    touched: bool,
     /// A read error was logged for this peer already (log once, not per packet).
     read_error_logged: bool,
     // publish side
@@ -137,6 +145,13 @@ struct Peer {
     negotiating: bool,
     /// Something changed while negotiating: offer again after the answer.
     renegotiate: bool,
+    /// Negotiated down tracks waiting for this connection to come up: a GOP replayed, or a
+    /// keyframe forwarded, before DTLS completes would be lost.
+    pending_ready: Vec<DownTrackKey>,
+    /// Subscribe side: the downlink estimate of its congestion control, read every room tick.
+    estimate: Option<EstimateCell>,
+    /// Subscribe side: the room suspended this subscriber's video (its NACKs are not answered).
+    video_suspended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The publishing side of an up track, for keyframe requests and for creating down tracks.
@@ -214,12 +229,17 @@ struct Driver {
     touched: Vec<PeerKey>,
     to_send: Vec<(SocketAddr, BytesMut)>,
     renegotiate: Vec<PeerKey>,
+    replay: Vec<Replayed>,
+    /// NACKed sequence numbers that subscribe connections refused to resend (see `feedback`).
+    nacks_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Reads datagrams without allocating one buffer each.
+    rx: udp::Receiver,
 }
 
 // One value per loop turn; its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Wake {
-    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Datagram(std::io::Result<(BytesMut, SocketAddr)>),
     Command(Option<Command>),
     Timer,
 }
@@ -266,24 +286,26 @@ impl Driver {
             touched: Vec::with_capacity(64),
             to_send: Vec::with_capacity(64),
             renegotiate: Vec::new(),
+            replay: Vec::new(),
+            nacks_refused: Default::default(),
+            rx: udp::Receiver::default(),
         }
     }
 
     async fn run(mut self) {
-        let mut buf = vec![0u8; 2048];
         loop {
             let next_peer = self.timers.first().map(|(t, _)| *t);
             let wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
             let wake = tokio::select! {
                 biased;
                 c = self.commands.recv() => Wake::Command(c),
-                r = self.socket.recv_from(&mut buf) => Wake::Datagram(r),
+                r = self.rx.recv(&self.socket) => Wake::Datagram(r),
                 _ = tokio::time::sleep_until(wake_at.into()) => Wake::Timer,
             };
             match wake {
                 Wake::Command(None) => break,
                 Wake::Command(Some(cmd)) => self.on_command(cmd, Instant::now()).await,
-                Wake::Datagram(Ok((n, from))) => self.on_datagram(from, &buf[..n], Instant::now()).await,
+                Wake::Datagram(Ok((d, from))) => self.on_datagrams(d, from, Instant::now()).await,
                 Wake::Datagram(Err(e)) => {
                     // ICMP port unreachable surfaces here on some systems; it concerns one peer, not us.
                     debug!(error = %e, "media socket receive error");
@@ -296,9 +318,23 @@ impl Driver {
 
     // ---- datagrams --------------------------------------------------------------------------
 
-    async fn on_datagram(&mut self, from: SocketAddr, d: &[u8], now: Instant) {
+    /// The first datagram and whatever else is already queued on the socket, up to
+    /// [`RX_BATCH`] in all, are each handed to their peer connection; then everything they
+    /// produced is sent in as few system calls as possible.
+    async fn on_datagrams(&mut self, first: BytesMut, from: SocketAddr, now: Instant) {
+        self.forget_touched();
+        self.on_datagram(from, first, now);
+        for _ in 1..RX_BATCH {
+            // Nothing more queued (WouldBlock), or an error the next wait reports.
+            let Some((d, from)) = self.rx.try_recv(&self.socket) else { break };
+            self.on_datagram(from, d, now);
+        }
+        self.settle(now, false).await;
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, d: BytesMut, now: Instant) {
         self.stats.datagrams_in += 1;
-        let Some(pk) = self.route(from, d) else {
+        let Some(pk) = self.route(from, &d) else {
             self.stats.datagrams_unroutable += 1;
             if self.unroutable_logged_at.is_none_or(|t| now >= t + UNROUTABLE_LOG_EVERY) {
                 self.unroutable_logged_at = Some(now);
@@ -317,7 +353,7 @@ impl Driver {
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: BytesMut::from(d),
+            message: d,
         };
         if let Err(e) = peer.pc.handle_read(msg) {
             if !peer.read_error_logged {
@@ -325,7 +361,28 @@ impl Driver {
                 warn!(%from, error = %e, "unreadable datagram from a peer (logged once per peer)");
             }
         }
-        self.service(pk, now).await;
+        self.touch(pk);
+        self.drain_events(pk, now);
+        self.drain_reads(pk, now);
+    }
+
+    /// Empties the touched list (normally empty already: every handler ends in `settle`).
+    fn forget_touched(&mut self) {
+        for pk in self.touched.drain(..) {
+            if let Some(p) = self.peers.get_mut(&pk) {
+                p.touched = false;
+            }
+        }
+    }
+
+    /// Marks a peer as having something to send (flushed by the next [`Driver::settle`]).
+    fn touch(&mut self, pk: PeerKey) {
+        if let Some(p) = self.peers.get_mut(&pk) {
+            if !p.touched {
+                p.touched = true;
+                self.touched.push(pk);
+            }
+        }
     }
 
     fn route(&mut self, from: SocketAddr, d: &[u8]) -> Option<PeerKey> {
@@ -345,16 +402,6 @@ impl Driver {
             }
         }
         self.peer_by_addr.get(&from).copied()
-    }
-
-    /// Drains one peer connection after input: events, received media, then everything touched
-    /// is flushed to the socket and the peer's timer is rescheduled.
-    async fn service(&mut self, pk: PeerKey, now: Instant) {
-        self.touched.clear();
-        self.touched.push(pk);
-        self.drain_events(pk, now);
-        self.drain_reads(pk, now);
-        self.settle(now, false).await;
     }
 
     /// Applies room outputs, renegotiates, sends what the touched peers want to send, and
@@ -395,6 +442,7 @@ impl Driver {
             let pk = self.touched[i];
             i += 1;
             let Some(peer) = self.peers.get_mut(&pk) else { continue };
+            peer.touched = false;
             while let Some(out) = peer.pc.poll_write() {
                 self.to_send.push((out.transport.peer_addr, out.message));
             }
@@ -410,11 +458,12 @@ impl Driver {
             }
         }
         self.touched.clear();
-        for (to, bytes) in self.to_send.drain(..) {
-            if let Err(e) = self.socket.send_to(&bytes, to).await {
-                debug!(%to, error = %e, "media send failed");
-            }
-        }
+        let sent =
+            udp::send_all(&self.socket, &self.to_send, |to, e| debug!(%to, error = %e, "media send failed")).await;
+        self.to_send.clear();
+        self.stats.datagrams_out += sent.datagrams;
+        self.stats.send_syscalls += sent.syscalls;
+        self.stats.send_errors += sent.errors;
     }
 
     fn drain_events(&mut self, pk: PeerKey, now: Instant) {
@@ -428,9 +477,11 @@ impl Driver {
                     match state {
                         RTCPeerConnectionState::Connected => {
                             peer.connected = true;
+                            let pending = std::mem::take(&mut peer.pending_ready);
                             if let Some(r) = self.rooms.get_mut(&room) {
                                 r.room.media_alive(owner, now);
                             }
+                            self.start_down_tracks(room, &pending, now);
                         }
                         RTCPeerConnectionState::Failed => {
                             info!(?kind, "peer connection failed; removing participant (media_timeout)");
@@ -604,8 +655,14 @@ impl Driver {
             .and_then(|id| h.extensions.iter().find(|e| e.id == id))
             .and_then(|e| crate::core::speaker::level_from_extension(&e.payload));
         self.stats.audio_levels += audio_level.is_some() as u64;
-        let pkt =
-            RtpIn { ssrc: h.ssrc, seq: h.sequence_number, ts: h.timestamp, payload: &packet.payload, audio_level };
+        let pkt = RtpIn {
+            ssrc: h.ssrc,
+            seq: h.sequence_number,
+            ts: h.timestamp,
+            marker: h.marker,
+            payload: &packet.payload,
+            audio_level,
+        };
         if r.room.on_rtp(now, up, pkt, &mut self.fwd) {
             if let Some(tap) = r.recorder.as_mut() {
                 let input = RecInput::Rtp {
@@ -620,38 +677,62 @@ impl Driver {
                 tap.offer(input, now);
             }
         }
-        for f in &self.fwd {
-            let Some(d) = self.downs.get(&f.down) else { continue };
-            let Some(pt) = d.pt else { continue };
-            let Some(peer) = self.peers.get_mut(&d.peer) else { continue };
-            let out = rtc::rtp::Packet {
-                header: rtc::rtp::Header {
-                    version: 2,
-                    marker: h.marker,
-                    payload_type: pt,
-                    sequence_number: f.seq,
-                    timestamp: f.ts,
-                    ssrc: d.ssrc,
-                    ..Default::default()
-                },
-                payload: packet.payload.clone(),
-            };
-            let Some(mut sender) = peer.pc.rtp_sender(d.sender) else { continue };
-            match sender.write_rtp(now, out) {
-                Ok(()) => {
-                    self.stats.rtp_forwarded += 1;
-                    if !self.touched.contains(&d.peer) {
-                        self.touched.push(d.peer);
-                    }
+        let fwd = std::mem::take(&mut self.fwd);
+        for f in &fwd {
+            self.send_down(f.down, h.marker, f.seq, f.ts, &packet.payload, now);
+        }
+        self.fwd = fwd;
+    }
+
+    /// Writes one rewritten packet to a down track's sender.
+    fn send_down(&mut self, down: DownTrackKey, marker: bool, seq: u16, ts: u32, payload: &Bytes, now: Instant) {
+        let Some(d) = self.downs.get(&down) else { return };
+        let Some(pt) = d.pt else { return };
+        let Some(peer) = self.peers.get_mut(&d.peer) else { return };
+        let out = rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                marker,
+                payload_type: pt,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: d.ssrc,
+                ..Default::default()
+            },
+            payload: payload.clone(),
+        };
+        let Some(mut sender) = peer.pc.rtp_sender(d.sender) else { return };
+        match sender.write_rtp(now, out) {
+            Ok(()) => {
+                self.stats.rtp_forwarded += 1;
+                if !peer.touched {
+                    peer.touched = true;
+                    self.touched.push(d.peer);
                 }
-                Err(e) => {
-                    self.stats.forward_errors += 1;
-                    if self.stats.forward_errors.is_power_of_two() {
-                        debug!(error = %e, errors = self.stats.forward_errors, "forwarding to a subscriber failed");
-                    }
+            }
+            Err(e) => {
+                self.stats.forward_errors += 1;
+                if self.stats.forward_errors.is_power_of_two() {
+                    debug!(error = %e, errors = self.stats.forward_errors, "forwarding to a subscriber failed");
                 }
             }
         }
+    }
+
+    /// Down tracks negotiated on a connected subscribe connection start forwarding; a video one
+    /// gets its track's cached GOP at once (or the publisher is asked for a keyframe).
+    fn start_down_tracks(&mut self, rk: RoomKey, downs: &[DownTrackKey], now: Instant) {
+        let mut replay = std::mem::take(&mut self.replay);
+        let mut rng = rand::thread_rng();
+        for &down in downs {
+            let Some(r) = self.rooms.get_mut(&rk) else { break };
+            r.room.down_track_ready(now, down, rng.gen(), rng.gen(), &mut replay);
+            self.stats.gop_replays += !replay.is_empty() as u64;
+            for p in replay.drain(..) {
+                self.send_down(down, p.marker, p.seq, p.ts, &p.payload, now);
+            }
+        }
+        self.replay = replay;
     }
 
     // ---- room outputs -----------------------------------------------------------------------
@@ -674,6 +755,18 @@ impl Driver {
                             ServerMessage::SessionUpdated { locked, spotlight }
                         }
                         RoomEvent::ActiveSpeaker { participant_id } => ServerMessage::ActiveSpeaker { participant_id },
+                        RoomEvent::VideoSuspended { suspended, estimate_kbps } => {
+                            let sub = self.members.get(&to).and_then(|m| m.subscribe);
+                            if let Some(p) = sub.and_then(|pk| self.peers.get(&pk)) {
+                                p.video_suspended.store(suspended, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            if suspended {
+                                info!(participant = ?to, estimate_kbps, "downlink too weak for video: audio only");
+                            } else {
+                                info!(participant = ?to, estimate_kbps, "trying video again");
+                            }
+                            ServerMessage::VideoSuspended { suspended, estimate_kbps }
+                        }
                     };
                     self.notify(to, msg);
                 }
@@ -698,9 +791,7 @@ impl Driver {
                             if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
                                 debug!(error = %e, "PLI write failed");
                             }
-                            if !self.touched.contains(&upk) {
-                                self.touched.push(upk);
-                            }
+                            self.touch(upk);
                         }
                     }
                 }
@@ -797,9 +888,7 @@ impl Driver {
             d.offered = true;
         }
         let tracks = self.downs.values().filter(|d| d.peer == pk).map(|d| d.view.clone()).collect();
-        if !self.touched.contains(&pk) {
-            self.touched.push(pk);
-        }
+        self.touch(pk);
         self.notify(owner, ServerMessage::SubscribeOffer { sdp, tracks });
     }
 
@@ -857,7 +946,14 @@ impl Driver {
         while self.peer_by_ufrag.contains_key(&ufrag) {
             (ufrag, pwd) = peer::ice_credentials();
         }
-        let pc = match peer::build(&ufrag, &pwd, self.announced, now) {
+        let estimate = (kind == PcKind::Subscribe).then(EstimateCell::default);
+        let video_suspended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let extras = estimate.clone().map(|estimate| peer::SubscribeExtras {
+            estimate,
+            nacks_refused: self.nacks_refused.clone(),
+            video_suspended: video_suspended.clone(),
+        });
+        let pc = match peer::build(&ufrag, &pwd, self.announced, now, extras) {
             Ok(pc) => pc,
             Err(e) => {
                 warn!(error = %e, "could not create a peer connection");
@@ -880,6 +976,10 @@ impl Driver {
                 last_rx: None,
                 connected: false,
                 read_error_logged: false,
+                touched: false,
+                pending_ready: Vec::new(),
+                estimate,
+                video_suspended,
                 ssrc_to_up: HashMap::new(),
                 track_to_up: HashMap::new(),
                 track_to_down: HashMap::new(),
@@ -917,7 +1017,7 @@ impl Driver {
     }
 
     async fn on_command(&mut self, cmd: Command, now: Instant) {
-        self.touched.clear();
+        self.forget_touched();
         match cmd {
             Command::Join { joiner, outbound, reply } => self.on_join(joiner, outbound, reply, now),
             Command::PublishOffer { from, sdp, sources } => self.on_publish_offer(from, sdp, sources, now),
@@ -1033,6 +1133,7 @@ impl Driver {
                 s.rooms = self.rooms.len();
                 s.participants = self.members.len();
                 s.peer_connections = self.peers.len();
+                s.nacks_refused = self.nacks_refused.load(std::sync::atomic::Ordering::Relaxed);
                 let _ = reply.send(s);
             }
         }
@@ -1370,7 +1471,7 @@ impl Driver {
             });
         match result {
             Ok(sdp) => {
-                self.touched.push(pk);
+                self.touch(pk);
                 self.notify(from.participant, ServerMessage::PublishAnswer { sdp });
                 self.drain_events(pk, now);
                 let stopped: Vec<String> = self
@@ -1421,7 +1522,10 @@ impl Driver {
         }
         peer.negotiating = false;
         let again = peer.renegotiate;
-        self.touched.push(pk);
+        if !peer.touched {
+            peer.touched = true;
+            self.touched.push(pk);
+        }
         // Every down track of this peer that now has a payload type starts forwarding.
         let mut ready = Vec::new();
         for (key, d) in self.downs.iter_mut().filter(|(_, d)| d.peer == pk && d.pt.is_none() && d.offered) {
@@ -1454,11 +1558,10 @@ impl Driver {
             }
         }
         let rk = peer.room;
-        if let Some(r) = self.rooms.get_mut(&rk) {
-            let mut rng = rand::thread_rng();
-            for down in ready {
-                r.room.down_track_ready(now, down, rng.gen(), rng.gen());
-            }
+        if peer.connected {
+            self.start_down_tracks(rk, &ready, now);
+        } else {
+            peer.pending_ready.extend(ready);
         }
         if again {
             self.mark_renegotiate(pk);
@@ -1468,7 +1571,7 @@ impl Driver {
     // ---- time -------------------------------------------------------------------------------
 
     async fn on_timer(&mut self, now: Instant) {
-        self.touched.clear();
+        self.forget_touched();
         while let Some(&(t, pk)) = self.timers.first() {
             if t > now {
                 break;
@@ -1479,25 +1582,31 @@ impl Driver {
                 if let Err(e) = peer.pc.handle_timeout(now) {
                     debug!(error = %e, "peer timeout handling");
                 }
-                if !self.touched.contains(&pk) {
-                    self.touched.push(pk);
-                }
             }
+            self.touch(pk);
         }
-        let touched = std::mem::take(&mut self.touched);
-        for pk in &touched {
-            self.drain_events(*pk, now);
-            self.drain_reads(*pk, now);
+        // Draining may touch more peers (forwarded packets, keyframe requests); they are drained
+        // too, which is harmless, and all are flushed by `settle`.
+        let mut i = 0;
+        while i < self.touched.len() {
+            let pk = self.touched[i];
+            i += 1;
+            self.drain_events(pk, now);
+            self.drain_reads(pk, now);
         }
-        self.touched = touched;
         let ticked = now >= self.next_tick;
         if ticked {
             self.next_tick = now + ROOM_TICK;
-            // Liveness: any datagram a connected peer sent counts as media/ICE traffic.
+            // Liveness: any datagram a connected peer sent counts as media/ICE traffic. And each
+            // subscriber's downlink estimate goes to its room (audio-only fallback).
             for peer in self.peers.values() {
                 if let (true, Some(at)) = (peer.connected, peer.last_rx) {
                     if let Some(r) = self.rooms.get_mut(&peer.room) {
                         r.room.media_alive(peer.owner, at);
+                        let estimate = peer.estimate.as_ref().map_or(0, |e| e.get());
+                        if estimate > 0 {
+                            r.room.on_bandwidth(now, peer.owner, estimate);
+                        }
                     }
                 }
             }

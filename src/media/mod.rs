@@ -10,7 +10,9 @@
 
 mod demux;
 mod driver;
+mod feedback;
 mod peer;
+mod udp;
 
 use std::net::SocketAddr;
 
@@ -170,6 +172,15 @@ pub struct DriverStats {
     /// Audio packets that carried the client's audio level (active speaker detection).
     pub audio_levels: u64,
     pub forward_errors: u64,
+    /// Datagrams sent, and the system calls that sent them (their ratio is the send batching).
+    pub datagrams_out: u64,
+    pub send_syscalls: u64,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: u64,
+    /// Down tracks that started from a cached GOP instead of a keyframe request.
+    pub gop_replays: u64,
+    /// Retransmissions subscribers asked for that were refused (asked too often or too soon).
+    pub nacks_refused: u64,
 }
 
 /// A presence change for the store (written by a task outside the driver).

@@ -9,19 +9,42 @@ use std::time::Instant;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::interceptor::{
+    Attribute, CongestionControlBuilder, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry,
+    Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use rtc::sansio::Protocol;
 
 /// RFC 6464 client-to-mixer audio level.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 use rtc::shared::error::Error;
+
+use super::feedback::{EstimateCell, NackLimiter, ReportingGcc};
+
+/// How often the publish side asks for one lost packet before giving up on it. The stack's
+/// default is unlimited, and a packet repaired over RTX is never marked received there, so it is
+/// asked for again every 100 ms until 512 newer packets arrive.
+const MAX_NACKS_PER_PACKET: u16 = 5;
+
+/// What a subscribe connection adds to the defaults (see `feedback`): send-side bandwidth
+/// estimation, and a limit on how often one lost packet is resent.
+pub struct SubscribeExtras {
+    pub estimate: EstimateCell,
+    /// Counts NACKed sequence numbers the limiter refused (shared by all subscribe connections).
+    pub nacks_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set by the driver while the room has suspended this subscriber's video.
+    pub video_suspended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 /// Random ICE credentials. The ufrag is what incoming STUN is routed by, so it must be unique
 /// among live peers; 16 alphanumerics make a collision practically impossible, and the driver
@@ -33,7 +56,13 @@ pub fn ice_credentials() -> (String, String) {
     (ufrag, pwd)
 }
 
-pub fn build(ufrag: &str, pwd: &str, announced: SocketAddr, now: Instant) -> Result<RTCPeerConnection, Error> {
+pub fn build(
+    ufrag: &str,
+    pwd: &str,
+    announced: SocketAddr,
+    now: Instant,
+    subscribe: Option<SubscribeExtras>,
+) -> Result<RTCPeerConnection, Error> {
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(ufrag.to_string(), pwd.to_string())
@@ -48,8 +77,28 @@ pub fn build(ufrag: &str, pwd: &str, announced: SocketAddr, now: Instant) -> Res
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = Registry::new().with(Slot::from(14_000), DeliverRtcp::default());
-    let registry = register_default_interceptors(registry, &mut media)?;
+    // The stack's defaults (NACK both ways, simulcast header extensions, transport-wide feedback
+    // for what we receive, RTCP reports), with a bounded NACK generator.
+    for parameter in ["", "pli"] {
+        let feedback = RTCPFeedback { typ: "nack".to_owned(), parameter: parameter.to_owned() };
+        media.register_feedback(feedback, RtpCodecKind::Video);
+    }
+    let mut registry = Registry::new()
+        .with(Slot::from(14_000), DeliverRtcp::default())
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build());
+    configure_simulcast_extension_headers(&mut media)?;
+    registry = configure_twcc_receiver_only(registry, &mut media)?;
+    registry = configure_rtcp_reports(registry);
+    if let Some(x) = subscribe {
+        // Between the wire and the NACK responder (4 000), so it sees requests first; GCC and the
+        // transport-wide sequence numbers it needs closest to the wire. No pacer: an SFU forwards
+        // at the publishers' pace, and the room suspends video a link cannot carry.
+        registry = registry
+            .with(Slot::from(3_500), NackLimiter::new(x.nacks_refused, x.video_suspended, x.estimate.clone()))
+            .with(Slot::CongestionControl, CongestionControlBuilder::new(ReportingGcc::new(x.estimate)).build())
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+    }
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)

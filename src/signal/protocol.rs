@@ -211,6 +211,12 @@ pub enum ServerMessage {
     ActiveSpeaker {
         participant_id: String,
     },
+    /// This participant's downlink cannot carry its video: the server sends audio only
+    /// (`suspended: true`) and tries video again later (`suspended: false`).
+    VideoSuspended {
+        suspended: bool,
+        estimate_kbps: u64,
+    },
     /// How the session's recording goes: `recording`, `paused`, `degraded`, `failed`, or `final`
     /// with the recording's integrity value (chain head) at close.
     RecordingStatus {

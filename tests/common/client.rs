@@ -11,6 +11,7 @@
 
 pub use super::fixtures::VideoCodec;
 use super::fixtures::{self, Fixture, MediaFrame};
+use super::latency::{LatencyProbe, LatencyTap};
 use super::rtp_check::{self, AssembledFrame, FrameStats, PacketRef, SdpMedia, SeqReport};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -96,6 +97,12 @@ pub struct ClientOptions {
     /// What the video track is declared as in `publish_offer` (`camera` unless set, e.g. `screen`
     /// for a participant presenting evidence by screen share).
     pub video_source: Option<&'static str>,
+    /// Local address both peer connections bind their UDP socket to (`127.0.0.1:0` unless set).
+    /// The load benchmark sets another: Janus gathers no loopback candidates.
+    pub udp_addr: Option<String>,
+    /// Stamps every published RTP payload and looks up every received one
+    /// (`RecvPacket::sent_at`): the load benchmark's latency through the server. Off in tests.
+    pub latency_probe: Option<Arc<LatencyProbe>>,
 }
 
 impl Default for ClientOptions {
@@ -108,7 +115,15 @@ impl Default for ClientOptions {
             video_fixture: None,
             audio_fixture: None,
             video_source: None,
+            udp_addr: None,
+            latency_probe: None,
         }
+    }
+}
+
+impl ClientOptions {
+    fn udp_addr(&self) -> &str {
+        self.udp_addr.as_deref().unwrap_or("127.0.0.1:0")
     }
 }
 
@@ -124,6 +139,9 @@ pub struct RecvPacket {
     pub marker: bool,
     pub payload: Bytes,
     pub arrival: Instant,
+    /// When a publish side in this process sent this payload (only with
+    /// `ClientOptions::latency_probe`).
+    pub sent_at: Option<Instant>,
 }
 
 /// Everything received on one remote track of the subscribe connection.
@@ -274,11 +292,17 @@ pub struct Recorder {
     /// track_id → publisher info, from every `subscribe_offer.tracks` seen.
     offered: Mutex<HashMap<String, TrackInfo>>,
     errors: Arc<Mutex<Vec<String>>>,
+    /// Fills `RecvPacket::sent_at` (see `ClientOptions::latency_probe`).
+    latency_probe: Option<Arc<LatencyProbe>>,
 }
 
 impl Recorder {
-    pub fn new(label: impl Into<String>, errors: Arc<Mutex<Vec<String>>>) -> Recorder {
-        Recorder { label: label.into(), errors, ..Default::default() }
+    pub fn new(
+        label: impl Into<String>,
+        errors: Arc<Mutex<Vec<String>>>,
+        latency_probe: Option<Arc<LatencyProbe>>,
+    ) -> Recorder {
+        Recorder { label: label.into(), errors, latency_probe, ..Default::default() }
     }
 
     pub fn note_offered(&self, info: TrackInfo) {
@@ -299,6 +323,7 @@ impl Recorder {
                     break;
                 }
             }
+            let mut codec_known = !mime.is_empty();
             let publisher = this
                 .offered
                 .lock()
@@ -333,14 +358,26 @@ impl Recorder {
             while let Some(evt) = track.poll().await {
                 match evt {
                     TrackRemoteEvent::OnRtpPacket(p) => {
+                        let arrival = Instant::now();
+                        // The stack may open a track before it has mapped the codec (media that
+                        // arrives the moment the connection is up): learn it from the packets.
+                        if !codec_known {
+                            if let Some(c) = track.codec(p.header.ssrc).await {
+                                codec_known = true;
+                                if let Some(t) = this.tracks.lock().unwrap().get_mut(&track_id) {
+                                    t.mime = c.mime_type;
+                                }
+                            }
+                        }
                         let rp = RecvPacket {
                             seq: p.header.sequence_number,
                             timestamp: p.header.timestamp,
                             payload_type: p.header.payload_type,
                             ssrc: p.header.ssrc,
                             marker: p.header.marker,
+                            sent_at: this.latency_probe.as_ref().and_then(|l| l.sent_at(&p.payload, arrival)),
                             payload: p.payload.clone(),
-                            arrival: Instant::now(),
+                            arrival,
                         };
                         if let Some(t) = this.tracks.lock().unwrap().get_mut(&track_id) {
                             t.packets.push(rp);
@@ -656,11 +693,12 @@ enum PcRole {
 
 async fn build_pc(
     role: PcRole,
+    opts: &ClientOptions,
     gate: Arc<CandidateGate>,
     recorder: Option<Arc<Recorder>>,
 ) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<RTCPeerConnectionState>)> {
     let mut me = MediaEngine::default();
-    let tap = match role {
+    let publish = match role {
         PcRole::Publish(media) => {
             if media.audio {
                 me.register_codec(opus_codec(), RtpCodecKind::Audio).context("register Opus")?;
@@ -677,8 +715,11 @@ async fn build_pc(
     };
     let mut registry =
         register_default_interceptors(Registry::new(), &mut me).context("register default interceptors")?;
-    if tap {
+    if publish {
         registry = registry.with(Slot::from(14_000), KeyframeRequestTap::default());
+        if let Some(probe) = &opts.latency_probe {
+            registry = registry.with(Slot::from(14_100), LatencyTap::new(Arc::clone(probe)));
+        }
     }
     // mDNS off: host candidates carry plain IPs, and nothing binds port 5353.
     let setting_engine =
@@ -691,7 +732,7 @@ async fn build_pc(
         .with_setting_engine(setting_engine)
         .with_interceptor_registry(registry)
         .with_handler(handler)
-        .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+        .with_udp_addrs(vec![opts.udp_addr().to_string()])
         .build()
         .await
         .context("PeerConnectionBuilder::build")?;
@@ -783,16 +824,15 @@ impl PublishSide {
         sink: CandidateSink,
         errors: Arc<Mutex<Vec<String>>>,
     ) -> Result<PublishSide> {
-        Self::new_with_video(label, stream_id, media, None, None, sink, errors).await
+        Self::new_with_options(label, stream_id, media, &ClientOptions::default(), sink, errors).await
     }
 
-    /// Like `new`, publishing `video_fixture` (if given) instead of the codec's default clip.
-    pub async fn new_with_video(
+    /// Like `new`, with the fixtures, video source, UDP address and latency probe of `opts`.
+    pub async fn new_with_options(
         label: &str,
         stream_id: &str,
         media: Media,
-        video_fixture: Option<Arc<Fixture>>,
-        audio_fixture: Option<Arc<Fixture>>,
+        opts: &ClientOptions,
         sink: CandidateSink,
         errors: Arc<Mutex<Vec<String>>>,
     ) -> Result<PublishSide> {
@@ -800,7 +840,7 @@ impl PublishSide {
             bail!("{label}: nothing to publish");
         }
         let gate = CandidateGate::new("publish", sink);
-        let (pc, state) = build_pc(PcRole::Publish(media), Arc::clone(&gate), None).await?;
+        let (pc, state) = build_pc(PcRole::Publish(media), opts, Arc::clone(&gate), None).await?;
         let keyframe_requests = Arc::new(KeyframeRequests::default());
         let mut side = PublishSide {
             label: label.to_string(),
@@ -812,14 +852,14 @@ impl PublishSide {
             keyframe_requests,
             errors,
             tasks: Mutex::new(Vec::new()),
-            video_source: "camera",
+            video_source: opts.video_source.unwrap_or("camera"),
         };
         if media.audio {
-            let clip = audio_fixture.unwrap_or_else(fixtures::opus);
+            let clip = opts.audio_fixture.clone().unwrap_or_else(fixtures::opus);
             side.audio = Some(side.add_track(stream_id, "audio", opus_codec(), clip).await?);
         }
         if let Some(v) = media.video {
-            let clip = video_fixture.unwrap_or_else(|| fixtures::video(v));
+            let clip = opts.video_fixture.clone().unwrap_or_else(|| fixtures::video(v));
             side.video = Some(side.add_track(stream_id, "video", video_codec(v), clip).await?);
         }
         Ok(side)
@@ -1059,9 +1099,20 @@ pub struct SubscribeSide {
 
 impl SubscribeSide {
     pub async fn new(label: &str, sink: CandidateSink, errors: Arc<Mutex<Vec<String>>>) -> Result<SubscribeSide> {
+        Self::new_with_options(label, &ClientOptions::default(), sink, errors).await
+    }
+
+    /// Like `new`, with the UDP address and latency probe of `opts`.
+    pub async fn new_with_options(
+        label: &str,
+        opts: &ClientOptions,
+        sink: CandidateSink,
+        errors: Arc<Mutex<Vec<String>>>,
+    ) -> Result<SubscribeSide> {
         let gate = CandidateGate::new("subscribe", sink);
-        let recorder = Arc::new(Recorder::new(format!("{label} subscribe"), errors));
-        let (pc, state) = build_pc(PcRole::Subscribe, Arc::clone(&gate), Some(Arc::clone(&recorder))).await?;
+        let recorder =
+            Arc::new(Recorder::new(format!("{label} subscribe"), errors, opts.latency_probe.as_ref().map(Arc::clone)));
+        let (pc, state) = build_pc(PcRole::Subscribe, opts, Arc::clone(&gate), Some(Arc::clone(&recorder))).await?;
         Ok(SubscribeSide {
             label: label.to_string(),
             pc,
@@ -1253,7 +1304,7 @@ impl TestClient {
         let sub_sink: CandidateSink = Arc::new(move |c: OutCandidate| {
             let _ = sub_out.send(Outbound::Text(c.to_message().to_string()));
         });
-        let subscribe = Arc::new(SubscribeSide::new(&name, sub_sink, Arc::clone(&errors)).await?);
+        let subscribe = Arc::new(SubscribeSide::new_with_options(&name, &opts, sub_sink, Arc::clone(&errors)).await?);
 
         // Subscribe offers are handled strictly one after another.
         let (offer_tx, mut offer_rx) = mpsc::unbounded_channel::<Value>();
@@ -1390,17 +1441,15 @@ impl TestClient {
         let sink: CandidateSink = Arc::new(move |c: OutCandidate| {
             let _ = out.send(Outbound::Text(c.to_message().to_string()));
         });
-        let mut side = PublishSide::new_with_video(
+        let mut side = PublishSide::new_with_options(
             &self.name,
             &self.participant_id,
             media,
-            self.opts.video_fixture.clone(),
-            self.opts.audio_fixture.clone(),
+            &self.opts,
             sink,
             Arc::clone(&self.shared.errors),
         )
         .await?;
-        side.video_source = self.opts.video_source.unwrap_or("camera");
         let offer = side.create_offer().await?;
         let mark = self.mark();
         self.send(json!({
@@ -1454,6 +1503,14 @@ impl TestClient {
                     .unwrap_or((0, 0))
             }
         }
+    }
+
+    /// The published video's sample counter (`LocalTrack::samples_sent`), to read without the
+    /// publish side's lock; `None` before `publish` or without video.
+    pub async fn video_samples_counter(&self) -> Option<Arc<AtomicU64>> {
+        let p = self.publish.lock().unwrap().clone()?;
+        let p = p.lock().await;
+        p.video.as_ref().map(|v| Arc::clone(&v.samples_sent))
     }
 
     // ───────────── server messages ─────────────

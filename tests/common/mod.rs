@@ -6,6 +6,8 @@ pub mod browser;
 pub mod client;
 pub mod fixtures;
 pub mod forwarding;
+pub mod latency;
+pub mod netem;
 pub mod recorder;
 pub mod rtp_check;
 pub mod s3;

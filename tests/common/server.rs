@@ -148,13 +148,44 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `qiao serve` on ephemeral ports over `data_dir` and waits for its "qiao started" line.
     pub fn spawn(data_dir: &std::path::Path, extra: &[&str]) -> ServerProcess {
+        Self::spawn_with(&[], std::net::Ipv4Addr::LOCALHOST.into(), data_dir, extra)
+    }
+
+    /// Starts `qiao serve` inside the network namespace `netns` (through `ip netns exec`), with
+    /// HTTP and media on ephemeral ports of `ip`, an address of that namespace.
+    pub fn spawn_in_netns(
+        netns: &str,
+        ip: std::net::IpAddr,
+        data_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> ServerProcess {
+        Self::spawn_with(&["ip", "netns", "exec", netns], ip, data_dir, extra)
+    }
+
+    /// `launcher` (e.g. `ip netns exec NS`) runs the binary; HTTP and media listen on `ip`.
+    fn spawn_with(
+        launcher: &[&str],
+        ip: std::net::IpAddr,
+        data_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> ServerProcess {
         use std::io::BufRead;
         let token = "test-admin-token-0123456789";
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qiao"))
+        let bin = env!("CARGO_BIN_EXE_qiao");
+        let mut command = match launcher.split_first() {
+            None => std::process::Command::new(bin),
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+        };
+        let any_port = std::net::SocketAddr::new(ip, 0).to_string();
+        let mut child = command
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0"])
+            .args(["--listen", &any_port, "--rtc-udp", &any_port])
             .args(extra)
             .env("QIAO_ADMIN_TOKEN", token)
             .env("NO_COLOR", "1")

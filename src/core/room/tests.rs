@@ -89,7 +89,9 @@ impl Harness {
     }
     fn forward(&mut self, at: Instant, up: UpTrackKey, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<Forward> {
         let mut out = Vec::new();
-        self.room.on_rtp(at, up, RtpIn { ssrc, seq, ts: seq as u32 * 3000, payload, audio_level: None }, &mut out);
+        let payload = Bytes::copy_from_slice(payload);
+        let pkt = RtpIn { ssrc, seq, ts: seq as u32 * 3000, marker: true, payload: &payload, audio_level: None };
+        self.room.on_rtp(at, up, pkt, &mut out);
         out
     }
 }
@@ -165,7 +167,7 @@ fn video_starts_at_a_keyframe_and_then_flows_with_rewritten_numbers() {
     let _b = h.join("b", Role::Party);
     let up = h.publish(a, MediaKind::Video);
     let down = Harness::added_downs(&h.drain())[0].1;
-    h.room.down_track_ready(h.t0, down, 100, 0);
+    h.room.down_track_ready(h.t0, down, 100, 0, &mut Vec::new());
     assert!(h.drain().contains(&Output::RequestKeyframe { publisher: a, up }), "a new subscriber asks for a keyframe");
     assert!(h.forward(h.t0, up, 9, 50, VP8_DELTA).is_empty(), "delta frames wait");
     let f = h.forward(h.t0, up, 9, 51, VP8_KEY);
@@ -175,13 +177,78 @@ fn video_starts_at_a_keyframe_and_then_flows_with_rewritten_numbers() {
 }
 
 #[test]
+fn a_late_subscriber_gets_the_cached_gop_at_once_and_live_packets_continue_it() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let up = h.publish(a, MediaKind::Video);
+    h.drain();
+    // The publisher has sent a keyframe and two delta frames (the harness gives every packet its
+    // own frame, 3000 ticks apart) before b arrives.
+    h.forward(h.at(0), up, 9, 10, VP8_KEY);
+    h.forward(h.at(0), up, 9, 11, VP8_DELTA);
+    h.forward(h.at(33), up, 9, 12, VP8_DELTA);
+    let _b = h.join("b", Role::Party);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    let mut replay = Vec::new();
+    h.room.down_track_ready(h.at(500), down, 100, 7000, &mut replay);
+    assert!(
+        !h.drain().iter().any(|o| matches!(o, Output::RequestKeyframe { .. })),
+        "no keyframe request: the cache answers"
+    );
+    // Frames 1 ms (90 ticks) apart, sequence numbers from the chosen start.
+    let got: Vec<(u16, u32)> = replay.iter().map(|p| (p.seq, p.ts)).collect();
+    assert_eq!(got, [(100, 7000), (101, 7090), (102, 7180)]);
+    assert_eq!(replay[0].payload.as_ref(), VP8_KEY);
+    // The next live packet follows the replayed ones in both numbering and media time.
+    let f = h.forward(h.at(533), up, 9, 13, VP8_DELTA);
+    assert_eq!((f[0].seq, f[0].ts), (103, 7180 + 3000));
+}
+
+#[test]
+fn without_a_cached_gop_a_late_subscriber_waits_for_a_requested_keyframe() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let up = h.publish(a, MediaKind::Video);
+    h.drain();
+    h.forward(h.at(0), up, 9, 10, VP8_KEY);
+    h.forward(h.at(33), up, 9, 11, VP8_DELTA);
+    let _b = h.join("b", Role::Party);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    let mut replay = Vec::new();
+    // The keyframe is older than the cache serves (4 s).
+    h.room.down_track_ready(h.at(4100), down, 0, 0, &mut replay);
+    assert!(replay.is_empty());
+    assert!(h.drain().contains(&Output::RequestKeyframe { publisher: a, up }));
+    assert!(h.forward(h.at(4133), up, 9, 12, VP8_DELTA).is_empty(), "delta frames still wait");
+}
+
+#[test]
+fn many_late_subscribers_cost_the_publisher_no_keyframe_request() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let up = h.publish(a, MediaKind::Video);
+    h.drain();
+    h.forward(h.at(0), up, 9, 10, VP8_KEY);
+    let mut replays = 0;
+    for i in 0..20 {
+        h.join(&format!("s{i}"), Role::Party);
+        let down = Harness::added_downs(&h.drain())[0].1;
+        let mut replay = Vec::new();
+        h.room.down_track_ready(h.at(10 + i), down, 0, 0, &mut replay);
+        replays += !replay.is_empty() as usize;
+        assert!(!h.drain().iter().any(|o| matches!(o, Output::RequestKeyframe { .. })));
+    }
+    assert_eq!(replays, 20);
+}
+
+#[test]
 fn audio_flows_at_once_after_negotiation() {
     let mut h = Harness::new();
     let a = h.join("a", Role::Judge);
     let _b = h.join("b", Role::Party);
     let up = h.publish(a, MediaKind::Audio);
     let down = Harness::added_downs(&h.drain())[0].1;
-    h.room.down_track_ready(h.t0, down, 7, 0);
+    h.room.down_track_ready(h.t0, down, 7, 0, &mut Vec::new());
     assert!(h.drain().is_empty(), "no keyframe request for audio");
     assert_eq!(h.forward(h.t0, up, 1, 1, &[0xfc]).len(), 1);
 }
@@ -198,7 +265,7 @@ fn keyframe_requests_are_throttled_per_track_and_the_last_one_is_not_lost() {
     // Five subscribers get ready and each sends PLIs within 500 ms.
     let mut total = 0;
     for (i, d) in downs.iter().enumerate() {
-        h.room.down_track_ready(h.at(i as u64 * 10), *d, 0, 0);
+        h.room.down_track_ready(h.at(i as u64 * 10), *d, 0, 0, &mut Vec::new());
         h.room.on_keyframe_request(h.at(100 + i as u64 * 10), *d);
         total += plis(&h.drain());
     }
@@ -233,7 +300,13 @@ fn leaving_removes_the_participants_tracks_from_everyone_and_says_why() {
     }));
     assert!(out.contains(&Output::Disconnect { participant: a, cause: LeaveCause::Left }));
     let mut fwd = Vec::new();
-    h.room.on_rtp(h.t0, up, RtpIn { ssrc: 1, seq: 1, ts: 1, payload: VP8_KEY, audio_level: None }, &mut fwd);
+    let payload = Bytes::from_static(VP8_KEY);
+    h.room.on_rtp(
+        h.t0,
+        up,
+        RtpIn { ssrc: 1, seq: 1, ts: 1, marker: true, payload: &payload, audio_level: None },
+        &mut fwd,
+    );
     assert!(fwd.is_empty());
 }
 
@@ -301,7 +374,7 @@ fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
     let _b = h.join("b", Role::Party);
     let up = h.publish(a, MediaKind::Video);
     let down = Harness::added_downs(&h.drain())[0].1;
-    h.room.down_track_ready(h.t0, down, 0, 0);
+    h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
     h.forward(h.t0, up, 1, 10, VP8_KEY);
     h.forward(h.t0, up, 1, 11, VP8_DELTA);
     h.drain();
@@ -363,12 +436,12 @@ fn a_caucus_forwards_no_packet_to_the_party_outside() {
     let b = h.join("b", Role::Party);
     let m_up = h.publish(mediator, MediaKind::Audio);
     for (_, down, _) in Harness::added_downs(&h.drain()) {
-        h.room.down_track_ready(h.t0, down, 0, 0);
+        h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
     }
     h.control(mediator, Control::Move(mediator, Zone::Caucus(1))).unwrap();
     h.control(mediator, Control::Move(a, Zone::Caucus(1))).unwrap();
     for (_, down, _) in Harness::added_downs(&h.drain()) {
-        h.room.down_track_ready(h.t0, down, 0, 0);
+        h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
     }
     for seq in 0..50 {
         let f = h.forward(h.t0, m_up, 1, seq, &[0xfc]);
@@ -400,7 +473,7 @@ fn a_host_mute_drops_every_packet_of_that_kind_and_survives_republishing() {
     let party = h.join("party", Role::Party);
     let up = h.publish(party, MediaKind::Audio);
     let down = Harness::added_downs(&h.drain())[0].1;
-    h.room.down_track_ready(h.t0, down, 0, 0);
+    h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
     assert_eq!(h.forward(h.t0, up, 1, 1, &[0xfc]).len(), 1);
     h.control(judge, Control::Mute(party, MediaKind::Audio)).unwrap();
     assert!(h.forward(h.t0, up, 1, 2, &[0xfc]).is_empty());
@@ -409,7 +482,7 @@ fn a_host_mute_drops_every_packet_of_that_kind_and_survives_republishing() {
     // A new audio track (e.g. after reconnecting) is muted too.
     let up2 = h.publish(party, MediaKind::Audio);
     let down2 = Harness::added_downs(&h.drain()).into_iter().find(|(_, _, u)| *u == up2).unwrap().1;
-    h.room.down_track_ready(h.t0, down2, 0, 0);
+    h.room.down_track_ready(h.t0, down2, 0, 0, &mut Vec::new());
     assert!(h.forward(h.t0, up2, 2, 1, &[0xfc]).is_empty());
     h.control(judge, Control::Unmute(party, MediaKind::Audio)).unwrap();
     assert_eq!(h.forward(h.t0, up, 1, 3, &[0xfc]).len(), 1);
@@ -554,7 +627,15 @@ fn the_loudest_voice_of_a_zone_becomes_its_speaker_and_only_that_zone_is_told() 
     for i in 0..60u64 {
         let at = h.at(i * 20);
         for (up, level) in [(ups[0], 127u8), (ups[1], 25), (ups[2], 40)] {
-            let pkt = RtpIn { ssrc: 1, seq: i as u16, ts: i as u32 * 960, payload: &[0xfc], audio_level: Some(level) };
+            let payload = Bytes::from_static(&[0xfc]);
+            let pkt = RtpIn {
+                ssrc: 1,
+                seq: i as u16,
+                ts: i as u32 * 960,
+                marker: true,
+                payload: &payload,
+                audio_level: Some(level),
+            };
             h.room.on_rtp(at, up, pkt, &mut out);
         }
         if h.room.poll_timeout().is_some_and(|t| t <= at) {

@@ -1,0 +1,332 @@
+//! Two interceptors of a subscribe connection that the stack's defaults lack.
+//!
+//! **[`NackLimiter`]** sits between the wire and the NACK responder and drops requests that would
+//! overload the link. The responder resends whatever any NACK asks for, as often as asked. A
+//! subscriber that repeats a NACK every 100 ms until the packet is "received" (webrtc-rs itself
+//! does, for packets repaired over RTX) makes the server send each lost packet dozens of times:
+//! measured on a 300 kbps link, 35 Mbit/s of retransmissions. So, like libwebrtc's sender:
+//! - a packet is resent at most [`MAX_RESENDS`] times (Chrome's receiver gives up after 10) and
+//!   not again within [`MIN_RESEND_GAP`] (a request that soon is the same loss asked twice);
+//! - the first resend of a lost packet always goes (it costs at most what was lost); further resends
+//!   of the same packet share a budget of half the link's estimated rate (in packets of
+//!   `TYPICAL_PACKET_BITS`): a link that lost a packet has no room for ten copies of everything;
+//! - nothing is resent while the room has suspended the subscriber's video.
+//!
+//! **[`EstimateCell`]** carries the subscribe connection's bandwidth estimate (GCC over
+//! transport-wide congestion control feedback, from the stack) out of the interceptor chain to the
+//! driver, which hands it to the room every tick (audio-only fallback, `core::bwe`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::{
+    BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
+};
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{nack_pairs_from_sequence_numbers, TransportLayerNack};
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+
+/// Most times one packet is resent.
+pub const MAX_RESENDS: u8 = 10;
+/// Least time between two resends of one packet (about one round trip on most links).
+pub const MIN_RESEND_GAP: Duration = Duration::from_millis(100);
+/// Share of the estimated link rate resends may use, counted in packets of this size (a full
+/// video packet; smaller ones make the budget conservative).
+const RESEND_SHARE: f64 = 0.5;
+const TYPICAL_PACKET_BITS: f64 = 1200.0 * 8.0;
+/// The budget never falls below this many resends a second, nor holds more than a second's worth.
+const MIN_RESENDS_PER_SEC: f64 = 10.0;
+/// Packets per SSRC whose resend history is kept (the responder's own buffer is 1024).
+const HISTORY: usize = 1024;
+
+/// Per media SSRC: when each recently requested sequence number was last let through, and how
+/// often; oldest first, bounded by `HISTORY`.
+#[derive(Default)]
+struct Asked {
+    by_seq: HashMap<u16, (Instant, u8)>,
+    order: VecDeque<u16>,
+}
+
+impl Asked {
+    /// Whether a request for `seq` at `now` goes to the responder. A repeated request also needs
+    /// a token of `budget` (`None`: no budget yet) and takes it.
+    fn allow(&mut self, seq: u16, now: Instant, budget: &mut Option<f64>) -> bool {
+        match self.by_seq.get_mut(&seq) {
+            Some((last, count)) => {
+                if *count >= MAX_RESENDS || now.saturating_duration_since(*last) < MIN_RESEND_GAP {
+                    return false;
+                }
+                if let Some(tokens) = budget.as_mut() {
+                    if *tokens < 1.0 {
+                        return false;
+                    }
+                    *tokens -= 1.0;
+                }
+                *last = now;
+                *count += 1;
+                true
+            }
+            None => {
+                if self.order.len() >= HISTORY {
+                    if let Some(old) = self.order.pop_front() {
+                        self.by_seq.remove(&old);
+                    }
+                }
+                self.by_seq.insert(seq, (now, 1));
+                self.order.push_back(seq);
+                true
+            }
+        }
+    }
+}
+
+/// Drops NACK entries asked too often or too soon (see the module documentation).
+#[derive(Default)]
+pub struct NackLimiter {
+    asked: HashMap<u32, Asked>,
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+    /// NACKed sequence numbers dropped, for the driver's counters.
+    dropped: Arc<AtomicU64>,
+    /// Set while the room has suspended this subscriber's video: every request is refused (video
+    /// resumes at a new keyframe; repairing frames nobody will decode only loads the weak link).
+    paused: Arc<AtomicBool>,
+    /// The connection's bandwidth estimate (0 before the first feedback: no budget yet).
+    estimate: EstimateCell,
+    /// Resends the budget allows now, and when it was last refilled.
+    tokens: f64,
+    refilled: Option<Instant>,
+}
+
+impl NackLimiter {
+    pub fn new(dropped: Arc<AtomicU64>, paused: Arc<AtomicBool>, estimate: EstimateCell) -> NackLimiter {
+        NackLimiter { dropped, paused, estimate, ..Default::default() }
+    }
+
+    /// Refills the resend budget for `now`; `None` while there is no estimate (no limit).
+    fn budget(&mut self, now: Instant) -> Option<&mut f64> {
+        let estimate = self.estimate.get();
+        if estimate == 0 {
+            return None;
+        }
+        let rate = (estimate as f64 * RESEND_SHARE / TYPICAL_PACKET_BITS).max(MIN_RESENDS_PER_SEC);
+        let elapsed = self.refilled.map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.refilled = Some(now);
+        Some(&mut self.tokens)
+    }
+
+    fn limit(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
+        let paused = self.paused.load(Ordering::Relaxed);
+        let mut budget = self.budget(now).map(|t| *t);
+        let asked = self.asked.entry(nack.media_ssrc).or_default();
+        let mut requested = 0u64;
+        let mut allowed = Vec::new();
+        for pair in &nack.nacks {
+            // RFC 4585 §6.2.1: the packet id, and a bitmask of the 16 that follow it.
+            let bits = (0..16u16).filter(|i| pair.lost_packets & (1 << i) != 0).map(|i| i + 1);
+            for seq in std::iter::once(0).chain(bits).map(|d| pair.packet_id.wrapping_add(d)) {
+                requested += 1;
+                if !paused && asked.allow(seq, now, &mut budget) {
+                    allowed.push(seq);
+                }
+            }
+        }
+        if let Some(t) = budget {
+            self.tokens = t;
+        }
+        self.dropped.fetch_add(requested - allowed.len() as u64, Ordering::Relaxed);
+        if allowed.len() as u64 == requested {
+            return None; // unchanged
+        }
+        Some(TransportLayerNack {
+            sender_ssrc: nack.sender_ssrc,
+            media_ssrc: nack.media_ssrc,
+            nacks: nack_pairs_from_sequence_numbers(&allowed),
+        })
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for NackLimiter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            for p in packets.iter_mut() {
+                let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else { continue };
+                if let Some(limited) = self.limit(msg.now, nack) {
+                    *p = Box::new(limited);
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
+        Ok(())
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for NackLimiter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.asked.remove(&info.ssrc);
+    }
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// The latest bandwidth estimate of one subscribe connection, in bits per second; 0 until the
+/// first feedback arrives.
+#[derive(Clone, Default)]
+pub struct EstimateCell(Arc<AtomicU64>);
+
+impl EstimateCell {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// GCC, publishing its target into an [`EstimateCell`] whenever it may have moved.
+pub struct ReportingGcc {
+    gcc: Gcc,
+    out: EstimateCell,
+    /// No estimate is published before the first feedback: until then GCC only repeats its
+    /// starting value, which says nothing about the link.
+    fed: bool,
+}
+
+/// Where GCC starts and its bounds, in bits per second. It starts high: an SFU forwards what the
+/// publishers send from the first packet, and GCC lowers its target as soon as the link shows
+/// delay growth or loss.
+const GCC_START: f64 = 10_000_000.0;
+const GCC_MIN: f64 = 30_000.0;
+const GCC_MAX: f64 = 50_000_000.0;
+
+impl ReportingGcc {
+    pub fn new(out: EstimateCell) -> ReportingGcc {
+        ReportingGcc { gcc: Gcc::new(GCC_START, GCC_MIN, GCC_MAX), out, fed: false }
+    }
+
+    fn publish(&self) {
+        if self.fed {
+            self.out.0.store(self.gcc.target_bitrate() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl BandwidthEstimator for ReportingGcc {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.gcc.on_reports(now, reports);
+        self.fed = true;
+        self.publish();
+    }
+    fn target_bitrate(&self) -> f64 {
+        self.gcc.target_bitrate()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.gcc.handle_timeout(now);
+        self.publish();
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.gcc.poll_timeout()
+    }
+    fn stats(&self) -> EstimatorStats {
+        self.gcc.stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packet_is_resent_at_most_ten_times_and_not_twice_within_100_ms() {
+        let t0 = Instant::now();
+        let mut a = Asked::default();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let no_budget = &mut None;
+        assert!(a.allow(7, at(0), no_budget));
+        assert!(!a.allow(7, at(50), no_budget), "asked again before the answer could arrive");
+        for i in 1..10 {
+            assert!(a.allow(7, at(i * 100), no_budget), "resend {}", i + 1);
+        }
+        assert!(!a.allow(7, at(1000), no_budget), "an eleventh time");
+        assert!(!a.allow(7, at(5000), no_budget));
+        assert!(a.allow(8, at(1000), no_budget), "other packets are independent");
+    }
+
+    #[test]
+    fn repeated_resends_are_budgeted_to_half_the_estimated_rate() {
+        let t0 = Instant::now();
+        let estimate = EstimateCell::default();
+        let mut l = NackLimiter::new(Default::default(), Default::default(), estimate.clone());
+        let nack = |from: u16| TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 9,
+            nacks: nack_pairs_from_sequence_numbers(&(from..from + 100).collect::<Vec<_>>()),
+        };
+        let count = |n: Option<TransportLayerNack>| {
+            n.map_or(100, |n| n.nacks.iter().map(|p| p.packet_list().len()).sum::<usize>())
+        };
+        assert_eq!(count(l.limit(t0, &nack(0))), 100, "no estimate yet: no budget");
+        estimate.0.store(384_000, Ordering::Relaxed); // 0.5 × 384 kbps = 20 packets of 9 600 bits a second
+        assert_eq!(count(l.limit(t0 + Duration::from_secs(1), &nack(1000))), 100, "first resends always go");
+        assert_eq!(count(l.limit(t0 + Duration::from_secs(2), &nack(1000))), 20, "repeats are budgeted");
+        assert_eq!(count(l.limit(t0 + Duration::from_millis(2500), &nack(1000))), 10, "refilled for 0.5 s");
+    }
+
+    #[test]
+    fn the_history_is_bounded() {
+        let t0 = Instant::now();
+        let mut a = Asked::default();
+        for seq in 0..(HISTORY as u16 + 10) {
+            assert!(a.allow(seq, t0, &mut None));
+        }
+        assert_eq!(a.by_seq.len(), HISTORY);
+        assert!(a.allow(0, t0, &mut Some(0.0)), "forgotten: treated as new, needs no token");
+    }
+
+    #[test]
+    fn a_nack_is_rewritten_without_the_refused_sequence_numbers() {
+        let t0 = Instant::now();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let paused = Arc::new(AtomicBool::new(false));
+        let mut l = NackLimiter::new(dropped.clone(), paused.clone(), EstimateCell::default());
+        let nack = |seqs: &[u16]| TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 9,
+            nacks: nack_pairs_from_sequence_numbers(seqs),
+        };
+        assert!(l.limit(t0, &nack(&[10, 11, 14])).is_none(), "all new: passed unchanged");
+        let limited = l.limit(t0 + Duration::from_millis(10), &nack(&[10, 12])).expect("rewritten");
+        let mut seqs = Vec::new();
+        for p in &limited.nacks {
+            seqs.extend(p.packet_list());
+        }
+        assert_eq!(seqs, [12]);
+        assert_eq!(dropped.load(Ordering::Relaxed), 1);
+        paused.store(true, Ordering::Relaxed);
+        let limited = l.limit(t0 + Duration::from_millis(20), &nack(&[30])).expect("rewritten");
+        assert!(limited.nacks.is_empty(), "nothing is resent while video is suspended");
+    }
+}

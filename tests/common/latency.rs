@@ -1,0 +1,116 @@
+//! Latency through a server, measured in one process (the load benchmark, benches/room_load.rs).
+//!
+//! When publishers and subscribers share a process, the time a packet spends between them needs
+//! no clock synchronisation: the publish side stamps each RTP payload as it leaves the
+//! application-most interceptor ([`LatencyTap`]) and the subscribe side looks the payload up as
+//! it arrives (`RecvPacket::sent_at`). An SFU forwards payloads unchanged (it rewrites headers:
+//! sequence numbers, timestamps, SSRCs), so a hash of the payload names the packet on both sides.
+//! The VP8 payload descriptor carries the picture ID, so video payloads differ even when the
+//! fixture loops; for a payload sent more than once (an Opus frame that repeats) the latest send
+//! time that is not after the arrival is kept, which can only under-state the latency.
+//!
+//! Optional: clients built without a probe (every test) do none of this.
+
+use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::sansio::Protocol;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Send times older than this are forgotten, so that a long run does not grow the map without
+/// bound; a packet that takes longer to arrive has no latency sample.
+const KEEP_SENT: Duration = Duration::from_secs(10);
+
+/// Shared by every publish and subscribe side of one load run.
+#[derive(Debug, Default)]
+pub struct LatencyProbe {
+    /// Written by every publish side's interceptor, read by every subscribe side's track task.
+    inner: Mutex<ProbeInner>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeInner {
+    /// Payload hash → when a publish side last sent that payload.
+    sent: HashMap<u64, Instant>,
+    /// When entries older than `KEEP_SENT` were last dropped.
+    pruned_at: Option<Instant>,
+}
+
+fn payload_hash(payload: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    payload.hash(&mut h);
+    h.finish()
+}
+
+impl LatencyProbe {
+    /// A publish side handed this RTP payload to its stack at `at`.
+    pub fn note_sent(&self, payload: &[u8], at: Instant) {
+        let key = payload_hash(payload);
+        let mut inner = self.inner.lock().unwrap();
+        inner.sent.insert(key, at);
+        let pruned_at = *inner.pruned_at.get_or_insert(at);
+        if at.duration_since(pruned_at) > KEEP_SENT {
+            inner.sent.retain(|_, t| at.duration_since(*t) <= KEEP_SENT);
+            inner.pruned_at = Some(at);
+        }
+    }
+
+    /// When this payload, arriving at `arrival`, was sent; `None` if no publish side of the run
+    /// sent it (or it was sent more than `KEEP_SENT` ago).
+    pub fn sent_at(&self, payload: &[u8], arrival: Instant) -> Option<Instant> {
+        let key = payload_hash(payload);
+        self.inner.lock().unwrap().sent.get(&key).copied().filter(|t| *t <= arrival)
+    }
+}
+
+/// Publish-side interceptor that stamps every outgoing RTP payload in a [`LatencyProbe`].
+/// Registered application-most (above the NACK responder), so it sees each packet once, when the
+/// packetizer emits it; a retransmission keeps the original send time and its delay counts.
+pub struct LatencyTap {
+    /// Where the send times go.
+    probe: Arc<LatencyProbe>,
+    /// Inbound packets, passed through untouched.
+    read_queue: VecDeque<TaggedPacket>,
+    /// Outbound packets, passed through after stamping.
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl LatencyTap {
+    pub fn new(probe: Arc<LatencyProbe>) -> LatencyTap {
+        LatencyTap { probe, read_queue: VecDeque::new(), write_queue: VecDeque::new() }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for LatencyTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if let Packet::Rtp(p) = &msg.message.packet {
+            self.probe.note_sent(&p.payload, Instant::now());
+        }
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for LatencyTap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

@@ -1,0 +1,552 @@
+//! Network impairment (issue 5, item 7): the real `qiao` binary in its own network namespace,
+//! reached by webrtc-rs clients over the userspace link of `tests/common/netem.rs` (this kernel
+//! has no `sch_netem`).
+//!
+//! - 10 % loss and 50 ms each way (100 ms RTT): video keeps flowing, repaired by NACK and
+//!   retransmission on both legs of the SFU.
+//! - One subscriber's downlink capped at 300 kbps: it keeps its audio while the others keep the
+//!   full video, because the server pauses or reduces that subscriber's video.
+//!
+//! The figures each test measures are printed (`cargo test --test netem -- --nocapture`).
+//! Needs root (network namespaces, TUN devices) and `ip` (iproute2); the unit tests of the
+//! emulator's pure parts at the end need neither.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::client::{ClientOptions, Media, TestClient, VideoCodec};
+use common::fixtures::{self, Fixture};
+use common::netem::{repair_report, unwrap_arrivals, Dir, Impairment, Netem, PeerWire, RateCap, RepairReport};
+use common::rtp_check::{self, FrameStats, PacketRef};
+use common::server::ServerProcess;
+
+/// The measurement window: ≈ 15 keyframes, 450 frames and 500 video packets of the fixture.
+const WINDOW: Duration = Duration::from_secs(15);
+/// After the window, repairs of its last packets may still be on their way (a NACK round trip
+/// is ≈ 100 ms here, more when the NACK or the retransmission is lost too).
+const REPAIR_GRACE: Duration = Duration::from_secs(1);
+/// Bound for joining, publishing and the first media.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Seed of the link's loss draws.
+const SEED: u64 = 0x5eed_0005;
+
+/// The server in a namespace behind an emulated link. Fields drop in order: the server stops,
+/// then the link and namespace go.
+struct Lab {
+    server: ServerProcess,
+    netem: Netem,
+    session: String,
+    _data: tempfile::TempDir,
+}
+
+impl Lab {
+    async fn start(client_addresses: usize) -> Lab {
+        fixtures::prepare(VideoCodec::Vp8).await;
+        let netem = Netem::new(client_addresses, SEED).expect("network namespace and TUN link (needs root and `ip`)");
+        let data = tempfile::tempdir().expect("temp dir");
+        let server = ServerProcess::spawn_in_netns(&netem.netns, IpAddr::V4(netem.server_ip), data.path(), &[]);
+        let session = server.api.create_session("mediation").await;
+        Lab { server, netem, session, _data: data }
+    }
+
+    /// Invites `name` and connects from `ip` (one of `netem.client_ips`); publishes `media` if
+    /// given, with `video` as its video clip if given.
+    async fn join(
+        &self,
+        name: &str,
+        role: &str,
+        ip: Ipv4Addr,
+        media: Option<Media>,
+        video: Option<Arc<Fixture>>,
+    ) -> TestClient {
+        let inv = self.server.api.invite(&self.session, name, role).await;
+        let opts = ClientOptions {
+            name: name.into(),
+            udp_addr: Some(format!("{ip}:0")),
+            video_fixture: video,
+            join_timeout: SETUP_TIMEOUT,
+            publish_timeout: SETUP_TIMEOUT,
+            ..Default::default()
+        };
+        let client = TestClient::connect_with(&self.server.api.ws_url, &inv.token, opts)
+            .await
+            .unwrap_or_else(|e| panic!("{name} joins: {e:#}\n{}", self.log()));
+        if let Some(m) = media {
+            client.publish(m).await.unwrap_or_else(|e| panic!("{name} publishes: {e:#}\n{}", self.log()));
+        }
+        client
+    }
+
+    fn log(&self) -> String {
+        let log = self.server.log.lock().unwrap();
+        let mut start = log.len().saturating_sub(6000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        format!("server log (tail):\n{}", &log[start..])
+    }
+}
+
+/// What one subscriber received from one publisher over the window.
+struct Received {
+    video: RepairReport,
+    audio: RepairReport,
+    /// Frames assembled from the window's video packets.
+    frames: FrameStats,
+}
+
+impl Received {
+    fn of(client: &TestClient, publisher: &str, from: Instant, to: Instant) -> Received {
+        let arrivals = |kind: &str| {
+            client
+                .with_received(publisher, kind, |t| t.packets.iter().map(|p| (p.arrival, p.seq)).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let video = repair_report(&arrivals("video"), from, to);
+        let audio = repair_report(&arrivals("audio"), from, to);
+        let frames = client
+            .with_received(publisher, "video", |t| {
+                let exts = unwrap_arrivals(t.packets.iter().map(|p| p.seq));
+                let refs: Vec<PacketRef<'_>> = t
+                    .packets
+                    .iter()
+                    .zip(exts)
+                    .filter(|(_, ext)| video.contains(*ext))
+                    .map(|(p, _)| PacketRef {
+                        seq: p.seq,
+                        timestamp: p.timestamp,
+                        marker: p.marker,
+                        payload: &p.payload,
+                    })
+                    .collect();
+                rtp_check::frame_stats(&rtp_check::assemble_vp8(&refs))
+            })
+            .unwrap_or_default();
+        Received { video, audio, frames }
+    }
+}
+
+/// Payload types the client's latest subscribe answer accepted on video m-lines (VP8 and its RTX).
+fn video_payload_types(client: &TestClient) -> BTreeSet<u8> {
+    client.subscribe_media().iter().filter(|m| m.kind == "video").flat_map(|m| m.accepted()).map(|(pt, _)| pt).collect()
+}
+
+/// kbit/s of RTP sent to a client over `window`, split by payload type into video (media and its
+/// RTX) and everything else.
+fn rtp_kbps(wire: &PeerWire, video_pts: &BTreeSet<u8>, window: Duration) -> (f64, f64) {
+    let (mut video, mut other) = (0u64, 0u64);
+    for f in wire.rtp.values() {
+        if f.payload_types.keys().any(|pt| video_pts.contains(pt)) {
+            video += f.bytes;
+        } else {
+            other += f.bytes;
+        }
+    }
+    let kbps = |b: u64| b as f64 * 8.0 / window.as_secs_f64() / 1000.0;
+    (kbps(video), kbps(other))
+}
+
+/// RTP packets sent to a subscriber: (media packets of its video, retransmissions of any stream:
+/// RTX packets plus packets that repeat a sequence number of their SSRC).
+fn video_and_retransmissions(wire: &PeerWire, client: &TestClient) -> (u64, u64) {
+    let accepted: Vec<(u8, String, String)> = client
+        .subscribe_media()
+        .iter()
+        .flat_map(|m| m.accepted().into_iter().map(|(pt, name)| (pt, name, m.kind.clone())))
+        .collect();
+    let is_rtx = |pt: &u8| accepted.iter().any(|(p, name, _)| p == pt && name.eq_ignore_ascii_case("rtx"));
+    let is_video = |pt: &u8| {
+        accepted.iter().any(|(p, name, kind)| p == pt && kind == "video" && !name.eq_ignore_ascii_case("rtx"))
+    };
+    let by_pt = || wire.rtp.values().flat_map(|f| f.payload_types.iter());
+    let rtx: u64 = by_pt().filter(|(pt, _)| is_rtx(pt)).map(|(_, n)| n).sum();
+    let video: u64 =
+        wire.rtp.values().filter(|f| f.payload_types.keys().any(is_video)).map(|f| f.packets - f.repeats).sum();
+    (video, rtx + wire.repeats())
+}
+
+/// 10 % loss and 50 ms delay in each direction. One publisher (VP8 + Opus), one subscriber.
+/// Over 15 s the subscriber assembles nearly every frame, sees keyframes, and loses far less
+/// than the ≈ 19 % the two lossy hops would cost without repair: the server asks the publisher
+/// for what its up leg missed (NACK) and retransmits what the subscriber's NACKs name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
+    let lab = Lab::start(2).await;
+    let (pub_ip, sub_ip) = (lab.netem.client_ips[0], lab.netem.client_ips[1]);
+    let publisher = lab.join("调解员", "mediator", pub_ip, Some(Media::audio_video(VideoCodec::Vp8)), None).await;
+    let subscriber = lab.join("当事人", "party", sub_ip, None, None).await;
+    let pid = publisher.participant_id.clone();
+    subscriber
+        .wait_media("a complete keyframe before the link is impaired", &pid, "video", SETUP_TIMEOUT, |t| {
+            t.frame_stats().complete_keyframes >= 1
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+
+    // Connection setup is not what is measured: the link turns bad once media flows.
+    let bad = Impairment { loss: 0.10, delay: Duration::from_millis(50), caps: vec![] };
+    lab.netem.set(Dir::Up, bad.clone());
+    lab.netem.set(Dir::Down, bad);
+    let (wire_up0, wire_down0) = (lab.netem.wire(Dir::Up), lab.netem.wire(Dir::Down));
+    let (sent0, _) = publisher.video_samples_sent().await;
+    let from = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let to = Instant::now();
+    let (sent1, _) = publisher.video_samples_sent().await;
+    let (wire_up1, wire_down1) = (lab.netem.wire(Dir::Up), lab.netem.wire(Dir::Down));
+    tokio::time::sleep(REPAIR_GRACE).await;
+
+    let got = Received::of(&subscriber, &pid, from, to);
+    let peer = |w: &std::collections::BTreeMap<Ipv4Addr, PeerWire>, ip| w.get(&ip).cloned().unwrap_or_default();
+    let sub_sent = peer(&wire_up1, sub_ip).since(&peer(&wire_up0, sub_ip));
+    let to_sub = peer(&wire_down1, sub_ip).since(&peer(&wire_down0, sub_ip));
+    let pub_sent = peer(&wire_up1, pub_ip).since(&peer(&wire_up0, pub_ip));
+    let to_pub = peer(&wire_down1, pub_ip).since(&peer(&wire_down0, pub_ip));
+    let (video_to_sub, retx_to_sub) = video_and_retransmissions(&to_sub, &subscriber);
+    let frames_sent = sent1 - sent0;
+    let figures = format!(
+        "10 % loss + 50 ms each way, {WINDOW:?} window:\n\
+         link: up {:?}, down {:?}\n\
+         subscriber video: {}\n\
+         subscriber video frames: {} (publisher wrote {frames_sent} frames in the window)\n\
+         subscriber audio (Opus, no NACK): {}\n\
+         down leg: subscriber sent {} NACKs; server sent it {video_to_sub} video packets and {retx_to_sub} retransmissions\n\
+         up leg: server sent the publisher {} NACKs; publisher sent {} repeated-seq RTP packets\n\
+         RTCP from the subscriber by (type, fmt): {:?}; to the publisher: {:?}",
+        lab.netem.stats(Dir::Up),
+        lab.netem.stats(Dir::Down),
+        got.video,
+        got.frames,
+        got.audio,
+        sub_sent.nacks(),
+        to_pub.nacks(),
+        pub_sent.repeats(),
+        sub_sent.rtcp,
+        to_pub.rtcp,
+    );
+    println!("{figures}");
+    let fail = |what: &str| -> ! {
+        panic!("{what}\n{figures}\n\n{}\n{}\n{}", publisher.diagnostics(), subscriber.diagnostics(), lab.log())
+    };
+
+    if got.video.expected < 300 {
+        fail("too little video in the window to judge");
+    }
+    if got.frames.complete_keyframes < 5 {
+        fail("the subscriber should assemble a keyframe about every second");
+    }
+    if (got.frames.complete as u64) * 100 < frames_sent * 90 {
+        fail("the subscriber should assemble ≥ 90 % of the frames the publisher wrote");
+    }
+    if got.video.loss_pct() >= 2.0 {
+        fail("video loss after repair should be far below the link's (< 2 %)");
+    }
+    if retx_to_sub == 0 || got.video.late == 0 {
+        fail("the server should retransmit what the subscriber's NACKs name");
+    }
+    if to_pub.nacks() == 0 || pub_sent.repeats() == 0 {
+        fail("the server should NACK what its up leg lost, and the publisher retransmit it");
+    }
+    publisher.assert_healthy().unwrap();
+    subscriber.assert_healthy().unwrap();
+}
+
+/// One subscriber's downlink is capped at 300 kbps (queue: 200 ms at that rate, drop-tail) from
+/// before it joins; the publisher's camera sends 640×360 at 800 kbps. The uncapped subscriber keeps the
+/// full video; the capped one keeps its audio with little loss, which needs the server to pause
+/// or reduce the video it sends that subscriber to what fits beside the audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_subscriber_falls_back_while_others_keep_video() {
+    /// What the capped subscriber's video may take: the cap less Opus with headers (≈ 60 kbps).
+    const VIDEO_BUDGET_KBPS: f64 = 240.0;
+    /// Time the server gets to notice the bottleneck (receiver reports come about every second)
+    /// before the window opens.
+    const SETTLE: Duration = Duration::from_secs(5);
+    /// The publisher's video rate: well above the cap, as a real camera's is.
+    const CAMERA_KBPS: u32 = 800;
+
+    let lab = Lab::start(3).await;
+    let [pub_ip, free_ip, capped_ip] = [lab.netem.client_ips[0], lab.netem.client_ips[1], lab.netem.client_ips[2]];
+    let cap = RateCap::with_queue_delay(300_000, Duration::from_millis(200));
+    lab.netem.set(Dir::Down, Impairment { caps: vec![(capped_ip, cap)], ..Default::default() });
+
+    let camera = tokio::task::spawn_blocking(|| fixtures::vp8_cbr(640, 360, CAMERA_KBPS)).await.expect("CBR clip");
+    let publisher =
+        lab.join("调解员", "mediator", pub_ip, Some(Media::audio_video(VideoCodec::Vp8)), Some(camera)).await;
+    let free = lab.join("当事人甲", "party", free_ip, None, None).await;
+    let capped = lab.join("当事人乙", "party", capped_ip, None, None).await;
+    let pid = publisher.participant_id.clone();
+    free.wait_media("video on the uncapped link", &pid, "video", SETUP_TIMEOUT, |t| {
+        t.frame_stats().complete_keyframes >= 1
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+    capped
+        .wait_media("audio on the capped link", &pid, "audio", SETUP_TIMEOUT, |t| t.packets.len() >= 50)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+    tokio::time::sleep(SETTLE).await;
+
+    let down0 = lab.netem.wire(Dir::Down);
+    let drops0 = lab.netem.stats(Dir::Down).queue_drops;
+    let (sent0, _) = publisher.video_samples_sent().await;
+    let from = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let to = Instant::now();
+    let (sent1, _) = publisher.video_samples_sent().await;
+    let down1 = lab.netem.wire(Dir::Down);
+    let drops = lab.netem.stats(Dir::Down).queue_drops - drops0;
+    tokio::time::sleep(REPAIR_GRACE).await;
+
+    let peer = |w: &std::collections::BTreeMap<Ipv4Addr, PeerWire>, ip| w.get(&ip).cloned().unwrap_or_default();
+    let to_free = peer(&down1, free_ip).since(&peer(&down0, free_ip));
+    let to_capped = peer(&down1, capped_ip).since(&peer(&down0, capped_ip));
+    let (free_video_kbps, free_other_kbps) = rtp_kbps(&to_free, &video_payload_types(&free), WINDOW);
+    let (capped_video_kbps, capped_other_kbps) = rtp_kbps(&to_capped, &video_payload_types(&capped), WINDOW);
+    let got_free = Received::of(&free, &pid, from, to);
+    let got_capped = Received::of(&capped, &pid, from, to);
+    let (video_to_capped, retx_to_capped) = video_and_retransmissions(&to_capped, &capped);
+    let frames_sent = sent1 - sent0;
+    let figures = format!(
+        "capped subscriber's downlink {} kbps, queue {} bytes; {WINDOW:?} window after {SETTLE:?}:\n\
+         server sent (UDP payload): uncapped {free_video_kbps:.0} kbps video + {free_other_kbps:.0} kbps other; \
+         capped {capped_video_kbps:.0} kbps video + {capped_other_kbps:.0} kbps other \
+         (video incl. retransmissions: {video_to_capped} video packets, {retx_to_capped} retransmissions)\n\
+         bottleneck queue drops in the window: {drops}\n\
+         uncapped video: {}; frames: {} (publisher wrote {frames_sent})\n\
+         uncapped audio: {}\n\
+         capped audio: {}\n\
+         capped video: {}; frames: {}",
+        cap.bits_per_sec / 1000,
+        cap.queue_bytes,
+        got_free.video,
+        got_free.frames,
+        got_free.audio,
+        got_capped.audio,
+        got_capped.video,
+        got_capped.frames,
+    );
+    println!("{figures}");
+    let fail = |what: &str| -> ! {
+        panic!(
+            "{what}\n{figures}\n\n{}\n{}\n{}\n{}",
+            publisher.diagnostics(),
+            free.diagnostics(),
+            capped.diagnostics(),
+            lab.log()
+        )
+    };
+
+    if (got_free.frames.complete as u64) * 100 < frames_sent * 90 || got_free.video.loss_pct() >= 1.0 {
+        fail("the uncapped subscriber should keep the full video");
+    }
+    if got_capped.audio.expected < 500 || got_capped.audio.loss_pct() >= 5.0 {
+        fail("the capped subscriber should keep its audio with < 5 % loss");
+    }
+    if capped_video_kbps > VIDEO_BUDGET_KBPS {
+        fail("the server should pause or reduce the capped subscriber's video to what fits beside its audio");
+    }
+    publisher.assert_healthy().unwrap();
+    free.assert_healthy().unwrap();
+}
+
+// ════════════════════════════════ the emulator's pure parts ════════════════════════════════
+
+mod link {
+    use super::common::netem::{
+        classify, parse_ipv4_udp, repair_report, Impairment, Link, LinkStats, RateCap, Verdict, Wire, WireTally,
+    };
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    const A: Ipv4Addr = Ipv4Addr::new(10, 78, 1, 2);
+    const B: Ipv4Addr = Ipv4Addr::new(10, 78, 1, 3);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Everything released up to `until`, stepping 1 ms: (release time in ms after t0, packet).
+    fn drain(link: &mut Link<u32>, t0: Instant, until: Duration) -> Vec<(u64, u32)> {
+        let mut out = Vec::new();
+        for step in 0..=until.as_millis() as u64 {
+            let now = t0 + ms(step);
+            while let Some(p) = link.pop_due(now) {
+                out.push((step, p));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_clean_link_releases_at_once_in_order() {
+        let t0 = Instant::now();
+        let mut link = Link::new(1);
+        for i in 0..5 {
+            assert_eq!(link.push(t0, Some(A), 100, i), Verdict::Scheduled(t0));
+        }
+        assert_eq!(drain(&mut link, t0, ms(0)), (0..5).map(|i| (0, i)).collect::<Vec<_>>());
+        assert_eq!(link.next_release(), None);
+    }
+
+    #[test]
+    fn delay_holds_each_packet_exactly_that_long() {
+        let t0 = Instant::now();
+        let mut link = Link::new(1);
+        link.set_impairment(Impairment { delay: ms(50), ..Default::default() });
+        link.push(t0, Some(A), 100, 1);
+        link.push(t0 + ms(10), Some(A), 100, 2);
+        assert_eq!(link.next_release(), Some(t0 + ms(50)));
+        assert_eq!(link.pop_due(t0 + ms(49)), None);
+        assert_eq!(drain(&mut link, t0, ms(100)), vec![(50, 1), (60, 2)]);
+    }
+
+    #[test]
+    fn loss_drops_about_the_given_share_and_the_same_packets_for_the_same_seed() {
+        let t0 = Instant::now();
+        let run = |seed| {
+            let mut link = Link::new(seed);
+            link.set_impairment(Impairment { loss: 0.10, ..Default::default() });
+            (0..10_000).map(|i| link.push(t0, Some(A), 100, i) == Verdict::Lost).collect::<Vec<_>>()
+        };
+        let a = run(7);
+        let lost = a.iter().filter(|l| **l).count();
+        assert!((900..1100).contains(&lost), "{lost} of 10000 lost at 10 %");
+        assert_eq!(a, run(7), "same seed, same losses");
+        assert_ne!(a, run(8), "another seed, other losses");
+    }
+
+    #[test]
+    fn a_cap_serialises_at_its_rate_and_drops_what_overflows_its_queue() {
+        let t0 = Instant::now();
+        let mut link = Link::new(1);
+        // 100 kbit/s: a 125-byte packet takes 10 ms; the queue holds 3 of them.
+        let cap = RateCap { bits_per_sec: 100_000, queue_bytes: 375 };
+        link.set_impairment(Impairment { delay: ms(5), caps: vec![(A, cap)], ..Default::default() });
+        let verdicts: Vec<_> = (0..5).map(|i| link.push(t0, Some(A), 125, i)).collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                Verdict::Scheduled(t0 + ms(15)),
+                Verdict::Scheduled(t0 + ms(25)),
+                Verdict::Scheduled(t0 + ms(35)),
+                Verdict::QueueFull,
+                Verdict::QueueFull
+            ]
+        );
+        // Another destination is not behind that bottleneck.
+        assert_eq!(link.push(t0, Some(B), 125, 9), Verdict::Scheduled(t0 + ms(5)));
+        // Once the queue has drained a packet's worth, one more fits.
+        assert_eq!(link.push(t0 + ms(10), Some(A), 125, 5), Verdict::Scheduled(t0 + ms(45)));
+        assert_eq!(drain(&mut link, t0, ms(60)), vec![(5, 9), (15, 0), (25, 1), (35, 2), (45, 5)]);
+        assert_eq!(link.stats(), LinkStats { offered: 7, lost: 0, queue_drops: 2, released: 5 });
+    }
+
+    #[test]
+    fn a_cap_passes_a_rate_below_it_without_queueing() {
+        let t0 = Instant::now();
+        let mut link = Link::new(1);
+        link.set_impairment(Impairment {
+            caps: vec![(A, RateCap::with_queue_delay(300_000, ms(200)))],
+            ..Default::default()
+        });
+        // 100 packets of 1000 bytes every 40 ms = 200 kbit/s: each waits only its own 26.7 ms.
+        for i in 0..100u32 {
+            let at = t0 + ms(40 * i as u64);
+            match link.push(at, Some(A), 1000, i) {
+                Verdict::Scheduled(r) => assert!(r - at < ms(27), "packet {i} queued {:?}", r - at),
+                v => panic!("packet {i}: {v:?}"),
+            }
+        }
+    }
+
+    fn ipv4_udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    fn rtp(seq: u16, ssrc: u32, pt: u8, marker: bool) -> Vec<u8> {
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1]);
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xaa; 20]);
+        p
+    }
+
+    #[test]
+    fn the_wire_shows_stun_dtls_rtp_and_the_first_rtcp_packet() {
+        let pkt = ipv4_udp([10, 78, 1, 2], 4000, [10, 78, 1, 1], 5000, &rtp(7, 0xdead_beef, 96, true));
+        let udp = parse_ipv4_udp(&pkt).unwrap();
+        assert_eq!(udp.src.to_string(), "10.78.1.2:4000");
+        assert_eq!(udp.dst.to_string(), "10.78.1.1:5000");
+        assert_eq!(classify(udp.payload), Wire::Rtp { ssrc: 0xdead_beef, seq: 7, payload_type: 96 });
+        assert_eq!(classify(&[0x00, 0x01, 0, 8]), Wire::Stun);
+        assert_eq!(classify(&[22, 0xfe, 0xfd, 0, 0]), Wire::Dtls);
+        // A generic NACK (RTPFB, FMT 1) and a PLI (PSFB, FMT 1).
+        assert_eq!(classify(&[0x81, 205, 0, 3, 0, 0, 0, 1]), Wire::Rtcp { packet_type: 205, fmt: 1 });
+        assert_eq!(classify(&[0x81, 206, 0, 2, 0, 0, 0, 1]), Wire::Rtcp { packet_type: 206, fmt: 1 });
+        assert_eq!(parse_ipv4_udp(&pkt[..25]), None, "truncated UDP header");
+    }
+
+    #[test]
+    fn the_tally_counts_repeated_sequence_numbers_per_ssrc_as_retransmissions() {
+        let mut t = WireTally::default();
+        for seq in [1, 2, 3, 2, 4, 3] {
+            t.count(A, &rtp(seq, 1, 96, false));
+        }
+        t.count(A, &rtp(2, 2, 97, false));
+        t.count(A, &[0x81, 205, 0, 3, 0, 0, 0, 1]);
+        t.count(B, &rtp(1, 1, 96, false));
+        let s = t.snapshot();
+        assert_eq!(s[&A].rtp[&1].packets, 6);
+        assert_eq!(s[&A].rtp[&1].repeats, 2);
+        assert_eq!(s[&A].rtp[&2].repeats, 0, "another SSRC has its own sequence");
+        assert_eq!(s[&A].nacks(), 1);
+        assert_eq!(s[&A].repeats(), 2);
+        assert_eq!(s[&B].repeats(), 0, "another address is another peer");
+        let later = {
+            t.count(A, &rtp(5, 1, 96, false));
+            t.snapshot()
+        };
+        let d = later[&A].since(&s[&A]);
+        assert_eq!((d.rtp[&1].packets, d.rtp[&1].repeats, d.nacks()), (1, 0, 0));
+    }
+
+    #[test]
+    fn repair_report_counts_a_window_its_holes_and_late_fills() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + ms(n);
+        // Before the window: 65534, 65535. In it: 0, 1, 3 (2 missing), 5 (4 missing), then 2
+        // arrives late (repaired). After it: 4 arrives late too, and 6 (beyond the window).
+        let arrivals = [
+            (at(0), 65534),
+            (at(1), 65535),
+            (at(10), 0),
+            (at(11), 1),
+            (at(12), 3),
+            (at(13), 5),
+            (at(14), 2),
+            (at(30), 4),
+            (at(31), 6),
+        ];
+        let r = repair_report(&arrivals, at(5), at(20));
+        assert_eq!((r.expected, r.received, r.late, r.missing()), (6, 6, 2, 0));
+        assert_eq!(r.range, (65536, 65541), "unwrapped across the wrap");
+        // Judged at the window's end, without the late 4.
+        let r = repair_report(&arrivals[..7], at(5), at(20));
+        assert_eq!((r.expected, r.received, r.late, r.missing()), (6, 5, 1, 1));
+        assert!((r.loss_pct() - 100.0 / 6.0).abs() < 1e-9);
+        assert_eq!(repair_report(&arrivals, at(40), at(50)).expected, 0, "nothing arrived in the window");
+    }
+}
