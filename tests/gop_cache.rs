@@ -37,12 +37,7 @@ async fn gop_replays(server: &TestServer) -> u64 {
 /// then a second party joins late and we watch what it receives.
 async fn late_join(cache: bool) -> LateJoin {
     fixtures::prepare(VideoCodec::Vp8).await;
-    let server = TestServer::start_with(|c| {
-        if !cache {
-            c.core.gop_cache_bytes = 0;
-        }
-    })
-    .await;
+    let server = TestServer::start_with(|c| c.core.gop_cache_bytes = if cache { 1 << 20 } else { 0 }).await;
     let session = server.create_session("hearing").await;
     let judge = server.invite(&session, "王法官", "judge").await;
     let early = server.invite(&session, "张原告", "party").await;

@@ -29,16 +29,7 @@ async fn an_s3_outage_mid_session_loses_nothing_and_the_recording_verifies_from_
         c.recording.segment = Duration::from_secs(2);
     })
     .await;
-    let case = server.post("/api/v1/cases", serde_json::json!({ "case_id": "S3-1", "kind": "hearing" })).await;
-    let session = server
-        .post(
-            &format!("/api/v1/cases/{}/sessions", case["id"].as_str().unwrap()),
-            serde_json::json!({ "lobby": false, "consent_required": false }),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let session = server.create_session_in_case("S3-1", "hearing").await;
     let judge = server.invite(&session, "王法官", "judge").await;
     let party = server.invite(&session, "张三", "party").await;
     let a = TestClient::join_and_publish(&server.ws_url, &judge.token, "王法官", Media::audio_video(VideoCodec::Vp8))

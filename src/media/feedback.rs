@@ -21,12 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{
-    BandwidthEstimator, EstimatorStats, Gcc, Interceptor, Packet, PacketReport, StreamInfo, TaggedPacket,
-};
+use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, Packet, PacketReport, StreamInfo, TaggedPacket};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{nack_pairs_from_sequence_numbers, TransportLayerNack};
-use rtc::sansio::Protocol;
-use rtc::shared::error::Error;
+
+use super::tap::TapHooks;
 
 /// Most times one packet is resent.
 pub const MAX_RESENDS: u8 = 10;
@@ -86,8 +84,6 @@ impl Asked {
 #[derive(Default)]
 pub struct NackLimiter {
     asked: HashMap<u32, Asked>,
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
     /// NACKed sequence numbers dropped, for the driver's counters.
     dropped: Arc<AtomicU64>,
     /// Set while the room has suspended this subscriber's video: every request is refused (video
@@ -105,8 +101,9 @@ impl NackLimiter {
         NackLimiter { dropped, paused, estimate, ..Default::default() }
     }
 
-    /// Refills the resend budget for `now`; `None` while there is no estimate (no limit).
-    fn budget(&mut self, now: Instant) -> Option<&mut f64> {
+    /// Refills the resend budget for `now` and returns it; `None` while there is no estimate
+    /// (no limit).
+    fn refill(&mut self, now: Instant) -> Option<f64> {
         let estimate = self.estimate.get();
         if estimate == 0 {
             return None;
@@ -115,12 +112,12 @@ impl NackLimiter {
         let elapsed = self.refilled.map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64());
         self.tokens = (self.tokens + elapsed * rate).min(rate);
         self.refilled = Some(now);
-        Some(&mut self.tokens)
+        Some(self.tokens)
     }
 
     fn limit(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
         let paused = self.paused.load(Ordering::Relaxed);
-        let mut budget = self.budget(now).map(|t| *t);
+        let mut budget = self.refill(now);
         let asked = self.asked.entry(nack.media_ssrc).or_default();
         let mut requested = 0u64;
         let mut allowed = Vec::new();
@@ -149,50 +146,20 @@ impl NackLimiter {
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for NackLimiter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
-        if let Packet::Rtcp(packets) = &mut msg.message.packet {
-            for p in packets.iter_mut() {
-                let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else { continue };
-                if let Some(limited) = self.limit(msg.now, nack) {
-                    *p = Box::new(limited);
-                }
+impl TapHooks for NackLimiter {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
+        let now = msg.now;
+        let Packet::Rtcp(packets) = &mut msg.message.packet else { return };
+        for p in packets.iter_mut() {
+            let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else { continue };
+            if let Some(limited) = self.limit(now, nack) {
+                *p = Box::new(limited);
             }
         }
-        self.read.push_back(msg);
-        Ok(())
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for NackLimiter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+    fn on_unbind_local(&mut self, info: &StreamInfo) {
         self.asked.remove(&info.ssrc);
     }
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// The latest bandwidth estimate of one subscribe connection, in bits per second; 0 until the

@@ -12,6 +12,7 @@ mod demux;
 mod driver;
 mod feedback;
 mod peer;
+pub mod tap;
 mod udp;
 
 use std::net::SocketAddr;

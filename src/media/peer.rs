@@ -2,7 +2,6 @@
 //! routed by ufrag), one host candidate at the announced address, mDNS off, default codecs and
 //! interceptors (NACK, RTCP reports, TWCC) plus one that hands incoming RTCP to us.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -10,8 +9,8 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, Interceptor, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry,
-    Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
+    TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
@@ -23,13 +22,13 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCD
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
-use rtc::sansio::Protocol;
 
 /// RFC 6464 client-to-mixer audio level.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 use rtc::shared::error::Error;
 
 use super::feedback::{EstimateCell, NackLimiter, ReportingGcc};
+use super::tap::{Tap, TapHooks};
 
 /// How often the publish side asks for one lost packet before giving up on it. The stack's
 /// default is unlimited, and a packet repaired over RTX is never marked received there, so it is
@@ -84,7 +83,7 @@ pub fn build(
         media.register_feedback(feedback, RtpCodecKind::Video);
     }
     let mut registry = Registry::new()
-        .with(Slot::from(14_000), DeliverRtcp::default())
+        .with(Slot::from(14_000), Tap::new(DeliverRtcp))
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build());
     configure_simulcast_extension_headers(&mut media)?;
@@ -95,7 +94,7 @@ pub fn build(
         // transport-wide sequence numbers it needs closest to the wire. No pacer: an SFU forwards
         // at the publishers' pace, and the room suspends video a link cannot carry.
         registry = registry
-            .with(Slot::from(3_500), NackLimiter::new(x.nacks_refused, x.video_suspended, x.estimate.clone()))
+            .with(Slot::from(3_500), Tap::new(NackLimiter::new(x.nacks_refused, x.video_suspended, x.estimate.clone())))
             .with(Slot::CongestionControl, CongestionControlBuilder::new(ReportingGcc::new(x.estimate)).build())
             .with(Slot::TwccSender, TwccSenderBuilder::new().build());
     }
@@ -122,49 +121,14 @@ pub fn build(
 
 /// Marks incoming RTCP for delivery to the application. Without it the interceptor chain ends in
 /// a sink and subscribers' PLI/FIR never reach us (so late joiners would never get a keyframe).
-#[derive(Default)]
-struct DeliverRtcp {
-    read: VecDeque<TaggedPacket>,
-    write: VecDeque<TaggedPacket>,
-}
+struct DeliverRtcp;
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for DeliverRtcp {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+impl TapHooks for DeliverRtcp {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
         if matches!(msg.message.packet, Packet::Rtcp(_)) {
             msg.message.add(Attribute::DeliverToApplication);
         }
-        self.read.push_back(msg);
-        Ok(())
     }
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-    fn handle_timeout(&mut self, _now: Instant) -> Result<(), Error> {
-        Ok(())
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-}
-
-impl Interceptor for DeliverRtcp {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// The track ids an SDP offer still sends: m-sections with a port other than 0, a sending

@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +29,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
+use qiao::media::tap::{Tap, TapHooks};
+use rtc::interceptor::{Attribute, Packet, Registry, Slot, TaggedPacket};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -40,7 +41,6 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio::Protocol;
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -456,50 +456,21 @@ impl Recorder {
 /// `TrackLocalEvent::OnRtcpPacket`. Without it inbound RTCP never reaches the application
 /// (see webrtc's `TrackLocalEvent::OnRtcpPacket` doc and rtc's examples/rtcp-processing).
 /// Registered last (slot 14 000, application-most) so every default interceptor sees everything.
-#[derive(Default)]
-pub struct KeyframeRequestTap {
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
+pub struct KeyframeRequestTap;
 
 fn is_keyframe_request(p: &dyn rtc::rtcp::Packet) -> bool {
     let any = p.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+impl TapHooks for KeyframeRequestTap {
+    fn on_read(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
-        self.read_queue.push_back(msg);
-        Ok(())
     }
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequestTap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Keyframe requests received by the publish side.
@@ -716,9 +687,9 @@ async fn build_pc(
     let mut registry =
         register_default_interceptors(Registry::new(), &mut me).context("register default interceptors")?;
     if publish {
-        registry = registry.with(Slot::from(14_000), KeyframeRequestTap::default());
+        registry = registry.with(Slot::from(14_000), Tap::new(KeyframeRequestTap));
         if let Some(probe) = &opts.latency_probe {
-            registry = registry.with(Slot::from(14_100), LatencyTap::new(Arc::clone(probe)));
+            registry = registry.with(Slot::from(14_100), Tap::new(LatencyTap::new(Arc::clone(probe))));
         }
     }
     // mDNS off: host candidates carry plain IPs, and nothing binds port 5353.

@@ -11,9 +11,9 @@
 //!
 //! Optional: clients built without a probe (every test) do none of this.
 
-use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
-use rtc::sansio::Protocol;
-use std::collections::{HashMap, VecDeque};
+use qiao::media::tap::TapHooks;
+use rtc::interceptor::{Packet, TaggedPacket};
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,47 +70,18 @@ impl LatencyProbe {
 pub struct LatencyTap {
     /// Where the send times go.
     probe: Arc<LatencyProbe>,
-    /// Inbound packets, passed through untouched.
-    read_queue: VecDeque<TaggedPacket>,
-    /// Outbound packets, passed through after stamping.
-    write_queue: VecDeque<TaggedPacket>,
 }
 
 impl LatencyTap {
     pub fn new(probe: Arc<LatencyProbe>) -> LatencyTap {
-        LatencyTap { probe, read_queue: VecDeque::new(), write_queue: VecDeque::new() }
+        LatencyTap { probe }
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for LatencyTap {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        self.read_queue.push_back(msg);
-        Ok(())
-    }
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+impl TapHooks for LatencyTap {
+    fn on_write(&mut self, msg: &TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
             self.probe.note_sent(&p.payload, Instant::now());
         }
-        self.write_queue.push_back(msg);
-        Ok(())
     }
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-}
-
-impl Interceptor for LatencyTap {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }

@@ -103,8 +103,14 @@ impl TestServer {
     }
 
     pub async fn create_session(&self, kind: &str) -> String {
+        self.create_session_in_case(&format!("test-{}", uuid::Uuid::new_v4()), kind).await
+    }
+
+    /// `create_session` under a case number of the caller's choosing (storage tests keep it short:
+    /// it is part of every object key).
+    pub async fn create_session_in_case(&self, case_number: &str, kind: &str) -> String {
         let case = self
-            .post("/api/v1/cases", json!({ "case_id": format!("test-{}", uuid::Uuid::new_v4()), "kind": kind, "title": "integration test" }))
+            .post("/api/v1/cases", json!({ "case_id": case_number, "kind": kind, "title": "integration test" }))
             .await;
         let case_id = case["id"].as_str().expect("case id").to_string();
         // No lobby, no consent step: these tests are about media and signalling, not admission.

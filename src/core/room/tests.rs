@@ -15,7 +15,7 @@ const VP8_DELTA: &[u8] = &[0x10, 0x01, 0x00];
 impl Harness {
     fn new() -> Harness {
         Harness {
-            room: Room::new(CoreConfig::default(), Box::new(SameZone)),
+            room: Room::new(CoreConfig { gop_cache_bytes: 1 << 20, ..CoreConfig::default() }, Box::new(SameZone)),
             keys: KeyAlloc::default(),
             t0: Instant::now(),
         }
