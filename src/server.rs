@@ -11,7 +11,7 @@ use crate::api::{app, AppState};
 use crate::auth::{admin_token, Tokens};
 use crate::config::{Config, TlsMode};
 use crate::core::LeaveCause;
-use crate::media::{self, MediaHandle, PresenceRecord};
+use crate::media::{self, MediaHandle, Presence};
 use crate::store::{rfc3339, AuditRecord, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -220,8 +220,15 @@ fn tls_config(config: &Config, mode: TlsMode) -> Result<axum_server::tls_rustls:
 
 /// Writes presence changes and control actions to the store and the audit log, outside the media
 /// driver (which never awaits the database).
-async fn write_presence(store: Store, mut rx: mpsc::UnboundedReceiver<PresenceRecord>) {
-    while let Some(r) = rx.recv().await {
+async fn write_presence(store: Store, mut rx: mpsc::UnboundedReceiver<Presence>) {
+    while let Some(msg) = rx.recv().await {
+        let r = match msg {
+            Presence::Record(r) => r,
+            Presence::Written(reply) => {
+                let _ = reply.send(()); // everything before it is written: the channel is in order
+                continue;
+            }
+        };
         let cause = r.cause.map(|c| c.as_str()).or(r.detail.as_deref());
         if let Some(c @ (LeaveCause::Removed | LeaveCause::Denied | LeaveCause::Transferred)) = r.cause {
             if let Err(e) = store.revoke(&r.participant_id, c.as_str()).await {

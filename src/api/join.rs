@@ -169,7 +169,13 @@ pub async fn rating(
     if let Some(c) = &b.comment {
         check_text("comment", c, 500)?;
     }
-    if p.joined_at.is_none() {
+    // The join is written by the presence writer a moment after it happens: a rating right
+    // after a short session waits for it rather than being refused.
+    let took_part = p.joined_at.is_some() || {
+        s.media.presence_written().await.map_err(ApiError::internal)?;
+        s.store.participant(&p.id).await.map_err(ApiError::internal)?.joined_at.is_some()
+    };
+    if !took_part {
         return Err(ApiError::Conflict("only a participant who took part may rate"));
     }
     s.store.record_rating(&p.id, b.score, b.comment.as_deref()).await.map_err(|e| match e {

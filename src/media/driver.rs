@@ -29,7 +29,8 @@ use super::demux::{classify, stun_local_ufrag, DatagramKind};
 use super::feedback::EstimateCell;
 use super::udp;
 use super::{
-    peer, Command, ConnRef, ControlRequest, DriverStats, JoinRefused, Joiner, MediaHandle, Outbound, PresenceRecord,
+    peer, Command, ConnRef, ControlRequest, DriverStats, JoinRefused, Joiner, MediaHandle, Outbound, Presence,
+    PresenceRecord,
 };
 use crate::core::{
     policy, Action, Control, ControlError, CoreConfig, DownTrackKey, Forward, KeyAlloc, LeaveCause, MediaKind, Output,
@@ -61,7 +62,7 @@ pub async fn spawn(
     bind: SocketAddr,
     public_ip: Option<std::net::IpAddr>,
     core: CoreConfig,
-    presence: mpsc::UnboundedSender<PresenceRecord>,
+    presence: mpsc::UnboundedSender<Presence>,
     recording: Option<std::sync::Arc<RecorderContext>>,
 ) -> Result<(MediaHandle, tokio::task::JoinHandle<()>), DriverError> {
     let socket = bind_udp(bind).map_err(|e| DriverError::Bind(bind, e))?;
@@ -188,7 +189,7 @@ struct Driver {
     announced: SocketAddr,
     core: CoreConfig,
     commands: mpsc::Receiver<Command>,
-    presence: mpsc::UnboundedSender<PresenceRecord>,
+    presence: mpsc::UnboundedSender<Presence>,
     keys: KeyAlloc,
     rooms: HashMap<RoomKey, RoomState>,
     room_by_session: HashMap<String, RoomKey>,
@@ -250,7 +251,7 @@ impl Driver {
         announced: SocketAddr,
         core: CoreConfig,
         commands: mpsc::Receiver<Command>,
-        presence: mpsc::UnboundedSender<PresenceRecord>,
+        presence: mpsc::UnboundedSender<Presence>,
     ) -> Driver {
         Driver {
             socket,
@@ -902,14 +903,14 @@ impl Driver {
         }
         let _ = member.outbound.try_send(Outbound::Close(CloseCode::for_cause(cause)));
         info!(session = %member.session_id, participant = %member.participant_id, cause = cause.as_str(), "participant left");
-        let _ = self.presence.send(PresenceRecord {
+        let _ = self.presence.send(Presence::Record(PresenceRecord {
             session_id: member.session_id,
             participant_id: member.participant_id,
             event: "left",
             cause: Some(cause),
             detail: None,
             at: SystemTime::now(),
-        });
+        }));
     }
 
     fn close_peer(&mut self, pk: PeerKey) {
@@ -1136,6 +1137,9 @@ impl Driver {
                 s.nacks_refused = self.nacks_refused.load(std::sync::atomic::Ordering::Relaxed);
                 let _ = reply.send(s);
             }
+            Command::PresenceWritten { reply } => {
+                let _ = self.presence.send(Presence::Written(reply));
+            }
         }
         self.settle(now, true).await;
     }
@@ -1321,14 +1325,14 @@ impl Driver {
             }
         }
         info!(session = %joiner.session.id, participant = %joiner.participant_id, role = joiner.role.as_str(), event, "participant joined");
-        let _ = self.presence.send(PresenceRecord {
+        let _ = self.presence.send(Presence::Record(PresenceRecord {
             session_id: joiner.session.id,
             participant_id: joiner.participant_id,
             event,
             cause: None,
             detail: None,
             at: SystemTime::now(),
-        });
+        }));
     }
 
     fn on_control(&mut self, from: ConnRef, req: ControlRequest, now: Instant) {
@@ -1415,14 +1419,14 @@ impl Driver {
                         .collect::<Vec<_>>()
                         .join(" ");
                     info!(session = %session_id, actor = %actor_id, %detail, "control");
-                    let _ = self.presence.send(PresenceRecord {
+                    let _ = self.presence.send(Presence::Record(PresenceRecord {
                         session_id,
                         participant_id: actor_id,
                         event: "control",
                         cause: None,
                         detail: Some(detail),
                         at: SystemTime::now(),
-                    });
+                    }));
                 }
             }
             Err(ControlError::NotAllowed) => self

@@ -147,6 +147,10 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<DriverStats>,
     },
+    /// Answered once every presence change sent before it is in the store.
+    PresenceWritten {
+        reply: oneshot::Sender<()>,
+    },
     /// From a recorder thread: a keyframe request or a status for the session's participants.
     Recorder {
         session_id: String,
@@ -182,6 +186,15 @@ pub struct DriverStats {
     pub gop_replays: u64,
     /// Retransmissions subscribers asked for that were refused (asked too often or too soon).
     pub nacks_refused: u64,
+}
+
+/// What the driver sends the presence writer, in order.
+#[derive(Debug)]
+pub enum Presence {
+    Record(PresenceRecord),
+    /// Answer once everything before this is written (readers that must see a join that just
+    /// happened, e.g. a rating right after the session).
+    Written(oneshot::Sender<()>),
 }
 
 /// A presence change for the store (written by a task outside the driver).
@@ -245,6 +258,13 @@ impl MediaHandle {
     pub async fn stats(&self) -> Result<DriverStats, DriverGone> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Stats { reply }).await?;
+        rx.await.map_err(|_| DriverGone)
+    }
+
+    /// Waits until every presence change the driver made so far is in the store.
+    pub async fn presence_written(&self) -> Result<(), DriverGone> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::PresenceWritten { reply }).await?;
         rx.await.map_err(|_| DriverGone)
     }
 }
