@@ -63,11 +63,25 @@ impl Lab {
         media: Option<Media>,
         video: Option<Arc<Fixture>>,
     ) -> TestClient {
+        self.join_with(name, role, ip, media, video, None).await
+    }
+
+    /// Like `join`; with `simulcast` the video is published as those encodings (lowest first).
+    async fn join_with(
+        &self,
+        name: &str,
+        role: &str,
+        ip: Ipv4Addr,
+        media: Option<Media>,
+        video: Option<Arc<Fixture>>,
+        simulcast: Option<Vec<Arc<Fixture>>>,
+    ) -> TestClient {
         let inv = self.server.api.invite(&self.session, name, role).await;
         let opts = ClientOptions {
             name: name.into(),
             udp_addr: Some(format!("{ip}:0")),
             video_fixture: video,
+            simulcast,
             join_timeout: SETUP_TIMEOUT,
             publish_timeout: SETUP_TIMEOUT,
             ..Default::default()
@@ -352,6 +366,184 @@ async fn capped_subscriber_falls_back_while_others_keep_video() {
     }
     publisher.assert_healthy().unwrap();
     free.assert_healthy().unwrap();
+}
+
+/// What a subscriber's video looked like over a window, read from the VP8 descriptors and
+/// keyframe headers of what it received.
+#[derive(Debug, Default)]
+struct LayerView {
+    /// Distinct keyframe sizes (width × height): which simulcast layer it got.
+    keyframe_sizes: BTreeSet<(u16, u16)>,
+    /// Temporal layers present.
+    tids: BTreeSet<u8>,
+    /// Pictures (first packets) and jumps in their picture ids other than +1.
+    pictures: usize,
+    picture_id_jumps: usize,
+    kbps: f64,
+}
+
+impl LayerView {
+    fn of(client: &TestClient, publisher: &str, from: Instant, to: Instant) -> LayerView {
+        client
+            .with_received(publisher, "video", |t| {
+                let mut v = LayerView::default();
+                let mut last_pid: Option<u16> = None;
+                let mut bytes = 0usize;
+                let mut seen = std::collections::HashSet::new();
+                for p in t.packets.iter().filter(|p| p.arrival >= from && p.arrival < to) {
+                    bytes += p.payload.len();
+                    if !seen.insert(p.seq) {
+                        continue; // a retransmission of a packet already counted
+                    }
+                    let Some(d) = qiao::core::vp8::Vp8Desc::parse(&p.payload) else { continue };
+                    if let Some(tid) = d.tid {
+                        v.tids.insert(tid);
+                    }
+                    if !d.picture_start {
+                        continue;
+                    }
+                    if let Some(size) = common::simulcast::keyframe_size(&p.payload) {
+                        v.keyframe_sizes.insert(size);
+                    }
+                    v.pictures += 1;
+                    // In arrival order: a late (repaired) picture start counts as a jump.
+                    if let (Some(last), Some(pid)) = (last_pid, d.picture_id) {
+                        v.picture_id_jumps += usize::from(pid != (last + 1) & 0x7fff);
+                    }
+                    last_pid = d.picture_id;
+                }
+                v.kbps = bytes as f64 * 8.0 / to.duration_since(from).as_secs_f64() / 1000.0;
+                v
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A simulcast publisher (320×180 at 150 kbps, 640×360 at 500 kbps, 1280×720 at 1.2 Mbps, each
+/// with three temporal layers) and three subscribers: one on an open link, a township link capped
+/// at 400 kbps and a village link capped at 190 kbps. From each subscriber's own congestion
+/// estimate the server gives the open link the 720p layer and the capped links the 180p layer;
+/// the village link, which cannot carry even that beside its audio (≈ 70 kbps with headers),
+/// gets it without its top temporal layer (15 fps or less). Every subscriber keeps its audio.
+///
+/// Each subscriber starts on the lowest layer and climbs one layer at a time; a climb the link
+/// cannot carry is undone within about two seconds and not tried again for 20 s, nor any climb
+/// within 12 s of a step down, so the window, which opens 12 s after the first video, sees the
+/// capped links settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_subscribers_get_a_lower_simulcast_layer_while_the_open_link_keeps_the_top_one() {
+    /// Time to notice the bottleneck, step down (1 s) and reach the lower layer's next keyframe
+    /// (the clips have one every 2 s; this client ignores keyframe requests).
+    const SETTLE: Duration = Duration::from_secs(12);
+    const LAYER_WINDOW: Duration = Duration::from_secs(8);
+
+    let lab = Lab::start(4).await;
+    let ips = lab.netem.client_ips.clone();
+    let (pub_ip, free_ip, town_ip, village_ip) = (ips[0], ips[1], ips[2], ips[3]);
+    let town_cap = RateCap::with_queue_delay(400_000, Duration::from_millis(200));
+    let village_cap = RateCap::with_queue_delay(190_000, Duration::from_millis(200));
+    lab.netem.set(
+        Dir::Down,
+        Impairment { caps: vec![(town_ip, town_cap), (village_ip, village_cap)], ..Default::default() },
+    );
+
+    let layers = tokio::task::spawn_blocking(fixtures::vp8_simulcast).await.expect("simulcast clips");
+    let publisher =
+        lab.join_with("法官", "judge", pub_ip, Some(Media::audio_video(VideoCodec::Vp8)), None, Some(layers)).await;
+    let free = lab.join("书记员", "clerk", free_ip, None, None).await;
+    let town = lab.join("乡镇调解室", "party", town_ip, None, None).await;
+    let village = lab.join("村代表", "party", village_ip, None, None).await;
+    let pid = publisher.participant_id.clone();
+    for (c, what) in [(&free, "open link"), (&town, "township link"), (&village, "village link")] {
+        c.wait_media(what, &pid, "video", SETUP_TIMEOUT, |t| t.frame_stats().complete_keyframes >= 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+    }
+    tokio::time::sleep(SETTLE).await;
+    let down0 = lab.netem.wire(Dir::Down);
+    let drops0 = lab.netem.stats(Dir::Down).queue_drops;
+    let from = Instant::now();
+    tokio::time::sleep(LAYER_WINDOW).await;
+    let to = Instant::now();
+    let down1 = lab.netem.wire(Dir::Down);
+    let drops = lab.netem.stats(Dir::Down).queue_drops - drops0;
+    tokio::time::sleep(REPAIR_GRACE).await;
+    let peer = |w: &std::collections::BTreeMap<Ipv4Addr, PeerWire>, ip| w.get(&ip).cloned().unwrap_or_default();
+    let wire: String = [("township", &town, town_ip), ("village", &village, village_ip)]
+        .into_iter()
+        .map(|(n, c, ip)| {
+            let w = peer(&down1, ip).since(&peer(&down0, ip));
+            let (video, other) = rtp_kbps(&w, &video_payload_types(c), LAYER_WINDOW);
+            let (media, retx) = video_and_retransmissions(&w, c);
+            format!("{n}: sent {video:.0} kbps video + {other:.0} kbps other ({media} video packets, {retx} retransmissions)\n")
+        })
+        .collect();
+
+    let views: Vec<(&str, LayerView, Received)> = [("open", &free), ("township", &town), ("village", &village)]
+        .into_iter()
+        .map(|(n, c)| (n, LayerView::of(c, &pid, from, to), Received::of(c, &pid, from, to)))
+        .collect();
+    let figures: String = views
+        .iter()
+        .map(|(n, v, r)| {
+            format!(
+                "{n}: keyframes {:?}, temporal layers {:?}, {} pictures ({} picture-id jumps), {:.0} kbps video; \
+                 video {}; audio {}\n",
+                v.keyframe_sizes, v.tids, v.pictures, v.picture_id_jumps, v.kbps, r.video, r.audio
+            )
+        })
+        .collect();
+    let figures = format!("{figures}{wire}bottleneck queue drops in the window: {drops}");
+    println!("{LAYER_WINDOW:?} window after {SETTLE:?}:\n{figures}");
+    let fail = |what: &str| -> ! {
+        panic!(
+            "{what}\n{figures}\n{}\n{}\n{}\n{}",
+            free.diagnostics(),
+            town.diagnostics(),
+            village.diagnostics(),
+            lab.log()
+        )
+    };
+    let [(_, open, open_rx), (_, township, town_rx), (_, vil, _)] = &views[..] else { unreachable!() };
+    if open.keyframe_sizes != BTreeSet::from([(1280, 720)]) || open.tids.len() != 3 {
+        fail("the open link should get the 720p layer with all its temporal layers");
+    }
+    if open.picture_id_jumps > 0 || open_rx.video.loss_pct() >= 1.0 {
+        fail("the open link's picture ids and sequence numbers should be continuous, loss < 1 %");
+    }
+    if township.keyframe_sizes != BTreeSet::from([(320, 180)]) || township.kbps > 300.0 {
+        fail("the 400 kbps link should get the 180p layer only");
+    }
+    if town_rx.video.loss_pct() >= 2.0 || township.pictures < 200 {
+        fail("the 400 kbps link should get the 180p layer whole, at (nearly) the full frame rate");
+    }
+    if vil.keyframe_sizes.iter().any(|s| *s != (320, 180)) || vil.kbps > 150.0 {
+        fail("the 190 kbps link should get at most the 180p layer");
+    }
+    // A try of the full frame rate (every 20 s or more, each undone within a second or two) may
+    // fall in the window; most of it is at 15 fps or less.
+    if vil.pictures * 10 > township.pictures * 6 || vil.picture_id_jumps * 10 > vil.pictures {
+        fail("the 190 kbps link should get the 180p layer without its top temporal layer, picture ids continuous");
+    }
+    for (n, _, r) in &views {
+        if r.audio.loss_pct() >= 2.0 {
+            fail(&format!("{n}: audio should flow with < 2 % loss"));
+        }
+    }
+    publisher.assert_healthy().unwrap();
+}
+
+/// The test client's simulcast packetizer (pure): what the test above relies on.
+#[test]
+fn the_simulcast_client_splits_a_large_frame_with_one_start_and_the_ids_on_every_packet() {
+    use common::simulcast::{packetize, DESCRIPTOR};
+    let frame = vec![7u8; 3000];
+    let mut out = Vec::new();
+    packetize(&frame, 0x1234, 9, 1, &mut out);
+    assert_eq!(out.len(), 3);
+    assert_eq!(out.iter().map(|p| p[0] & 0x10 != 0).collect::<Vec<_>>(), vec![true, false, false]);
+    assert!(out.iter().all(|p| p[2..6] == [0x80 | 0x12, 0x34, 9, 0x60]));
+    assert_eq!(out.iter().map(|p| p.len() - DESCRIPTOR).sum::<usize>(), 3000);
 }
 
 // ════════════════════════════════ the emulator's pure parts ════════════════════════════════

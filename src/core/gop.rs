@@ -159,7 +159,7 @@ mod tests {
 
     #[allow(clippy::too_many_arguments)]
     fn feed(c: &mut GopCache, at: Instant, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: &Bytes, key: bool) {
-        let pkt = RtpIn { ssrc, seq, ts, marker, payload, audio_level: None };
+        let pkt = RtpIn { ssrc, layer: 0, seq, ts, marker, payload, audio_level: None };
         c.on_packet(at, &pkt, key);
     }
 

@@ -23,12 +23,14 @@ pub mod bwe;
 pub mod codec;
 pub mod gop;
 pub mod ids;
+pub mod layers;
 pub mod munger;
 pub mod policy;
 pub mod roles;
 pub mod room;
 pub mod speaker;
 pub mod stats;
+pub mod vp8;
 pub mod zone;
 
 pub use ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};

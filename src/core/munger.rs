@@ -17,15 +17,28 @@ pub struct Munger {
     /// The source before the current one: its late packets are dropped, not taken for a switch.
     prev_ssrc: Option<u32>,
     /// The next packet starts a new segment even from the same source (forwarding resumes after
-    /// a pause: no gap in the output for the packets that were not sent).
+    /// a pause: no gap in the output for the packets that were not sent), or from the previous
+    /// source (a simulcast layer switch back).
     rebase: bool,
+    /// Input sequence numbers of the current segment left out on purpose (temporal-layer dropping,
+    /// padding): the output closes up behind them, and a late packet from before one of them is
+    /// placed by the drops that came after it. A fixed ring: no allocation per packet.
+    dropped: [u16; DROP_LOG],
+    dropped_len: usize,
+    dropped_next: usize,
 }
+
+/// How many deliberate drops a late packet can be placed behind (a second of dropped packets of
+/// a 1 Mbps layer).
+const DROP_LOG: usize = 128;
 
 /// The current source segment: one input SSRC and the offsets that map it onto the output.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     in_ssrc: u32,
     first_in_seq: u16,
+    /// The newest input sequence number seen (forwarded or dropped).
+    max_in_seq: u16,
     seq_offset: u16,
     ts_offset: u32,
     /// Highest output sequence number and the timestamp sent with it.
@@ -44,7 +57,16 @@ fn seq_newer(a: u16, b: u16) -> bool {
 
 impl Munger {
     pub fn new(start_seq: u16, start_ts: u32) -> Munger {
-        Munger { start_seq, start_ts, state: None, prev_ssrc: None, rebase: false }
+        Munger {
+            start_seq,
+            start_ts,
+            state: None,
+            prev_ssrc: None,
+            rebase: false,
+            dropped: [0; DROP_LOG],
+            dropped_len: 0,
+            dropped_next: 0,
+        }
     }
 
     /// Maps an input packet to its output `(sequence number, timestamp)`, or `None` if it must be
@@ -57,7 +79,18 @@ impl Munger {
                 if seq.wrapping_sub(seg.first_in_seq) >= 0x8000 {
                     return None; // before this segment began
                 }
-                let out_seq = seq.wrapping_add(seg.seq_offset);
+                let newest = seq_newer(seq, seg.max_in_seq) || seq == seg.max_in_seq;
+                let offset = if newest || self.dropped_len == 0 {
+                    seg.seq_offset
+                } else {
+                    // Undo the drops that came after this late packet.
+                    let later = self.dropped[..self.dropped_len].iter().filter(|&&d| seq_newer(d, seq)).count();
+                    seg.seq_offset.wrapping_add(later as u16)
+                };
+                if newest {
+                    seg.max_in_seq = seq;
+                }
+                let out_seq = seq.wrapping_add(offset);
                 let out_ts = ts.wrapping_add(seg.ts_offset);
                 if seq_newer(out_seq, seg.max_out_seq) {
                     seg.max_out_seq = out_seq;
@@ -68,7 +101,7 @@ impl Munger {
                 }
                 Some((out_seq, out_ts))
             }
-            Some(seg) if seg.in_ssrc != ssrc && self.prev_ssrc == Some(ssrc) => None,
+            Some(seg) if seg.in_ssrc != ssrc && self.prev_ssrc == Some(ssrc) && !self.rebase => None,
             Some(seg) => {
                 // Source switch (or resume): continue right after what the subscriber last saw.
                 let out_seq = seg.max_out_seq.wrapping_add(1);
@@ -79,6 +112,7 @@ impl Munger {
                     self.prev_ssrc = Some(seg.in_ssrc);
                 }
                 self.rebase = false;
+                self.dropped_len = 0;
                 *seg = Segment::start(ssrc, seq, ts, out_seq, out_ts, now);
                 Some((out_seq, out_ts))
             }
@@ -97,6 +131,25 @@ impl Munger {
         let mut seg = Segment::start(ssrc, first_seq, in_ts, self.start_seq, out_ts, now);
         seg.max_out_seq = self.start_seq.wrapping_sub(1);
         self.state = Some(seg);
+    }
+
+    /// Leaves out one packet of the current source on purpose: the packets after it close up, so
+    /// the subscriber sees no gap to ask for. Only the newest packet can be left out this way; an
+    /// older one had its place reserved already (the subscriber will ask for it and get nothing).
+    pub fn drop_packet(&mut self, ssrc: u32, seq: u16) {
+        let Some(seg) = self.state.as_mut() else { return };
+        if seg.in_ssrc != ssrc || self.rebase || !seq_newer(seq, seg.max_in_seq) {
+            return;
+        }
+        if seq.wrapping_sub(seg.first_in_seq) >= 0x8000 {
+            return;
+        }
+        // Packets between the newest and this one were lost upstream: they keep their places.
+        seg.max_in_seq = seq;
+        seg.seq_offset = seg.seq_offset.wrapping_sub(1);
+        self.dropped[self.dropped_next] = seq;
+        self.dropped_next = (self.dropped_next + 1) % DROP_LOG;
+        self.dropped_len = (self.dropped_len + 1).min(DROP_LOG);
     }
 
     /// Makes the next packet start a new segment (see `rebase`); call it when forwarding resumes
@@ -121,6 +174,7 @@ impl Segment {
         Segment {
             in_ssrc: ssrc,
             first_in_seq: seq,
+            max_in_seq: seq,
             seq_offset: out_seq.wrapping_sub(seq),
             ts_offset: out_ts.wrapping_sub(ts),
             max_out_seq: out_seq,
@@ -196,6 +250,36 @@ mod tests {
         assert_eq!(m.rewrite(1, 300, 180_000, 90_000, t1), Some((11, 180_000)));
         assert_eq!(m.rewrite(1, 301, 183_000, 90_000, t1), Some((12, 183_000)));
         assert_eq!(m.rewrite(1, 250, 170_000, 90_000, t1), None, "held-back packets stay behind");
+    }
+
+    #[test]
+    fn dropped_packets_leave_no_gap_and_late_packets_keep_their_place() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(0, 0);
+        assert_eq!(m.rewrite(1, 100, 0, 90_000, t0), Some((0, 0)));
+        m.drop_packet(1, 101);
+        m.drop_packet(1, 102);
+        assert_eq!(m.rewrite(1, 104, 0, 90_000, t0), Some((2, 0)), "103 lost upstream keeps its place");
+        assert_eq!(m.rewrite(1, 103, 0, 90_000, t0), Some((1, 0)));
+        m.drop_packet(1, 105);
+        assert_eq!(m.rewrite(1, 106, 0, 90_000, t0), Some((3, 0)));
+        // A late packet from before all the drops.
+        assert_eq!(m.rewrite(1, 100, 0, 90_000, t0), Some((0, 0)));
+        // Dropping an old packet changes nothing that was already sent.
+        m.drop_packet(1, 103);
+        assert_eq!(m.rewrite(1, 107, 0, 90_000, t0), Some((4, 0)));
+    }
+
+    #[test]
+    fn a_rebase_lets_the_previous_source_back_in() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(0, 0);
+        m.rewrite(1, 10, 0, 90_000, t0);
+        m.rebase();
+        assert_eq!(m.rewrite(2, 500, 0, 90_000, t0), Some((1, 1)));
+        assert_eq!(m.rewrite(1, 11, 0, 90_000, t0), None, "the previous source's stragglers stay out");
+        m.rebase();
+        assert_eq!(m.rewrite(1, 12, 0, 90_000, t0), Some((2, 2)), "a switch back to it is let in");
     }
 
     #[test]

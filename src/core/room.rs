@@ -11,11 +11,13 @@ use super::bwe::{GateChange, VideoGate};
 use super::codec::{starts_keyframe, Codec};
 use super::gop::GopCache;
 use super::ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
+use super::layers::{allocate, one_step_up, Choice, Climb, Ladder, RateMeter, BUDGET_SHARE, MAX_SPATIAL};
 use super::munger::Munger;
 use super::policy::{ForwardPolicy, Subject};
 use super::roles::{policy, Action};
 use super::speaker::{Loudness, SpeakerPicker, SPEAKER_INTERVAL};
 use super::stats::{ReceiveStats, StatsView};
+use super::vp8::{PictureMunger, Vp8Desc};
 use super::zone::Zone;
 
 /// Tunables of the core, validated once in `config`.
@@ -353,10 +355,13 @@ pub enum Output {
     AddDownTrack { subscriber: ParticipantKey, down: DownTrackKey, up: UpTrackKey },
     /// Remove that sender and renegotiate.
     RemoveDownTrack { subscriber: ParticipantKey, down: DownTrackKey },
-    /// Send a PLI for `up` to its publisher.
-    RequestKeyframe { publisher: ParticipantKey, up: UpTrackKey },
+    /// Send a PLI for spatial layer `layer` of `up` (0 when not simulcast) to its publisher.
+    RequestKeyframe { publisher: ParticipantKey, up: UpTrackKey, layer: u8 },
     /// The participant has been removed from the room: close its connections.
     Disconnect { participant: ParticipantKey, cause: LeaveCause },
+    /// A subscriber's bandwidth moved one of its video down tracks to another layer (for the log
+    /// and statistics; the switch itself happens at the layer's next keyframe).
+    LayerTarget { subscriber: ParticipantKey, up: UpTrackKey, spatial: u8, temporal: u8, estimate_kbps: u64 },
     /// The participant moved to another zone (the recorder tags its segments by zone: a caucus
     /// recording is readable only by the mediator and that party).
     ZoneChanged { participant: ParticipantKey, zone: Zone },
@@ -366,6 +371,8 @@ pub enum Output {
 #[derive(Debug, Clone, Copy)]
 pub struct RtpIn<'a> {
     pub ssrc: u32,
+    /// The simulcast layer (spatial index from the RID, 0 lowest); 0 when not simulcast.
+    pub layer: u8,
     pub seq: u16,
     pub ts: u32,
     pub marker: bool,
@@ -391,6 +398,10 @@ pub struct Forward {
     pub subscriber: ParticipantKey,
     pub seq: u16,
     pub ts: u32,
+    /// VP8: the picture id and TL0PICIDX to write into this copy of the payload, when they differ
+    /// from the publisher's (temporal-layer dropping or a layer switch happened on this down
+    /// track). `None`: send the payload as it is, shared.
+    pub vp8_ids: Option<(u16, u8)>,
 }
 
 struct Participant {
@@ -414,18 +425,35 @@ struct Participant {
     down_tracks: Vec<DownTrackKey>,
     /// Whether its downlink carries video (audio-only fallback).
     video_gate: VideoGate,
+    /// When its video layers may change (see [`Climb`]).
+    climb: Climb,
+}
+
+/// One simulcast encoding of a video track (the only one when not simulcast).
+#[derive(Default)]
+struct Layer {
+    /// The SSRC its packets arrive with (keyframe requests name it).
+    ssrc: Option<u32>,
+    stats: ReceiveStats,
+    /// Media bytes per temporal layer: what forwarding this layer costs.
+    meter: RateMeter,
+    /// The packets since this layer's latest keyframe, replayed to a new subscriber.
+    gop: Option<GopCache>,
+    last_keyframe_request: Option<Instant>,
+    /// A request arrived inside the throttle window; send it when the window ends.
+    keyframe_pending: bool,
 }
 
 struct UpTrack {
     info: UpTrackInfo,
     publisher: ParticipantKey,
     codec: Codec,
-    stats: ReceiveStats,
+    /// Per spatial layer; only `layers[0]` is used unless the publisher sends simulcast.
+    layers: [Layer; MAX_SPATIAL],
+    /// The layer the recording takes: the best one sent (layer 0 until a higher one's keyframe).
+    recorded: u8,
     /// The down tracks fed by this track: the per-packet fan-out list.
     route: Vec<DownTrackKey>,
-    last_keyframe_request: Option<Instant>,
-    /// A request arrived inside the throttle window; send it when the window ends.
-    keyframe_pending: bool,
     /// A host muted this kind for the publisher: drop every packet (checked per packet, so it is
     /// a flag here rather than a lookup of the publisher).
     muted_by_host: bool,
@@ -433,8 +461,21 @@ struct UpTrack {
     loudness: Loudness,
     /// A level arrived since the last speaker evaluation.
     level_seen: bool,
-    /// Video only: the packets since the latest keyframe, replayed to a new subscriber.
-    gop: Option<GopCache>,
+}
+
+impl UpTrack {
+    /// The highest layer that is being sent, for reports (0 if none is).
+    fn best_layer(&self, now: Instant) -> usize {
+        (0..MAX_SPATIAL).rev().find(|&i| self.layers[i].meter.active(now)).unwrap_or(0)
+    }
+
+    /// The layer closest to `want` from below that is being sent, else the lowest sent one;
+    /// layer 0 when nothing is sent yet (a track that is not simulcast has only that one).
+    fn available(&self, now: Instant, want: u8) -> u8 {
+        let w = usize::from(want).min(MAX_SPATIAL - 1);
+        let active = |i: &usize| self.layers[*i].meter.active(now);
+        (0..=w).rev().find(active).or_else(|| (w + 1..MAX_SPATIAL).find(active)).unwrap_or(0) as u8
+    }
 }
 
 struct DownTrack {
@@ -443,8 +484,18 @@ struct DownTrack {
     /// Rewrites sequence numbers and timestamps; `None` until negotiated (the down track is
     /// paused until then, like a mediasoup consumer).
     munger: Option<Munger>,
-    /// Video waits for a keyframe before its first packet and after a source switch.
-    waiting_keyframe: bool,
+    /// The spatial layer being forwarded; `None` while waiting for a keyframe (before the first
+    /// packet, after a resume, after the publisher's source changed).
+    current: Option<u8>,
+    /// What the subscriber's bandwidth allows (see [`super::layers`]).
+    target: Choice,
+    /// The spatial layer to forward: `target`'s, or the nearest one the publisher is sending.
+    /// Refreshed every tick; a switch to it happens at its next keyframe.
+    want: u8,
+    /// Temporal layers forwarded (VP8 TID ≤ this); follows `target` at base-layer pictures.
+    temporal: u8,
+    /// Keeps VP8 picture ids continuous across dropped pictures and layer switches.
+    pictures: PictureMunger,
     /// The subscriber's downlink cannot carry video: forward nothing (audio-only fallback). A copy
     /// of the subscriber's gate state, so the per-packet path needs no participant lookup.
     suspended: bool,
@@ -559,6 +610,7 @@ impl Room {
                 up_tracks: Vec::new(),
                 down_tracks: Vec::new(),
                 video_gate: VideoGate::default(),
+                climb: Climb::default(),
             },
         );
         let view = self.view_of(key).expect("just inserted");
@@ -695,19 +747,20 @@ impl Room {
             MediaKind::Video => p.video_muted_by_host,
         };
         let codec = Codec::from_mime(&info.mime);
-        let gop = codec.is_video().then(|| GopCache::new(self.config.gop_cache_bytes, self.config.gop_cache_age));
+        let layer = || Layer {
+            gop: codec.is_video().then(|| GopCache::new(self.config.gop_cache_bytes, self.config.gop_cache_age)),
+            ..Layer::default()
+        };
         let track = UpTrack {
             loudness: Loudness::default(),
             level_seen: false,
             muted_by_host,
             codec,
-            gop,
+            layers: [layer(), layer(), layer()],
+            recorded: 0,
             info,
             publisher,
-            stats: ReceiveStats::default(),
             route: Vec::new(),
-            last_keyframe_request: None,
-            keyframe_pending: false,
         };
         let view = self.track_view(&track).expect("publisher exists");
         self.up_tracks.insert(up, track);
@@ -743,19 +796,21 @@ impl Room {
         self.up_tracks.get(&up).map(|t| (&t.info, t.publisher))
     }
 
-    pub fn up_track_stats(&self, up: UpTrackKey) -> Option<StatsView> {
-        self.up_tracks.get(&up).map(|t| t.stats.view(t.info.clock_rate))
+    /// Receive statistics of the track's best layer being sent.
+    pub fn up_track_stats(&self, now: Instant, up: UpTrackKey) -> Option<StatsView> {
+        self.up_tracks.get(&up).map(|t| t.layers[t.best_layer(now)].stats.view(t.info.clock_rate))
     }
 
-    /// Every published track with its receive statistics and how many subscribers it feeds.
-    pub fn track_report(&self) -> Vec<TrackReport> {
+    /// Every published track with its receive statistics (of its best layer being sent) and how
+    /// many subscribers it feeds.
+    pub fn track_report(&self, now: Instant) -> Vec<TrackReport> {
         let mut v: Vec<_> = self
             .up_tracks
             .values()
             .filter_map(|t| {
                 Some(TrackReport {
                     track: self.track_view(t)?,
-                    receive: t.stats.view(t.info.clock_rate),
+                    receive: t.layers[t.best_layer(now)].stats.view(t.info.clock_rate),
                     subscribers: t.route.len(),
                 })
             })
@@ -791,7 +846,10 @@ impl Room {
             d.munger = Some(munger);
             return;
         }
-        let gop = t.gop.as_ref().filter(|_| !t.muted_by_host).and_then(|g| g.replayable(now).map(|r| (g, r)));
+        let layer = t.available(now, d.target.spatial);
+        d.want = layer;
+        let l = &t.layers[usize::from(layer)];
+        let gop = l.gop.as_ref().filter(|_| !t.muted_by_host).and_then(|g| g.replayable(now).map(|r| (g, r)));
         if let Some((g, (ssrc, packets))) = gop {
             // Cached frames go out 1 ms apart; the newest lands where live packets continue.
             let spacing = (t.info.clock_rate / 1000).max(1);
@@ -804,29 +862,40 @@ impl Room {
                     replay.push(Replayed { seq, ts, marker: p.marker, payload: p.payload.clone() });
                 }
             }
-            d.waiting_keyframe = false;
+            // The first replayed picture sets the picture-id mapping; the cache holds every
+            // temporal layer, so the replay forwards them all.
+            for p in &replay[..replay.len().min(1)] {
+                if let Some(desc) = Vp8Desc::parse(&p.payload) {
+                    d.pictures.rewrite(&desc);
+                }
+            }
+            d.current = Some(layer);
+            d.temporal = Choice::TOP.temporal;
             d.munger = Some(munger);
             return;
         }
         d.munger = Some(munger);
-        self.request_keyframe(now, up);
+        self.request_keyframe(now, up, layer);
     }
 
     /// A subscriber asked for a keyframe (PLI/FIR) on `down`.
     pub fn on_keyframe_request(&mut self, now: Instant, down: DownTrackKey) {
-        if let Some(up) = self.down_tracks.get(&down).map(|d| d.up) {
-            self.request_keyframe(now, up);
+        if let Some((up, layer)) = self.down_tracks.get(&down).map(|d| (d.up, d.current.unwrap_or(d.want))) {
+            self.request_keyframe(now, up, layer);
         }
     }
 
-    fn request_keyframe(&mut self, now: Instant, up: UpTrackKey) {
+    /// Asks the publisher for a keyframe of one layer, at most once per `pli_interval` per layer.
+    fn request_keyframe(&mut self, now: Instant, up: UpTrackKey, layer: u8) {
         let Some(t) = self.up_tracks.get_mut(&up) else { return };
-        match t.last_keyframe_request {
-            Some(last) if now < last + self.config.pli_interval => t.keyframe_pending = true,
+        let publisher = t.publisher;
+        let Some(l) = t.layers.get_mut(usize::from(layer)) else { return };
+        match l.last_keyframe_request {
+            Some(last) if now < last + self.config.pli_interval => l.keyframe_pending = true,
             _ => {
-                t.last_keyframe_request = Some(now);
-                t.keyframe_pending = false;
-                self.outputs.push_back(Output::RequestKeyframe { publisher: t.publisher, up });
+                l.last_keyframe_request = Some(now);
+                l.keyframe_pending = false;
+                self.outputs.push_back(Output::RequestKeyframe { publisher, up, layer });
             }
         }
     }
@@ -835,20 +904,45 @@ impl Room {
     /// must receive it. `out` is cleared first and reused by the caller, so this allocates nothing
     /// once warm.
     ///
+    /// A packet with no payload (padding a publisher sends to probe its uplink) is accounted and
+    /// left out of every down track without leaving a gap in its numbering.
+    ///
     /// Returns whether the packet belongs in the session's recording: the recorder is a
-    /// subscriber of every track in every zone, except what a host muted (silenced for everyone).
+    /// subscriber of every track in every zone, except what a host muted (silenced for everyone);
+    /// of a simulcast track it takes one layer, the best one sent.
     pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, pkt: RtpIn<'_>, out: &mut Vec<Forward>) -> bool {
-        let RtpIn { ssrc, seq, ts, payload, audio_level, .. } = pkt;
+        let RtpIn { ssrc, seq, ts, payload, audio_level, layer, .. } = pkt;
         out.clear();
         let Some(track) = self.up_tracks.get_mut(&up) else { return false };
-        track.stats.on_packet(seq, ts, payload.len(), track.info.clock_rate, now);
+        let li = usize::from(layer).min(MAX_SPATIAL - 1);
+        let layer = li as u8;
+        let codec = track.codec;
+        let clock_rate = track.info.clock_rate;
+        let vp8 = if codec == Codec::Vp8 { Vp8Desc::parse(payload) } else { None };
+        let tid = vp8.and_then(|d| d.tid).unwrap_or(0);
+        {
+            let l = &mut track.layers[li];
+            l.ssrc = Some(ssrc);
+            l.stats.on_packet(seq, ts, payload.len(), clock_rate, now);
+            if !payload.is_empty() {
+                l.meter.on_packet(now, tid, payload.len());
+            }
+        }
+        if payload.is_empty() {
+            for down_key in &track.route {
+                let Some(d) = self.down_tracks.get_mut(down_key) else { continue };
+                if let (Some(m), true) = (d.munger.as_mut(), d.current == Some(layer)) {
+                    m.drop_packet(ssrc, seq);
+                }
+            }
+            return false;
+        }
         if track.muted_by_host {
             return false;
         }
-        let codec = track.codec;
         // Known at once for video (the GOP cache needs it); for audio nothing waits on it.
         let mut keyframe: Option<bool> = None;
-        if let Some(gop) = track.gop.as_mut() {
+        if let Some(gop) = track.layers[li].gop.as_mut() {
             let k = starts_keyframe(codec, payload);
             keyframe = Some(k);
             gop.on_packet(now, &pkt, k);
@@ -860,7 +954,19 @@ impl Room {
                 self.next_speaker_eval = Some(now + SPEAKER_INTERVAL);
             }
         }
-        let clock_rate = track.info.clock_rate;
+        let record = if !codec.is_video() || layer == track.recorded {
+            true
+        } else {
+            // A better layer, or any layer when the recorded one stopped, is taken at a keyframe.
+            let stopped = !track.layers[usize::from(track.recorded)].meter.active(now);
+            let better = layer > track.recorded || stopped;
+            if better && *keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
+                track.recorded = layer;
+                true
+            } else {
+                false
+            }
+        };
         let mut want_keyframe = false;
         for down_key in &track.route {
             let Some(d) = self.down_tracks.get_mut(down_key) else { continue };
@@ -869,71 +975,187 @@ impl Room {
             }
             let Some(m) = d.munger.as_mut() else { continue }; // not negotiated yet
             if codec.is_video() {
-                let switching = m.current_ssrc().is_some_and(|s| s != ssrc);
-                if switching {
-                    d.waiting_keyframe = true;
+                if d.current == Some(layer) && m.current_ssrc().is_some_and(|s| s != ssrc) {
+                    d.current = None; // the publisher's encoder restarted: a new source
                 }
-                if d.waiting_keyframe {
-                    if !*keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
-                        want_keyframe |= switching;
+                if d.current != Some(layer) {
+                    if layer != d.want {
                         continue;
                     }
-                    d.waiting_keyframe = false;
+                    if !*keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
+                        want_keyframe = true;
+                        continue;
+                    }
+                    // Switch (or start) at this keyframe.
+                    m.rebase();
+                    d.pictures.switch();
+                    d.current = Some(layer);
+                    d.temporal = d.target.temporal;
+                }
+                if let Some(desc) = &vp8 {
+                    if desc.picture_start && tid == 0 {
+                        d.temporal = d.target.temporal;
+                    }
+                    if tid > d.temporal {
+                        m.drop_packet(ssrc, seq);
+                        d.pictures.drop_picture(desc);
+                        continue;
+                    }
                 }
             }
             if let Some((seq, ts)) = m.rewrite(ssrc, seq, ts, clock_rate, now) {
-                out.push(Forward { down: *down_key, subscriber: d.subscriber, seq, ts });
+                let vp8_ids = vp8.as_ref().and_then(|desc| d.pictures.rewrite(desc));
+                out.push(Forward { down: *down_key, subscriber: d.subscriber, seq, ts, vp8_ids });
             }
         }
         if want_keyframe {
-            self.request_keyframe(now, up);
+            self.request_keyframe(now, up, layer);
         }
-        true
+        record
+    }
+
+    /// The recording's layer of `up` (a sender report of another layer must not re-anchor it).
+    pub fn recorded_layer(&self, up: UpTrackKey) -> u8 {
+        self.up_tracks.get(&up).map_or(0, |t| t.recorded)
     }
 
     /// The subscriber's downlink estimate, in bits per second, from its subscribe connection's
-    /// congestion control (called every room tick). Video it cannot carry is suspended, and
-    /// tried again later (see [`super::bwe`]); the subscriber is told either way.
+    /// congestion control (called every room tick). Each of its video down tracks gets the layer
+    /// its share of the estimate allows (see [`super::layers`]); when even the lowest layers do
+    /// not fit, video is suspended and tried again later (see [`super::bwe`]). The subscriber is
+    /// told about a suspension either way.
     pub fn on_bandwidth(&mut self, now: Instant, subscriber: ParticipantKey, estimate_bps: u64) {
         let Some(p) = self.participants.get(&subscriber) else { return };
-        let need: u64 = p
-            .down_tracks
-            .iter()
-            .filter_map(|d| self.down_tracks.get(d))
-            .filter_map(|d| self.up_tracks.get(&d.up))
-            .filter(|t| t.codec.is_video() && !t.muted_by_host)
-            .map(|t| t.stats.view(t.info.clock_rate).bitrate_bps)
-            .sum();
+        let mut downs = Vec::new();
+        let mut ladders = Vec::new();
+        // The estimate covers everything sent to the subscriber: its audio comes first.
+        let mut audio_bps = 0;
+        for key in &p.down_tracks {
+            let Some(d) = self.down_tracks.get(key) else { continue };
+            let Some(t) = self.up_tracks.get(&d.up) else { continue };
+            if !t.codec.is_video() && !t.muted_by_host {
+                audio_bps += t.layers[0].meter.bps(now, 0);
+            }
+            if !t.codec.is_video() || t.muted_by_host {
+                continue;
+            }
+            downs.push(*key);
+            ladders.push(Ladder::from_meters(t.layers.iter().map(|l| &l.meter), now));
+        }
+        // What video costs at the least: every track on its cheapest step.
+        let need: u64 = ladders.iter().filter_map(|l| l.steps.first()).map(|s| s.1).sum();
         let Some(p) = self.participants.get_mut(&subscriber) else { return };
-        let Some(change) = p.video_gate.on_estimate(now, estimate_bps, need) else { return };
+        if let Some(change) = p.video_gate.on_estimate(now, estimate_bps, need) {
+            self.gate_changed(now, subscriber, change, estimate_bps);
+            return;
+        }
+        if p.video_gate.suspended() {
+            return;
+        }
+        let mut picks = Vec::new();
+        let budget = ((estimate_bps as f64 * BUDGET_SHARE) as u64).saturating_sub(audio_bps);
+        allocate(&ladders, budget, &mut picks);
+        let (mut up, mut down) = (false, false);
+        for ((key, ladder), pick) in downs.iter().zip(&ladders).zip(picks.iter_mut()) {
+            let Some(d) = self.down_tracks.get(key) else { continue };
+            if ladder.steps.is_empty() {
+                continue;
+            }
+            // Where the current target sits on the ladder: its highest step not above it.
+            let at = ladder.steps.iter().rposition(|(c, _)| *c <= d.target).unwrap_or(0);
+            *pick = (*pick).min(one_step_up(ladder, at));
+            up |= *pick > at;
+            down |= *pick < at;
+        }
+        let Some(p) = self.participants.get_mut(&subscriber) else { return };
+        if !up && !down {
+            p.climb.settled();
+            return;
+        }
+        // A step down applies to every track at once; so does a step up, when nothing goes down.
+        if !p.climb.wants(now, !down) {
+            return;
+        }
+        for ((key, ladder), &pick) in downs.iter().zip(&ladders).zip(&picks) {
+            let Some(d) = self.down_tracks.get_mut(key) else { continue };
+            let Some(&(choice, _)) = ladder.steps.get(pick) else { continue };
+            // The top step means "the best there is": a layer that starts later is taken too.
+            let target = if pick + 1 == ladder.steps.len() { Choice::TOP } else { choice };
+            if target != d.target {
+                d.target = target;
+                self.outputs.push_back(Output::LayerTarget {
+                    subscriber,
+                    up: d.up,
+                    spatial: choice.spatial,
+                    temporal: choice.temporal,
+                    estimate_kbps: estimate_bps / 1000,
+                });
+            }
+        }
+        self.refresh_wants(now, &downs);
+    }
+
+    fn gate_changed(&mut self, now: Instant, subscriber: ParticipantKey, change: GateChange, estimate_bps: u64) {
+        let Some(p) = self.participants.get(&subscriber) else { return };
         let suspended = change == GateChange::Suspend;
         let downs = p.down_tracks.clone();
         let mut resumed = Vec::new();
         for key in downs {
             let Some(d) = self.down_tracks.get_mut(&key) else { continue };
-            if !self.up_tracks.get(&d.up).is_some_and(|t| t.codec.is_video()) {
+            let Some(t) = self.up_tracks.get(&d.up) else { continue };
+            if !t.codec.is_video() {
                 continue;
             }
             d.suspended = suspended;
             if !suspended {
-                d.waiting_keyframe = true;
+                // Back on the cheapest step; the allocation raises it as the estimate allows.
+                d.current = None;
+                d.target = Choice { spatial: 0, temporal: 0 };
+                d.want = t.available(now, 0);
                 if let Some(m) = d.munger.as_mut() {
                     m.rebase();
                 }
-                resumed.push(d.up);
+                resumed.push((d.up, d.want));
             }
         }
-        for up in resumed {
-            self.request_keyframe(now, up);
+        for (up, layer) in resumed {
+            self.request_keyframe(now, up, layer);
         }
         let event = RoomEvent::VideoSuspended { suspended, estimate_kbps: estimate_bps / 1000 };
         self.outputs.push_back(Output::Event { to: subscriber, event });
     }
 
+    /// Every room tick: each video down track aims at the layer nearest its target that the
+    /// publisher is sending (a browser stops its top encodings when its uplink or CPU is short),
+    /// and asks for a keyframe of a layer it must switch to.
+    pub fn on_tick(&mut self, now: Instant) {
+        let downs: Vec<DownTrackKey> = self.down_tracks.keys().copied().collect();
+        self.refresh_wants(now, &downs);
+    }
+
+    fn refresh_wants(&mut self, now: Instant, downs: &[DownTrackKey]) {
+        let mut requests = Vec::new();
+        for key in downs {
+            let Some(d) = self.down_tracks.get_mut(key) else { continue };
+            let Some(t) = self.up_tracks.get(&d.up) else { continue };
+            if !t.codec.is_video() || d.munger.is_none() {
+                continue;
+            }
+            d.want = t.available(now, d.target.spatial);
+            if !d.suspended && d.current != Some(d.want) && t.layers[usize::from(d.want)].meter.active(now) {
+                requests.push((d.up, d.want));
+            }
+        }
+        for (up, layer) in requests {
+            self.request_keyframe(now, up, layer);
+        }
+    }
+
     /// The recorder needs a keyframe of `up` (to start or cut a segment); throttled like any
     /// subscriber's request.
     pub fn recorder_wants_keyframe(&mut self, now: Instant, up: UpTrackKey) {
-        self.request_keyframe(now, up);
+        let layer = self.recorded_layer(up);
+        self.request_keyframe(now, up, layer);
     }
 
     /// The zone a participant is in, as text (for the recording manifest).
@@ -948,8 +1170,9 @@ impl Room {
         let keyframes = self
             .up_tracks
             .values()
-            .filter(|t| t.keyframe_pending)
-            .filter_map(|t| t.last_keyframe_request.map(|l| l + self.config.pli_interval));
+            .flat_map(|t| &t.layers)
+            .filter(|l| l.keyframe_pending)
+            .filter_map(|l| l.last_keyframe_request.map(|l| l + self.config.pli_interval));
         let people = self
             .participants
             .values()
@@ -1004,16 +1227,16 @@ impl Room {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.evaluate_speakers(now);
-        let due: Vec<UpTrackKey> = self
+        let interval = self.config.pli_interval;
+        let due: Vec<(UpTrackKey, u8)> = self
             .up_tracks
             .iter()
-            .filter(|(_, t)| {
-                t.keyframe_pending && t.last_keyframe_request.is_none_or(|l| now >= l + self.config.pli_interval)
-            })
-            .map(|(k, _)| *k)
+            .flat_map(|(k, t)| t.layers.iter().enumerate().map(move |(i, l)| (*k, i as u8, l)))
+            .filter(|(_, _, l)| l.keyframe_pending && l.last_keyframe_request.is_none_or(|at| now >= at + interval))
+            .map(|(k, i, _)| (k, i))
             .collect();
-        for up in due {
-            self.request_keyframe(now, up);
+        for (up, layer) in due {
+            self.request_keyframe(now, up, layer);
         }
         let mut gone = Vec::new();
         for (key, p) in &self.participants {
@@ -1049,7 +1272,22 @@ impl Room {
         }
         let down = keys.down_track();
         let suspended = track.codec.is_video() && sub.video_gate.suspended();
-        self.down_tracks.insert(down, DownTrack { up, subscriber, munger: None, waiting_keyframe: true, suspended });
+        self.down_tracks.insert(
+            down,
+            DownTrack {
+                up,
+                subscriber,
+                munger: None,
+                current: None,
+                // The lowest layer first: small keyframes reach a weak link at once, and the
+                // estimate raises it (see `Climb`).
+                target: Choice { spatial: 0, temporal: Choice::TOP.temporal },
+                want: 0,
+                temporal: Choice::TOP.temporal,
+                pictures: PictureMunger::default(),
+                suspended,
+            },
+        );
         if let Some(t) = self.up_tracks.get_mut(&up) {
             t.route.push(down);
         }

@@ -32,6 +32,8 @@ use super::{
     peer, Command, ConnRef, ControlRequest, DriverStats, JoinRefused, Joiner, MediaHandle, Outbound, Presence,
     PresenceRecord,
 };
+use crate::core::layers::{rid_index, MAX_SPATIAL};
+use crate::core::vp8::Vp8Desc;
 use crate::core::{
     policy, Action, Control, ControlError, CoreConfig, DownTrackKey, Forward, KeyAlloc, LeaveCause, MediaKind, Output,
     ParticipantInfo, ParticipantKey, Replayed, Room, RoomEvent, RtpIn, SameZone, TrackSource, TrackView, UpTrackInfo,
@@ -159,14 +161,19 @@ struct Peer {
 struct UpState {
     peer: PeerKey,
     receiver: RTCRtpReceiverId,
-    ssrc: u32,
+    /// Per simulcast layer (spatial index), the SSRC a keyframe request names.
+    ssrcs: [Option<u32>; MAX_SPATIAL],
+    /// RIDs whose name says nothing of their rank, numbered in order of appearance.
+    other_rids: Vec<String>,
     codec: RTCRtpCodec,
 }
 
-/// Per publish-side SSRC: the up track and the negotiated id of the audio-level extension.
+/// Per publish-side SSRC: the up track, its simulcast layer and the negotiated id of the
+/// audio-level extension.
 #[derive(Clone, Copy)]
 struct UpRoute {
     up: UpTrackKey,
+    layer: u8,
     audio_level_ext: Option<u8>,
 }
 
@@ -231,6 +238,9 @@ struct Driver {
     to_send: Vec<(SocketAddr, BytesMut)>,
     renegotiate: Vec<PeerKey>,
     replay: Vec<Replayed>,
+    /// Where per-subscriber copies of a payload are written (VP8 picture ids rewritten): split off
+    /// as `Bytes`, the space is reused once every copy is sent.
+    rewritten: BytesMut,
     /// NACKed sequence numbers that subscribe connections refused to resend (see `feedback`).
     nacks_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Reads datagrams without allocating one buffer each.
@@ -288,6 +298,7 @@ impl Driver {
             to_send: Vec::with_capacity(64),
             renegotiate: Vec::new(),
             replay: Vec::new(),
+            rewritten: BytesMut::with_capacity(64 * 1024),
             nacks_refused: Default::default(),
             rx: udp::Receiver::default(),
         }
@@ -495,7 +506,8 @@ impl Driver {
                     }
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if kind == PcKind::Publish => {
-                    self.on_track_open(pk, init.receiver_id, init.track_id, init.ssrc, now);
+                    let rid = init.rid.as_deref().map(str::to_owned);
+                    self.on_track_open(pk, init.receiver_id, init.track_id, init.ssrc, rid, now);
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if kind == PcKind::Publish => {
                     self.unpublish_track(pk, &track_id, now);
@@ -521,11 +533,25 @@ impl Driver {
         }
     }
 
-    fn on_track_open(&mut self, pk: PeerKey, receiver_id: RTCRtpReceiverId, track_id: String, ssrc: u32, now: Instant) {
+    /// A track's first packet arrived, or (simulcast) the first packet of another of its layers.
+    fn on_track_open(
+        &mut self,
+        pk: PeerKey,
+        receiver_id: RTCRtpReceiverId,
+        track_id: String,
+        ssrc: u32,
+        rid: Option<String>,
+        now: Instant,
+    ) {
         let Some(peer) = self.peers.get_mut(&pk) else { return };
         if let Some(up) = peer.track_to_up.get(&track_id).copied() {
+            // Another layer (or a new SSRC) of a known track.
             let ext = peer.ssrc_to_up.values().find(|r| r.up == up).and_then(|r| r.audio_level_ext);
-            peer.ssrc_to_up.insert(ssrc, UpRoute { up, audio_level_ext: ext }); // another SSRC of a known track
+            let Some(u) = self.ups.get_mut(&up) else { return };
+            let layer = layer_of(u, rid.as_deref());
+            u.ssrcs[usize::from(layer)] = Some(ssrc);
+            peer.ssrc_to_up.insert(ssrc, UpRoute { up, layer, audio_level_ext: ext });
+            debug!(ssrc, ?rid, layer, "simulcast layer opened");
             return;
         }
         let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
@@ -577,8 +603,17 @@ impl Driver {
                     tap.offer(RecInput::Track(Box::new(start)), now);
                 }
                 peer.track_to_up.insert(track_id, up);
-                peer.ssrc_to_up.insert(ssrc, UpRoute { up, audio_level_ext });
-                self.ups.insert(up, UpState { peer: pk, receiver: receiver_id, ssrc, codec });
+                let mut state = UpState {
+                    peer: pk,
+                    receiver: receiver_id,
+                    ssrcs: [None; MAX_SPATIAL],
+                    other_rids: Vec::new(),
+                    codec,
+                };
+                let layer = layer_of(&mut state, rid.as_deref());
+                state.ssrcs[usize::from(layer)] = Some(ssrc);
+                peer.ssrc_to_up.insert(ssrc, UpRoute { up, layer, audio_level_ext });
+                self.ups.insert(up, state);
             }
             Err(e) => {
                 info!(error = %e, "publish refused");
@@ -595,7 +630,7 @@ impl Driver {
         let (kind, room) = (peer.kind, peer.room);
         self.rtp_in.clear();
         let mut keyframe_requests: Vec<DownTrackKey> = Vec::new();
-        let mut sender_reports: Vec<(UpTrackKey, u64, u32)> = Vec::new();
+        let mut sender_reports: Vec<(UpTrackKey, u8, u64, u32)> = Vec::new();
         while let Some(TaggedRTCMessage { message, .. }) = peer.pc.poll_read() {
             match message {
                 RTCMessage::RtpPacket(_, packet) if kind == PcKind::Publish => self.rtp_in.push(packet),
@@ -603,7 +638,7 @@ impl Driver {
                     for p in &packets {
                         if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
                             if let Some(route) = peer.ssrc_to_up.get(&sr.ssrc) {
-                                sender_reports.push((route.up, sr.ntp_time, sr.rtp_time));
+                                sender_reports.push((route.up, route.layer, sr.ntp_time, sr.rtp_time));
                             }
                         }
                     }
@@ -626,8 +661,11 @@ impl Driver {
                 r.room.on_keyframe_request(now, down);
             }
             if let Some(tap) = r.recorder.as_mut() {
-                for (up, ntp, rtp) in sender_reports {
-                    tap.offer(RecInput::SenderReport { up, ntp, rtp, at: now }, now);
+                for (up, layer, ntp, rtp) in sender_reports {
+                    // Only the recorded layer's clock (simulcast layers each have their own).
+                    if layer == r.room.recorded_layer(up) {
+                        tap.offer(RecInput::SenderReport { up, ntp, rtp, at: now }, now);
+                    }
                 }
             }
         }
@@ -646,9 +684,8 @@ impl Driver {
             return;
         };
         let up = route.up;
-        if packet.payload.is_empty() {
-            return; // padding-only probe; meaningless on the other leg
-        }
+        // A padding-only probe goes to the room too: it is forwarded to no one, and the numbering
+        // subscribers see closes up behind it.
         let Some(r) = self.rooms.get_mut(&room) else { return };
         let h = &packet.header;
         let audio_level = route
@@ -658,6 +695,7 @@ impl Driver {
         self.stats.audio_levels += audio_level.is_some() as u64;
         let pkt = RtpIn {
             ssrc: h.ssrc,
+            layer: route.layer,
             seq: h.sequence_number,
             ts: h.timestamp,
             marker: h.marker,
@@ -680,7 +718,21 @@ impl Driver {
         }
         let fwd = std::mem::take(&mut self.fwd);
         for f in &fwd {
-            self.send_down(f.down, h.marker, f.seq, f.ts, &packet.payload, now);
+            match f.vp8_ids {
+                None => self.send_down(f.down, h.marker, f.seq, f.ts, &packet.payload, now),
+                Some((pid, tl0)) => {
+                    // This subscriber's copy carries its own picture ids: written into a slice of
+                    // one reused buffer, not a new allocation per packet.
+                    let Some(desc) = Vp8Desc::parse(&packet.payload) else { continue };
+                    self.rewritten.extend_from_slice(&packet.payload);
+                    desc.write(&mut self.rewritten, pid, tl0);
+                    let copy = self.rewritten.split().freeze();
+                    if self.rewritten.capacity() < 2048 {
+                        self.rewritten.reserve(64 * 1024);
+                    }
+                    self.send_down(f.down, h.marker, f.seq, f.ts, &copy, now);
+                }
+            }
         }
         self.fwd = fwd;
     }
@@ -783,9 +835,10 @@ impl Driver {
                         }
                     }
                 }
-                Output::RequestKeyframe { publisher: _, up } => {
+                Output::RequestKeyframe { publisher: _, up, layer } => {
                     let Some(u) = self.ups.get(&up) else { continue };
-                    let (upk, receiver, ssrc) = (u.peer, u.receiver, u.ssrc);
+                    let Some(ssrc) = u.ssrcs.get(usize::from(layer)).copied().flatten() else { continue };
+                    let (upk, receiver) = (u.peer, u.receiver);
                     if let Some(peer) = self.peers.get_mut(&upk) {
                         if let Some(mut r) = peer.pc.rtp_receiver(receiver) {
                             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
@@ -797,6 +850,10 @@ impl Driver {
                     }
                 }
                 Output::Disconnect { participant, cause } => self.disconnect(rk, participant, cause),
+                Output::LayerTarget { subscriber, up, spatial, temporal, estimate_kbps } => {
+                    let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
+                    debug!(participant = who, ?up, spatial, temporal, estimate_kbps, "video layer for the downlink");
+                }
                 Output::ZoneChanged { participant, zone } => {
                     let Some(pid) = self.members.get(&participant).map(|m| m.participant_id.clone()) else { continue };
                     if let Some(tap) = self.rooms.get_mut(&rk).and_then(|r| r.recorder.as_mut()) {
@@ -1125,7 +1182,7 @@ impl Driver {
                     .room_by_session
                     .get(&session_id)
                     .and_then(|rk| self.rooms.get(rk))
-                    .map(|r| r.room.track_report())
+                    .map(|r| r.room.track_report(now))
                     .unwrap_or_default();
                 let _ = reply.send(tracks);
             }
@@ -1623,6 +1680,7 @@ impl Driver {
                 }
             }
             for r in self.rooms.values_mut() {
+                r.room.on_tick(now);
                 if r.room.poll_timeout().is_some_and(|t| t <= now) {
                     r.room.handle_timeout(now);
                 }
@@ -1630,4 +1688,21 @@ impl Driver {
         }
         self.settle(now, ticked).await;
     }
+}
+
+/// The spatial index of a simulcast layer from its RID: by name when the name says its rank
+/// (`q`/`h`/`f`, `low`/`mid`/`high`), else in order of appearance. 0 when not simulcast.
+fn layer_of(u: &mut UpState, rid: Option<&str>) -> u8 {
+    let Some(rid) = rid.filter(|r| !r.is_empty()) else { return 0 };
+    if let Some(i) = rid_index(rid) {
+        return i;
+    }
+    let pos = match u.other_rids.iter().position(|r| r == rid) {
+        Some(p) => p,
+        None => {
+            u.other_rids.push(rid.to_owned());
+            u.other_rids.len() - 1
+        }
+    };
+    pos.min(MAX_SPATIAL - 1) as u8
 }

@@ -20,7 +20,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify};
@@ -103,6 +103,9 @@ pub struct ClientOptions {
     /// Stamps every published RTP payload and looks up every received one
     /// (`RecvPacket::sent_at`): the load benchmark's latency through the server. Off in tests.
     pub latency_probe: Option<Arc<LatencyProbe>>,
+    /// Publish the video as simulcast: these clips (lowest first, e.g.
+    /// `fixtures::vp8_simulcast()`) as encodings `q`, `h`, `f` of one track, VP8 only.
+    pub simulcast: Option<Vec<Arc<Fixture>>>,
 }
 
 impl Default for ClientOptions {
@@ -117,6 +120,7 @@ impl Default for ClientOptions {
             video_source: None,
             udp_addr: None,
             latency_probe: None,
+            simulcast: None,
         }
     }
 }
@@ -677,6 +681,12 @@ async fn build_pc(
             if let Some(v) = media.video {
                 me.register_codec(video_codec(v), RtpCodecKind::Video).context("register video codec")?;
             }
+            if opts.simulcast.is_some() {
+                rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
+                    &mut me,
+                )
+                .context("simulcast header extensions")?;
+            }
             true
         }
         PcRole::Subscribe => {
@@ -753,6 +763,12 @@ pub struct LocalTrack {
     /// Key-frame samples written so far.
     pub keyframes_sent: Arc<AtomicU64>,
     stream_task: Mutex<Option<JoinHandle<()>>>,
+    /// Simulcast: (RID, SSRC, clip) per encoding, lowest first; empty otherwise. `samples_sent`
+    /// then counts frames of the lowest encoding.
+    pub layers: Vec<(&'static str, u32, Arc<Fixture>)>,
+    /// Simulcast: a keyframe request arrived for that encoding (it skips to its next keyframe,
+    /// as an encoder would make one).
+    layer_keyframe: Arc<Vec<AtomicBool>>,
 }
 
 impl LocalTrack {
@@ -831,7 +847,8 @@ impl PublishSide {
         }
         if let Some(v) = media.video {
             let clip = opts.video_fixture.clone().unwrap_or_else(|| fixtures::video(v));
-            side.video = Some(side.add_track(stream_id, "video", video_codec(v), clip).await?);
+            let layers = opts.simulcast.clone().unwrap_or_default();
+            side.video = Some(side.add_track_with_layers(stream_id, "video", video_codec(v), clip, layers).await?);
         }
         Ok(side)
     }
@@ -845,19 +862,53 @@ impl PublishSide {
         codec: RTCRtpCodecParameters,
         fixture: Arc<Fixture>,
     ) -> Result<LocalTrack> {
+        self.add_track_with_layers(stream_id, kind, codec, fixture, Vec::new()).await
+    }
+
+    /// Like `add_track`; with `layers` (lowest first) the track is sent as simulcast, one
+    /// encoding per clip with RIDs `q`, `h`, `f`.
+    pub async fn add_track_with_layers(
+        &self,
+        stream_id: &str,
+        kind: &'static str,
+        codec: RTCRtpCodecParameters,
+        fixture: Arc<Fixture>,
+        layers: Vec<Arc<Fixture>>,
+    ) -> Result<LocalTrack> {
         let ssrc = rand::random::<u32>() | 1;
         let track_id = format!("{kind}-{}", uuid::Uuid::new_v4().simple());
         let rtp_kind = if kind == "audio" { RtpCodecKind::Audio } else { RtpCodecKind::Video };
+        let layers: Vec<(&'static str, u32, Arc<Fixture>)> = super::simulcast::RIDS
+            .iter()
+            .zip(layers)
+            .map(|(rid, clip)| (*rid, rand::random::<u32>() | 1, clip))
+            .collect();
+        let encodings = if layers.is_empty() {
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec: codec.rtp_codec.clone(),
+                ..Default::default()
+            }]
+        } else {
+            layers
+                .iter()
+                .map(|(rid, ssrc, _)| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: rid.to_string(),
+                        ssrc: Some(*ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec.rtp_codec.clone(),
+                    ..Default::default()
+                })
+                .collect()
+        };
         let mst = MediaStreamTrack::new(
             stream_id.to_string(),
             track_id.clone(),
             format!("{}-{kind}", self.label),
             rtp_kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-                codec: codec.rtp_codec.clone(),
-                ..Default::default()
-            }],
+            encodings,
         );
         let track = Arc::new(
             TrackLocalStaticSample::new(Instant::now(), mst)
@@ -885,13 +936,20 @@ impl PublishSide {
         // The track is bound by add_transceiver_from_track, so poll() has a receiver now.
         let counters = Arc::clone(&self.keyframe_requests);
         let t = Arc::clone(&track);
+        // Simulcast: a PLI names one encoding's SSRC; that encoding jumps to its next keyframe.
+        let layer_keyframe: Arc<Vec<AtomicBool>> = Arc::new(layers.iter().map(|_| AtomicBool::new(false)).collect());
+        let layer_ssrcs: Vec<u32> = layers.iter().map(|(_, ssrc, _)| *ssrc).collect();
+        let wanted = Arc::clone(&layer_keyframe);
         let task = tokio::spawn(async move {
             while let Some(evt) = t.poll().await {
                 if let TrackLocalEvent::OnRtcpPacket(packets) = evt {
                     for p in &packets {
                         let any = p.as_any();
-                        if any.is::<PictureLossIndication>() {
+                        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                             counters.pli.fetch_add(1, Ordering::SeqCst);
+                            if let Some(i) = layer_ssrcs.iter().position(|s| *s == pli.media_ssrc) {
+                                wanted[i].store(true, Ordering::Relaxed);
+                            }
                         } else if any.is::<FullIntraRequest>() {
                             counters.fir.fetch_add(1, Ordering::SeqCst);
                         }
@@ -912,6 +970,8 @@ impl PublishSide {
             samples_sent: Arc::new(AtomicU64::new(0)),
             keyframes_sent: Arc::new(AtomicU64::new(0)),
             stream_task: Mutex::new(None),
+            layers,
+            layer_keyframe,
         })
     }
 
@@ -974,6 +1034,43 @@ impl PublishSide {
         let pt = params.rtp_parameters.codecs.first().map(|c| c.payload_type).ok_or_else(|| {
             anyhow!("{}: {} sender has no negotiated codec (publish answer rejected it?)", self.label, lt.kind)
         })?;
+        if !lt.layers.is_empty() {
+            let ext =
+                |uri: &str| params.rtp_parameters.header_extensions.iter().find(|e| e.uri == uri).map(|e| e.id as u8);
+            let (Some(mid_ext), Some(rid_ext)) =
+                (ext(rtc::sdp::extmap::SDES_MID_URI), ext(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI))
+            else {
+                bail!("{}: simulcast needs the mid and rid header extensions negotiated", self.label);
+            };
+            let mut found = None;
+            for t in self.pc.get_transceivers().await {
+                let Ok(Some(s)) = t.sender().await else { continue };
+                if s.track().track_id().await == lt.track_id {
+                    found = t.mid().await.ok().flatten();
+                }
+            }
+            let mid = found.ok_or_else(|| anyhow!("{}: simulcast transceiver has no mid", self.label))?;
+            let send = SimulcastSend {
+                pt,
+                mid,
+                mid_ext,
+                rid_ext,
+                layers: lt.layers.clone(),
+                keyframe_wanted: Arc::clone(&lt.layer_keyframe),
+            };
+            let task = tokio::spawn(stream_simulcast(
+                format!("{} simulcast", self.label),
+                Arc::clone(&lt.track),
+                send,
+                Arc::clone(&lt.samples_sent),
+                Arc::clone(&lt.keyframes_sent),
+                Arc::clone(&self.errors),
+            ));
+            if let Some(old) = lt.stream_task.lock().unwrap().replace(task) {
+                old.abort();
+            }
+            return Ok(());
+        }
         let task = tokio::spawn(stream_fixture(
             format!("{} {}", self.label, lt.kind),
             Arc::clone(&lt.track),
@@ -1052,6 +1149,89 @@ async fn stream_fixture(
             next += *duration;
             tokio::time::sleep_until(next).await;
         }
+    }
+}
+
+/// What the simulcast pacer needs from the negotiation.
+struct SimulcastSend {
+    pt: u8,
+    mid: String,
+    mid_ext: u8,
+    rid_ext: u8,
+    layers: Vec<(&'static str, u32, Arc<Fixture>)>,
+    keyframe_wanted: Arc<Vec<AtomicBool>>,
+}
+
+/// Writes every encoding's frame `i` together at the clip's rate (looping), packetized with
+/// temporal-layer descriptors and the mid and rid extensions, as a browser's simulcast does.
+async fn stream_simulcast(
+    label: String,
+    track: Arc<TrackLocalStaticSample>,
+    s: SimulcastSend,
+    sent: Arc<AtomicU64>,
+    keyframes: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+) {
+    use super::simulcast::{packetize, tid_of};
+    let n = s.layers.len();
+    let mut seq: Vec<u16> = (0..n).map(|_| rand::random()).collect();
+    let mut pid: Vec<u16> = (0..n).map(|_| rand::random::<u16>() & 0x7fff).collect();
+    let mut tl0: Vec<u8> = (0..n).map(|_| rand::random()).collect();
+    let mut ts: u32 = rand::random();
+    let mut payloads = Vec::new();
+    // Each encoding's place in its clip: they advance together, except that one asked for a
+    // keyframe skips ahead to its clip's next one.
+    let mut pos: Vec<usize> = vec![0; n];
+    let mut next = tokio::time::Instant::now();
+    let (mid, rids): (Bytes, Vec<Bytes>) =
+        (Bytes::from(s.mid.clone()), s.layers.iter().map(|(r, _, _)| Bytes::from_static(r.as_bytes())).collect());
+    loop {
+        let duration = s.layers[0].2.frames[pos[0] % s.layers[0].2.frames.len()].duration;
+        for (l, (_, ssrc, clip)) in s.layers.iter().enumerate() {
+            let len = clip.frames.len();
+            if s.keyframe_wanted[l].swap(false, Ordering::Relaxed) {
+                if let Some(k) = (pos[l]..pos[l] + len).find(|i| clip.frames[i % len].keyframe) {
+                    pos[l] = k;
+                }
+            }
+            let at = pos[l] % len;
+            pos[l] += 1;
+            let frame = &clip.frames[at];
+            let tid = tid_of(at);
+            if tid == 0 {
+                tl0[l] = tl0[l].wrapping_add(1);
+            }
+            packetize(&frame.data, pid[l], tl0[l], tid, &mut payloads);
+            let last = payloads.len() - 1;
+            for (k, payload) in payloads.drain(..).enumerate() {
+                let mut header = rtc::rtp::Header {
+                    version: 2,
+                    marker: k == last,
+                    payload_type: s.pt,
+                    sequence_number: seq[l],
+                    timestamp: ts,
+                    ssrc: *ssrc,
+                    ..Default::default()
+                };
+                let _ = header.set_extension(s.mid_ext, mid.clone());
+                let _ = header.set_extension(s.rid_ext, rids[l].clone());
+                seq[l] = seq[l].wrapping_add(1);
+                if let Err(e) = track.write_rtp(rtc::rtp::Packet { header, payload }).await {
+                    errors.lock().unwrap().push(format!("{label}: write_rtp failed, streaming stopped: {e}"));
+                    return;
+                }
+            }
+            pid[l] = (pid[l] + 1) & 0x7fff;
+            if l == 0 {
+                sent.fetch_add(1, Ordering::Relaxed);
+                if frame.keyframe {
+                    keyframes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        ts = ts.wrapping_add((duration.as_secs_f64() * 90_000.0).round() as u32);
+        next += duration;
+        tokio::time::sleep_until(next).await;
     }
 }
 

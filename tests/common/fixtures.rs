@@ -129,6 +129,55 @@ pub fn vp8_cbr_ivf_path(width: u32, height: u32, kbps: u32) -> PathBuf {
     )
 }
 
+/// Path of a VP8 clip with three temporal layers, as one simulcast encoding of Chromium's camera
+/// (libvpx temporal layering mode 3, the L1T3 pattern TID 0, 2, 1, 2; see
+/// `simulcast::tid_of`): otherwise made like [`vp8_cbr_ivf_path`]. The base layer carries 40 % of
+/// `kbps`, the first two layers 60 %. The key frame interval and clip length are multiples of 4,
+/// so the pattern runs on across the loop.
+pub fn vp8_temporal_ivf_path(width: u32, height: u32, kbps: u32) -> PathBuf {
+    ensure_fixture(
+        &format!("vp8-l1t3-{kbps}k-{width}x{height}-{VIDEO_FPS}fps-{CLIP_SECONDS}s-v{FIXTURE_VERSION}.ivf"),
+        |out| {
+            let rate = format!("{kbps}k");
+            let layers = format!(
+                "ts_number_layers=3:ts_target_bitrate={},{},{kbps}:ts_rate_decimator=4,2,1:\
+                 ts_periodicity=4:ts_layer_id=0,2,1,2:ts_layering_mode=3",
+                kbps * 4 / 10,
+                kbps * 6 / 10
+            );
+            let mut c = Command::new("ffmpeg");
+            c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+                .args(["-f", "lavfi", "-i"])
+                .arg(format!("testsrc2=size={width}x{height}:rate={VIDEO_FPS},noise=alls=12:allf=t"))
+                .args(["-t", &CLIP_SECONDS.to_string()])
+                .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
+                .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
+                .args(["-undershoot-pct", "0", "-max-intra-rate", "600"])
+                .args(["-g", &(KEYFRAME_INTERVAL * 2).to_string()])
+                .args(["-keyint_min", &(KEYFRAME_INTERVAL * 2).to_string()])
+                .args(["-auto-alt-ref", "0", "-lag-in-frames", "0", "-pix_fmt", "yuv420p"])
+                .args(["-ts-parameters", &layers])
+                .args(["-f", "ivf"])
+                .arg(out);
+            c
+        },
+    )
+}
+
+/// The three encodings a simulcast camera sends (lowest first): 320×180 at 150 kbps, 640×360 at
+/// 500 kbps and 1280×720 at 1.2 Mbps, each with three temporal layers. Blocking.
+pub fn vp8_simulcast() -> Vec<Arc<Fixture>> {
+    static LAYERS: OnceLock<Vec<Arc<Fixture>>> = OnceLock::new();
+    LAYERS
+        .get_or_init(|| {
+            [(320, 180, 150), (640, 360, 500), (1280, 720, 1200)]
+                .into_iter()
+                .map(|(w, h, kbps)| Arc::new(read_ivf(&vp8_temporal_ivf_path(w, h, kbps))))
+                .collect()
+        })
+        .clone()
+}
+
 /// Path of the Opus-in-Ogg clip (48 kHz stereo, 20 ms frames, one Opus packet per Ogg page).
 pub fn opus_ogg_path() -> PathBuf {
     ensure_fixture(&format!("opus-48k-20ms-{CLIP_SECONDS}s-v{FIXTURE_VERSION}.ogg"), |out| {

@@ -12,3 +12,4 @@ pub mod recorder;
 pub mod rtp_check;
 pub mod s3;
 pub mod server;
+pub mod simulcast;

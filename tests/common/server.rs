@@ -195,7 +195,12 @@ impl ServerProcess {
             .args(extra)
             .env("QIAO_ADMIN_TOKEN", token)
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info,rtc=error,rtc_dtls=error,webrtc=error,rtc_ice=error")
+            .env(
+                "RUST_LOG",
+                // QIAO_TEST_SERVER_LOG widens the server's log when a test needs looking into.
+                std::env::var("QIAO_TEST_SERVER_LOG")
+                    .unwrap_or_else(|_| "info,rtc=error,rtc_dtls=error,webrtc=error,rtc_ice=error".into()),
+            )
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()

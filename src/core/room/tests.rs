@@ -90,7 +90,8 @@ impl Harness {
     fn forward(&mut self, at: Instant, up: UpTrackKey, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<Forward> {
         let mut out = Vec::new();
         let payload = Bytes::copy_from_slice(payload);
-        let pkt = RtpIn { ssrc, seq, ts: seq as u32 * 3000, marker: true, payload: &payload, audio_level: None };
+        let pkt =
+            RtpIn { ssrc, layer: 0, seq, ts: seq as u32 * 3000, marker: true, payload: &payload, audio_level: None };
         self.room.on_rtp(at, up, pkt, &mut out);
         out
     }
@@ -168,10 +169,13 @@ fn video_starts_at_a_keyframe_and_then_flows_with_rewritten_numbers() {
     let up = h.publish(a, MediaKind::Video);
     let down = Harness::added_downs(&h.drain())[0].1;
     h.room.down_track_ready(h.t0, down, 100, 0, &mut Vec::new());
-    assert!(h.drain().contains(&Output::RequestKeyframe { publisher: a, up }), "a new subscriber asks for a keyframe");
+    assert!(
+        h.drain().contains(&Output::RequestKeyframe { publisher: a, up, layer: 0 }),
+        "a new subscriber asks for a keyframe"
+    );
     assert!(h.forward(h.t0, up, 9, 50, VP8_DELTA).is_empty(), "delta frames wait");
     let f = h.forward(h.t0, up, 9, 51, VP8_KEY);
-    assert_eq!(f, vec![Forward { down, subscriber: f[0].subscriber, seq: 100, ts: 0 }]);
+    assert_eq!(f, vec![Forward { down, subscriber: f[0].subscriber, seq: 100, ts: 0, vp8_ids: None }]);
     let f = h.forward(h.t0, up, 9, 52, VP8_DELTA);
     assert_eq!((f[0].seq, f[0].ts), (101, 3000));
 }
@@ -218,7 +222,7 @@ fn without_a_cached_gop_a_late_subscriber_waits_for_a_requested_keyframe() {
     // The keyframe is older than the cache serves (4 s).
     h.room.down_track_ready(h.at(4100), down, 0, 0, &mut replay);
     assert!(replay.is_empty());
-    assert!(h.drain().contains(&Output::RequestKeyframe { publisher: a, up }));
+    assert!(h.drain().contains(&Output::RequestKeyframe { publisher: a, up, layer: 0 }));
     assert!(h.forward(h.at(4133), up, 9, 12, VP8_DELTA).is_empty(), "delta frames still wait");
 }
 
@@ -304,7 +308,7 @@ fn leaving_removes_the_participants_tracks_from_everyone_and_says_why() {
     h.room.on_rtp(
         h.t0,
         up,
-        RtpIn { ssrc: 1, seq: 1, ts: 1, marker: true, payload: &payload, audio_level: None },
+        RtpIn { ssrc: 1, layer: 0, seq: 1, ts: 1, marker: true, payload: &payload, audio_level: None },
         &mut fwd,
     );
     assert!(fwd.is_empty());
@@ -630,6 +634,7 @@ fn the_loudest_voice_of_a_zone_becomes_its_speaker_and_only_that_zone_is_told() 
             let payload = Bytes::from_static(&[0xfc]);
             let pkt = RtpIn {
                 ssrc: 1,
+                layer: 0,
                 seq: i as u16,
                 ts: i as u32 * 960,
                 marker: true,
@@ -683,4 +688,213 @@ fn queue_positions_move_up_when_someone_leaves_the_lobby_and_waiting_zones_get_n
         to: party,
         event: RoomEvent::SessionUpdated { locked: false, spotlight: Some("p_party".into()) }
     }));
+}
+
+// ---- simulcast and temporal layers -------------------------------------------------------------
+
+/// A publisher sending three simulcast layers at 30 fps, each with VP8 temporal layers (TID 0, 2,
+/// 1, 2, …), and answering keyframe requests at its next frame, as a browser does.
+struct SimulcastSender {
+    up: UpTrackKey,
+    /// Packets per frame of each layer, of 1000 bytes: ≈ 240 kbps, 480 kbps and 1.44 Mbps.
+    packets: [usize; 3],
+    seq: [u16; 3],
+    pid: [u16; 3],
+    tl0: [u8; 3],
+    frame: u32,
+    key_wanted: [bool; 3],
+    requests: [u32; 3],
+}
+
+/// What one subscriber received: (layer, tid, original picture id, forward).
+type Received = Vec<(u8, u8, u16, Forward)>;
+
+fn vp8_packet(start: bool, pid: u16, tl0: u8, tid: u8, key: bool, len: usize) -> Bytes {
+    let mut p = vec![0x80 | if start { 0x10 } else { 0 }, 0xe0, 0x80 | (pid >> 8) as u8, pid as u8, tl0, tid << 6];
+    p.push(if key { 0x00 } else { 0x01 });
+    p.resize(len, 0);
+    Bytes::from(p)
+}
+
+impl SimulcastSender {
+    fn new(up: UpTrackKey) -> SimulcastSender {
+        SimulcastSender {
+            up,
+            packets: [1, 2, 6],
+            seq: [100, 20_000, 40_000],
+            pid: [10, 5_000, 30_000],
+            tl0: [0, 100, 200],
+            frame: 0,
+            key_wanted: [true; 3],
+            requests: [0; 3],
+        }
+    }
+
+    /// One frame on every layer; forwards go to `got` by subscriber.
+    fn frame(&mut self, h: &mut Harness, at: Instant, got: &mut HashMap<ParticipantKey, Received>) {
+        let tid = [0u8, 2, 1, 2][(self.frame % 4) as usize];
+        for layer in 0..3 {
+            let key = std::mem::take(&mut self.key_wanted[layer]);
+            let tid = if key { 0 } else { tid };
+            if tid == 0 {
+                self.tl0[layer] = self.tl0[layer].wrapping_add(1);
+            }
+            let pid = self.pid[layer];
+            for i in 0..self.packets[layer] {
+                let payload = vp8_packet(i == 0, pid, self.tl0[layer], tid, key && i == 0, 1000);
+                let pkt = RtpIn {
+                    ssrc: 1000 + layer as u32,
+                    layer: layer as u8,
+                    seq: self.seq[layer],
+                    ts: self.frame * 3000,
+                    marker: i + 1 == self.packets[layer],
+                    payload: &payload,
+                    audio_level: None,
+                };
+                self.seq[layer] = self.seq[layer].wrapping_add(1);
+                let mut out = Vec::new();
+                h.room.on_rtp(at, self.up, pkt, &mut out);
+                for f in out {
+                    got.entry(f.subscriber).or_default().push((layer as u8, tid, pid, f));
+                }
+            }
+            self.pid[layer] = (pid + 1) & 0x7fff;
+        }
+        self.frame += 1;
+        for o in h.drain() {
+            if let Output::RequestKeyframe { up, layer, .. } = o {
+                assert_eq!(up, self.up);
+                self.key_wanted[usize::from(layer)] = true;
+                self.requests[usize::from(layer)] += 1;
+            }
+        }
+    }
+}
+
+/// Runs `ms` of simulcast with each subscriber's downlink estimate fixed, ticking every 100 ms.
+fn run_simulcast(estimates: &[(&str, u64)], ms: u64) -> (Harness, SimulcastSender, Vec<(ParticipantKey, Received)>) {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let subs: Vec<(ParticipantKey, u64)> = estimates.iter().map(|(n, e)| (h.join(n, Role::Party), *e)).collect();
+    let up = h.publish(a, MediaKind::Video);
+    for (_, down, _) in Harness::added_downs(&h.drain()) {
+        h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
+    }
+    let mut s = SimulcastSender::new(up);
+    let mut got = HashMap::new();
+    for t in (0..ms).step_by(33) {
+        let at = h.at(t);
+        s.frame(&mut h, at, &mut got);
+        if t % 99 == 0 {
+            h.room.on_tick(at);
+            for (p, e) in &subs {
+                h.room.on_bandwidth(at, *p, *e);
+            }
+        }
+    }
+    let got = subs.iter().map(|(p, _)| (*p, got.remove(p).unwrap_or_default())).collect();
+    (h, s, got)
+}
+
+/// Sequence numbers and (per picture) picture ids a subscriber saw are continuous.
+fn assert_continuous(name: &str, r: &Received) {
+    for w in r.windows(2) {
+        assert_eq!(w[1].3.seq, w[0].3.seq.wrapping_add(1), "{name}: sequence numbers jump: {:?} → {:?}", w[0], w[1]);
+    }
+    let pids: Vec<u16> = r
+        .iter()
+        .map(|(_, _, pid, f)| f.vp8_ids.map_or(*pid, |(p, _)| p))
+        .collect::<Vec<_>>()
+        .chunk_by(|a, b| a == b)
+        .map(|c| c[0])
+        .collect();
+    for w in pids.windows(2) {
+        assert_eq!(w[1], (w[0] + 1) & 0x7fff, "{name}: picture ids jump: {pids:?}");
+    }
+}
+
+#[test]
+fn each_subscriber_gets_the_simulcast_layer_its_estimate_allows() {
+    let (_h, s, got) = run_simulcast(&[("fast", 10_000_000), ("township", 340_000), ("village", 200_000)], 12_000);
+    let last_second = |r: &Received| -> Vec<(u8, u8)> {
+        let n = r.len();
+        r[n.saturating_sub(60)..].iter().map(|(l, t, _, _)| (*l, *t)).collect()
+    };
+    let (fast, township, village) = (&got[0].1, &got[1].1, &got[2].1);
+    assert!(last_second(fast).iter().all(|(l, _)| *l == 2), "fast link: the full layer");
+    assert!(last_second(fast).iter().any(|(_, t)| *t == 2), "with every temporal layer");
+    // 340 kbps: the quarter layer (240 kbps) fits its budget (85 %), the half (480 kbps) does not.
+    assert!(last_second(township).iter().all(|(l, _)| *l == 0), "township: {:?}", last_second(township));
+    assert!(last_second(township).iter().any(|(_, t)| *t == 2), "at the full frame rate");
+    // 200 kbps: the quarter layer without its top temporal layer (TID 2 is half the frames).
+    let v = last_second(village);
+    assert!(v.iter().all(|(l, t)| *l == 0 && *t <= 1), "village: {v:?}");
+    assert!(v.iter().any(|(_, t)| *t == 1));
+    for (name, r) in [("fast", fast), ("township", township), ("village", village)] {
+        assert_continuous(name, r);
+        // Every switch to another layer began with that layer's keyframe.
+        for w in r.windows(2) {
+            if w[0].0 != w[1].0 {
+                assert_eq!(w[1].1, 0, "{name}: switched to layer {} mid-GOP", w[1].0);
+            }
+        }
+    }
+    // Keyframe requests per layer stay throttled (1 s) however many subscribers switch.
+    assert!(s.requests.iter().all(|&n| n <= 7), "requests per layer over 6 s: {:?}", s.requests);
+}
+
+#[test]
+fn a_subscriber_whose_estimate_recovers_climbs_back_to_the_full_layer() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Video);
+    for (_, down, _) in Harness::added_downs(&h.drain()) {
+        h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
+    }
+    let mut s = SimulcastSender::new(up);
+    let mut got = HashMap::new();
+    let layer_at = |got: &HashMap<ParticipantKey, Received>| got.get(&b).and_then(|r| r.last()).map(|x| x.0);
+    let mut seen = Vec::new();
+    for t in (0..48_000u64).step_by(33) {
+        let at = h.at(t);
+        s.frame(&mut h, at, &mut got);
+        if t % 99 == 0 {
+            h.room.on_tick(at);
+            let estimate = if (14_000..17_000).contains(&t) { 400_000 } else { 5_000_000 };
+            h.room.on_bandwidth(at, b, estimate);
+        }
+        if t % 990 == 0 {
+            seen.push(layer_at(&got));
+        }
+    }
+    let seen: Vec<u8> = seen.into_iter().flatten().collect();
+    // Samples about a second apart. The lowest layer first; one layer per climb, each at least
+    // 4 s after the previous change.
+    assert_eq!((seen[3], seen[8], seen[13]), (0, 1, 2), "{seen:?}");
+    assert_eq!(seen[16], 0, "down to the quarter layer while the estimate was 400 kbps: {seen:?}");
+    // The drop came within 10 s of the last climb, so that climb failed: the next waits 20 s.
+    assert_eq!(seen[33], 0, "{seen:?}");
+    assert_eq!(seen.last(), Some(&2), "back on the full layer: {seen:?}");
+    assert_continuous("b", &got[&b]);
+}
+
+#[test]
+fn the_recording_takes_the_best_layer_from_its_keyframe_on() {
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let up = h.publish(a, MediaKind::Video);
+    h.drain();
+    let mut out = Vec::new();
+    let mut feed = |h: &mut Harness, layer: u8, seq: u16, key: bool| {
+        let payload = vp8_packet(true, seq, 0, 0, key, 100);
+        let pkt =
+            RtpIn { ssrc: 10 + layer as u32, layer, seq, ts: 0, marker: true, payload: &payload, audio_level: None };
+        h.room.on_rtp(h.t0, up, pkt, &mut out)
+    };
+    assert!(feed(&mut h, 0, 1, true), "layer 0 is recorded at first");
+    assert!(!feed(&mut h, 2, 1, false), "a better layer waits for its keyframe");
+    assert!(feed(&mut h, 2, 2, true));
+    assert!(!feed(&mut h, 0, 2, true), "the lower layer is no longer recorded");
+    assert_eq!(h.room.recorded_layer(up), 2);
 }
