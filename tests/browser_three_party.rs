@@ -1,6 +1,6 @@
 //! Three headless Chromium pages (fake camera and microphone) open three join links of one
 //! session in the real web client; each must decode both others' video and receive both others'
-//! audio. Screenshots are kept under target/test-artifacts/browser/.
+//! audio. The cameras go out as simulcast, as the web client sends them. Screenshots are kept under target/test-artifacts/browser/.
 //!
 //! Needs node, Debian's Chromium and `npm ci --prefix tests/browser`; the README's test command
 //! (scripts/test.sh) installs them. A missing piece fails the test with a message: it is never
@@ -43,6 +43,9 @@ async fn three_browsers_see_and_hear_each_other_through_join_links() {
     // speaker detection).
     let stats = s.media().stats().await.unwrap();
     assert!(stats.audio_levels > 0, "no audio level reached the server: {stats:?}");
+    // Each camera goes out as simulcast (two layers at 640×360): the server saw every second
+    // layer open, and the pages decoded video through it (the checks above).
+    assert!(stats.simulcast_layers >= 3, "Chromium's simulcast layers did not all reach the server: {stats:?}");
 
     // The server saw all three join and agrees they are online.
     let listed = s.get(&format!("/api/v1/sessions/{sid}/participants")).await;

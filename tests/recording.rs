@@ -191,3 +191,71 @@ async fn a_closed_session_leaves_verified_playable_segments_for_every_track() {
         assert!(actions.contains(&a), "audit log lacks {a}: {actions:?}");
     }
 }
+
+fn video_size(path: &Path) -> String {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A camera published as simulcast (three encodings of one track) is one track in the recording,
+/// taken from its best layer: 1280×720 from the first keyframe of that layer on, decoding cleanly,
+/// while a subscriber on the same session starts on the smallest layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_camera_is_recorded_once_from_its_best_layer() {
+    fixtures::prepare(VideoCodec::Vp8).await;
+    let layers = tokio::task::spawn_blocking(fixtures::vp8_simulcast).await.expect("simulcast clips");
+    let server = TestServer::start().await;
+    let session = server.create_session("mediation").await;
+    let mediator = server.invite(&session, "调解员", "mediator").await;
+    let party = server.invite(&session, "张三", "party").await;
+    let opts = ClientOptions { name: "调解员".into(), simulcast: Some(layers), ..Default::default() };
+    let a = TestClient::connect_with(&server.ws_url, &mediator.token, opts).await.unwrap();
+    a.publish(Media::audio_video(VideoCodec::Vp8)).await.expect("the mediator publishes simulcast");
+    let b = TestClient::connect(&server.ws_url, &party.token, "张三").await.unwrap();
+    b.wait_media("video", &a.participant_id, "video", Duration::from_secs(20), |t| {
+        t.frame_stats().complete_keyframes >= 1
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let stats = server.media().stats().await.unwrap();
+    assert_eq!(stats.simulcast_layers, 2, "the two layers above the first opened: {stats:?}");
+    server.post(&format!("/api/v1/sessions/{session}/close"), serde_json::json!({})).await;
+
+    let root = server.data_dir.join("recordings");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let dir = loop {
+        if let Some(p) = find_manifest(&root) {
+            let m: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap_or_default();
+            if m["status"] == "final" {
+                break p.parent().unwrap().to_path_buf();
+            }
+        }
+        assert!(Instant::now() < deadline, "no final manifest under {}", root.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let m = qiao::record::verify_recording(&dir, None).expect("the recording verifies");
+    assert_eq!(m.tracks.len(), 2, "one audio and one video track, not one per layer: {:#?}", m.tracks);
+    let video = m.tracks.iter().find(|t| t["kind"] == "video").expect("the camera is recorded");
+    let id = video["id"].as_str().unwrap();
+    let segs: Vec<_> = m.segments.iter().filter(|s| s.track_id == id).collect();
+    assert!(!segs.is_empty());
+    for s in &segs {
+        let p = dir.join(&s.path);
+        let errors = decode_errors(&p);
+        assert!(errors.trim().is_empty(), "{} does not decode cleanly: {errors}", s.path);
+    }
+    let last = dir.join(&segs.last().unwrap().path);
+    assert_eq!(video_size(&last), "1280,720", "the recording keeps the best layer");
+    // The subscriber started on the smallest layer.
+    let first_key = b
+        .with_received(&a.participant_id, "video", |t| {
+            t.packets.iter().find_map(|p| common::simulcast::keyframe_size(&p.payload))
+        })
+        .flatten();
+    assert_eq!(first_key, Some((320, 180)));
+}

@@ -28,6 +28,15 @@ const BACKOFF_MS = [500, 1000, 2000, 4000, 5000];
 const VIDEO_MAX_BITRATE = 600_000;
 // A screen share (documents, low frame rate) gets the same cap: it comes on top of the camera.
 const SCREEN_MAX_BITRATE = 600_000;
+// The camera goes out as simulcast: a quarter-size copy (RID q, half the width and height) for
+// subscribers whose link is weak, and the full one (RID f). The server gives each subscriber the
+// layer its downlink carries and, within a layer, drops temporal layers (L1T3: a base layer at a
+// quarter of the frame rate, two more doubling it). Chromium allows two layers at 640×360; the
+// quarter layer costs the uplink a quarter more. Names are the ones the server maps to layers.
+const CAMERA_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 2, maxBitrate: 150_000, scalabilityMode: 'L1T3' },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: VIDEO_MAX_BITRATE, scalabilityMode: 'L1T3' },
+];
 // The server answers a publish_offer at once; no answer this long means the connection is broken.
 const PUBLISH_ANSWER_LIMIT_MS = 10_000;
 // The server is ICE-lite with host candidates in its SDP; no STUN/TURN is configured here.
@@ -610,12 +619,23 @@ export class Session {
   }
 
   #addSender(pc, { track, source, stream }) {
-    const maxBitrate = source === 'screen' ? SCREEN_MAX_BITRATE : VIDEO_MAX_BITRATE;
-    const tr = pc.addTransceiver(track, {
-      direction: 'sendonly',
-      streams: [stream],
-      ...(track.kind === 'video' ? { sendEncodings: [{ maxBitrate }] } : {}),
-    });
+    const init = { direction: 'sendonly', streams: [stream] };
+    let tr;
+    if (track.kind === 'video' && source === 'camera') {
+      try {
+        tr = pc.addTransceiver(track, { ...init, sendEncodings: CAMERA_ENCODINGS });
+      } catch (e) {
+        // A browser without simulcast or scalabilityMode: one encoding, as before.
+        console.warn('simulcast refused, sending one encoding', e);
+      }
+    }
+    if (!tr) {
+      const maxBitrate = source === 'screen' ? SCREEN_MAX_BITRATE : VIDEO_MAX_BITRATE;
+      tr = pc.addTransceiver(track, {
+        ...init,
+        ...(track.kind === 'video' ? { sendEncodings: [{ maxBitrate }] } : {}),
+      });
+    }
     this.pubSenders.set(track, tr.sender);
     this.pubSources.set(track.id, source);
   }

@@ -37,7 +37,7 @@ pub use ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
 pub use policy::{ForwardPolicy, SameZone, Subject};
 pub use roles::{policy, Action, RolePolicy};
 pub use room::{
-    Control, ControlError, CoreConfig, CoreError, Forward, LeaveCause, MediaKind, Output, ParticipantInfo,
+    Control, ControlError, CoreConfig, CoreError, Forward, LayerReport, LeaveCause, MediaKind, Output, ParticipantInfo,
     ParticipantView, Replayed, Role, Room, RoomEvent, RtpIn, TrackReport, TrackSource, TrackView, UpTrackInfo,
     MAX_REPRESENTATIVES,
 };

@@ -256,6 +256,18 @@ pub struct TrackReport {
     pub track: TrackView,
     pub receive: StatsView,
     pub subscribers: usize,
+    /// The simulcast layers being received (one for a track that is not simulcast).
+    pub layers: Vec<LayerReport>,
+}
+
+/// One layer of a published video track, as received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LayerReport {
+    /// Spatial index: 0 is the smallest.
+    pub layer: u8,
+    pub bitrate_bps: u64,
+    /// Temporal layers the publisher sends in it (1 when it sends no temporal layering).
+    pub temporal_layers: u8,
 }
 
 /// Events for participants; the driver turns them into signalling messages.
@@ -517,6 +529,8 @@ pub struct Room {
     up_tracks: HashMap<UpTrackKey, UpTrack>,
     down_tracks: HashMap<DownTrackKey, DownTrack>,
     outputs: VecDeque<Output>,
+    /// Packets left out of down tracks on purpose (temporal layers, padding), for statistics.
+    thinned: u64,
 }
 
 impl Room {
@@ -533,7 +547,14 @@ impl Room {
             up_tracks: HashMap::new(),
             down_tracks: HashMap::new(),
             outputs: VecDeque::new(),
+            thinned: 0,
         }
+    }
+
+    /// Packets left out of down tracks on purpose so far (temporal layers above what a
+    /// subscriber's link carries, and padding).
+    pub fn packets_thinned(&self) -> u64 {
+        self.thinned
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -808,10 +829,19 @@ impl Room {
             .up_tracks
             .values()
             .filter_map(|t| {
+                let layers = (0..MAX_SPATIAL)
+                    .filter(|&i| t.layers[i].meter.active(now))
+                    .map(|i| {
+                        let m = &t.layers[i].meter;
+                        let top = m.top_temporal();
+                        LayerReport { layer: i as u8, bitrate_bps: m.bps(now, top), temporal_layers: top + 1 }
+                    })
+                    .collect();
                 Some(TrackReport {
                     track: self.track_view(t)?,
                     receive: t.layers[t.best_layer(now)].stats.view(t.info.clock_rate),
                     subscribers: t.route.len(),
+                    layers,
                 })
             })
             .collect();
@@ -933,6 +963,7 @@ impl Room {
                 let Some(d) = self.down_tracks.get_mut(down_key) else { continue };
                 if let (Some(m), true) = (d.munger.as_mut(), d.current == Some(layer)) {
                     m.drop_packet(ssrc, seq);
+                    self.thinned += 1;
                 }
             }
             return false;
@@ -997,6 +1028,7 @@ impl Room {
                         d.temporal = d.target.temporal;
                     }
                     if tid > d.temporal {
+                        self.thinned += 1;
                         m.drop_packet(ssrc, seq);
                         d.pictures.drop_picture(desc);
                         continue;

@@ -551,6 +551,7 @@ impl Driver {
             let layer = layer_of(u, rid.as_deref());
             u.ssrcs[usize::from(layer)] = Some(ssrc);
             peer.ssrc_to_up.insert(ssrc, UpRoute { up, layer, audio_level_ext: ext });
+            self.stats.simulcast_layers += 1;
             debug!(ssrc, ?rid, layer, "simulcast layer opened");
             return;
         }
@@ -1189,6 +1190,7 @@ impl Driver {
             Command::Stats { reply } => {
                 let mut s = self.stats.clone();
                 s.rooms = self.rooms.len();
+                s.packets_thinned = self.rooms.values().map(|r| r.room.packets_thinned()).sum();
                 s.participants = self.members.len();
                 s.peer_connections = self.peers.len();
                 s.nacks_refused = self.nacks_refused.load(std::sync::atomic::Ordering::Relaxed);

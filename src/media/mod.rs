@@ -186,6 +186,11 @@ pub struct DriverStats {
     pub gop_replays: u64,
     /// Retransmissions subscribers asked for that were refused (asked too often or too soon).
     pub nacks_refused: u64,
+    /// Simulcast layers that opened beyond a track's first (a publisher sending simulcast).
+    pub simulcast_layers: u64,
+    /// Packets left out of a down track on purpose: temporal layers above what the subscriber's
+    /// link carries, and padding.
+    pub packets_thinned: u64,
 }
 
 /// What the driver sends the presence writer, in order.
