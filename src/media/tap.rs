@@ -16,6 +16,8 @@ pub trait TapHooks: Send + Sync + 'static {
     fn on_read(&mut self, _msg: &mut TaggedPacket) {}
     /// An outbound packet on its way to the wire.
     fn on_write(&mut self, _msg: &TaggedPacket) {}
+    /// A stream this side sends has started.
+    fn on_bind_local(&mut self, _info: &StreamInfo) {}
     /// A stream this side sends has ended.
     fn on_unbind_local(&mut self, _info: &StreamInfo) {}
 }
@@ -65,7 +67,9 @@ impl<H: TapHooks> Protocol<TaggedPacket, TaggedPacket, ()> for Tap<H> {
 }
 
 impl<H: TapHooks> Interceptor for Tap<H> {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.hooks.on_bind_local(info);
+    }
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.hooks.on_unbind_local(info);
     }
