@@ -109,23 +109,7 @@ pub fn vp8_ivf_path() -> PathBuf {
 pub fn vp8_cbr_ivf_path(width: u32, height: u32, kbps: u32) -> PathBuf {
     ensure_fixture(
         &format!("vp8-cbr{kbps}k-{width}x{height}-{VIDEO_FPS}fps-{CLIP_SECONDS}s-v{FIXTURE_VERSION}.ivf"),
-        |out| {
-            let rate = format!("{kbps}k");
-            let mut c = Command::new("ffmpeg");
-            c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-                .args(["-f", "lavfi", "-i"])
-                .arg(format!("testsrc2=size={width}x{height}:rate={VIDEO_FPS},noise=alls=12:allf=t"))
-                .args(["-t", &CLIP_SECONDS.to_string()])
-                .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
-                .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
-                .args(["-undershoot-pct", "0", "-max-intra-rate", "600"])
-                .args(["-g", &KEYFRAME_INTERVAL.to_string()])
-                .args(["-keyint_min", &KEYFRAME_INTERVAL.to_string()])
-                .args(["-auto-alt-ref", "0", "-lag-in-frames", "0", "-pix_fmt", "yuv420p"])
-                .args(["-f", "ivf"])
-                .arg(out);
-            c
-        },
+        |out| vp8_cbr_command(out, width, height, kbps, KEYFRAME_INTERVAL, None),
     )
 }
 
@@ -138,30 +122,36 @@ pub fn vp8_temporal_ivf_path(width: u32, height: u32, kbps: u32) -> PathBuf {
     ensure_fixture(
         &format!("vp8-l1t3-{kbps}k-{width}x{height}-{VIDEO_FPS}fps-{CLIP_SECONDS}s-v{FIXTURE_VERSION}.ivf"),
         |out| {
-            let rate = format!("{kbps}k");
             let layers = format!(
                 "ts_number_layers=3:ts_target_bitrate={},{},{kbps}:ts_rate_decimator=4,2,1:\
                  ts_periodicity=4:ts_layer_id=0,2,1,2:ts_layering_mode=3",
                 kbps * 4 / 10,
                 kbps * 6 / 10
             );
-            let mut c = Command::new("ffmpeg");
-            c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-                .args(["-f", "lavfi", "-i"])
-                .arg(format!("testsrc2=size={width}x{height}:rate={VIDEO_FPS},noise=alls=12:allf=t"))
-                .args(["-t", &CLIP_SECONDS.to_string()])
-                .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
-                .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
-                .args(["-undershoot-pct", "0", "-max-intra-rate", "600"])
-                .args(["-g", &(KEYFRAME_INTERVAL * 2).to_string()])
-                .args(["-keyint_min", &(KEYFRAME_INTERVAL * 2).to_string()])
-                .args(["-auto-alt-ref", "0", "-lag-in-frames", "0", "-pix_fmt", "yuv420p"])
-                .args(["-ts-parameters", &layers])
-                .args(["-f", "ivf"])
-                .arg(out);
-            c
+            vp8_cbr_command(out, width, height, kbps, KEYFRAME_INTERVAL * 2, Some(&layers))
         },
     )
+}
+
+/// The ffmpeg command of the constant-rate clips; `temporal`: libvpx's `-ts-parameters`.
+fn vp8_cbr_command(out: &Path, width: u32, height: u32, kbps: u32, keyint: u32, temporal: Option<&str>) -> Command {
+    let rate = format!("{kbps}k");
+    let mut c = Command::new("ffmpeg");
+    c.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={width}x{height}:rate={VIDEO_FPS},noise=alls=12:allf=t"))
+        .args(["-t", &CLIP_SECONDS.to_string()])
+        .args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"])
+        .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate])
+        .args(["-undershoot-pct", "0", "-max-intra-rate", "600"])
+        .args(["-g", &keyint.to_string()])
+        .args(["-keyint_min", &keyint.to_string()])
+        .args(["-auto-alt-ref", "0", "-lag-in-frames", "0", "-pix_fmt", "yuv420p"]);
+    if let Some(t) = temporal {
+        c.args(["-ts-parameters", t]);
+    }
+    c.args(["-f", "ivf"]).arg(out);
+    c
 }
 
 /// The three encodings a simulcast camera sends (lowest first): 320×180 at 150 kbps, 640×360 at
