@@ -1,6 +1,8 @@
 //! Just enough codec knowledge for forwarding decisions: is this RTP payload the first packet of a
 //! keyframe? Pure functions on payload bytes; no allocation.
 
+use super::vp8::Vp8Desc;
+
 /// The codecs Qiao forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -41,32 +43,10 @@ pub fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
     }
 }
 
-/// RFC 7741: payload descriptor, then the VP8 payload header whose first bit P is 0 on keyframes.
+/// RFC 7741: payload descriptor, then the VP8 payload header whose first bit P is 0 on keyframes
+/// (read by [`Vp8Desc`], which forwarding uses for temporal layers too).
 fn vp8_starts_keyframe(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
-    let x = b0 & 0x80 != 0;
-    let s = b0 & 0x10 != 0;
-    let pid = b0 & 0x07;
-    if !s || pid != 0 {
-        return false;
-    }
-    let mut i = 1;
-    if x {
-        let Some(&xb) = p.get(i) else { return false };
-        i += 1;
-        if xb & 0x80 != 0 {
-            // I: picture id, 7 or 15 bits
-            let Some(&pic) = p.get(i) else { return false };
-            i += if pic & 0x80 != 0 { 2 } else { 1 };
-        }
-        if xb & 0x40 != 0 {
-            i += 1; // L: TL0PICIDX
-        }
-        if xb & 0x30 != 0 {
-            i += 1; // T or K: TID/Y/KEYIDX
-        }
-    }
-    matches!(p.get(i), Some(&h) if h & 0x01 == 0)
+    Vp8Desc::parse(p).is_some_and(|d| d.keyframe)
 }
 
 /// RFC 6184: an IDR slice (5) or SPS (7) in a single NAL unit, a STAP-A aggregate, or the first

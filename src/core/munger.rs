@@ -23,9 +23,44 @@ pub struct Munger {
     /// Input sequence numbers of the current segment left out on purpose (temporal-layer dropping,
     /// padding): the output closes up behind them, and a late packet from before one of them is
     /// placed by the drops that came after it. A fixed ring: no allocation per packet.
-    dropped: [u16; DROP_LOG],
-    dropped_len: usize,
-    dropped_next: usize,
+    dropped: DropLog<DROP_LOG>,
+}
+
+/// The latest numbers left out on purpose, in a fixed ring (no allocation): a late packet is
+/// shifted back by the drops that came after it. Used for sequence numbers here and for VP8
+/// picture ids (`vp8::PictureMunger`).
+#[derive(Debug, Clone)]
+pub struct DropLog<const N: usize> {
+    at: [u16; N],
+    len: usize,
+    next: usize,
+}
+
+impl<const N: usize> Default for DropLog<N> {
+    fn default() -> Self {
+        DropLog { at: [0; N], len: 0, next: 0 }
+    }
+}
+
+impl<const N: usize> DropLog<N> {
+    pub fn push(&mut self, n: u16) {
+        self.at[self.next] = n;
+        self.next = (self.next + 1) % N;
+        self.len = (self.len + 1).min(N);
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many logged drops came after `n`, by `newer(drop, n)`.
+    pub fn after(&self, n: u16, newer: impl Fn(u16, u16) -> bool) -> u16 {
+        self.at[..self.len].iter().filter(|&&d| newer(d, n)).count() as u16
+    }
 }
 
 /// How many deliberate drops a late packet can be placed behind (a second of dropped packets of
@@ -57,16 +92,7 @@ fn seq_newer(a: u16, b: u16) -> bool {
 
 impl Munger {
     pub fn new(start_seq: u16, start_ts: u32) -> Munger {
-        Munger {
-            start_seq,
-            start_ts,
-            state: None,
-            prev_ssrc: None,
-            rebase: false,
-            dropped: [0; DROP_LOG],
-            dropped_len: 0,
-            dropped_next: 0,
-        }
+        Munger { start_seq, start_ts, state: None, prev_ssrc: None, rebase: false, dropped: DropLog::default() }
     }
 
     /// Maps an input packet to its output `(sequence number, timestamp)`, or `None` if it must be
@@ -80,12 +106,11 @@ impl Munger {
                     return None; // before this segment began
                 }
                 let newest = seq_newer(seq, seg.max_in_seq) || seq == seg.max_in_seq;
-                let offset = if newest || self.dropped_len == 0 {
+                let offset = if newest || self.dropped.is_empty() {
                     seg.seq_offset
                 } else {
                     // Undo the drops that came after this late packet.
-                    let later = self.dropped[..self.dropped_len].iter().filter(|&&d| seq_newer(d, seq)).count();
-                    seg.seq_offset.wrapping_add(later as u16)
+                    seg.seq_offset.wrapping_add(self.dropped.after(seq, seq_newer))
                 };
                 if newest {
                     seg.max_in_seq = seq;
@@ -112,7 +137,7 @@ impl Munger {
                     self.prev_ssrc = Some(seg.in_ssrc);
                 }
                 self.rebase = false;
-                self.dropped_len = 0;
+                self.dropped.clear();
                 *seg = Segment::start(ssrc, seq, ts, out_seq, out_ts, now);
                 Some((out_seq, out_ts))
             }
@@ -147,9 +172,7 @@ impl Munger {
         // Packets between the newest and this one were lost upstream: they keep their places.
         seg.max_in_seq = seq;
         seg.seq_offset = seg.seq_offset.wrapping_sub(1);
-        self.dropped[self.dropped_next] = seq;
-        self.dropped_next = (self.dropped_next + 1) % DROP_LOG;
-        self.dropped_len = (self.dropped_len + 1).min(DROP_LOG);
+        self.dropped.push(seq);
     }
 
     /// Makes the next packet start a new segment (see `rebase`); call it when forwarding resumes

@@ -444,8 +444,6 @@ struct Participant {
 /// One simulcast encoding of a video track (the only one when not simulcast).
 #[derive(Default)]
 struct Layer {
-    /// The SSRC its packets arrive with (keyframe requests name it).
-    ssrc: Option<u32>,
     stats: ReceiveStats,
     /// Media bytes per temporal layer: what forwarding this layer costs.
     meter: RateMeter,
@@ -952,7 +950,6 @@ impl Room {
         let tid = vp8.and_then(|d| d.tid).unwrap_or(0);
         {
             let l = &mut track.layers[li];
-            l.ssrc = Some(ssrc);
             l.stats.on_packet(seq, ts, payload.len(), clock_rate, now);
             if !payload.is_empty() {
                 l.meter.on_packet(now, tid, payload.len());
@@ -971,10 +968,11 @@ impl Room {
         if track.muted_by_host {
             return false;
         }
-        // Known at once for video (the GOP cache needs it); for audio nothing waits on it.
-        let mut keyframe: Option<bool> = None;
+        // Known at once for video (the GOP cache needs it); for audio nothing waits on it. VP8's
+        // comes with the descriptor already read.
+        let mut keyframe: Option<bool> = vp8.map(|d| d.keyframe);
         if let Some(gop) = track.layers[li].gop.as_mut() {
-            let k = starts_keyframe(codec, payload);
+            let k = *keyframe.get_or_insert_with(|| starts_keyframe(codec, payload));
             keyframe = Some(k);
             gop.on_packet(now, &pkt, k);
         }

@@ -9,6 +9,8 @@
 //! picture-id sequence) must carry on from the last id it sent. This is what mediasoup's and
 //! LiveKit's VP8 handling do; this module is written from the RFC.
 
+use super::munger::DropLog;
+
 /// What one packet's descriptor says. Offsets are into the RTP payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Vp8Desc {
@@ -25,6 +27,8 @@ pub struct Vp8Desc {
     pub tid: Option<u8>,
     /// Y: this picture depends only on the base layer (a temporal switching point).
     pub layer_sync: bool,
+    /// The first packet of a keyframe: a picture start whose VP8 payload header has P = 0.
+    pub keyframe: bool,
 }
 
 impl Vp8Desc {
@@ -33,6 +37,7 @@ impl Vp8Desc {
         let b0 = *p.first()?;
         let mut d = Vp8Desc { picture_start: b0 & 0x10 != 0 && b0 & 0x07 == 0, ..Default::default() };
         if b0 & 0x80 == 0 {
+            d.keyframe = d.picture_start && p.get(1).is_some_and(|h| h & 0x01 == 0);
             return Some(d);
         }
         let x = *p.get(1)?;
@@ -61,7 +66,9 @@ impl Vp8Desc {
                 d.tid = Some(t >> 6);
                 d.layer_sync = t & 0x20 != 0;
             }
+            i += 1;
         }
+        d.keyframe = d.picture_start && p.get(i).is_some_and(|h| h & 0x01 == 0);
         Some(d)
     }
 
@@ -95,7 +102,7 @@ const DROP_LOG: usize = 32;
 
 /// Per down track: maps a source's picture ids and TL0PICIDX onto the continuous ones the
 /// subscriber sees.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PictureMunger {
     /// output = input - offset (15-bit for the picture id, 8-bit for TL0PICIDX).
     pid_offset: u16,
@@ -106,27 +113,9 @@ pub struct PictureMunger {
     last_out_tl0: Option<u8>,
     /// Input ids of the latest dropped pictures: a late packet of an earlier picture is shifted by
     /// the drops that came after it, not before.
-    dropped: [u16; DROP_LOG],
-    dropped_len: usize,
-    dropped_next: usize,
+    dropped: DropLog<DROP_LOG>,
     /// The next picture starts a new segment (a layer switch or a new source).
     switching: bool,
-}
-
-impl Default for PictureMunger {
-    fn default() -> Self {
-        PictureMunger {
-            pid_offset: 0,
-            tl0_offset: 0,
-            max_in_pid: None,
-            last_out_pid: None,
-            last_out_tl0: None,
-            dropped: [0; DROP_LOG],
-            dropped_len: 0,
-            dropped_next: 0,
-            switching: false,
-        }
-    }
 }
 
 impl PictureMunger {
@@ -147,9 +136,7 @@ impl PictureMunger {
         }
         self.max_in_pid = Some(pid);
         self.pid_offset = self.pid_offset.wrapping_add(1) & PID_MASK;
-        self.dropped[self.dropped_next] = pid;
-        self.dropped_next = (self.dropped_next + 1) % DROP_LOG;
-        self.dropped_len = (self.dropped_len + 1).min(DROP_LOG);
+        self.dropped.push(pid);
     }
 
     /// The rewritten `(picture id, TL0PICIDX)` for a forwarded packet, or `None` when they are
@@ -159,7 +146,7 @@ impl PictureMunger {
         let tl0 = d.tl0.unwrap_or(0);
         if self.switching {
             self.switching = false;
-            self.dropped_len = 0;
+            self.dropped.clear();
             self.max_in_pid = None;
             self.pid_offset = match self.last_out_pid {
                 Some(last) => pid.wrapping_sub(last.wrapping_add(1)) & PID_MASK,
@@ -176,7 +163,7 @@ impl PictureMunger {
             self.pid_offset
         } else {
             // A late packet: undo the drops that came after its picture.
-            let later = self.dropped[..self.dropped_len].iter().filter(|&&x| pid_newer(x, pid)).count() as u16;
+            let later = self.dropped.after(pid, pid_newer);
             self.pid_offset.wrapping_sub(later) & PID_MASK
         };
         let out_pid = pid.wrapping_sub(offset) & PID_MASK;

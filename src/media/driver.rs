@@ -718,13 +718,14 @@ impl Driver {
             }
         }
         let fwd = std::mem::take(&mut self.fwd);
+        // Where the picture ids sit, read once for every copy that rewrites them.
+        let desc = fwd.iter().any(|f| f.vp8_ids.is_some()).then(|| Vp8Desc::parse(&packet.payload)).flatten();
         for f in &fwd {
-            match f.vp8_ids {
-                None => self.send_down(f.down, h.marker, f.seq, f.ts, &packet.payload, now),
-                Some((pid, tl0)) => {
+            match (f.vp8_ids, desc) {
+                (None, _) | (Some(_), None) => self.send_down(f.down, h.marker, f.seq, f.ts, &packet.payload, now),
+                (Some((pid, tl0)), Some(desc)) => {
                     // This subscriber's copy carries its own picture ids: written into a slice of
                     // one reused buffer, not a new allocation per packet.
-                    let Some(desc) = Vp8Desc::parse(&packet.payload) else { continue };
                     self.rewritten.extend_from_slice(&packet.payload);
                     desc.write(&mut self.rewritten, pid, tl0);
                     let copy = self.rewritten.split().freeze();

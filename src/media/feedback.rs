@@ -33,6 +33,7 @@ use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, Packet, PacketRe
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{nack_pairs_from_sequence_numbers, TransportLayerNack};
 
 use super::tap::TapHooks;
+use crate::core::layers::RateMeter;
 
 /// Most times one packet is resent.
 pub const MAX_RESENDS: u8 = 10;
@@ -45,7 +46,6 @@ const REPEAT_SHARE: f64 = 0.1;
 const TYPICAL_PACKET_BITS: f64 = 1200.0 * 8.0;
 /// The budget never falls below this many resends a second, nor holds more than a second's worth.
 const MIN_RESENDS_PER_SEC: f64 = 2.0;
-const SENT_BUCKET: Duration = Duration::from_millis(500);
 /// Packets per SSRC whose resend history is kept (the responder's own buffer is 1024).
 const HISTORY: usize = 1024;
 
@@ -113,12 +113,11 @@ pub struct NackLimiter {
     /// First and further resends the budget allows now, and when it was last refilled.
     tokens: [f64; 2],
     refilled: Option<Instant>,
-    /// Bytes of media RTP this connection sent (retransmissions not counted): the current and
-    /// the previous half second.
-    sent: [u64; 2],
-    sent_since: Option<Instant>,
-    /// Per media SSRC, the newest sequence number sent (an older one is a retransmission).
-    newest: HashMap<u32, u16>,
+    /// Media RTP this connection sent over the last second (retransmissions not counted).
+    media: RateMeter,
+    /// Per media SSRC, the newest sequence number sent (an older one is a retransmission). A
+    /// handful of streams per connection: a list searched per packet beats hashing.
+    newest: Vec<(u32, u16)>,
     /// SSRCs of retransmission (RTX) streams.
     rtx: Vec<u32>,
 }
@@ -135,7 +134,7 @@ impl NackLimiter {
         if estimate == 0 {
             return None;
         }
-        let media = self.sent_bps(now);
+        let media = self.media.bps(now, 0) as f64;
         let rate = |share: f64| (media * share / TYPICAL_PACKET_BITS).max(MIN_RESENDS_PER_SEC);
         let rates = [rate(RESEND_SHARE), rate(REPEAT_SHARE)];
         let elapsed = self.refilled.map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64());
@@ -152,38 +151,12 @@ impl NackLimiter {
         if self.rtx.contains(&ssrc) {
             return;
         }
-        match self.newest.get_mut(&ssrc) {
-            Some(n) if seq == *n || seq.wrapping_sub(*n) >= 0x8000 => return,
-            Some(n) => *n = seq,
-            None => {
-                self.newest.insert(ssrc, seq);
-            }
+        match self.newest.iter_mut().find(|(s, _)| *s == ssrc) {
+            Some((_, n)) if seq == *n || seq.wrapping_sub(*n) >= 0x8000 => return,
+            Some((_, n)) => *n = seq,
+            None => self.newest.push((ssrc, seq)),
         }
-        self.on_sent(now, bytes);
-    }
-
-    fn on_sent(&mut self, now: Instant, bytes: usize) {
-        self.roll(now);
-        self.sent[0] += bytes as u64;
-    }
-
-    fn roll(&mut self, now: Instant) {
-        let since = *self.sent_since.get_or_insert(now);
-        let age = now.saturating_duration_since(since);
-        if age >= SENT_BUCKET * 2 {
-            self.sent = [0, 0];
-            self.sent_since = Some(now);
-        } else if age >= SENT_BUCKET {
-            self.sent = [0, self.sent[0]];
-            self.sent_since = Some(since + SENT_BUCKET);
-        }
-    }
-
-    /// What this connection sent over the last 0.5–1 s, in bits per second.
-    fn sent_bps(&mut self, now: Instant) -> f64 {
-        self.roll(now);
-        let span = SENT_BUCKET + self.sent_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        (self.sent[0] + self.sent[1]) as f64 * 8.0 / span.as_secs_f64()
+        self.media.on_packet(now, 0, bytes);
     }
 
     fn limit(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
@@ -240,7 +213,7 @@ impl TapHooks for NackLimiter {
     }
     fn on_unbind_local(&mut self, info: &StreamInfo) {
         self.asked.remove(&info.ssrc);
-        self.newest.remove(&info.ssrc);
+        self.newest.retain(|(s, _)| *s != info.ssrc);
         self.rtx.retain(|s| Some(*s) != info.ssrc_rtx);
     }
 }
