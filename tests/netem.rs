@@ -426,10 +426,10 @@ impl LayerView {
 /// the village link, which cannot carry even that beside its audio (≈ 70 kbps with headers),
 /// gets it without its top temporal layer (15 fps or less). Every subscriber keeps its audio.
 ///
-/// Each subscriber starts on the lowest layer and climbs one layer at a time; a climb the link
-/// cannot carry is undone within about two seconds and not tried again for 20 s, nor any climb
-/// within 12 s of a step down; the window opens at least 12 s after the first video and after
-/// the township link's first try of 360p is undone.
+/// Each subscriber starts on the lowest layer; a climb comes only after a probe (100 ms of
+/// padding) showed the link delivers the new layer: the open link climbs by two probes within
+/// about 8 s, the capped links' probes fail and they are never switched to a layer they cannot
+/// carry. The window opens 12 s after the first video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capped_subscribers_get_a_lower_simulcast_layer_while_the_open_link_keeps_the_top_one() {
     /// Time to notice the bottleneck, step down (1 s) and reach the lower layer's next keyframe
@@ -460,25 +460,6 @@ async fn capped_subscribers_get_a_lower_simulcast_layer_while_the_open_link_keep
             .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
     }
     tokio::time::sleep(SETTLE).await;
-    // The 400 kbps link tries the 360p layer once (its estimate has no reason to doubt it) and is
-    // back on 180p within about two seconds; the next try is 20 s later. The window opens after
-    // that first try, if it has not come within 20 s more.
-    let tried = async {
-        loop {
-            let keys: Vec<(u16, u16)> = town
-                .with_received(&pid, "video", |t| {
-                    t.packets.iter().filter_map(|p| common::simulcast::keyframe_size(&p.payload)).collect()
-                })
-                .unwrap_or_default();
-            if let Some(i) = keys.iter().position(|k| *k == (640, 360)) {
-                if keys[i..].contains(&(320, 180)) {
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(20), tried).await;
     let down0 = lab.netem.wire(Dir::Down);
     let drops0 = lab.netem.stats(Dir::Down).queue_drops;
     let from = Instant::now();
@@ -530,10 +511,31 @@ async fn capped_subscribers_get_a_lower_simulcast_layer_while_the_open_link_keep
     if open.picture_id_jumps > 0 || open_rx.video.loss_pct() >= 1.0 {
         fail("the open link's picture ids and sequence numbers should be continuous, loss < 1 %");
     }
-    // A try of 360p (every 20 s or more, undone within about two seconds) may fall in the window:
-    // the 180p layer is what the link gets, measured by its rate.
-    if !township.keyframe_sizes.contains(&(320, 180)) || township.keyframe_sizes.contains(&(1280, 720)) {
+    if township.keyframe_sizes != BTreeSet::from([(320, 180)]) {
         fail("the 400 kbps link should get the 180p layer");
+    }
+    // Climbs come only after a probe showed the link delivers the new layer: the capped links
+    // never get a layer they cannot carry, not even for a try.
+    for (n, c) in [("township", &town), ("village", &village)] {
+        let sizes: BTreeSet<(u16, u16)> = c
+            .with_received(&pid, "video", |t| {
+                t.packets.iter().filter_map(|p| common::simulcast::keyframe_size(&p.payload)).collect()
+            })
+            .unwrap_or_default();
+        if sizes != BTreeSet::from([(320, 180)]) {
+            fail(&format!("the {n} link should never be switched above 180p; it got keyframes of {sizes:?}"));
+        }
+    }
+    let stats = lab.server.api.get("/api/v1/media/stats").await;
+    let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("no {k} in {stats}"));
+    println!(
+        "probes {}, failed {}, padding packets {}",
+        count("probes"),
+        count("probes_failed"),
+        count("padding_packets")
+    );
+    if count("probes") < 3 || count("probes_failed") < 1 || count("padding_packets") == 0 {
+        fail(&format!("the open link climbs by two probes, and the township link's probe fails: {stats}"));
     }
     if township.kbps > 300.0 || town_rx.video.loss_pct() >= 5.0 || township.pictures < 200 {
         fail("the 400 kbps link should get the 180p layer whole, at (nearly) the full frame rate");

@@ -33,6 +33,11 @@ pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
 
 const BUCKET: Duration = Duration::from_millis(500);
 
+/// Bytes a forwarded packet costs the subscriber's link beyond its payload: IPv4 and UDP headers,
+/// the RTP header with its extensions, the SRTP tag. The estimate measures the link, so costs
+/// count what the link carries: for 50 audio packets a second this is a third of the Opus payload.
+pub const PACKET_OVERHEAD: usize = 20 + 8 + 12 + 12 + 10;
+
 /// Bytes received per temporal layer over the last 0.5–1 s: what forwarding a layer costs.
 /// Two buckets swapped every half second; no allocation.
 #[derive(Debug, Clone, Default)]
@@ -164,93 +169,125 @@ pub fn allocate(ladders: &[Ladder], budget: u64, out: &mut Vec<usize>) {
     }
 }
 
-/// A change is applied only once the estimate has asked for it this long: a lower layer soon
-/// (the link is hurting), a higher one a little later (each upward switch costs a keyframe).
+/// A step down is applied once the estimate has asked for it this long (the link is hurting);
+/// at once after a step up that failed.
 pub const DOWN_AFTER: Duration = Duration::from_millis(1000);
-pub const UP_AFTER: Duration = Duration::from_millis(1500);
 /// Share of the estimate that video may use: audio, RTCP and retransmissions need the rest.
 pub const BUDGET_SHARE: f64 = 0.85;
-/// A step up comes at least this long after the previous step up (long enough for congestion at
-/// the current layers to show in the estimate before more is sent), and at least
-/// `DWELL_AFTER_DOWN` after a step down (the link has just shown its limit).
+/// A probe comes at least this long after a step up (long enough for congestion at the current
+/// layers to show in the estimate before more is sent), at least `DWELL_AFTER_DOWN` after a step
+/// down (the link has just shown its limit), and the first one `FIRST_TRY` after the first
+/// estimate (long enough for a link overloaded by the first layers to show it).
 pub const DWELL: Duration = Duration::from_secs(4);
 pub const DWELL_AFTER_DOWN: Duration = Duration::from_secs(12);
+pub const FIRST_TRY: Duration = Duration::from_secs(4);
 /// A step down this soon after a step up means the step up failed: the link could not carry it.
 /// It is applied at once (the link is overloaded now, voice included).
 pub const PROBATION: Duration = Duration::from_secs(10);
-/// After a failed step up, the next one waits this long, doubling while they keep failing.
+/// After a failed probe or step up, the next probe waits this long, doubling while they keep
+/// failing.
 pub const RETRY_FIRST: Duration = Duration::from_secs(20);
 pub const RETRY_MAX: Duration = Duration::from_secs(160);
+
+/// A probe: padding sent for this long at the rate the wanted layers would need, times
+/// `PROBE_MARGIN`; a step up needs the link to have delivered `PROOF_MARGIN` times what the new
+/// layers cost. Short, so that a link that cannot carry it only queues it: 100 ms of 500 kbps
+/// too much is 6 KB, less than a second of a weak link's buffer.
+pub const PROBE_CLUSTER: Duration = Duration::from_millis(100);
+pub const PROBE_MARGIN: f64 = 1.4;
+pub const PROOF_MARGIN: f64 = 1.1;
+/// A link that lost this share of the last second's packets has no room to probe: its padding
+/// would only add to the loss.
+pub const PROBE_MAX_LOSS: f64 = 0.02;
+/// A probe with no result by then failed (its packets or their feedback were lost).
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A probe's result is acted on only this soon after it came.
+pub const PROOF_FRESH: Duration = Duration::from_millis(1000);
+/// A probe asks for at most this many times what the subscriber receives now, or for the next
+/// step whole when that is more (a spatial layer costs about three times the one below).
+pub const PROBE_MAX_FACTOR: u64 = 2;
 
 /// Per subscriber: when its layers may change.
 ///
 /// GCC's estimate is evidence only about what was actually sent: a link carrying 200 kbps shows
-/// no congestion and the estimate keeps climbing, whatever the link could really take (there is
-/// no probing here). So a subscriber starts on the lowest layer and climbs one spatial layer at a
-/// time; a climb the link cannot carry shows up as congestion within seconds, and the next climb
-/// then waits 20 s, 40 s, … 160 s, as the audio-only fallback's retries do (see `bwe`).
+/// no congestion and the estimate keeps climbing, whatever the link could really take. So the
+/// estimate decides only how far down to go and whether climbing is worth a try; a climb needs a
+/// probe (a short burst of padding, see `Room::on_bandwidth`) showing the link delivers what the
+/// new layers need. Probes and climbs that fail make the next try wait 20 s, 40 s, … 160 s, as the
+/// audio-only fallback's retries do (see `bwe`); a climb that holds for `PROBATION` resets that.
 #[derive(Debug, Clone)]
 pub struct Climb {
-    /// Since when a change has been wanted, and whether upward.
-    pending: Option<(Instant, bool)>,
+    /// Since when a step down has been wanted.
+    down_since: Option<Instant>,
     /// The latest step up, while on probation.
     last_up: Option<Instant>,
-    /// No step up before this.
+    /// No probe before this.
     blocked_until: Option<Instant>,
     backoff: Duration,
-    /// The latest change and whether it was a step down (a subscriber starts with one: its
-    /// first layers).
+    /// The latest change and whether it was a step down; before the first, the instant of the
+    /// first estimate (the subscriber's first layers count as a change).
     last_change: Option<(Instant, bool)>,
 }
 
 impl Default for Climb {
     fn default() -> Self {
-        Climb { pending: None, last_up: None, blocked_until: None, backoff: RETRY_FIRST, last_change: None }
+        Climb { down_since: None, last_up: None, blocked_until: None, backoff: RETRY_FIRST, last_change: None }
     }
 }
 
 impl Climb {
-    /// `up`: the wanted layers cost more than the current ones. Returns true when the change has
-    /// been wanted long enough to apply (and records it).
-    pub fn wants(&mut self, now: Instant, up: bool) -> bool {
+    fn expire(&mut self, now: Instant) {
         if self.last_up.is_some_and(|t| now >= t + PROBATION) {
             self.last_up = None;
             self.backoff = RETRY_FIRST; // the last climb held
         }
-        let (changed, was_down) = *self.last_change.get_or_insert((now, false));
-        let dwell = if was_down { DWELL_AFTER_DOWN } else { DWELL };
-        let dwelling = now.saturating_duration_since(changed) < dwell;
-        if up && (dwelling || self.blocked_until.is_some_and(|t| now < t)) {
-            self.pending = None;
-            return false;
+        if self.last_change.is_none() {
+            // The first try comes FIRST_TRY after the first estimate.
+            self.last_change = Some((now.checked_sub(DWELL - FIRST_TRY).unwrap_or(now), false));
         }
-        match self.pending {
-            Some((_, dir)) if dir == up => {}
-            _ => self.pending = Some((now, up)),
-        }
-        let (since, _) = self.pending.expect("set above");
-        let wait = match (up, self.last_up.is_some()) {
-            (true, _) => UP_AFTER,
-            (false, true) => Duration::ZERO, // a failed climb: undo it now
-            (false, false) => DOWN_AFTER,
-        };
+    }
+
+    /// The estimate asks for less than the current layers: true when it has asked long enough
+    /// (and records the step down).
+    pub fn wants_down(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        let since = *self.down_since.get_or_insert(now);
+        let wait = if self.last_up.is_some() { Duration::ZERO } else { DOWN_AFTER };
         if now.saturating_duration_since(since) < wait {
             return false;
         }
-        self.pending = None;
-        self.last_change = Some((now, !up));
-        if up {
-            self.last_up = Some(now);
-        } else if self.last_up.take().is_some() {
-            self.blocked_until = Some(now + self.backoff);
-            self.backoff = (self.backoff * 2).min(RETRY_MAX);
+        self.down_since = None;
+        self.last_change = Some((now, true));
+        if self.last_up.take().is_some() {
+            self.failed(now); // a failed climb: undone now, and the next try waits
         }
         true
     }
 
-    /// Nothing to change.
+    /// Whether a probe for higher layers may go out now.
+    pub fn may_try(&mut self, now: Instant) -> bool {
+        self.expire(now);
+        let (changed, was_down) = self.last_change.expect("set by expire");
+        let dwell = if was_down { DWELL_AFTER_DOWN } else { DWELL };
+        now.saturating_duration_since(changed) >= dwell && self.blocked_until.is_none_or(|t| now >= t)
+    }
+
+    /// A probe showed the link carries more: the layers went up now.
+    pub fn climbed(&mut self, now: Instant) {
+        self.down_since = None;
+        self.last_change = Some((now, false));
+        self.last_up = Some(now);
+    }
+
+    /// A probe (or a climb) failed: the next probe waits, longer each time.
+    pub fn failed(&mut self, now: Instant) {
+        self.blocked_until = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(RETRY_MAX);
+    }
+
+    /// Nothing to step down from.
     pub fn settled(&mut self) {
-        self.pending = None;
+        self.down_since = None;
     }
 }
 
@@ -333,42 +370,42 @@ mod tests {
     }
 
     #[test]
-    fn a_change_waits_longer_upward_than_downward_and_restarts_when_the_direction_flips() {
+    fn probes_wait_their_dwell_and_a_step_down_waits_a_second() {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut c = Climb::default();
-        assert!(!c.wants(ms(0), true), "no climb within 4 s of the start");
-        assert!(!c.wants(ms(4000), true));
-        assert!(!c.wants(ms(5000), false), "direction flipped: start over");
-        assert!(c.wants(ms(6000), false), "down after 1 s");
-        assert!(!c.wants(ms(17_000), true), "no climb within 12 s of a step down");
-        assert!(!c.wants(ms(18_100), true));
-        assert!(c.wants(ms(19_600), true), "up after 1.5 s");
+        assert!(!c.may_try(ms(0)), "the first estimate");
+        assert!(c.may_try(ms(4000)), "the first probe 4 s after it");
+        c.climbed(ms(4100));
+        assert!(!c.may_try(ms(8000)), "4 s after a climb");
+        assert!(c.may_try(ms(8100)));
+        assert!(!c.wants_down(ms(14_200)), "a step down waits 1 s (the climb held past probation)");
+        c.settled();
+        assert!(!c.wants_down(ms(14_500)), "the wish went away: start over");
+        assert!(c.wants_down(ms(15_500)));
+        assert!(!c.may_try(ms(27_400)), "12 s after a step down");
+        assert!(c.may_try(ms(27_500)));
     }
 
     #[test]
-    fn a_failed_climb_delays_the_next_one_and_the_delay_doubles() {
+    fn a_failed_climb_or_probe_delays_the_next_try_and_the_delay_doubles() {
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
         let mut c = Climb::default();
-        c.wants(s(0), true);
-        c.wants(s(4), true);
-        assert!(c.wants(s(6), true), "first climb");
-        assert!(c.wants(s(9), false), "down 3 s after the climb, at once: it failed");
-        assert!(!c.wants(s(21), true));
-        assert!(!c.wants(s(28), true), "blocked for 20 s after the failure");
-        c.wants(s(29), true);
-        assert!(c.wants(s(31), true), "second climb after the wait");
-        assert!(c.wants(s(32), false), "fails again");
-        assert!(!c.wants(s(71), true), "now blocked for 40 s");
-        c.wants(s(72), true);
-        assert!(c.wants(s(74), true));
-        // This one holds past its probation: a later step down waits its second and blocks only
-        // for the dwell after a step down.
-        assert!(!c.wants(s(85), false));
-        assert!(c.wants(s(86), false));
-        c.wants(s(98), true);
-        assert!(c.wants(s(100), true), "a down after probation blocks nothing more");
+        c.may_try(s(0));
+        c.climbed(s(4));
+        assert!(c.wants_down(s(5)), "down 1 s after the climb, at once: it failed");
+        assert!(!c.may_try(s(24)), "blocked for 20 s after the failure");
+        assert!(c.may_try(s(25)));
+        c.failed(s(25)); // a probe that failed
+        assert!(!c.may_try(s(64)), "now 40 s");
+        assert!(c.may_try(s(65)));
+        c.climbed(s(65));
+        // This one holds past its probation: the delay starts over.
+        assert!(c.may_try(s(76)));
+        c.failed(s(76));
+        assert!(!c.may_try(s(95)));
+        assert!(c.may_try(s(96)), "20 s again");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Munger {
     /// padding): the output closes up behind them, and a late packet from before one of them is
     /// placed by the drops that came after it. A fixed ring: no allocation per packet.
     dropped: DropLog<DROP_LOG>,
+    /// Padding packets put into the current segment (bandwidth probes), each logged as the input
+    /// sequence number it went before: a late packet from before one keeps its place.
+    inserted: DropLog<DROP_LOG>,
 }
 
 /// The latest numbers left out on purpose, in a fixed ring (no allocation): a late packet is
@@ -92,7 +95,15 @@ fn seq_newer(a: u16, b: u16) -> bool {
 
 impl Munger {
     pub fn new(start_seq: u16, start_ts: u32) -> Munger {
-        Munger { start_seq, start_ts, state: None, prev_ssrc: None, rebase: false, dropped: DropLog::default() }
+        Munger {
+            start_seq,
+            start_ts,
+            state: None,
+            prev_ssrc: None,
+            rebase: false,
+            dropped: DropLog::default(),
+            inserted: DropLog::default(),
+        }
     }
 
     /// Maps an input packet to its output `(sequence number, timestamp)`, or `None` if it must be
@@ -106,11 +117,13 @@ impl Munger {
                     return None; // before this segment began
                 }
                 let newest = seq_newer(seq, seg.max_in_seq) || seq == seg.max_in_seq;
-                let offset = if newest || self.dropped.is_empty() {
+                let offset = if newest || (self.dropped.is_empty() && self.inserted.is_empty()) {
                     seg.seq_offset
                 } else {
-                    // Undo the drops that came after this late packet.
-                    seg.seq_offset.wrapping_add(self.dropped.after(seq, seq_newer))
+                    // Undo the drops and insertions that came after this late packet.
+                    seg.seq_offset
+                        .wrapping_add(self.dropped.after(seq, seq_newer))
+                        .wrapping_sub(self.inserted.after(seq, seq_newer))
                 };
                 if newest {
                     seg.max_in_seq = seq;
@@ -138,6 +151,7 @@ impl Munger {
                 }
                 self.rebase = false;
                 self.dropped.clear();
+                self.inserted.clear();
                 *seg = Segment::start(ssrc, seq, ts, out_seq, out_ts, now);
                 Some((out_seq, out_ts))
             }
@@ -173,6 +187,18 @@ impl Munger {
         seg.max_in_seq = seq;
         seg.seq_offset = seg.seq_offset.wrapping_sub(1);
         self.dropped.push(seq);
+    }
+
+    /// Takes an output sequence number for a packet of our own (padding of a bandwidth probe)
+    /// right after the newest one sent, with its timestamp; the source's next packets follow it.
+    /// `None` before the first packet or while a new segment is due. Call it only between frames:
+    /// a receiver assembles a frame from consecutive sequence numbers.
+    pub fn insert_padding(&mut self) -> Option<(u16, u32)> {
+        let seg = self.state.as_mut().filter(|_| !self.rebase)?;
+        seg.max_out_seq = seg.max_out_seq.wrapping_add(1);
+        seg.seq_offset = seg.seq_offset.wrapping_add(1);
+        self.inserted.push(seg.max_in_seq.wrapping_add(1));
+        Some((seg.max_out_seq, seg.max_out_ts))
     }
 
     /// Makes the next packet start a new segment (see `rebase`); call it when forwarding resumes
@@ -291,6 +317,25 @@ mod tests {
         // Dropping an old packet changes nothing that was already sent.
         m.drop_packet(1, 103);
         assert_eq!(m.rewrite(1, 107, 0, 90_000, t0), Some((4, 0)));
+    }
+
+    #[test]
+    fn padding_takes_the_next_number_and_late_packets_keep_their_place() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(0, 0);
+        assert_eq!(m.insert_padding(), None, "nothing to follow yet");
+        assert_eq!(m.rewrite(1, 100, 900, 90_000, t0), Some((0, 0)));
+        assert_eq!(m.rewrite(1, 102, 900, 90_000, t0), Some((2, 0)), "101 lost upstream");
+        assert_eq!(m.insert_padding(), Some((3, 0)), "after the newest, with its timestamp");
+        assert_eq!(m.insert_padding(), Some((4, 0)));
+        assert_eq!(m.rewrite(1, 103, 3900, 90_000, t0), Some((5, 3000)));
+        assert_eq!(m.rewrite(1, 101, 900, 90_000, t0), Some((1, 0)), "the late packet fills its own gap");
+        m.drop_packet(1, 104);
+        assert_eq!(m.insert_padding(), Some((6, 3000)));
+        assert_eq!(m.rewrite(1, 105, 6900, 90_000, t0), Some((7, 6000)));
+        assert_eq!(m.rewrite(1, 103, 3900, 90_000, t0), Some((5, 3000)), "a repeat maps the same");
+        m.rebase();
+        assert_eq!(m.insert_padding(), None, "no padding while a new segment is due");
     }
 
     #[test]

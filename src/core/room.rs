@@ -11,7 +11,10 @@ use super::bwe::{GateChange, VideoGate};
 use super::codec::{starts_keyframe, Codec};
 use super::gop::GopCache;
 use super::ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
-use super::layers::{allocate, one_step_up, Choice, Climb, Ladder, RateMeter, BUDGET_SHARE, MAX_SPATIAL};
+use super::layers::{
+    allocate, one_step_up, Choice, Climb, Ladder, RateMeter, BUDGET_SHARE, MAX_SPATIAL, PACKET_OVERHEAD, PROBE_CLUSTER,
+    PROBE_MARGIN, PROBE_MAX_FACTOR, PROBE_MAX_LOSS, PROBE_TIMEOUT, PROOF_FRESH, PROOF_MARGIN,
+};
 use super::munger::Munger;
 use super::policy::{ForwardPolicy, Subject};
 use super::roles::{policy, Action};
@@ -374,6 +377,11 @@ pub enum Output {
     /// A subscriber's bandwidth moved one of its video down tracks to another layer (for the log
     /// and statistics; the switch itself happens at the layer's next keyframe).
     LayerTarget { subscriber: ParticipantKey, up: UpTrackKey, spatial: u8, temporal: u8, estimate_kbps: u64 },
+    /// Probe the subscriber's downlink: send `padding_bps` of padding on top of its media for
+    /// `duration`, and report what the link delivered meanwhile (`Room::on_probe_result`).
+    Probe { subscriber: ParticipantKey, padding_bps: u64, duration: Duration },
+    /// A probe showed the subscriber's downlink cannot carry higher layers (for the log).
+    ProbeFailed { subscriber: ParticipantKey, delivered_kbps: u64 },
     /// The participant moved to another zone (the recorder tags its segments by zone: a caucus
     /// recording is readable only by the mediator and that party).
     ZoneChanged { participant: ParticipantKey, zone: Zone },
@@ -439,6 +447,18 @@ struct Participant {
     video_gate: VideoGate,
     /// When its video layers may change (see [`Climb`]).
     climb: Climb,
+    /// Whether its downlink is being probed for a higher layer, and what the probe showed.
+    probe: ProbeState,
+}
+
+/// A subscriber's bandwidth probe (see [`Room::on_bandwidth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeState {
+    Idle,
+    /// Padding went out at this instant; the result is awaited.
+    Sent(Instant),
+    /// The link delivered this many bits per second during the probe, measured at this instant.
+    Measured(u64, Instant),
 }
 
 /// One simulcast encoding of a video track (the only one when not simulcast).
@@ -506,6 +526,10 @@ struct DownTrack {
     temporal: u8,
     /// Keeps VP8 picture ids continuous across dropped pictures and layer switches.
     pictures: PictureMunger,
+    /// The newest packet forwarded and whether it left a frame unfinished (no marker): a probe's
+    /// padding goes only between frames.
+    newest_out: Option<u16>,
+    frame_open: bool,
     /// The subscriber's downlink cannot carry video: forward nothing (audio-only fallback). A copy
     /// of the subscriber's gate state, so the per-packet path needs no participant lookup.
     suspended: bool,
@@ -630,6 +654,7 @@ impl Room {
                 down_tracks: Vec::new(),
                 video_gate: VideoGate::default(),
                 climb: Climb::default(),
+                probe: ProbeState::Idle,
             },
         );
         let view = self.view_of(key).expect("just inserted");
@@ -939,7 +964,7 @@ impl Room {
     /// subscriber of every track in every zone, except what a host muted (silenced for everyone);
     /// of a simulcast track it takes one layer, the best one sent.
     pub fn on_rtp(&mut self, now: Instant, up: UpTrackKey, pkt: RtpIn<'_>, out: &mut Vec<Forward>) -> bool {
-        let RtpIn { ssrc, seq, ts, payload, audio_level, layer, .. } = pkt;
+        let RtpIn { ssrc, seq, ts, payload, audio_level, layer, marker } = pkt;
         out.clear();
         let Some(track) = self.up_tracks.get_mut(&up) else { return false };
         let li = usize::from(layer).min(MAX_SPATIAL - 1);
@@ -952,7 +977,7 @@ impl Room {
             let l = &mut track.layers[li];
             l.stats.on_packet(seq, ts, payload.len(), clock_rate, now);
             if !payload.is_empty() {
-                l.meter.on_packet(now, tid, payload.len());
+                l.meter.on_packet(now, tid, payload.len() + PACKET_OVERHEAD);
             }
         }
         if payload.is_empty() {
@@ -1034,6 +1059,10 @@ impl Room {
                 }
             }
             if let Some((seq, ts)) = m.rewrite(ssrc, seq, ts, clock_rate, now) {
+                if d.newest_out.is_none_or(|n| seq.wrapping_sub(n).wrapping_sub(1) < 0x8000) {
+                    d.newest_out = Some(seq);
+                    d.frame_open = !marker;
+                }
                 let vp8_ids = vp8.as_ref().and_then(|desc| d.pictures.rewrite(desc));
                 out.push(Forward { down: *down_key, subscriber: d.subscriber, seq, ts, vp8_ids });
             }
@@ -1050,11 +1079,19 @@ impl Room {
     }
 
     /// The subscriber's downlink estimate, in bits per second, from its subscribe connection's
-    /// congestion control (called every room tick). Each of its video down tracks gets the layer
-    /// its share of the estimate allows (see [`super::layers`]); when even the lowest layers do
-    /// not fit, video is suspended and tried again later (see [`super::bwe`]). The subscriber is
-    /// told about a suspension either way.
-    pub fn on_bandwidth(&mut self, now: Instant, subscriber: ParticipantKey, estimate_bps: u64) {
+    /// congestion control, and the share of the last second's packets it lost (called every room
+    /// tick). When even the lowest layers do not fit, video is suspended and tried again later
+    /// (see [`super::bwe`]); the subscriber is told about a suspension either way.
+    ///
+    /// Otherwise each of its video down tracks gets the layer its share of the estimate allows
+    /// (see [`super::layers`]), but only downward on the estimate's word: GCC's estimate on a link
+    /// that was never full says nothing about what it would carry. Upward, the room first asks
+    /// the driver for a probe ([`Output::Probe`]: 100 ms of padding on top of the media, at the
+    /// rate the higher layers would need plus a margin), and climbs only as far as what the link
+    /// delivered meanwhile covers ([`Room::on_probe_result`]). A probe that shows too little, or
+    /// during which the estimate falls, makes the next one wait (see [`Climb`]); a lossy link is
+    /// not probed.
+    pub fn on_bandwidth(&mut self, now: Instant, subscriber: ParticipantKey, estimate_bps: u64, loss: f64) {
         let Some(p) = self.participants.get(&subscriber) else { return };
         let mut downs = Vec::new();
         let mut ladders = Vec::new();
@@ -1085,28 +1122,125 @@ impl Room {
         let mut picks = Vec::new();
         let budget = ((estimate_bps as f64 * BUDGET_SHARE) as u64).saturating_sub(audio_bps);
         allocate(&ladders, budget, &mut picks);
-        let (mut up, mut down) = (false, false);
-        for ((key, ladder), pick) in downs.iter().zip(&ladders).zip(picks.iter_mut()) {
-            let Some(d) = self.down_tracks.get(key) else { continue };
-            if ladder.steps.is_empty() {
+        // Where each track's target sits on its ladder: its highest step not above it.
+        let ats: Vec<usize> = downs
+            .iter()
+            .zip(&ladders)
+            .map(|(key, ladder)| {
+                let target = self.down_tracks.get(key).map_or(Choice::TOP, |d| d.target);
+                ladder.steps.iter().rposition(|(c, _)| *c <= target).unwrap_or(0)
+            })
+            .collect();
+        let cost = |picks: &[usize]| -> u64 {
+            audio_bps + ladders.iter().zip(picks).filter_map(|(l, &i)| l.steps.get(i)).map(|s| s.1).sum::<u64>()
+        };
+        let up = picks.iter().zip(&ats).any(|(p, a)| p > a);
+        let down = picks.iter().zip(&ats).any(|(p, a)| p < a);
+        let Some(p) = self.participants.get_mut(&subscriber) else { return };
+        if down {
+            // A step down needs no proof; tracks the estimate would raise meanwhile stay.
+            if !p.climb.wants_down(now) {
+                return;
+            }
+            p.probe = ProbeState::Idle;
+            for (pick, at) in picks.iter_mut().zip(&ats) {
+                *pick = (*pick).min(*at);
+            }
+            self.apply_picks(now, subscriber, &downs, &ladders, &picks, estimate_bps);
+            return;
+        }
+        p.climb.settled();
+        if !up {
+            if matches!(p.probe, ProbeState::Sent(_)) {
+                // The estimate fell while the probe was out: the link did not take it well.
+                p.climb.failed(now);
+            }
+            p.probe = ProbeState::Idle;
+            return;
+        }
+        // The estimate would allow more. A climb needs a probe showing the link delivers it.
+        match p.probe {
+            ProbeState::Measured(delivered, at) if now.saturating_duration_since(at) <= PROOF_FRESH => {
+                let proven = ((delivered as f64 / PROOF_MARGIN) as u64).saturating_sub(audio_bps);
+                let mut proof = Vec::new();
+                allocate(&ladders, budget.min(proven), &mut proof);
+                for ((q, pick), at) in proof.iter_mut().zip(&picks).zip(&ats) {
+                    *q = (*q).clamp(*at, *pick);
+                }
+                p.probe = ProbeState::Idle;
+                if proof.iter().zip(&ats).any(|(q, a)| q > a) {
+                    p.climb.climbed(now);
+                    self.apply_picks(now, subscriber, &downs, &ladders, &proof, estimate_bps);
+                } else {
+                    p.climb.failed(now);
+                    self.outputs.push_back(Output::ProbeFailed { subscriber, delivered_kbps: delivered / 1000 });
+                }
+            }
+            ProbeState::Measured(..) => p.probe = ProbeState::Idle,
+            ProbeState::Sent(at) if now.saturating_duration_since(at) > PROBE_TIMEOUT => {
+                p.probe = ProbeState::Idle;
+                p.climb.failed(now);
+                self.outputs.push_back(Output::ProbeFailed { subscriber, delivered_kbps: 0 });
+            }
+            ProbeState::Sent(_) => {}
+            ProbeState::Idle if loss < PROBE_MAX_LOSS && p.climb.may_try(now) => {
+                // Probe for what the estimate allows, but at most twice what is sent now, or the
+                // next step whole when that is more.
+                let current = cost(&ats);
+                let one: Vec<usize> =
+                    ladders.iter().zip(&ats).zip(&picks).map(|((l, &a), &pk)| pk.min(one_step_up(l, a))).collect();
+                let target = cost(&picks).min((current * PROBE_MAX_FACTOR).max(cost(&one)));
+                let target = (target as f64 * PROBE_MARGIN) as u64;
+                p.probe = ProbeState::Sent(now);
+                self.outputs.push_back(Output::Probe {
+                    subscriber,
+                    padding_bps: target.saturating_sub(current),
+                    duration: PROBE_CLUSTER,
+                });
+            }
+            ProbeState::Idle => {}
+        }
+    }
+
+    /// What the driver measured for the subscriber's latest probe: bits per second its downlink
+    /// delivered while the padding went out (0 when too little arrived to tell).
+    pub fn on_probe_result(&mut self, now: Instant, subscriber: ParticipantKey, delivered_bps: u64) {
+        if let Some(p) = self.participants.get_mut(&subscriber) {
+            if matches!(p.probe, ProbeState::Sent(_)) {
+                p.probe = ProbeState::Measured(delivered_bps, now);
+            }
+        }
+    }
+
+    /// A sequence number and timestamp for one padding packet of a probe to `subscriber`, on a
+    /// video down track that is forwarding and between two frames; `None` when there is none.
+    pub fn padding_slot(&mut self, subscriber: ParticipantKey) -> Option<(DownTrackKey, u16, u32)> {
+        let p = self.participants.get(&subscriber)?;
+        for key in &p.down_tracks {
+            let Some(d) = self.down_tracks.get_mut(key) else { continue };
+            let video = self.up_tracks.get(&d.up).is_some_and(|t| t.codec.is_video());
+            if !video || d.suspended || d.current.is_none() || d.frame_open {
                 continue;
             }
-            // Where the current target sits on the ladder: its highest step not above it.
-            let at = ladder.steps.iter().rposition(|(c, _)| *c <= d.target).unwrap_or(0);
-            *pick = (*pick).min(one_step_up(ladder, at));
-            up |= *pick > at;
-            down |= *pick < at;
+            if let Some((seq, ts)) = d.munger.as_mut().and_then(|m| m.insert_padding()) {
+                d.newest_out = Some(seq);
+                return Some((*key, seq, ts));
+            }
         }
-        let Some(p) = self.participants.get_mut(&subscriber) else { return };
-        if !up && !down {
-            p.climb.settled();
-            return;
-        }
-        // A step down applies to every track at once; so does a step up, when nothing goes down.
-        if !p.climb.wants(now, !down) {
-            return;
-        }
-        for ((key, ladder), &pick) in downs.iter().zip(&ladders).zip(&picks) {
+        None
+    }
+
+    /// Moves the subscriber's video down tracks to the chosen ladder steps.
+    fn apply_picks(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantKey,
+        downs: &[DownTrackKey],
+        ladders: &[Ladder],
+        picks: &[usize],
+        estimate_bps: u64,
+    ) {
+        for ((key, ladder), &pick) in downs.iter().zip(ladders).zip(picks) {
             let Some(d) = self.down_tracks.get_mut(key) else { continue };
             let Some(&(choice, _)) = ladder.steps.get(pick) else { continue };
             // The top step means "the best there is": a layer that starts later is taken too.
@@ -1122,7 +1256,7 @@ impl Room {
                 });
             }
         }
-        self.refresh_wants(now, &downs);
+        self.refresh_wants(now, downs);
     }
 
     fn gate_changed(&mut self, now: Instant, subscriber: ParticipantKey, change: GateChange, estimate_bps: u64) {
@@ -1315,6 +1449,8 @@ impl Room {
                 want: 0,
                 temporal: Choice::TOP.temporal,
                 pictures: PictureMunger::default(),
+                newest_out: None,
+                frame_open: false,
                 suspended,
             },
         );

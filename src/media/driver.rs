@@ -155,7 +155,24 @@ struct Peer {
     estimate: Option<EstimateCell>,
     /// Subscribe side: the room suspended this subscriber's video (its NACKs are not answered).
     video_suspended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Subscribe side: the bandwidth probe being sent.
+    probe: Option<ProbeRun>,
 }
+
+/// Padding sent to probe a subscriber's downlink (see `core::layers::PROBE_CLUSTER`): paced over
+/// the probe's duration in bursts of a few milliseconds.
+struct ProbeRun {
+    padding_bps: u64,
+    start: Instant,
+    end: Instant,
+    sent_bits: u64,
+}
+
+/// One padding packet on the wire: RTP header with its extensions, four bytes of padding, the
+/// SRTP tag, UDP and IPv4 (what the link carries, which is what a probe must fill).
+const PADDING_WIRE_BITS: u64 = 72 * 8;
+/// How often a probe's padding goes out.
+const PROBE_PACING: Duration = Duration::from_millis(5);
 
 /// The publishing side of an up track, for keyframe requests and for creating down tracks.
 struct UpState {
@@ -241,6 +258,13 @@ struct Driver {
     /// Where per-subscriber copies of a payload are written (VP8 picture ids rewritten): split off
     /// as `Bytes`, the space is reused once every copy is sent.
     rewritten: BytesMut,
+    /// Subscribe connections sending a probe's padding (checked every few milliseconds).
+    probing: Vec<PeerKey>,
+    /// Padding packets due in one pacing interval (reused).
+    padding: Vec<(DownTrackKey, u16, u32)>,
+    /// When the probes' next padding is due (an absolute deadline: datagrams arriving more often
+    /// than the pacing interval must not postpone it).
+    next_probe_at: Option<Instant>,
     /// NACKed sequence numbers that subscribe connections refused to resend (see `feedback`).
     nacks_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Reads datagrams without allocating one buffer each.
@@ -299,6 +323,9 @@ impl Driver {
             renegotiate: Vec::new(),
             replay: Vec::new(),
             rewritten: BytesMut::with_capacity(64 * 1024),
+            probing: Vec::new(),
+            padding: Vec::new(),
+            next_probe_at: None,
             nacks_refused: Default::default(),
             rx: udp::Receiver::default(),
         }
@@ -307,7 +334,10 @@ impl Driver {
     async fn run(mut self) {
         loop {
             let next_peer = self.timers.first().map(|(t, _)| *t);
-            let wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
+            let mut wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
+            if let Some(t) = self.next_probe_at {
+                wake_at = wake_at.min(t);
+            }
             let wake = tokio::select! {
                 biased;
                 c = self.commands.recv() => Wake::Command(c),
@@ -340,6 +370,9 @@ impl Driver {
             // Nothing more queued (WouldBlock), or an error the next wait reports.
             let Some((d, from)) = self.rx.try_recv(&self.socket) else { break };
             self.on_datagram(from, d, now);
+        }
+        if self.next_probe_at.is_some_and(|t| now >= t) {
+            self.run_probes(now);
         }
         self.settle(now, false).await;
     }
@@ -741,12 +774,29 @@ impl Driver {
 
     /// Writes one rewritten packet to a down track's sender.
     fn send_down(&mut self, down: DownTrackKey, marker: bool, seq: u16, ts: u32, payload: &Bytes, now: Instant) {
+        self.write_down(down, marker, seq, ts, payload, false, now);
+    }
+
+    /// Writes one packet to a down track's sender; `padding`: a padding-only packet of a probe
+    /// (empty payload; the stack adds four bytes of RTP padding).
+    #[allow(clippy::too_many_arguments)]
+    fn write_down(
+        &mut self,
+        down: DownTrackKey,
+        marker: bool,
+        seq: u16,
+        ts: u32,
+        payload: &Bytes,
+        padding: bool,
+        now: Instant,
+    ) {
         let Some(d) = self.downs.get(&down) else { return };
         let Some(pt) = d.pt else { return };
         let Some(peer) = self.peers.get_mut(&d.peer) else { return };
         let out = rtc::rtp::Packet {
             header: rtc::rtp::Header {
                 version: 2,
+                padding,
                 marker,
                 payload_type: pt,
                 sequence_number: seq,
@@ -772,6 +822,49 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Sends the padding each running probe is due by now, and ends the probes whose time is up.
+    fn run_probes(&mut self, now: Instant) {
+        if self.next_probe_at.is_none_or(|t| now < t) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.probing.len() {
+            let pk = self.probing[i];
+            let Some(peer) = self.peers.get_mut(&pk) else {
+                self.probing.swap_remove(i);
+                continue;
+            };
+            let (owner, room) = (peer.owner, peer.room);
+            let Some(run) = peer.probe.as_mut() else {
+                self.probing.swap_remove(i);
+                continue;
+            };
+            let elapsed = now.min(run.end).saturating_duration_since(run.start);
+            let due = (run.padding_bps as f64 * elapsed.as_secs_f64()) as u64;
+            let mut sent = std::mem::take(&mut self.padding);
+            if let Some(r) = self.rooms.get_mut(&room) {
+                while run.sent_bits < due {
+                    let Some(slot) = r.room.padding_slot(owner) else { break };
+                    sent.push(slot);
+                    run.sent_bits += PADDING_WIRE_BITS;
+                }
+            }
+            let done = now >= run.end;
+            if done {
+                peer.probe = None;
+                self.probing.swap_remove(i);
+            } else {
+                i += 1;
+            }
+            self.stats.padding_packets += sent.len() as u64;
+            for (down, seq, ts) in sent.drain(..) {
+                self.write_down(down, false, seq, ts, &Bytes::new(), true, now);
+            }
+            self.padding = sent;
+        }
+        self.next_probe_at = (!self.probing.is_empty()).then(|| now + PROBE_PACING);
     }
 
     /// Down tracks negotiated on a connected subscribe connection start forwarding; a video one
@@ -852,6 +945,27 @@ impl Driver {
                     }
                 }
                 Output::Disconnect { participant, cause } => self.disconnect(rk, participant, cause),
+                Output::Probe { subscriber, padding_bps, duration } => {
+                    let Some(pk) = self.members.get(&subscriber).and_then(|m| m.subscribe) else { continue };
+                    let Some(peer) = self.peers.get_mut(&pk).filter(|p| p.connected) else { continue };
+                    let Some(cell) = peer.estimate.as_ref() else { continue };
+                    // The window takes in the last burst, which may leave a pacing interval late.
+                    cell.start_probe(now, now + duration + PROBE_PACING);
+                    let fresh = peer.probe.is_none();
+                    peer.probe = Some(ProbeRun { padding_bps, start: now, end: now + duration, sent_bits: 0 });
+                    if fresh {
+                        self.probing.push(pk);
+                    }
+                    self.next_probe_at = Some(now);
+                    self.stats.probes += 1;
+                    let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
+                    debug!(participant = who, padding_kbps = padding_bps / 1000, "probing the downlink");
+                }
+                Output::ProbeFailed { subscriber, delivered_kbps } => {
+                    self.stats.probes_failed += 1;
+                    let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
+                    debug!(participant = who, delivered_kbps, "the downlink cannot carry higher layers");
+                }
                 Output::LayerTarget { subscriber, up, spatial, temporal, estimate_kbps } => {
                     let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
                     debug!(participant = who, ?up, spatial, temporal, estimate_kbps, "video layer for the downlink");
@@ -1040,6 +1154,7 @@ impl Driver {
                 pending_ready: Vec::new(),
                 estimate,
                 video_suspended,
+                probe: None,
                 ssrc_to_up: HashMap::new(),
                 track_to_up: HashMap::new(),
                 track_to_down: HashMap::new(),
@@ -1649,6 +1764,7 @@ impl Driver {
             }
             self.touch(pk);
         }
+        self.run_probes(now);
         // Draining may touch more peers (forwarded packets, keyframe requests); they are drained
         // too, which is harmless, and all are flushed by `settle`.
         let mut i = 0;
@@ -1668,8 +1784,13 @@ impl Driver {
                     if let Some(r) = self.rooms.get_mut(&peer.room) {
                         r.room.media_alive(peer.owner, at);
                         let estimate = peer.estimate.as_ref().map_or(0, |e| e.get());
+                        if let Some(delivered) = peer.estimate.as_ref().and_then(|e| e.take_probe_result()) {
+                            debug!(participant = ?peer.owner, delivered_kbps = delivered / 1000, estimate_kbps = estimate / 1000, "probe measured");
+                            r.room.on_probe_result(now, peer.owner, delivered);
+                        }
                         if estimate > 0 {
-                            r.room.on_bandwidth(now, peer.owner, estimate);
+                            let loss = peer.estimate.as_ref().map_or(0.0, |e| e.loss());
+                            r.room.on_bandwidth(now, peer.owner, estimate, loss);
                         }
                     }
                 }

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, Packet, PacketReport, StreamInfo, TaggedPacket};
@@ -218,14 +218,132 @@ impl TapHooks for NackLimiter {
     }
 }
 
-/// The latest bandwidth estimate of one subscribe connection, in bits per second; 0 until the
-/// first feedback arrives.
+/// What one subscribe connection's congestion control knows, shared between its interceptor
+/// chain and the driver: the latest bandwidth estimate, and the probe the driver is sending with
+/// what it measured.
 #[derive(Clone, Default)]
-pub struct EstimateCell(Arc<AtomicU64>);
+pub struct EstimateCell(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    /// Bits per second; 0 until the first feedback arrives.
+    bps: AtomicU64,
+    /// Share of the last second's packets the receiver reported lost, in millionths.
+    loss_ppm: AtomicU64,
+    /// Locked once per probe and once per feedback batch, never per packet.
+    probe: Mutex<ProbeSlot>,
+}
+
+#[derive(Default)]
+struct ProbeSlot {
+    /// The departure window of the probe being sent (set by the driver).
+    window: Option<(Instant, Instant)>,
+    /// What the latest finished probe measured, until the driver takes it.
+    result: Option<u64>,
+}
 
 impl EstimateCell {
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.bps.load(Ordering::Relaxed)
+    }
+
+    /// The share of the last second's packets that were lost (0 to 1).
+    pub fn loss(&self) -> f64 {
+        self.0.loss_ppm.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// The driver is about to send a probe: every packet leaving between `from` and `to` belongs
+    /// to it.
+    pub fn start_probe(&self, from: Instant, to: Instant) {
+        let mut slot = self.0.probe.lock().expect("probe slot");
+        slot.window = Some((from, to));
+        slot.result = None;
+    }
+
+    /// What the latest probe measured (bits per second the link delivered), once.
+    pub fn take_probe_result(&self) -> Option<u64> {
+        self.0.probe.lock().expect("probe slot").result.take()
+    }
+}
+
+/// IPv4 and UDP headers and the SRTP tag: a probe of small padding packets costs the link these
+/// bytes per packet on top of the RTP size the feedback reports.
+const WIRE_OVERHEAD: usize = 38;
+/// Fewer packets than this arriving says nothing about the link's rate.
+const PROBE_MIN_PACKETS: u32 = 5;
+
+/// Measures one probe from transport-wide feedback, as libwebrtc's probe estimator does: the rate
+/// the packets that left during the probe were sent at, and the rate they arrived at on the
+/// receiver's clock. A link that carries the probe delivers it as fast as it was sent; a narrower
+/// one spreads the arrivals out to its own rate. The smaller of the two is what the link showed.
+#[derive(Debug, Default)]
+struct ProbeMeter {
+    window: Option<(Instant, Instant)>,
+    sent: u32,
+    sent_bytes: usize,
+    first_departure: Option<Instant>,
+    last_departure: Option<(Instant, usize)>,
+    arrived: u32,
+    arrived_bytes: usize,
+    first_arrival: Option<(Duration, usize)>,
+    last_arrival: Option<Duration>,
+}
+
+impl ProbeMeter {
+    fn start(&mut self, window: (Instant, Instant)) {
+        *self = ProbeMeter { window: Some(window), ..ProbeMeter::default() };
+    }
+
+    /// Takes one report; returns the measured rate once a packet sent after the probe is
+    /// reported (feedback comes in sending order, so the probe's packets are all in).
+    fn on_report(&mut self, r: &PacketReport) -> Option<u64> {
+        let (from, to) = self.window?;
+        if r.departure < from {
+            return None;
+        }
+        if r.departure > to {
+            self.window = None;
+            return Some(self.rate());
+        }
+        let size = r.size + WIRE_OVERHEAD;
+        self.sent += 1;
+        self.sent_bytes += size;
+        self.first_departure.get_or_insert(r.departure);
+        self.last_departure = Some((r.departure, size));
+        if let (true, Some(at)) = (r.arrived, r.arrival) {
+            self.arrived += 1;
+            self.arrived_bytes += size;
+            match self.first_arrival {
+                Some((first, _)) if first <= at => {}
+                _ => self.first_arrival = Some((at, size)),
+            }
+            self.last_arrival = Some(self.last_arrival.map_or(at, |l| l.max(at)));
+        }
+        None
+    }
+
+    /// Bits per second; 0 when too little arrived to tell.
+    fn rate(&self) -> u64 {
+        let (Some(d0), Some((d1, last_size)), Some((a0, first_size)), Some(a1)) =
+            (self.first_departure, self.last_departure, self.first_arrival, self.last_arrival)
+        else {
+            return 0;
+        };
+        if self.arrived < PROBE_MIN_PACKETS {
+            return 0;
+        }
+        // Over n packets' spacing, n − 1 packets' bytes: the last one sent (the first one
+        // arrived) had its bytes on the wire outside the span.
+        let per_sec = |bytes: usize, span: Duration| -> Option<f64> {
+            (span >= Duration::from_millis(1)).then(|| bytes as f64 * 8.0 / span.as_secs_f64())
+        };
+        let sent = per_sec(self.sent_bytes - last_size, d1.duration_since(d0));
+        let received = per_sec(self.arrived_bytes - first_size, a1.saturating_sub(a0));
+        match (sent, received) {
+            (Some(s), Some(r)) => s.min(r) as u64,
+            (None, Some(r)) => r as u64,
+            _ => 0,
+        }
     }
 }
 
@@ -242,6 +360,7 @@ pub struct ReportingGcc {
     gcc: Gcc,
     out: EstimateCell,
     delivery: Delivery,
+    probe: ProbeMeter,
     /// No estimate is published before the first feedback: until then GCC only repeats its
     /// starting value, which says nothing about the link.
     fed: bool,
@@ -256,7 +375,13 @@ const GCC_MAX: f64 = 50_000_000.0;
 
 impl ReportingGcc {
     pub fn new(out: EstimateCell) -> ReportingGcc {
-        ReportingGcc { gcc: Gcc::new(GCC_START, GCC_MIN, GCC_MAX), out, fed: false, delivery: Delivery::default() }
+        ReportingGcc {
+            gcc: Gcc::new(GCC_START, GCC_MIN, GCC_MAX),
+            out,
+            fed: false,
+            delivery: Delivery::default(),
+            probe: ProbeMeter::default(),
+        }
     }
 
     fn publish(&self) {
@@ -266,7 +391,24 @@ impl ReportingGcc {
                 Some(acked_bps) => target.min(acked_bps),
                 None => target,
             };
-            self.out.0.store(usable, Ordering::Relaxed);
+            self.out.0.bps.store(usable, Ordering::Relaxed);
+            self.out.0.loss_ppm.store((self.delivery.loss() * 1e6) as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ReportingGcc {
+    /// Feeds a probe the driver started (see [`EstimateCell::start_probe`]) and hands its result
+    /// over once it is in.
+    fn measure_probe(&mut self, reports: &[PacketReport]) {
+        let mut slot = self.out.0.probe.lock().expect("probe slot");
+        if let Some(w) = slot.window.take() {
+            self.probe.start(w);
+        }
+        for r in reports {
+            if let Some(bps) = self.probe.on_report(r) {
+                slot.result = Some(bps);
+            }
         }
     }
 }
@@ -310,6 +452,16 @@ impl Delivery {
         }
     }
 
+    /// The share of the window's packets that were lost.
+    fn loss(&self) -> f64 {
+        let (sent, lost) = self.buckets.iter().fold((0, 0), |(s, l), b| (s + b[2], l + b[3]));
+        if sent == 0 {
+            0.0
+        } else {
+            lost as f64 / sent as f64
+        }
+    }
+
     /// The acknowledged rate (bits per second) if the link is overloaded, else `None`.
     fn overloaded(&self) -> Option<u64> {
         let sum = |i: usize| self.buckets.iter().map(|b| b[i]).sum::<u64>();
@@ -328,6 +480,7 @@ impl BandwidthEstimator for ReportingGcc {
         for r in reports {
             self.delivery.on_report(r);
         }
+        self.measure_probe(reports);
         self.fed = true;
         self.publish();
     }
@@ -363,6 +516,42 @@ mod tests {
             arrival: arrived.then_some(Duration::ZERO),
             ecn: Default::default(),
         }
+    }
+
+    /// 1000-byte packets sent 1 ms apart for 40 ms, arriving `arrive_every` apart; then one packet
+    /// after the probe.
+    fn probe_result(arrive_every: Duration, lose_every: usize) -> Option<u64> {
+        let t0 = Instant::now();
+        let mut m = ProbeMeter::default();
+        m.start((t0, t0 + Duration::from_millis(40)));
+        let mut result = None;
+        for i in 0..=41u32 {
+            let mut r = report(t0 + Duration::from_millis(i as u64), true);
+            r.arrival = Some(Duration::from_secs(5) + arrive_every * i);
+            if lose_every > 0 && i as usize % lose_every == 0 {
+                r.arrived = false;
+                r.arrival = None;
+            }
+            if let Some(bps) = m.on_report(&r) {
+                assert!(result.is_none(), "one result per probe");
+                result = Some(bps);
+            }
+        }
+        result
+    }
+
+    #[test]
+    fn a_probe_measures_what_the_link_delivered_at_most_what_was_sent() {
+        let mbps = |r: Option<u64>| r.expect("a result once a later packet is reported") as f64 / 1e6;
+        // Sent at 8.3 Mbit/s (1038 bytes on the wire every ms).
+        let carried = mbps(probe_result(Duration::from_millis(1), 0));
+        assert!((8.1..8.5).contains(&carried), "a link that carries the probe: {carried}");
+        let narrow = mbps(probe_result(Duration::from_millis(4), 0));
+        assert!((2.0..2.1).contains(&narrow), "a link 4× narrower: {narrow}");
+        let lossy = mbps(probe_result(Duration::from_millis(4), 4));
+        assert!((1.4..1.6).contains(&lossy), "a narrow link that also loses a quarter: {lossy}");
+        // Nothing arrived: the link showed nothing.
+        assert_eq!(probe_result(Duration::from_millis(1), 1), Some(0));
     }
 
     #[test]
@@ -425,7 +614,7 @@ mod tests {
         };
         send(&mut l, 0, 1000);
         // … a quarter is 20 packets of 9 600 bits a second, whatever the estimate says.
-        estimate.0.store(384_000, Ordering::Relaxed);
+        estimate.0.bps.store(384_000, Ordering::Relaxed);
         assert_eq!(count(l.limit(ms(1000), &nack(1000))), 20, "first resends are budgeted");
         send(&mut l, 1000, 2000);
         // Further resends of the same packets: their own quarter, 20 a second; 80 new ones keep
@@ -433,7 +622,7 @@ mod tests {
         assert_eq!(count(l.limit(ms(2000), &nack(1000))), 20 + 20, "repeats have their own budget");
         send(&mut l, 2000, 2500);
         assert_eq!(count(l.limit(ms(2500), &nack(1000))), 10 + 10, "refilled for 0.5 s");
-        estimate.0.store(20_000_000, Ordering::Relaxed);
+        estimate.0.bps.store(20_000_000, Ordering::Relaxed);
         send(&mut l, 2500, 4000);
         assert_eq!(count(l.limit(ms(4000), &nack(1000))), 20 + 20, "an estimate far above the media raises nothing");
     }

@@ -191,6 +191,11 @@ pub struct DriverStats {
     /// Packets left out of a down track on purpose: temporal layers above what the subscriber's
     /// link carries, and padding.
     pub packets_thinned: u64,
+    /// Bandwidth probes sent to subscribers (before a climb to higher layers), the padding
+    /// packets they took, and the probes that showed the link could not carry more.
+    pub probes: u64,
+    pub padding_packets: u64,
+    pub probes_failed: u64,
 }
 
 /// What the driver sends the presence writer, in order.

@@ -202,6 +202,10 @@ fn group_by_timestamp<'a>(packets: &[PacketRef<'a>]) -> Vec<(u32, Vec<(i64, Pack
     let mut groups: Vec<(u32, Vec<(i64, PacketRef<'a>)>)> = Vec::new();
     for p in packets {
         let ext = unwrapper.unwrap(p.seq);
+        if p.payload.is_empty() {
+            // Padding only (a sender's bandwidth probe): no part of any frame, as for a decoder.
+            continue;
+        }
         let gi = *index.entry(p.timestamp).or_insert_with(|| {
             groups.push((p.timestamp, Vec::new()));
             groups.len() - 1

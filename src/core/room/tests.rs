@@ -704,6 +704,8 @@ struct SimulcastSender {
     frame: u32,
     key_wanted: [bool; 3],
     requests: [u32; 3],
+    /// Probes the room asked for: (subscriber, padding bits per second).
+    probes: Vec<(ParticipantKey, u64)>,
 }
 
 /// What one subscriber received: (layer, tid, original picture id, forward).
@@ -727,6 +729,7 @@ impl SimulcastSender {
             frame: 0,
             key_wanted: [true; 3],
             requests: [0; 3],
+            probes: Vec::new(),
         }
     }
 
@@ -761,18 +764,75 @@ impl SimulcastSender {
             self.pid[layer] = (pid + 1) & 0x7fff;
         }
         self.frame += 1;
+        self.take_outputs(h);
+    }
+
+    fn take_outputs(&mut self, h: &mut Harness) {
         for o in h.drain() {
-            if let Output::RequestKeyframe { up, layer, .. } = o {
-                assert_eq!(up, self.up);
-                self.key_wanted[usize::from(layer)] = true;
-                self.requests[usize::from(layer)] += 1;
+            match o {
+                Output::RequestKeyframe { up, layer, .. } => {
+                    assert_eq!(up, self.up);
+                    self.key_wanted[usize::from(layer)] = true;
+                    self.requests[usize::from(layer)] += 1;
+                }
+                Output::Probe { subscriber, padding_bps, duration } => {
+                    assert_eq!(duration, crate::core::layers::PROBE_CLUSTER);
+                    self.probes.push((subscriber, padding_bps));
+                }
+                _ => {}
             }
         }
     }
 }
 
+/// A subscriber's downlink in the simulcast tests: its congestion control's estimate is its
+/// capacity, and a probe's padding is sent (taking sequence numbers, which must stay continuous)
+/// and delivered up to that capacity.
+struct Downlink {
+    who: ParticipantKey,
+    capacity: u64,
+    /// Packets forwarded to it at each of the last ten ticks (1000 bytes each).
+    sent: VecDeque<usize>,
+    /// Probes answered, and padding packets sent for them.
+    probes: usize,
+    padded: usize,
+}
+
+impl Downlink {
+    fn tick(
+        &mut self,
+        h: &mut Harness,
+        s: &mut SimulcastSender,
+        at: Instant,
+        got: &mut HashMap<ParticipantKey, Received>,
+    ) {
+        let n = got.get(&self.who).map_or(0, Vec::len);
+        self.sent.push_back(n);
+        let sending = if self.sent.len() > 10 {
+            let first = self.sent.pop_front().expect("more than ten");
+            (n - first) as u64 * 8000
+        } else {
+            0
+        };
+        for (_, padding) in s.probes.iter().filter(|(p, _)| *p == self.who) {
+            for _ in 0..5 {
+                let Some((down, seq, ts)) = h.room.padding_slot(self.who) else { break };
+                let r = got.entry(self.who).or_default();
+                let (layer, tid, pid, prev) = *r.last().expect("padding follows forwarded media");
+                r.push((layer, tid, pid, Forward { down, subscriber: self.who, seq, ts, vp8_ids: prev.vp8_ids }));
+                self.padded += 1;
+            }
+            self.probes += 1;
+            h.room.on_probe_result(at, self.who, (sending + padding).min(self.capacity));
+        }
+        s.probes.retain(|(p, _)| *p != self.who);
+        h.room.on_bandwidth(at, self.who, self.capacity, 0.0);
+        s.take_outputs(h);
+    }
+}
+
 /// Runs `ms` of simulcast with each subscriber's downlink estimate fixed, ticking every 100 ms.
-fn run_simulcast(estimates: &[(&str, u64)], ms: u64) -> (Harness, SimulcastSender, Vec<(ParticipantKey, Received)>) {
+fn run_simulcast(estimates: &[(&str, u64)], ms: u64) -> (Harness, SimulcastSender, Vec<(Downlink, Received)>) {
     let mut h = Harness::new();
     let a = h.join("a", Role::Judge);
     let subs: Vec<(ParticipantKey, u64)> = estimates.iter().map(|(n, e)| (h.join(n, Role::Party), *e)).collect();
@@ -782,17 +842,27 @@ fn run_simulcast(estimates: &[(&str, u64)], ms: u64) -> (Harness, SimulcastSende
     }
     let mut s = SimulcastSender::new(up);
     let mut got = HashMap::new();
+    let mut links: Vec<Downlink> = subs
+        .iter()
+        .map(|(p, e)| Downlink { who: *p, capacity: *e, sent: VecDeque::new(), probes: 0, padded: 0 })
+        .collect();
     for t in (0..ms).step_by(33) {
         let at = h.at(t);
         s.frame(&mut h, at, &mut got);
         if t % 99 == 0 {
             h.room.on_tick(at);
-            for (p, e) in &subs {
-                h.room.on_bandwidth(at, *p, *e);
+            for l in &mut links {
+                l.tick(&mut h, &mut s, at, &mut got);
             }
         }
     }
-    let got = subs.iter().map(|(p, _)| (*p, got.remove(p).unwrap_or_default())).collect();
+    let got = links
+        .into_iter()
+        .map(|l| {
+            let r = got.remove(&l.who).unwrap_or_default();
+            (l, r)
+        })
+        .collect();
     (h, s, got)
 }
 
@@ -821,6 +891,10 @@ fn each_subscriber_gets_the_simulcast_layer_its_estimate_allows() {
         r[n.saturating_sub(60)..].iter().map(|(l, t, _, _)| (*l, *t)).collect()
     };
     let (fast, township, village) = (&got[0].1, &got[1].1, &got[2].1);
+    // The fast link climbed by two probes (one per layer), with padding between frames; the
+    // others' estimates never asked for more than they had.
+    assert_eq!((got[0].0.probes, got[1].0.probes, got[2].0.probes), (2, 0, 0));
+    assert!(got[0].0.padded > 0);
     assert!(last_second(fast).iter().all(|(l, _)| *l == 2), "fast link: the full layer");
     assert!(last_second(fast).iter().any(|(_, t)| *t == 2), "with every temporal layer");
     // 340 kbps: the quarter layer (240 kbps) fits its budget (85 %), the half (480 kbps) does not.
@@ -843,8 +917,8 @@ fn each_subscriber_gets_the_simulcast_layer_its_estimate_allows() {
     assert!(s.requests.iter().all(|&n| n <= 7), "requests per layer over 6 s: {:?}", s.requests);
 }
 
-#[test]
-fn a_subscriber_whose_estimate_recovers_climbs_back_to_the_full_layer() {
+/// A judge publishing video and a party whose down track of it is negotiated.
+fn publisher_and_subscriber() -> (Harness, ParticipantKey, ParticipantKey, UpTrackKey) {
     let mut h = Harness::new();
     let a = h.join("a", Role::Judge);
     let b = h.join("b", Role::Party);
@@ -852,31 +926,63 @@ fn a_subscriber_whose_estimate_recovers_climbs_back_to_the_full_layer() {
     for (_, down, _) in Harness::added_downs(&h.drain()) {
         h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
     }
+    (h, a, b, up)
+}
+
+#[test]
+fn a_subscriber_whose_estimate_recovers_climbs_back_to_the_full_layer() {
+    let (mut h, _, b, up) = publisher_and_subscriber();
     let mut s = SimulcastSender::new(up);
     let mut got = HashMap::new();
     let layer_at = |got: &HashMap<ParticipantKey, Received>| got.get(&b).and_then(|r| r.last()).map(|x| x.0);
     let mut seen = Vec::new();
+    let mut link = Downlink { who: b, capacity: 0, sent: VecDeque::new(), probes: 0, padded: 0 };
     for t in (0..48_000u64).step_by(33) {
         let at = h.at(t);
         s.frame(&mut h, at, &mut got);
         if t % 99 == 0 {
             h.room.on_tick(at);
-            let estimate = if (14_000..17_000).contains(&t) { 400_000 } else { 5_000_000 };
-            h.room.on_bandwidth(at, b, estimate);
+            link.capacity = if (14_000..17_000).contains(&t) { 400_000 } else { 5_000_000 };
+            link.tick(&mut h, &mut s, at, &mut got);
         }
         if t % 990 == 0 {
             seen.push(layer_at(&got));
         }
     }
     let seen: Vec<u8> = seen.into_iter().flatten().collect();
-    // Samples about a second apart. The lowest layer first; one layer per climb, each at least
-    // 4 s after the previous change.
-    assert_eq!((seen[3], seen[8], seen[13]), (0, 1, 2), "{seen:?}");
+    // Samples about a second apart. The lowest layer first; a probe 4 s after the first estimate
+    // allows the half layer (a probe asks for at most the next layer), the next one 4 s later the
+    // full layer.
+    assert_eq!((seen[3], seen[5], seen[9]), (0, 1, 2), "{seen:?}");
     assert_eq!(seen[16], 0, "down to the quarter layer while the estimate was 400 kbps: {seen:?}");
-    // The drop came within 10 s of the last climb, so that climb failed: the next waits 20 s.
+    // The drop came within 10 s of the last climb, so that climb failed: the next probe waits
+    // 20 s.
     assert_eq!(seen[33], 0, "{seen:?}");
     assert_eq!(seen.last(), Some(&2), "back on the full layer: {seen:?}");
     assert_continuous("b", &got[&b]);
+}
+
+#[test]
+fn probe_padding_goes_between_frames_and_the_numbering_stays_continuous() {
+    let (mut h, a, b, up) = publisher_and_subscriber();
+    let mut out = Vec::new();
+    let mut send = |h: &mut Harness, seq: u16, start: bool, marker: bool| -> u16 {
+        let payload = vp8_packet(start, seq, 0, 0, seq == 1, 100);
+        let pkt =
+            RtpIn { ssrc: 7, layer: 0, seq, ts: 3000 * u32::from(seq), marker, payload: &payload, audio_level: None };
+        h.room.on_rtp(h.t0, up, pkt, &mut out);
+        out.iter().find(|f| f.subscriber == b).expect("forwarded to b").seq
+    };
+    assert_eq!(h.room.padding_slot(b), None, "nothing forwarded yet");
+    let first = send(&mut h, 1, true, false);
+    assert_eq!(h.room.padding_slot(b), None, "not inside a frame");
+    assert_eq!(send(&mut h, 2, false, true), first.wrapping_add(1));
+    let (_, pad1, ts) = h.room.padding_slot(b).expect("between frames");
+    let (_, pad2, _) = h.room.padding_slot(b).expect("more padding");
+    assert_eq!((pad1, pad2), (first.wrapping_add(2), first.wrapping_add(3)));
+    assert_eq!(ts, 3000, "the last frame's timestamp");
+    assert_eq!(send(&mut h, 3, true, true), first.wrapping_add(4), "media follows the padding");
+    assert_eq!(h.room.padding_slot(a), None, "a subscriber with no video down track gets none");
 }
 
 #[test]
