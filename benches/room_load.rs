@@ -97,6 +97,8 @@ struct Args {
     server_ip: IpAddr,
     /// Address the clients' peer connections bind.
     client_ip: IpAddr,
+    /// Qiao's GOP cache per video track, KiB (its `--gop-cache-kb`; 0, the default, is off).
+    gop_cache_kb: usize,
 }
 
 impl Args {
@@ -111,8 +113,9 @@ impl Args {
             [Target::Janus] => "janus",
             _ => "both",
         };
+        let gop = if self.gop_cache_kb > 0 { format!(" --gop-cache-kb {}", self.gop_cache_kb) } else { String::new() };
         format!(
-            "scripts/bench.sh --rooms {} --publishers {} --subscribers {} --seconds {} --kbps {} --target {target}",
+            "scripts/bench.sh --rooms {} --publishers {} --subscribers {} --seconds {} --kbps {} --target {target}{gop}",
             self.rooms, self.publishers, self.subscribers, self.seconds, self.kbps
         )
     }
@@ -126,11 +129,13 @@ const USAGE: &str = "usage: scripts/bench.sh [--rooms 2] [--publishers 2] [--sub
   --seconds N        measurement window per target; default 20
   --kbps K           video bit rate each publisher sends; default 1000
   --target T         qiao, janus or both; default both
+  --gop-cache-kb K   Qiao's GOP cache per video track (its --gop-cache-kb); default 0, off
   --server-ip IP     the servers' media address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.1)
   --client-ip IP     the clients' address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.2)
 
 A room of P publishers and no subscribers is the old `--participants P`. QIAO_BIN selects the
-server binary (default: the release `qiao` next to this benchmark).";
+server binary (default: the release `qiao` next to this benchmark). QIAO_BENCH_SERVER_LOG=PATH
+keeps each server's log as PATH.qiao / PATH.janus (RUST_LOG sets what Qiao writes).";
 
 fn parse_args() -> Result<Args> {
     let localhost = IpAddr::from([127, 0, 0, 1]);
@@ -143,6 +148,7 @@ fn parse_args() -> Result<Args> {
         targets: vec![Target::Qiao, Target::Janus],
         server_ip: localhost,
         client_ip: localhost,
+        gop_cache_kb: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -181,6 +187,7 @@ fn parse_args() -> Result<Args> {
                     _ => bail!("--target {v}: expected qiao, janus or both"),
                 }
             }
+            "--gop-cache-kb" => args.gop_cache_kb = count(0)?,
             "--server-ip" => args.server_ip = v.parse().with_context(|| format!("--server-ip {v}"))?,
             "--client-ip" => args.client_ip = v.parse().with_context(|| format!("--client-ip {v}"))?,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
@@ -341,6 +348,11 @@ impl ChildServer {
     /// child, so the pid cannot have been reused.
     async fn stop(mut self) -> Result<()> {
         self.check_alive()?;
+        if let Ok(keep) = std::env::var("QIAO_BENCH_SERVER_LOG") {
+            // The log dies with the temporary directory; keep a copy when asked (RUST_LOG sets
+            // what the servers write).
+            let _ = std::fs::copy(&self.log_path, format!("{keep}.{}", self.name));
+        }
         // No libc dependency: kill(1) sends the signal.
         let sent = std::process::Command::new("kill").args(["-TERM", &self.pid.to_string()]).status()?;
         ensure!(sent.success(), "kill -TERM {} failed: {sent}", self.pid);
@@ -386,7 +398,7 @@ struct QiaoServer {
 }
 
 impl QiaoServer {
-    async fn start(bin: &Path, server_ip: IpAddr) -> Result<QiaoServer> {
+    async fn start(bin: &Path, server_ip: IpAddr, gop_cache_kb: usize) -> Result<QiaoServer> {
         let dir = tempfile::tempdir().context("temp dir")?;
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path).context("create server log")?;
@@ -396,6 +408,7 @@ impl QiaoServer {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--listen", "127.0.0.1:0", "--rtc-udp", &format!("{server_ip}:0")])
+            .args(["--gop-cache-kb", &gop_cache_kb.to_string()])
             .env("QIAO_ADMIN_TOKEN", &admin_token)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1109,6 +1122,21 @@ async fn measure(
                     .map(|(arrival, sent)| arrival.duration_since(sent).as_secs_f64() * 1000.0)
                     .collect();
                 let unstamped = (window.len() - stamped) as u64;
+                if report.lost * 100 > report.packets as u64 {
+                    // Say where: one long hole and many short ones have different causes.
+                    let n = report.gaps.len();
+                    eprintln!(
+                        "lossy {kind} track at {} from {source}: {} of {} lost; {n} holes (after seq, length): {:?}{}; \
+                         {} late, {} duplicates",
+                        receiver.name,
+                        report.lost,
+                        report.packets,
+                        &report.gaps[..n.min(12)],
+                        if n > 12 { " …" } else { "" },
+                        report.reordered.len(),
+                        report.duplicates.len(),
+                    );
+                }
                 let track = DownTrack {
                     received: (report.packets - report.duplicates.len()) as u64,
                     lost: report.lost,
@@ -1145,7 +1173,7 @@ async fn run_target(target: Target, bin: &Path, args: &Args, clip: &Arc<Fixture>
     let probe = Arc::new(LatencyProbe::default());
     match target {
         Target::Qiao => {
-            let server = QiaoServer::start(bin, args.server_ip).await?;
+            let server = QiaoServer::start(bin, args.server_ip, args.gop_cache_kb).await?;
             let mut clients = Vec::new();
             let measured = async {
                 let idle = server.process.rss_kib()?;
@@ -1513,6 +1541,12 @@ async fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // The clients' stack reports media it had to drop (a track queue full, a track not yet
+    // registered) only in its log: a loss the receivers never ask to be resent.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("webrtc=error,rtc=error"))
+        .with_writer(std::io::stderr)
+        .init();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -876,6 +876,9 @@ impl Driver {
             let Some(r) = self.rooms.get_mut(&rk) else { break };
             r.room.down_track_ready(now, down, rng.gen(), rng.gen(), &mut replay);
             self.stats.gop_replays += !replay.is_empty() as u64;
+            if let (Some(first), Some(last)) = (replay.first(), replay.last()) {
+                debug!(?down, packets = replay.len(), first_seq = first.seq, last_seq = last.seq, "GOP replayed");
+            }
             for p in replay.drain(..) {
                 self.send_down(down, p.marker, p.seq, p.ts, &p.payload, now);
             }
