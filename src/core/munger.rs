@@ -201,6 +201,11 @@ impl Munger {
         Some((seg.max_out_seq, seg.max_out_ts))
     }
 
+    /// Whether `seq` is the newest output sequence number so far.
+    pub fn is_newest(&self, seq: u16) -> bool {
+        self.state.is_some_and(|s| s.max_out_seq == seq)
+    }
+
     /// Makes the next packet start a new segment (see `rebase`); call it when forwarding resumes
     /// after packets were held back, and let only a keyframe through next.
     pub fn rebase(&mut self) {

@@ -526,9 +526,8 @@ struct DownTrack {
     temporal: u8,
     /// Keeps VP8 picture ids continuous across dropped pictures and layer switches.
     pictures: PictureMunger,
-    /// The newest packet forwarded and whether it left a frame unfinished (no marker): a probe's
-    /// padding goes only between frames.
-    newest_out: Option<u16>,
+    /// The newest packet forwarded left a frame unfinished (no marker): a probe's padding goes
+    /// only between frames.
     frame_open: bool,
     /// The subscriber's downlink cannot carry video: forward nothing (audio-only fallback). A copy
     /// of the subscriber's gate state, so the per-packet path needs no participant lookup.
@@ -1059,8 +1058,7 @@ impl Room {
                 }
             }
             if let Some((seq, ts)) = m.rewrite(ssrc, seq, ts, clock_rate, now) {
-                if d.newest_out.is_none_or(|n| seq.wrapping_sub(n).wrapping_sub(1) < 0x8000) {
-                    d.newest_out = Some(seq);
+                if m.is_newest(seq) {
                     d.frame_open = !marker;
                 }
                 let vp8_ids = vp8.as_ref().and_then(|desc| d.pictures.rewrite(desc));
@@ -1223,7 +1221,6 @@ impl Room {
                 continue;
             }
             if let Some((seq, ts)) = d.munger.as_mut().and_then(|m| m.insert_padding()) {
-                d.newest_out = Some(seq);
                 return Some((*key, seq, ts));
             }
         }
@@ -1449,7 +1446,6 @@ impl Room {
                 want: 0,
                 temporal: Choice::TOP.temporal,
                 pictures: PictureMunger::default(),
-                newest_out: None,
                 frame_open: false,
                 suspended,
             },

@@ -371,9 +371,7 @@ impl Driver {
             let Some((d, from)) = self.rx.try_recv(&self.socket) else { break };
             self.on_datagram(from, d, now);
         }
-        if self.next_probe_at.is_some_and(|t| now >= t) {
-            self.run_probes(now);
-        }
+        self.run_probes(now);
         self.settle(now, false).await;
     }
 
