@@ -516,7 +516,8 @@ impl Driver {
             let (owner, room, kind) = (peer.owner, peer.room, peer.kind);
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                    debug!(?kind, %state, "peer connection state");
+                    let since_rx_ms = peer.last_rx.map(|t| now.saturating_duration_since(t).as_millis());
+                    debug!(?kind, %state, participant = ?owner, ?since_rx_ms, addrs = ?peer.addrs, "peer connection state");
                     match state {
                         RTCPeerConnectionState::Connected => {
                             peer.connected = true;
@@ -541,6 +542,7 @@ impl Driver {
                     self.on_track_open(pk, init.receiver_id, init.track_id, init.ssrc, rid, now);
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) if kind == PcKind::Publish => {
+                    debug!(%track_id, "rtc closed a published track");
                     self.unpublish_track(pk, &track_id, now);
                 }
                 _ => {}
@@ -580,10 +582,19 @@ impl Driver {
             let ext = peer.ssrc_to_up.values().find(|r| r.up == up).and_then(|r| r.audio_level_ext);
             let Some(u) = self.ups.get_mut(&up) else { return };
             let layer = layer_of(u, rid.as_deref());
-            u.ssrcs[usize::from(layer)] = Some(ssrc);
+            // rtc reports a track again after each renegotiation of the publish connection
+            // (its first packet under the new description): nothing new when the SSRC is known.
+            match u.ssrcs[usize::from(layer)].replace(ssrc) {
+                Some(old) if old == ssrc => return,
+                // The encoding restarted under a new SSRC: the old one routes nowhere.
+                Some(old) => {
+                    peer.ssrc_to_up.remove(&old);
+                }
+                None => {}
+            }
             peer.ssrc_to_up.insert(ssrc, UpRoute { up, layer, audio_level_ext: ext });
             self.stats.simulcast_layers += 1;
-            debug!(ssrc, ?rid, layer, "simulcast layer opened");
+            debug!(ssrc, ?rid, layer, %track_id, "simulcast layer opened");
             return;
         }
         let Some(mut receiver) = peer.pc.rtp_receiver(receiver_id) else { return };
@@ -618,7 +629,7 @@ impl Driver {
         let Some(r) = self.rooms.get_mut(&room) else { return };
         match r.room.publish(now, owner, info, &mut self.keys) {
             Ok(up) => {
-                debug!(mime = %codec.mime_type, ssrc, "track published");
+                debug!(mime = %codec.mime_type, ssrc, %track_id, ?rid, "track published");
                 let participant_id = self.members.get(&owner).map(|m| m.participant_id.clone()).unwrap_or_default();
                 let zone = r.room.zone_name(owner).unwrap_or_else(|| "main".into());
                 if let Some(tap) = r.recorder.as_mut() {

@@ -1,0 +1,171 @@
+//! A client that moves its media to another path nominates the new candidate pair, and the
+//! server follows it.
+//!
+//! Chromium, the controlling ICE agent, switches its selected pair when another path becomes
+//! preferable: a second interface (a machine's loopback and Ethernet addresses, seconds after a
+//! renegotiation) or a phone moving from Wi-Fi to mobile data. It then nominates the new pair with
+//! USE-CANDIDATE on every check it sends there. The server (ICE lite, controlled) must send from
+//! then on to the new pair; rtc-ice 0.21.1 kept the first nomination, so the connection turned
+//! `disconnected` five seconds later and the participant's media stopped (vendor/README.md).
+//!
+//! The test joins a real webrtc-rs publisher, then acts as the same client's second interface: a
+//! UDP socket that speaks the client's ICE credentials, answers the server's checks and nominates
+//! its own pair. The server's RTCP (receiver reports, transport-wide feedback) must then arrive
+//! on that socket.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::client::{Media, TestClient, VideoCodec};
+use common::fixtures;
+use common::server::TestServer;
+use rtc::ice::attributes::control::AttrControlling;
+use rtc::ice::attributes::priority::PriorityAttr;
+use rtc::ice::attributes::use_candidate::UseCandidateAttr;
+use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::fingerprint::FINGERPRINT;
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::{
+    Message, Setter, TransactionId, BINDING_REQUEST, BINDING_SUCCESS, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE,
+};
+use rtc::stun::textattrs::Username;
+use rtc::stun::xoraddr::XorMappedAddress;
+use tokio::net::UdpSocket;
+
+/// `a=ice-ufrag` and `a=ice-pwd` of an SDP.
+fn ice_credentials(sdp: &str) -> (String, String) {
+    let attr = |name: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix(name).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {name} in\n{sdp}"))
+    };
+    (attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
+}
+
+/// The client's side of one ICE session, on a second socket.
+struct SecondPath {
+    socket: UdpSocket,
+    server: SocketAddr,
+    /// USERNAME of our checks: the server's ufrag, then ours (RFC 8445 §7.2.2).
+    username: String,
+    server_pwd: String,
+    client_pwd: String,
+    crypto: std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>,
+}
+
+impl SecondPath {
+    /// A check that nominates this path (what the controlling agent sends on its selected pair).
+    fn nomination(&self) -> Vec<u8> {
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter + '_>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, self.username.clone())),
+            Box::<UseCandidateAttr>::default(),
+            Box::new(AttrControlling(0x5eed)),
+            Box::new(PriorityAttr(0x6e7f_1eff)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                self.server_pwd.clone(),
+                self.crypto.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ];
+        m.build(&setters).expect("STUN nomination");
+        m.raw
+    }
+
+    /// The success response to a check the server sent us.
+    fn answer(&self, request: &Message, from: SocketAddr) -> Vec<u8> {
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter + '_>> = vec![
+            Box::new(BINDING_SUCCESS),
+            Box::new(request.transaction_id),
+            Box::new(XorMappedAddress { ip: from.ip(), port: from.port() }),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                self.client_pwd.clone(),
+                self.crypto.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ];
+        m.build(&setters).expect("STUN success response");
+        m.raw
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sends_to_the_candidate_pair_the_client_nominated_last() {
+    fixtures::prepare(VideoCodec::Vp8).await;
+    let s = TestServer::start().await;
+    let sid = s.create_session("hearing").await;
+    let judge = s.invite(&sid, "王法官", "judge").await;
+    let party = s.invite(&sid, "张三", "party").await;
+    let media = Media::audio_video(VideoCodec::Vp8);
+    let a = TestClient::join_and_publish(&s.ws_url, &judge.token, "judge", media).await.unwrap();
+    let b = TestClient::join_and_publish(&s.ws_url, &party.token, "party", media).await.unwrap();
+    // Media flows on the first path (the pair the client's agent nominated).
+    a.wait_media("party's video at the judge", &party.participant_id, "video", Duration::from_secs(15), |t| {
+        t.packets.len() > 10
+    })
+    .await
+    .unwrap();
+
+    let (offer, answer) = b.publish_sdp().await.expect("the party's publish negotiation");
+    let (client_ufrag, client_pwd) = ice_credentials(&offer);
+    let (server_ufrag, server_pwd) = ice_credentials(&answer);
+    let path = SecondPath {
+        socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        server: s.media_addr,
+        username: format!("{server_ufrag}:{client_ufrag}"),
+        server_pwd,
+        client_pwd,
+        crypto: rtc::crypto::default_provider().unwrap(),
+    };
+
+    // Nominate the second path as Chromium does (a check with USE-CANDIDATE every 50 ms on its
+    // selected pair), answer the server's own checks, and wait for the first datagram that is
+    // not STUN: SRTCP the server now sends here.
+    let mut checks = tokio::time::interval(Duration::from_millis(50));
+    let mut buf = vec![0u8; 2048];
+    let (mut answered, mut responses) = (0, 0);
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    let first_byte = loop {
+        tokio::select! {
+            _ = &mut deadline => panic!(
+                "nothing but STUN reached the nominated path within 10 s \
+                 (answered {answered} checks of the server, got {responses} responses to ours)"
+            ),
+            _ = checks.tick() => {
+                path.socket.send_to(&path.nomination(), path.server).await.unwrap();
+            }
+            r = path.socket.recv_from(&mut buf) => {
+                let (n, from) = r.unwrap();
+                let d = &buf[..n];
+                if d.first().is_some_and(|b| (128..=191).contains(b)) {
+                    break d[0];
+                }
+                let mut m = Message::new();
+                m.raw = d.to_vec();
+                if m.decode().is_err() {
+                    continue;
+                }
+                if m.typ.class == CLASS_REQUEST {
+                    answered += 1;
+                    path.socket.send_to(&path.answer(&m, from), from).await.unwrap();
+                } else if m.typ.class == CLASS_SUCCESS_RESPONSE {
+                    responses += 1;
+                }
+            }
+        }
+    };
+    assert!(answered >= 1, "the server checked the new path before using it");
+    assert!(responses >= 1, "the server accepted the nomination");
+    // RTCP (payload types 192–223 in the second byte's range) from the server, on the new path.
+    assert!((128..=191).contains(&first_byte));
+
+    // The server keeps the session: the party is still there and no one was told otherwise.
+    a.assert_healthy().unwrap();
+    b.assert_healthy().unwrap();
+}
