@@ -79,6 +79,9 @@ impl Target {
     }
 }
 
+/// The server's default `--gop-cache-kb`.
+const DEFAULT_GOP_CACHE_KB: usize = 1024;
+
 /// The command line (see USAGE).
 struct Args {
     /// Rooms, each with its own publishers and subscribers.
@@ -97,7 +100,8 @@ struct Args {
     server_ip: IpAddr,
     /// Address the clients' peer connections bind.
     client_ip: IpAddr,
-    /// Qiao's GOP cache per video track, KiB (its `--gop-cache-kb`; 0, the default, is off).
+    /// Qiao's GOP cache per video track, KiB (its `--gop-cache-kb`; 1024 by default, as the
+    /// server's own default; 0 is off).
     gop_cache_kb: usize,
 }
 
@@ -113,7 +117,11 @@ impl Args {
             [Target::Janus] => "janus",
             _ => "both",
         };
-        let gop = if self.gop_cache_kb > 0 { format!(" --gop-cache-kb {}", self.gop_cache_kb) } else { String::new() };
+        let gop = if self.gop_cache_kb != DEFAULT_GOP_CACHE_KB {
+            format!(" --gop-cache-kb {}", self.gop_cache_kb)
+        } else {
+            String::new()
+        };
         format!(
             "scripts/bench.sh --rooms {} --publishers {} --subscribers {} --seconds {} --kbps {} --target {target}{gop}",
             self.rooms, self.publishers, self.subscribers, self.seconds, self.kbps
@@ -129,7 +137,7 @@ const USAGE: &str = "usage: scripts/bench.sh [--rooms 2] [--publishers 2] [--sub
   --seconds N        measurement window per target; default 20
   --kbps K           video bit rate each publisher sends; default 1000
   --target T         qiao, janus or both; default both
-  --gop-cache-kb K   Qiao's GOP cache per video track (its --gop-cache-kb); default 0, off
+  --gop-cache-kb K   Qiao's GOP cache per video track (its --gop-cache-kb); default 1024, 0 is off
   --server-ip IP     the servers' media address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.1)
   --client-ip IP     the clients' address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.2)
 
@@ -148,7 +156,7 @@ fn parse_args() -> Result<Args> {
         targets: vec![Target::Qiao, Target::Janus],
         server_ip: localhost,
         client_ip: localhost,
-        gop_cache_kb: 0,
+        gop_cache_kb: DEFAULT_GOP_CACHE_KB,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {

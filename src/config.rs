@@ -50,9 +50,9 @@ pub struct ServeArgs {
     pub pli_interval_ms: u64,
 
     /// Most KiB of one video track's latest GOP kept to start new subscribers at once without a
-    /// keyframe request (0, the default for now, turns the cache off; 1024 is a good size; GOPs
-    /// older than 4 s are never replayed).
-    #[arg(long, env = "QIAO_GOP_CACHE_KB", default_value_t = 0)]
+    /// keyframe request (0 turns the cache off; GOPs older than 4 s are never replayed). The
+    /// replay is paced (12 Mbit/s) so that a new subscriber's socket does not overflow.
+    #[arg(long, env = "QIAO_GOP_CACHE_KB", default_value_t = 1024)]
     pub gop_cache_kb: usize,
 
     /// Seconds without media or ICE traffic after which a participant is removed (cause media_timeout).

@@ -21,6 +21,12 @@ struct LateJoin {
     first_keyframe: Duration,
     /// Down tracks started from the cache while the late participant joined.
     replays: u64,
+    /// The bursts the server sent the replay in, and the payload bytes of the replayed packets
+    /// (the first ones the late joiner received).
+    bursts: u64,
+    replay_bytes: usize,
+    /// First to last replayed packet's arrival at the late joiner.
+    replay_spread: Duration,
     /// The late joiner's first received video frame was a complete keyframe.
     starts_at_keyframe: bool,
     /// Complete frames the late joiner had received by then and after, all decodable in order.
@@ -28,10 +34,15 @@ struct LateJoin {
     incomplete_interior: usize,
 }
 
-async fn gop_replays(server: &TestServer) -> u64 {
+/// The driver's (`gop_replays`, `gop_replay_packets`, `gop_replay_bursts`) counters.
+async fn gop_counters(server: &TestServer) -> [u64; 3] {
     let stats = server.get("/api/v1/media/stats").await;
-    stats["gop_replays"].as_u64().unwrap_or_else(|| panic!("no gop_replays in {stats}"))
+    ["gop_replays", "gop_replay_packets", "gop_replay_bursts"]
+        .map(|k| stats[k].as_u64().unwrap_or_else(|| panic!("no {k} in {stats}")))
 }
+
+/// `src/media/driver.rs`, `REPLAY_BURST_BYTES`: payload bytes per paced burst of a replay.
+const REPLAY_BURST_BYTES: usize = 7_500;
 
 /// A judge publishes; a first party receives (so the publisher is streaming through the server);
 /// then a second party joins late and we watch what it receives.
@@ -52,7 +63,7 @@ async fn late_join(cache: bool) -> LateJoin {
         .await
         .expect("the early party receives the judge's video");
 
-    let before = gop_replays(&server).await;
+    let before = gop_counters(&server).await;
     let t0 = Instant::now();
     let late = TestClient::connect(&server.ws_url, &late.token, "李被告").await.expect("late party joins");
     late.wait_media("a complete keyframe", &judge.participant_id, "video", TIMEOUT, |t| {
@@ -61,14 +72,22 @@ async fn late_join(cache: bool) -> LateJoin {
     .await
     .expect("the late party receives a keyframe");
     let first_keyframe = t0.elapsed();
-    let replays = gop_replays(&server).await - before;
+    let after = gop_counters(&server).await;
+    let [replays, replayed, bursts] = [0, 1, 2].map(|i| after[i] - before[i]);
     late.wait_media("30 more frames", &judge.participant_id, "video", TIMEOUT, |t| t.frame_stats().complete >= 30)
         .await
         .expect("video keeps flowing to the late party");
-    let (starts_at_keyframe, stats, seqs) = late
+    let (starts_at_keyframe, stats, seqs, replay_bytes, replay_spread) = late
         .with_received(&judge.participant_id, "video", |t| {
             let frames = t.frames();
-            (frames.first().is_some_and(|f| f.keyframe && f.complete), t.frame_stats(), t.seq_report())
+            // The replay comes first and in order (what arrives meanwhile waits behind it).
+            let replay = &t.packets[..(replayed as usize).min(t.packets.len())];
+            let bytes: usize = replay.iter().map(|p| p.payload.len()).sum();
+            let spread = match (replay.first(), replay.last()) {
+                (Some(a), Some(b)) => b.arrival.duration_since(a.arrival),
+                _ => Duration::ZERO,
+            };
+            (frames.first().is_some_and(|f| f.keyframe && f.complete), t.frame_stats(), t.seq_report(), bytes, spread)
         })
         .expect("a video track");
     assert!(
@@ -80,6 +99,9 @@ async fn late_join(cache: bool) -> LateJoin {
     LateJoin {
         first_keyframe,
         replays,
+        bursts,
+        replay_bytes,
+        replay_spread,
         starts_at_keyframe,
         complete_frames: stats.complete,
         incomplete_interior: stats.incomplete_interior,
@@ -90,12 +112,23 @@ async fn late_join(cache: bool) -> LateJoin {
 async fn a_late_joiner_starts_from_the_cached_gop_without_waiting_for_the_publisher() {
     let r = late_join(true).await;
     println!(
-        "gop cache on: join → first complete keyframe {} ms; {} complete frames, {} incomplete",
+        "gop cache on: join → first complete keyframe {} ms; {} complete frames, {} incomplete; \
+         replay of {} bytes in {} bursts over {} ms",
         r.first_keyframe.as_millis(),
         r.complete_frames,
-        r.incomplete_interior
+        r.incomplete_interior,
+        r.replay_bytes,
+        r.bursts,
+        r.replay_spread.as_millis()
     );
     assert_eq!(r.replays, 1, "the late joiner's one video down track started from the cache");
+    // Paced, not written at once: a burst of a hundred packets overflows a receiver's socket.
+    assert!(
+        r.bursts >= r.replay_bytes.div_ceil(REPLAY_BURST_BYTES).min(2) as u64,
+        "a replay of {} bytes left in {} bursts",
+        r.replay_bytes,
+        r.bursts
+    );
     assert!(r.starts_at_keyframe, "the first frame it receives is a whole keyframe");
     assert_eq!(r.incomplete_interior, 0, "replayed and live frames join without a gap");
 }

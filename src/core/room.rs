@@ -44,9 +44,8 @@ impl Default for CoreConfig {
             pli_interval: Duration::from_secs(1),
             peer_timeout: Duration::from_secs(10),
             reconnect_grace: Duration::from_secs(15),
-            // Off until the intermittent loss seen with it in the load tool is understood
-            // (docs/benchmarks.md); `--gop-cache-kb` turns it on.
-            gop_cache_bytes: 0,
+            // 1 MiB holds a second of 1080p; `--gop-cache-kb 0` turns it off.
+            gop_cache_bytes: 1 << 20,
             gop_cache_age: Duration::from_secs(4),
         }
     }

@@ -1,7 +1,7 @@
 //! The driver task. One `Driver` owns the UDP socket, every peer connection and every room; it
 //! reacts to datagrams, commands and timers, and nothing else touches that state.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -174,6 +174,15 @@ const PADDING_WIRE_BITS: u64 = 72 * 8;
 /// How often a probe's padding goes out.
 const PROBE_PACING: Duration = Duration::from_millis(5);
 
+/// A replayed GOP leaves in bursts of at most this many bytes of payload, one every
+/// [`REPLAY_PACING`] (12 Mbit/s). Sent at once, a GOP of a hundred packets or more overflows the
+/// receiving socket's buffer (Linux's default of 208 KiB holds about 90 such datagrams), and
+/// the holes, a large share of a connection that has only just begun, are more than the NACK
+/// budget (`feedback`) resends: the subscriber waited for the next keyframe after all.
+const REPLAY_BURST_BYTES: usize = 7_500;
+/// How often a paced replay's next burst goes out.
+const REPLAY_PACING: Duration = Duration::from_millis(5);
+
 /// The publishing side of an up track, for keyframe requests and for creating down tracks.
 struct UpState {
     peer: PeerKey,
@@ -206,6 +215,10 @@ struct DownState {
     offered: bool,
     codec: RTCRtpCodec,
     view: TrackView,
+    /// Packets waiting behind a paced GOP replay, in order: the replay's rest, then what was
+    /// forwarded meanwhile (so the subscriber sees the numbering in order). `None` when nothing
+    /// waits, which is the per-packet path's only check.
+    backlog: Option<VecDeque<Replayed>>,
 }
 
 struct Driver {
@@ -265,6 +278,10 @@ struct Driver {
     /// When the probes' next padding is due (an absolute deadline: datagrams arriving more often
     /// than the pacing interval must not postpone it).
     next_probe_at: Option<Instant>,
+    /// Down tracks with a backlog (a GOP replay being paced).
+    replaying: Vec<DownTrackKey>,
+    /// When the paced replays' next bursts are due.
+    next_replay_at: Option<Instant>,
     /// NACKed sequence numbers that subscribe connections refused to resend (see `feedback`).
     nacks_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Reads datagrams without allocating one buffer each.
@@ -326,6 +343,8 @@ impl Driver {
             probing: Vec::new(),
             padding: Vec::new(),
             next_probe_at: None,
+            replaying: Vec::new(),
+            next_replay_at: None,
             nacks_refused: Default::default(),
             rx: udp::Receiver::default(),
         }
@@ -335,7 +354,7 @@ impl Driver {
         loop {
             let next_peer = self.timers.first().map(|(t, _)| *t);
             let mut wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
-            if let Some(t) = self.next_probe_at {
+            for t in [self.next_probe_at, self.next_replay_at].into_iter().flatten() {
                 wake_at = wake_at.min(t);
             }
             let wake = tokio::select! {
@@ -372,6 +391,7 @@ impl Driver {
             self.on_datagram(from, d, now);
         }
         self.run_probes(now);
+        self.run_replays(now);
         self.settle(now, false).await;
     }
 
@@ -799,6 +819,26 @@ impl Driver {
         padding: bool,
         now: Instant,
     ) {
+        let Some(d) = self.downs.get_mut(&down) else { return };
+        if let Some(q) = d.backlog.as_mut() {
+            q.push_back(Replayed { seq, ts, marker, payload: payload.clone() });
+            return;
+        }
+        self.write_now(down, marker, seq, ts, payload, padding, now);
+    }
+
+    /// [`Driver::write_down`] past the backlog.
+    #[allow(clippy::too_many_arguments)]
+    fn write_now(
+        &mut self,
+        down: DownTrackKey,
+        marker: bool,
+        seq: u16,
+        ts: u32,
+        payload: &Bytes,
+        padding: bool,
+        now: Instant,
+    ) {
         let Some(d) = self.downs.get(&down) else { return };
         let Some(pt) = d.pt else { return };
         let Some(peer) = self.peers.get_mut(&d.peer) else { return };
@@ -887,12 +927,58 @@ impl Driver {
             self.stats.gop_replays += !replay.is_empty() as u64;
             if let (Some(first), Some(last)) = (replay.first(), replay.last()) {
                 debug!(?down, packets = replay.len(), first_seq = first.seq, last_seq = last.seq, "GOP replayed");
-            }
-            for p in replay.drain(..) {
-                self.send_down(down, p.marker, p.seq, p.ts, &p.payload, now);
+                self.stats.gop_replay_packets += replay.len() as u64;
+                if let Some(d) = self.downs.get_mut(&down) {
+                    d.backlog = Some(replay.drain(..).collect());
+                    // The first burst (the keyframe's start) at once, the rest paced.
+                    if self.send_backlog(down, now) {
+                        self.replaying.push(down);
+                        self.next_replay_at.get_or_insert(now + REPLAY_PACING);
+                    }
+                }
+                replay.clear();
             }
         }
         self.replay = replay;
+    }
+
+    /// Sends the next burst of every paced replay that is due.
+    fn run_replays(&mut self, now: Instant) {
+        if self.next_replay_at.is_none_or(|t| now < t) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.replaying.len() {
+            if self.send_backlog(self.replaying[i], now) {
+                i += 1;
+            } else {
+                self.replaying.swap_remove(i);
+            }
+        }
+        self.next_replay_at = (!self.replaying.is_empty()).then(|| now + REPLAY_PACING);
+    }
+
+    /// Sends up to [`REPLAY_BURST_BYTES`] of a down track's backlog; false once it is empty (the
+    /// down track forwards directly again) or the down track is gone.
+    fn send_backlog(&mut self, down: DownTrackKey, now: Instant) -> bool {
+        let mut sent = 0;
+        loop {
+            let Some(q) = self.downs.get_mut(&down).and_then(|d| d.backlog.as_mut()) else { return false };
+            if sent >= REPLAY_BURST_BYTES {
+                self.stats.gop_replay_bursts += 1;
+                return true;
+            }
+            let Some(p) = q.pop_front() else {
+                if let Some(d) = self.downs.get_mut(&down) {
+                    d.backlog = None;
+                }
+                self.stats.gop_replay_bursts += (sent > 0) as u64;
+                return false;
+            };
+            sent += p.payload.len().max(1);
+            // An empty payload is a probe's padding packet that waited its turn.
+            self.write_now(down, p.marker, p.seq, p.ts, &p.payload, p.payload.is_empty(), now);
+        }
     }
 
     // ---- room outputs -----------------------------------------------------------------------
@@ -1039,7 +1125,10 @@ impl Driver {
         match peer.pc.add_track(track) {
             Ok(sender) => {
                 peer.track_to_down.insert(info.track_id.clone(), down);
-                self.downs.insert(down, DownState { peer: pk, sender, ssrc, pt: None, offered: false, codec, view });
+                self.downs.insert(
+                    down,
+                    DownState { peer: pk, sender, ssrc, pt: None, offered: false, codec, view, backlog: None },
+                );
                 self.mark_renegotiate(pk);
             }
             Err(e) => warn!(error = %e, "could not add a down track"),
@@ -1777,6 +1866,7 @@ impl Driver {
             self.touch(pk);
         }
         self.run_probes(now);
+        self.run_replays(now);
         // Draining may touch more peers (forwarded packets, keyframe requests); they are drained
         // too, which is harmless, and all are flushed by `settle`.
         let mut i = 0;

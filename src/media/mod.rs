@@ -182,8 +182,11 @@ pub struct DriverStats {
     pub send_syscalls: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
-    /// Down tracks that started from a cached GOP instead of a keyframe request.
+    /// Down tracks that started from a cached GOP instead of a keyframe request, the packets
+    /// those replays held, and the paced bursts they left in (see `driver::REPLAY_BURST_BYTES`).
     pub gop_replays: u64,
+    pub gop_replay_packets: u64,
+    pub gop_replay_bursts: u64,
     /// Retransmissions subscribers asked for that were refused (asked too often or too soon).
     pub nacks_refused: u64,
     /// Simulcast layers that opened beyond a track's first (a publisher sending simulcast).

@@ -67,6 +67,11 @@ pub fn build(
         .with_ice_credentials(ufrag.to_string(), pwd.to_string())
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_answering_dtls_role(RTCDtlsRole::Server)
+        // libwebrtc's SRTP replay window (the stack's default is 64 packets): a publisher that
+        // resends on the media SSRC (no RTX) reaches us more than 64 packets late on any link
+        // with a few hundred milliseconds of round trip at 1–2 Mbit/s, and such a resend would
+        // be dropped as a replay.
+        .with_srtp_replay_protection_window(1024)
         .build();
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
