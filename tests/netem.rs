@@ -256,8 +256,11 @@ async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
     if (got.frames.complete as u64) * 100 < frames_sent * 90 {
         fail("the subscriber should assemble ≥ 90 % of the frames the publisher wrote");
     }
-    if got.video.loss_pct() >= 2.0 {
-        fail("video loss after repair should be far below the link's (< 2 %)");
+    // Far below the link's 10 %. What repair leaves is about 1 % (0.4–2.1 % over 15 runs in
+    // 2026-11, spread through the window: `never` offsets), i.e. 2–11 packets of ~515, so a
+    // bound at 2 % sat inside that count's own spread; 3 % is under a third of the link's.
+    if got.video.loss_pct() >= 3.0 {
+        fail("video loss after repair should be far below the link's (< 3 %)");
     }
     if retx_to_sub == 0 || got.video.late == 0 {
         fail("the server should retransmit what the subscriber's NACKs name");

@@ -401,7 +401,7 @@ impl WireTally {
 // ════════════════════════════════ what a receiver got (pure) ════════════════════════════════
 
 /// How one received RTP stream fared over a window, after whatever repair happened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepairReport {
     /// Sequence numbers the sender used in the window: from the highest one received before the
     /// window (exclusive) to the highest one received by its end.
@@ -414,6 +414,9 @@ pub struct RepairReport {
     pub late: u64,
     /// Lowest and highest unwrapped sequence number of the window (empty if `expected` is 0).
     pub range: (i64, i64),
+    /// Where in the window the packets that never arrived were, as offsets from its start (at
+    /// most 32): at its end they may only be late, spread through it the repair gave up.
+    pub never: Vec<i64>,
 }
 
 impl RepairReport {
@@ -441,11 +444,12 @@ impl std::fmt::Display for RepairReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} of {} packets arrived ({} never, {:.2} % loss), {} of them late (repaired)",
+            "{} of {} packets arrived ({} never, {:.2} % loss, at offsets {:?}), {} of them late (repaired)",
             self.received,
             self.expected,
             self.missing(),
             self.loss_pct(),
+            self.never,
             self.late
         )
     }
@@ -489,6 +493,7 @@ pub fn repair_report(arrivals: &[(Instant, u16)], from: Instant, to: Instant) ->
         }
         highest = highest.max(ext);
     }
+    report.never = (start..=end).filter(|e| !seen.contains(e)).map(|e| e - start).take(32).collect();
     report
 }
 
