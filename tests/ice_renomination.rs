@@ -58,8 +58,7 @@ struct SecondPath {
 impl SecondPath {
     /// A check that nominates this path (what the controlling agent sends on its selected pair).
     fn nomination(&self) -> Vec<u8> {
-        let mut m = Message::new();
-        let setters: Vec<Box<dyn Setter + '_>> = vec![
+        stun(&[
             Box::new(BINDING_REQUEST),
             Box::new(TransactionId::new()),
             Box::new(Username::new(ATTR_USERNAME, self.username.clone())),
@@ -71,15 +70,12 @@ impl SecondPath {
                 self.crypto.crypto(),
             )),
             Box::new(FINGERPRINT),
-        ];
-        m.build(&setters).expect("STUN nomination");
-        m.raw
+        ])
     }
 
     /// The success response to a check the server sent us.
     fn answer(&self, request: &Message, from: SocketAddr) -> Vec<u8> {
-        let mut m = Message::new();
-        let setters: Vec<Box<dyn Setter + '_>> = vec![
+        stun(&[
             Box::new(BINDING_SUCCESS),
             Box::new(request.transaction_id),
             Box::new(XorMappedAddress { ip: from.ip(), port: from.port() }),
@@ -88,10 +84,15 @@ impl SecondPath {
                 self.crypto.crypto(),
             )),
             Box::new(FINGERPRINT),
-        ];
-        m.build(&setters).expect("STUN success response");
-        m.raw
+        ])
     }
+}
+
+/// One STUN message, encoded.
+fn stun(setters: &[Box<dyn Setter + '_>]) -> Vec<u8> {
+    let mut m = Message::new();
+    m.build(setters).expect("a STUN message");
+    m.raw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

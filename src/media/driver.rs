@@ -221,6 +221,26 @@ struct DownState {
     backlog: Option<VecDeque<Replayed>>,
 }
 
+impl DownState {
+    /// The RTP packet this down track's sender writes; `None` until the subscriber has
+    /// negotiated the track.
+    fn packet(&self, marker: bool, seq: u16, ts: u32, payload: &Bytes) -> Option<rtc::rtp::Packet> {
+        Some(rtc::rtp::Packet {
+            header: rtc::rtp::Header {
+                version: 2,
+                padding: payload.is_empty(),
+                marker,
+                payload_type: self.pt?,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: payload.clone(),
+        })
+    }
+}
+
 struct Driver {
     socket: UdpSocket,
     announced: SocketAddr,
@@ -801,67 +821,29 @@ impl Driver {
         self.fwd = fwd;
     }
 
-    /// Writes one rewritten packet to a down track's sender.
+    /// Writes one rewritten packet to a down track's sender, or queues it behind the down track's
+    /// paced replay. An empty payload is a probe's padding packet (the stack adds four bytes of
+    /// RTP padding); forwarded media never has one.
     fn send_down(&mut self, down: DownTrackKey, marker: bool, seq: u16, ts: u32, payload: &Bytes, now: Instant) {
-        self.write_down(down, marker, seq, ts, payload, false, now);
-    }
-
-    /// Writes one packet to a down track's sender; `padding`: a padding-only packet of a probe
-    /// (empty payload; the stack adds four bytes of RTP padding).
-    #[allow(clippy::too_many_arguments)]
-    fn write_down(
-        &mut self,
-        down: DownTrackKey,
-        marker: bool,
-        seq: u16,
-        ts: u32,
-        payload: &Bytes,
-        padding: bool,
-        now: Instant,
-    ) {
         let Some(d) = self.downs.get_mut(&down) else { return };
         if let Some(q) = d.backlog.as_mut() {
             q.push_back(Replayed { seq, ts, marker, payload: payload.clone() });
             return;
         }
-        self.write_now(down, marker, seq, ts, payload, padding, now);
+        let Some(out) = d.packet(marker, seq, ts, payload) else { return };
+        let (pk, sender) = (d.peer, d.sender);
+        self.write_rtp(pk, sender, out, now);
     }
 
-    /// [`Driver::write_down`] past the backlog.
-    #[allow(clippy::too_many_arguments)]
-    fn write_now(
-        &mut self,
-        down: DownTrackKey,
-        marker: bool,
-        seq: u16,
-        ts: u32,
-        payload: &Bytes,
-        padding: bool,
-        now: Instant,
-    ) {
-        let Some(d) = self.downs.get(&down) else { return };
-        let Some(pt) = d.pt else { return };
-        let Some(peer) = self.peers.get_mut(&d.peer) else { return };
-        let out = rtc::rtp::Packet {
-            header: rtc::rtp::Header {
-                version: 2,
-                padding,
-                marker,
-                payload_type: pt,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc: d.ssrc,
-                ..Default::default()
-            },
-            payload: payload.clone(),
-        };
-        let Some(mut sender) = peer.pc.rtp_sender(d.sender) else { return };
+    fn write_rtp(&mut self, pk: PeerKey, sender: RTCRtpSenderId, out: rtc::rtp::Packet, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&pk) else { return };
+        let Some(mut sender) = peer.pc.rtp_sender(sender) else { return };
         match sender.write_rtp(now, out) {
             Ok(()) => {
                 self.stats.rtp_forwarded += 1;
                 if !peer.touched {
                     peer.touched = true;
-                    self.touched.push(d.peer);
+                    self.touched.push(pk);
                 }
             }
             Err(e) => {
@@ -909,7 +891,7 @@ impl Driver {
             }
             self.stats.padding_packets += sent.len() as u64;
             for (down, seq, ts) in sent.drain(..) {
-                self.write_down(down, false, seq, ts, &Bytes::new(), true, now);
+                self.send_down(down, false, seq, ts, &Bytes::new(), now);
             }
             self.padding = sent;
         }
@@ -962,23 +944,20 @@ impl Driver {
     /// down track forwards directly again) or the down track is gone.
     fn send_backlog(&mut self, down: DownTrackKey, now: Instant) -> bool {
         let mut sent = 0;
-        loop {
-            let Some(q) = self.downs.get_mut(&down).and_then(|d| d.backlog.as_mut()) else { return false };
-            if sent >= REPLAY_BURST_BYTES {
-                self.stats.gop_replay_bursts += 1;
-                return true;
-            }
-            let Some(p) = q.pop_front() else {
-                if let Some(d) = self.downs.get_mut(&down) {
-                    d.backlog = None;
-                }
+        while sent < REPLAY_BURST_BYTES {
+            let Some(d) = self.downs.get_mut(&down) else { return false };
+            let Some(p) = d.backlog.as_mut().and_then(VecDeque::pop_front) else {
+                d.backlog = None;
                 self.stats.gop_replay_bursts += (sent > 0) as u64;
                 return false;
             };
             sent += p.payload.len().max(1);
-            // An empty payload is a probe's padding packet that waited its turn.
-            self.write_now(down, p.marker, p.seq, p.ts, &p.payload, p.payload.is_empty(), now);
+            let Some(out) = d.packet(p.marker, p.seq, p.ts, &p.payload) else { continue };
+            let (pk, sender) = (d.peer, d.sender);
+            self.write_rtp(pk, sender, out, now);
         }
+        self.stats.gop_replay_bursts += 1;
+        true
     }
 
     // ---- room outputs -----------------------------------------------------------------------
