@@ -97,11 +97,23 @@ impl Lab {
 
     fn log(&self) -> String {
         let log = self.server.log.lock().unwrap();
-        let mut start = log.len().saturating_sub(6000);
+        // With a widened server log (QIAO_TEST_SERVER_LOG) the whole of it is wanted.
+        let keep = if std::env::var_os("QIAO_TEST_SERVER_LOG").is_some() { usize::MAX } else { 6000 };
+        let mut start = log.len().saturating_sub(keep);
         while !log.is_char_boundary(start) {
             start += 1;
         }
         format!("server log (tail):\n{}", &log[start..])
+    }
+}
+
+impl Drop for Lab {
+    /// With a widened server log (QIAO_TEST_SERVER_LOG) a passing test shows it too, to compare
+    /// with a failing run.
+    fn drop(&mut self) {
+        if std::env::var_os("QIAO_TEST_SERVER_LOG").is_some() && !std::thread::panicking() {
+            println!("{}", self.log());
+        }
     }
 }
 
@@ -183,6 +195,34 @@ fn video_and_retransmissions(wire: &PeerWire, client: &TestClient) -> (u64, u64)
     (video, rtx + wire.repeats())
 }
 
+/// The first 400 video packets from `publisher` in arrival order, for a failure message:
+/// `ms:seq` with `S` for a partition start, `K` a keyframe's first packet, `M` the marker bit.
+/// A packet repaired again and again, or a hole repair never fills, shows here at once.
+fn arrival_trace(c: &TestClient, publisher: &str) -> String {
+    c.with_received(publisher, "video", |t| {
+        let Some(t0) = t.packets.first().map(|p| p.arrival) else { return String::new() };
+        let trace: Vec<String> = t
+            .packets
+            .iter()
+            .take(400)
+            .map(|p| {
+                let start = p.payload.first().is_some_and(|b| b & 0x10 != 0);
+                let key = common::simulcast::keyframe_size(&p.payload).is_some();
+                format!(
+                    "{}:{}{}{}{}",
+                    p.arrival.duration_since(t0).as_millis(),
+                    p.seq,
+                    if start { "S" } else { "" },
+                    if key { "K" } else { "" },
+                    if p.marker { "M" } else { "" }
+                )
+            })
+            .collect();
+        format!("video arrivals (ms:seq): {}", trace.join(" "))
+    })
+    .unwrap_or_default()
+}
+
 /// 10 % loss and 50 ms delay in each direction. One publisher (VP8 + Opus), one subscriber.
 /// Over 15 s the subscriber assembles nearly every frame, sees keyframes, and loses far less
 /// than the ≈ 19 % the two lossy hops would cost without repair: the server asks the publisher
@@ -256,11 +296,13 @@ async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
     if (got.frames.complete as u64) * 100 < frames_sent * 90 {
         fail("the subscriber should assemble ≥ 90 % of the frames the publisher wrote");
     }
-    // Far below the link's 10 %. What repair leaves is about 1 % (0.4–2.1 % over 15 runs in
-    // 2026-11, spread through the window: `never` offsets), i.e. 2–11 packets of ~515, so a
-    // bound at 2 % sat inside that count's own spread; 3 % is under a third of the link's.
-    if got.video.loss_pct() >= 3.0 {
-        fail("video loss after repair should be far below the link's (< 3 %)");
+    // Repair leaves next to nothing: a lost packet is resent until it arrives (each resend is
+    // lost with 10 %, and up to ten are allowed). Until the NACK generator learned packets
+    // repaired over RTX (vendor/rtc-interceptor), 0.4–2.1 % stayed lost: the client NACKed every
+    // repaired packet again each 100 ms and those repeats took the resend budget. 1 % is 5 of
+    // ~515 packets; the fix measured 0 in each run.
+    if got.video.loss_pct() >= 1.0 {
+        fail("video loss after repair should be under 1 %");
     }
     if retx_to_sub == 0 || got.video.late == 0 {
         fail("the server should retransmit what the subscriber's NACKs name");
@@ -460,7 +502,7 @@ async fn capped_subscribers_get_a_lower_simulcast_layer_while_the_open_link_keep
     for (c, what) in [(&free, "open link"), (&town, "township link"), (&village, "village link")] {
         c.wait_media(what, &pid, "video", SETUP_TIMEOUT, |t| t.frame_stats().complete_keyframes >= 1)
             .await
-            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+            .unwrap_or_else(|e| panic!("{e:#}\n{}\n{}", arrival_trace(c, &pid), lab.log()));
     }
     tokio::time::sleep(SETTLE).await;
     let down0 = lab.netem.wire(Dir::Down);
