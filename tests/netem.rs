@@ -76,15 +76,27 @@ impl Lab {
         video: Option<Arc<Fixture>>,
         simulcast: Option<Vec<Arc<Fixture>>>,
     ) -> TestClient {
+        let opts = ClientOptions { video_fixture: video, simulcast, ..Default::default() };
+        self.join_opts(name, role, ip, media, opts).await
+    }
+
+    /// Like `join`, with the client options of `opts` (its name, address and timeouts are set
+    /// here).
+    async fn join_opts(
+        &self,
+        name: &str,
+        role: &str,
+        ip: Ipv4Addr,
+        media: Option<Media>,
+        opts: ClientOptions,
+    ) -> TestClient {
         let inv = self.server.api.invite(&self.session, name, role).await;
         let opts = ClientOptions {
             name: name.into(),
             udp_addr: Some(format!("{ip}:0")),
-            video_fixture: video,
-            simulcast,
             join_timeout: SETUP_TIMEOUT,
             publish_timeout: SETUP_TIMEOUT,
-            ..Default::default()
+            ..opts
         };
         let client = TestClient::connect_with(&self.server.api.ws_url, &inv.token, opts)
             .await
@@ -242,7 +254,7 @@ async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
         .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
 
     // Connection setup is not what is measured: the link turns bad once media flows.
-    let bad = Impairment { loss: 0.10, delay: Duration::from_millis(50), caps: vec![] };
+    let bad = Impairment { loss: 0.10, delay: Duration::from_millis(50), ..Default::default() };
     lab.netem.set(Dir::Up, bad.clone());
     lab.netem.set(Dir::Down, bad);
     let (wire_up0, wire_down0) = (lab.netem.wire(Dir::Up), lab.netem.wire(Dir::Down));
@@ -309,6 +321,78 @@ async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
     }
     if to_pub.nacks() == 0 || pub_sent.repeats() == 0 {
         fail("the server should NACK what its up leg lost, and the publisher retransmit it");
+    }
+    publisher.assert_healthy().unwrap();
+    subscriber.assert_healthy().unwrap();
+}
+
+/// A simulcast publisher that resends as Chromium does, on a lossy uplink (10 % loss, 25 ms each
+/// way; the subscriber's uplink stays clean): its retransmissions come over RTX on SSRCs no SDP line names, each tagged with the
+/// `repaired-rtp-stream-id` of its layer. The server maps them to their layers (the `vendor/rtc`
+/// patch) and its NACK generator counts them as repairs (`vendor/rtc-interceptor`): a subscriber
+/// on a clean link receives the video nearly whole. Before, every such packet was dropped
+/// (`drop rtp packet ssrc = …`), so a township room's uplink losses on a simulcast camera were
+/// never repaired and the subscriber lost what the uplink lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_style_simulcast_publishers_uplink_losses_are_repaired_over_rtx() {
+    let lab = Lab::start(2).await;
+    let (pub_ip, sub_ip) = (lab.netem.client_ips[0], lab.netem.client_ips[1]);
+    let layers = tokio::task::spawn_blocking(fixtures::vp8_simulcast).await.expect("simulcast clips");
+    let opts = ClientOptions { simulcast: Some(layers), simulcast_rtx: true, ..Default::default() };
+    let publisher = lab.join_opts("乡镇调解室", "party", pub_ip, Some(Media::audio_video(VideoCodec::Vp8)), opts).await;
+    let subscriber = lab.join("调解员", "mediator", sub_ip, None, None).await;
+    let pid = publisher.participant_id.clone();
+    subscriber
+        .wait_media("a complete keyframe before the uplink is impaired", &pid, "video", SETUP_TIMEOUT, |t| {
+            t.frame_stats().complete_keyframes >= 1
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+
+    // Only the publisher's uplink: the subscriber's feedback stays whole, so its estimate (and
+    // the layer it gets) is not what is measured.
+    let uplink =
+        Impairment { loss: 0.10, delay: Duration::from_millis(25), spared: vec![sub_ip], ..Default::default() };
+    lab.netem.set(Dir::Up, uplink);
+    let up0 = lab.netem.wire(Dir::Up);
+    let from = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let to = Instant::now();
+    let up1 = lab.netem.wire(Dir::Up);
+    tokio::time::sleep(REPAIR_GRACE).await;
+
+    let got = Received::of(&subscriber, &pid, from, to);
+    let peer = |w: &std::collections::BTreeMap<Ipv4Addr, PeerWire>, ip| w.get(&ip).cloned().unwrap_or_default();
+    let pub_sent = peer(&up1, pub_ip).since(&peer(&up0, pub_ip));
+    let rtx_sent: u64 =
+        pub_sent.rtp.values().filter_map(|f| f.payload_types.get(&common::client::PUBLISH_PT_VP8_RTX)).sum();
+    let figures = format!(
+        "10 % uplink loss + 25 ms each way, {WINDOW:?} window:\n\
+         link: up {:?}\n\
+         subscriber video: {}\n\
+         subscriber video frames: {}\n\
+         publisher sent {rtx_sent} RTX packets",
+        lab.netem.stats(Dir::Up),
+        got.video,
+        got.frames,
+    );
+    println!("{figures}");
+    let fail = |what: &str| -> ! {
+        panic!("{what}\n{figures}\n\n{}\n{}\n{}", publisher.diagnostics(), subscriber.diagnostics(), lab.log())
+    };
+    if got.video.expected < 150 {
+        fail("too little video in the window to judge");
+    }
+    if rtx_sent == 0 {
+        fail("the publisher should have resent over RTX what the server's NACKs named");
+    }
+    if got.video.late == 0 {
+        fail("some of the subscriber's video should have arrived repaired, after its successor");
+    }
+    // The uplink's 10 %, less what repair recovers: each resend is lost with 10 % too, and the
+    // server asks up to five times.
+    if got.video.loss_pct() >= 1.0 {
+        fail("the subscriber's video loss should be under 1 %: the server repairs the uplink over RTX");
     }
     publisher.assert_healthy().unwrap();
     subscriber.assert_healthy().unwrap();
@@ -724,6 +808,20 @@ mod link {
                 v => panic!("packet {i}: {v:?}"),
             }
         }
+    }
+
+    #[test]
+    fn loss_spares_the_spared_addresses_as_source_or_destination() {
+        let t0 = Instant::now();
+        let mut link = Link::new(7);
+        link.set_impairment(Impairment { loss: 0.5, spared: vec![A], ..Default::default() });
+        let lost = |link: &mut Link<u32>, src, dst| {
+            (0..1000u32).filter(|&i| link.push_between(t0, src, dst, 100, i) == Verdict::Lost).count()
+        };
+        assert_eq!(lost(&mut link, Some(A), Some(B)), 0, "from the spared address");
+        assert_eq!(lost(&mut link, Some(B), Some(A)), 0, "to the spared address");
+        let other = lost(&mut link, Some(B), Some(B));
+        assert!((400..600).contains(&other), "others lose about half: {other}");
     }
 
     fn ipv4_udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {

@@ -471,6 +471,31 @@ struct Layer {
     last_keyframe_request: Option<Instant>,
     /// A request arrived inside the throttle window; send it when the window ends.
     keyframe_pending: bool,
+    /// The SSRC last seen and its newest sequence number: tells a packet that arrives repaired,
+    /// after packets sent later, from one in order. A down track cannot switch to this layer at
+    /// a keyframe whose first packet comes late: the rest of that keyframe already went by.
+    newest: Option<(u32, u16)>,
+}
+
+impl Layer {
+    /// Whether `seq` of `ssrc` is newer than every packet of that SSRC before it (a new SSRC
+    /// starts afresh).
+    fn in_order(&mut self, ssrc: u32, seq: u16) -> bool {
+        match &mut self.newest {
+            Some((s, newest)) if *s == ssrc => {
+                let delta = seq.wrapping_sub(*newest);
+                if delta == 0 || delta >= 0x8000 {
+                    return false;
+                }
+                *newest = seq;
+                true
+            }
+            other => {
+                *other = Some((ssrc, seq));
+                true
+            }
+        }
+    }
 }
 
 struct UpTrack {
@@ -971,8 +996,10 @@ impl Room {
         let clock_rate = track.info.clock_rate;
         let vp8 = if codec == Codec::Vp8 { Vp8Desc::parse(payload) } else { None };
         let tid = vp8.and_then(|d| d.tid).unwrap_or(0);
+        let in_order;
         {
             let l = &mut track.layers[li];
+            in_order = l.in_order(ssrc, seq);
             l.stats.on_packet(seq, ts, payload.len(), clock_rate, now);
             if !payload.is_empty() {
                 l.meter.on_packet(now, tid, payload.len() + PACKET_OVERHEAD);
@@ -1034,7 +1061,9 @@ impl Room {
                     if layer != d.want {
                         continue;
                     }
-                    if !*keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
+                    // A keyframe's first packet that arrives repaired, after the rest of the
+                    // keyframe went by, cannot start it: the next one must.
+                    if !in_order || !*keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
                         want_keyframe = true;
                         continue;
                     }

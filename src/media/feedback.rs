@@ -195,7 +195,7 @@ impl TapHooks for NackLimiter {
         self.rtx.extend(info.ssrc_rtx);
     }
 
-    fn on_write(&mut self, msg: &TaggedPacket) {
+    fn on_write(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
             self.on_rtp_sent(msg.now, p.header.ssrc, p.header.sequence_number, 12 + p.payload.len());
         }

@@ -14,8 +14,8 @@ use rtc::shared::error::Error;
 pub trait TapHooks: Send + Sync + 'static {
     /// An inbound packet on its way to the application: may be marked or rewritten.
     fn on_read(&mut self, _msg: &mut TaggedPacket) {}
-    /// An outbound packet on its way to the wire.
-    fn on_write(&mut self, _msg: &TaggedPacket) {}
+    /// An outbound packet on its way to the wire: may be marked or rewritten.
+    fn on_write(&mut self, _msg: &mut TaggedPacket) {}
     /// A stream this side sends has started.
     fn on_bind_local(&mut self, _info: &StreamInfo) {}
     /// A stream this side sends has ended.
@@ -50,8 +50,8 @@ impl<H: TapHooks> Protocol<TaggedPacket, TaggedPacket, ()> for Tap<H> {
     fn poll_read(&mut self) -> Option<TaggedPacket> {
         self.read.pop_front()
     }
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
-        self.hooks.on_write(&msg);
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        self.hooks.on_write(&mut msg);
         self.write.push_back(msg);
         Ok(())
     }

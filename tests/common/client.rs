@@ -34,11 +34,14 @@ use rtc::interceptor::{Attribute, Packet, Registry, Slot, TaggedPacket};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpRtxParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -58,6 +61,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const PUBLISH_PT_OPUS: u8 = 111;
 pub const PUBLISH_PT_VP8: u8 = 96;
 pub const PUBLISH_PT_H264: u8 = 102;
+/// RTX for VP8 (`apt=96`), offered only with `ClientOptions::simulcast_rtx`.
+pub const PUBLISH_PT_VP8_RTX: u8 = 97;
 /// fmtp of the published H.264 (constrained baseline 3.1, packetization-mode 1).
 pub const PUBLISH_H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
@@ -106,6 +111,10 @@ pub struct ClientOptions {
     /// Publish the video as simulcast: these clips (lowest first, e.g.
     /// `fixtures::vp8_simulcast()`) as encodings `q`, `h`, `f` of one track, VP8 only.
     pub simulcast: Option<Vec<Arc<Fixture>>>,
+    /// Simulcast layers are resent as Chromium resends them: over RTX (RFC 4588) on an SSRC no
+    /// SDP line names, each packet tagged with the `mid` and `repaired-rtp-stream-id` header
+    /// extensions (see [`RepairTags`]). Off: resends repeat the layer's own SSRC.
+    pub simulcast_rtx: bool,
 }
 
 impl Default for ClientOptions {
@@ -121,6 +130,7 @@ impl Default for ClientOptions {
             udp_addr: None,
             latency_probe: None,
             simulcast: None,
+            simulcast_rtx: false,
         }
     }
 }
@@ -671,6 +681,7 @@ async fn build_pc(
     opts: &ClientOptions,
     gate: Arc<CandidateGate>,
     recorder: Option<Arc<Recorder>>,
+    repair_tags: Option<RepairTags>,
 ) -> Result<(Arc<dyn PeerConnection>, watch::Receiver<RTCPeerConnectionState>)> {
     let mut me = MediaEngine::default();
     let publish = match role {
@@ -686,6 +697,19 @@ async fn build_pc(
                     &mut me,
                 )
                 .context("simulcast header extensions")?;
+                if opts.simulcast_rtx {
+                    let rtx = RTCRtpCodecParameters {
+                        rtp_codec: RTCRtpCodec {
+                            mime_type: MIME_TYPE_RTX.to_owned(),
+                            clock_rate: 90_000,
+                            channels: 0,
+                            sdp_fmtp_line: format!("apt={PUBLISH_PT_VP8}"),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: PUBLISH_PT_VP8_RTX,
+                    };
+                    me.register_codec(rtx, RtpCodecKind::Video).context("register RTX")?;
+                }
             }
             true
         }
@@ -700,6 +724,10 @@ async fn build_pc(
         registry = registry.with(Slot::from(14_000), Tap::new(KeyframeRequestTap));
         if let Some(probe) = &opts.latency_probe {
             registry = registry.with(Slot::from(14_100), Tap::new(LatencyTap::new(Arc::clone(probe))));
+        }
+        if let Some(tags) = repair_tags {
+            // Between the NACK responder (4 000), which writes the RTX packets, and the wire.
+            registry = registry.with(Slot::from(3_000), Tap::new(tags));
         }
     }
     // mDNS off: host candidates carry plain IPs, and nothing binds port 5353.
@@ -799,6 +827,9 @@ pub struct PublishSide {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Declared source of the video track (`camera` or `screen`).
     pub video_source: &'static str,
+    /// `ClientOptions::simulcast_rtx`, and what its tap adds to each RTX packet.
+    simulcast_rtx: bool,
+    repair_tags: RepairTags,
 }
 
 impl PublishSide {
@@ -827,7 +858,9 @@ impl PublishSide {
             bail!("{label}: nothing to publish");
         }
         let gate = CandidateGate::new("publish", sink);
-        let (pc, state) = build_pc(PcRole::Publish(media), opts, Arc::clone(&gate), None).await?;
+        let repair_tags = RepairTags::default();
+        let (pc, state) =
+            build_pc(PcRole::Publish(media), opts, Arc::clone(&gate), None, Some(repair_tags.clone())).await?;
         let keyframe_requests = Arc::new(KeyframeRequests::default());
         let mut side = PublishSide {
             label: label.to_string(),
@@ -840,6 +873,8 @@ impl PublishSide {
             errors,
             tasks: Mutex::new(Vec::new()),
             video_source: opts.video_source.unwrap_or("camera"),
+            simulcast_rtx: opts.simulcast_rtx,
+            repair_tags,
         };
         if media.audio {
             let clip = opts.audio_fixture.clone().unwrap_or_else(fixtures::opus);
@@ -896,6 +931,11 @@ impl PublishSide {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         rid: rid.to_string(),
                         ssrc: Some(*ssrc),
+                        rtx: self.simulcast_rtx.then(|| {
+                            let rtx = rand::random::<u32>() | 1;
+                            self.repair_tags.add_layer(rtx, rid);
+                            RTCRtpRtxParameters { ssrc: rtx }
+                        }),
                         ..Default::default()
                     },
                     codec: codec.rtp_codec.clone(),
@@ -1050,6 +1090,11 @@ impl PublishSide {
                 }
             }
             let mid = found.ok_or_else(|| anyhow!("{}: simulcast transceiver has no mid", self.label))?;
+            if self.simulcast_rtx {
+                let rrid_ext = ext(rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI)
+                    .ok_or_else(|| anyhow!("{}: repaired-rtp-stream-id was not negotiated", self.label))?;
+                self.repair_tags.set_extensions(mid_ext, rrid_ext, &mid);
+            }
             let send = SimulcastSend {
                 pt,
                 mid,
@@ -1149,6 +1194,41 @@ async fn stream_fixture(
             next += *duration;
             tokio::time::sleep_until(next).await;
         }
+    }
+}
+
+/// Chromium's simulcast retransmissions, for a test client: the NACK responder writes each
+/// layer's RTX packets without header extensions, and this tap (between it and the wire) adds
+/// the `mid` and `repaired-rtp-stream-id` (RFC 8852) extensions that name the layer repaired.
+/// Chromium sends them until the SSRC is acknowledged; on every packet is allowed too.
+#[derive(Clone, Default)]
+pub struct RepairTags(Arc<Mutex<RepairTagsInner>>);
+
+#[derive(Default)]
+struct RepairTagsInner {
+    /// (RTX SSRC, RID of the layer it repairs).
+    layers: Vec<(u32, Bytes)>,
+    /// Negotiated extension ids and the transceiver's mid; `None` until negotiated.
+    extensions: Option<(u8, u8, Bytes)>,
+}
+
+impl RepairTags {
+    fn add_layer(&self, rtx_ssrc: u32, rid: &str) {
+        self.0.lock().unwrap().layers.push((rtx_ssrc, Bytes::copy_from_slice(rid.as_bytes())));
+    }
+    fn set_extensions(&self, mid_ext: u8, rrid_ext: u8, mid: &str) {
+        self.0.lock().unwrap().extensions = Some((mid_ext, rrid_ext, Bytes::copy_from_slice(mid.as_bytes())));
+    }
+}
+
+impl TapHooks for RepairTags {
+    fn on_write(&mut self, msg: &mut TaggedPacket) {
+        let Packet::Rtp(p) = &mut msg.message.packet else { return };
+        let inner = self.0.lock().unwrap();
+        let Some((mid_ext, rrid_ext, mid)) = &inner.extensions else { return };
+        let Some((_, rid)) = inner.layers.iter().find(|(ssrc, _)| *ssrc == p.header.ssrc) else { return };
+        let _ = p.header.set_extension(*mid_ext, mid.clone());
+        let _ = p.header.set_extension(*rrid_ext, rid.clone());
     }
 }
 
@@ -1263,7 +1343,8 @@ impl SubscribeSide {
         let gate = CandidateGate::new("subscribe", sink);
         let recorder =
             Arc::new(Recorder::new(format!("{label} subscribe"), errors, opts.latency_probe.as_ref().map(Arc::clone)));
-        let (pc, state) = build_pc(PcRole::Subscribe, opts, Arc::clone(&gate), Some(Arc::clone(&recorder))).await?;
+        let (pc, state) =
+            build_pc(PcRole::Subscribe, opts, Arc::clone(&gate), Some(Arc::clone(&recorder)), None).await?;
         Ok(SubscribeSide {
             label: label.to_string(),
             pc,

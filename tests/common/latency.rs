@@ -79,7 +79,7 @@ impl LatencyTap {
 }
 
 impl TapHooks for LatencyTap {
-    fn on_write(&mut self, msg: &TaggedPacket) {
+    fn on_write(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
             self.probe.note_sent(&p.payload, Instant::now());
         }

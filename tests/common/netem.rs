@@ -66,6 +66,9 @@ pub struct Impairment {
     pub delay: Duration,
     /// Bottlenecks by destination address; packets to other addresses are not rate limited.
     pub caps: Vec<(Ipv4Addr, RateCap)>,
+    /// Addresses whose packets random loss spares, as source or destination: one client's
+    /// uplink lossy while another's stays clean.
+    pub spared: Vec<Ipv4Addr>,
 }
 
 /// What happened to a packet given to [`Link::push`].
@@ -160,8 +163,21 @@ impl<P> Link<P> {
 
     /// A packet of `len` bytes toward `dst` (None: not IPv4) enters the link at `now`.
     pub fn push(&mut self, now: Instant, dst: Option<Ipv4Addr>, len: usize, packet: P) -> Verdict {
+        self.push_between(now, None, dst, len, packet)
+    }
+
+    /// Like `push`, for a packet from `src`.
+    pub fn push_between(
+        &mut self,
+        now: Instant,
+        src: Option<Ipv4Addr>,
+        dst: Option<Ipv4Addr>,
+        len: usize,
+        packet: P,
+    ) -> Verdict {
         self.stats.offered += 1;
-        if self.impairment.loss > 0.0 && self.rng.gen::<f64>() < self.impairment.loss {
+        let spared = [src, dst].iter().flatten().any(|a| self.impairment.spared.contains(a));
+        if self.impairment.loss > 0.0 && !spared && self.rng.gen::<f64>() < self.impairment.loss {
             self.stats.lost += 1;
             return Verdict::Lost;
         }
@@ -711,7 +727,13 @@ impl Forwarder {
             };
             self.state.wire.lock().unwrap().count(client, udp.payload);
         }
-        self.state.link.lock().unwrap().push(Instant::now(), ipv4_dst(packet), packet.len(), packet.to_vec());
+        self.state.link.lock().unwrap().push_between(
+            Instant::now(),
+            ipv4_src(packet),
+            ipv4_dst(packet),
+            packet.len(),
+            packet.to_vec(),
+        );
     }
 }
 

@@ -388,6 +388,29 @@ fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
     assert_eq!(f[0].seq, 2, "continues right after 1");
 }
 
+#[test]
+fn a_switch_does_not_start_at_a_keyframe_whose_first_packet_arrives_after_the_rest() {
+    const VP8_MORE: &[u8] = &[0x00, 0x00, 0x00]; // not a partition start
+    let mut h = Harness::new();
+    let a = h.join("a", Role::Judge);
+    let _b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Video);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
+    h.forward(h.t0, up, 1, 10, VP8_KEY);
+    h.drain();
+    // A new source; its keyframe's first packet (500) is lost and resent after 501 and 502.
+    assert!(h.forward(h.at(2000), up, 2, 501, VP8_MORE).is_empty());
+    assert!(h.forward(h.at(2000), up, 2, 502, VP8_MORE).is_empty());
+    assert!(
+        h.forward(h.at(2010), up, 2, 500, VP8_KEY).is_empty(),
+        "501 and 502 went by: a switch here would send a keyframe without them"
+    );
+    assert!(h.drain().iter().any(|o| matches!(o, Output::RequestKeyframe { .. })), "it asks for a keyframe");
+    let f = h.forward(h.at(2500), up, 2, 503, VP8_KEY);
+    assert_eq!(f[0].seq, 1, "the next keyframe starts it, right after the first source's 0");
+}
+
 // ---- zones and controls -----------------------------------------------------------------------
 
 #[test]

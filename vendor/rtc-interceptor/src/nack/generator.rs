@@ -287,7 +287,8 @@ impl Interceptor for NackGeneratorInterceptor {
             self.receive_logs.remove(&rtx);
             self.nack_counts.remove(&rtx);
         }
-        if self.rtx_primaries.contains_key(&info.ssrc) {
+        // A stream bound again (a simulcast layer once its RTX flow is known) keeps its log.
+        if self.rtx_primaries.contains_key(&info.ssrc) || self.receive_logs.contains_key(&info.ssrc) {
             return;
         }
         if stream_supports_nack(info)

@@ -249,8 +249,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for ReceiverReportInterceptor {
 
 impl Interceptor for ReceiverReportInterceptor {
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        let stream = ReceiverStream::new(info.ssrc, info.clock_rate);
-        self.streams.insert(info.ssrc, stream);
+        // Qiao patch: a stream bound again (rtc binds a simulcast layer a second time once its
+        // RTX flow is known) keeps what its reports count.
+        self.streams
+            .entry(info.ssrc)
+            .or_insert_with(|| ReceiverStream::new(info.ssrc, info.clock_rate));
     }
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {

@@ -10,6 +10,10 @@ use crate::peer_connection::message::internal::{
 use crate::rtp_transceiver::rtp_receiver::internal::RTCRtpReceiverInternal;
 use crate::rtp_transceiver::rtp_sender::rtp_codec::{find_fec_payload_type, find_rtx_payload_type};
 use crate::rtp_transceiver::rtp_sender::rtp_coding_parameters::RTCRtpCodingParameters;
+// Qiao patch: for `bind_rtx_by_rrid`.
+use crate::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
+use crate::rtp_transceiver::rtp_sender::rtp_codec::parse_rtx_apt;
+use crate::rtp_transceiver::rtp_sender::rtp_coding_parameters::RTCRtpRtxParameters;
 use crate::rtp_transceiver::rtp_sender::rtp_header_extension_capability::RTCRtpHeaderExtensionCapability;
 use crate::rtp_transceiver::{
     PayloadType, RTCRtpReceiverId, SSRC, internal::RTCRtpTransceiverInternal,
@@ -492,6 +496,78 @@ impl<'a> InterceptorHandler<'a> {
         true
     }
 
+    /// Qiao patch: the retransmission (RTX, RFC 4588) flow of a simulcast layer, identified by the
+    /// `mid` and `repaired-rtp-stream-id` header extensions (RFC 8852), as Chromium sends it. The
+    /// layer's coding learns its RTX SSRC, so the endpoint unwraps these packets into the layer
+    /// (`resolve_rtx_primary`) and later ones, which carry no extension, resolve the same way.
+    /// The layer is bound to the interceptors again, now naming its repair flow, and the flow in
+    /// its own right, as `bind_by_rid` binds a flow the SDP declared: the NACK generator then
+    /// counts a repaired packet as received. Returns false (the packet is dropped) until the
+    /// layer's own first packet has arrived: there is nothing to repair before it.
+    fn bind_rtx_by_rrid(&mut self, rtx_ssrc: SSRC, rtx_payload_type: PayloadType, mid: &str, rrid: &str) -> bool {
+        let Some(receiver) = self
+            .rtp_transceivers
+            .iter_mut()
+            .find(|transceiver| transceiver.mid().as_deref().is_some_and(|m| m == mid))
+            .and_then(|transceiver| transceiver.receiver_mut().as_mut())
+        else {
+            return false;
+        };
+        // The repaired payload type: the RTX codec's `apt=`.
+        let Some(codec) = receiver
+            .get_codec_preferences()
+            .iter()
+            .find(|c| {
+                c.payload_type == rtx_payload_type
+                    && c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_RTX)
+            })
+            .and_then(|c| parse_rtx_apt(&c.rtp_codec.sdp_fmtp_line))
+            .and_then(|apt| receiver.get_codec_preferences().iter().find(|c| c.payload_type == apt))
+            .cloned()
+        else {
+            return false;
+        };
+        let Some(coding) = receiver.get_coding_parameter_mut_by_rid(rrid) else {
+            return false;
+        };
+        let Some(primary_ssrc) = coding.ssrc else {
+            return false;
+        };
+        if coding.rtx.as_ref().is_some_and(|rtx| rtx.ssrc == rtx_ssrc) {
+            return true;
+        }
+        coding.rtx = Some(RTCRtpRtxParameters { ssrc: rtx_ssrc });
+        debug!("simulcast layer rid={rrid} ssrc={primary_ssrc}: retransmissions on ssrc={rtx_ssrc}");
+
+        let parameters = receiver.get_parameters(self.media_engine);
+        let extensions = &parameters.rtp_parameters.header_extensions;
+        RTCRtpReceiverInternal::interceptor_remote_stream_op(
+            self.interceptor,
+            true,
+            primary_ssrc,
+            Some(rtx_ssrc),
+            None,
+            codec.payload_type,
+            Some(rtx_payload_type),
+            None,
+            &codec.rtp_codec,
+            extensions,
+        );
+        RTCRtpReceiverInternal::interceptor_remote_stream_op(
+            self.interceptor,
+            true,
+            rtx_ssrc,
+            None,
+            None,
+            rtx_payload_type,
+            None,
+            None,
+            &codec.rtp_codec,
+            extensions,
+        );
+        true
+    }
+
     /// Simulcast: the layer is identified by the `mid`/`rid` header extensions rather than by an
     /// SSRC the SDP declared.
     fn bind_by_rid(
@@ -508,8 +584,10 @@ impl<'a> InterceptorHandler<'a> {
             return false;
         }
         if !rrid.is_empty() {
-            //TODO: Add support of handling repair rtp stream id (rrid) #12
-            return false;
+            // Qiao patch: upstream dropped every packet naming a repaired stream ("TODO: Add
+            // support of handling repair rtp stream id (rrid) #12"), which is how Chromium sends a
+            // simulcast layer's retransmissions: no SDP line names their SSRC.
+            return self.bind_rtx_by_rrid(ssrc, payload_type, &mid, &rrid);
         }
 
         // If rtp header extension has valid mid, find receiver based on mid, instead of rid,
