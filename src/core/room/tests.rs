@@ -87,6 +87,19 @@ impl Harness {
             })
             .collect()
     }
+    /// A judge's video with a party subscribed and its down track ready; a keyframe (SSRC 1,
+    /// seq 10) went out as seq 0.
+    fn video_to_one_subscriber() -> (Harness, UpTrackKey) {
+        let mut h = Harness::new();
+        let a = h.join("a", Role::Judge);
+        let _b = h.join("b", Role::Party);
+        let up = h.publish(a, MediaKind::Video);
+        let down = Harness::added_downs(&h.drain())[0].1;
+        h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
+        h.forward(h.t0, up, 1, 10, VP8_KEY);
+        (h, up)
+    }
+
     fn forward(&mut self, at: Instant, up: UpTrackKey, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<Forward> {
         let mut out = Vec::new();
         let payload = Bytes::copy_from_slice(payload);
@@ -373,13 +386,7 @@ fn reconnecting_within_the_grace_period_keeps_the_participant_and_renews_its_sub
 
 #[test]
 fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
-    let mut h = Harness::new();
-    let a = h.join("a", Role::Judge);
-    let _b = h.join("b", Role::Party);
-    let up = h.publish(a, MediaKind::Video);
-    let down = Harness::added_downs(&h.drain())[0].1;
-    h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
-    h.forward(h.t0, up, 1, 10, VP8_KEY);
+    let (mut h, up) = Harness::video_to_one_subscriber();
     h.forward(h.t0, up, 1, 11, VP8_DELTA);
     h.drain();
     assert!(h.forward(h.at(2000), up, 2, 500, VP8_DELTA).is_empty(), "new SSRC, not a keyframe");
@@ -391,13 +398,7 @@ fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
 #[test]
 fn a_switch_does_not_start_at_a_keyframe_whose_first_packet_arrives_after_the_rest() {
     const VP8_MORE: &[u8] = &[0x00, 0x00, 0x00]; // not a partition start
-    let mut h = Harness::new();
-    let a = h.join("a", Role::Judge);
-    let _b = h.join("b", Role::Party);
-    let up = h.publish(a, MediaKind::Video);
-    let down = Harness::added_downs(&h.drain())[0].1;
-    h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
-    h.forward(h.t0, up, 1, 10, VP8_KEY);
+    let (mut h, up) = Harness::video_to_one_subscriber();
     h.drain();
     // A new source; its keyframe's first packet (500) is lost and resent after 501 and 502.
     assert!(h.forward(h.at(2000), up, 2, 501, VP8_MORE).is_empty());
