@@ -6,7 +6,12 @@
 //! does, for packets repaired over RTX) makes the server send each lost packet dozens of times:
 //! measured on a 300 kbps link, 35 Mbit/s of retransmissions. So, like libwebrtc's sender:
 //! - a packet is resent at most [`MAX_RESENDS`] times (Chrome's receiver gives up after 10) and
-//!   not again within [`MIN_RESEND_GAP`] (a request that soon is the same loss asked twice);
+//!   not again within a round trip and an eighth (at least [`MIN_RESEND_GAP`]): a request that
+//!   soon left the receiver before the resend could reach it, so it is the same loss asked
+//!   twice. The round trip comes from the subscriber's receiver reports (RFC 3550 §6.4.1: the
+//!   time since the sender report they echo, less the delay they state). At 10 % loss and a
+//!   100 ms round trip a fixed 100 ms gap sent 124–138 resends for the ~52 packets the down leg
+//!   lost, this gap 75–81 (`tests/netem.rs`), and a longer round trip gains more;
 //! - first resends of a packet share a budget of a quarter of the media the connection sends
 //!   (retransmissions not counted), and further resends one of another quarter, in packets of
 //!   `TYPICAL_PACKET_BITS`: a link that lost a packet has no room for ten copies of everything,
@@ -30,6 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, Packet, PacketReport, StreamInfo, TaggedPacket};
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::{nack_pairs_from_sequence_numbers, TransportLayerNack};
 
 use super::tap::TapHooks;
@@ -37,8 +44,12 @@ use crate::core::layers::RateMeter;
 
 /// Most times one packet is resent.
 pub const MAX_RESENDS: u8 = 10;
-/// Least time between two resends of one packet (about one round trip on most links).
+/// Least time between two resends of one packet; the gap is a round trip and an eighth when the
+/// subscriber's receiver reports say that is longer.
 pub const MIN_RESEND_GAP: Duration = Duration::from_millis(100);
+/// Sender reports remembered for matching the receiver reports that echo them (one or two a
+/// second are sent per stream).
+const SENT_REPORTS: usize = 16;
 /// Share of the estimated link rate resends may use, counted in packets of this size (a full
 /// video packet; smaller ones make the budget conservative).
 const RESEND_SHARE: f64 = 0.25;
@@ -60,7 +71,7 @@ struct Asked {
 impl Asked {
     /// Whether a request for `seq` at `now` goes to the responder. It needs a token of `budget`
     /// (`None`: no budget yet; `[first resends, further resends]`) and takes it.
-    fn allow(&mut self, seq: u16, now: Instant, budget: &mut Option<[f64; 2]>) -> bool {
+    fn allow(&mut self, seq: u16, now: Instant, gap: Duration, budget: &mut Option<[f64; 2]>) -> bool {
         let repeat = self.by_seq.contains_key(&seq);
         let take = |budget: &mut Option<[f64; 2]>| match budget.as_mut().map(|b| &mut b[usize::from(repeat)]) {
             Some(tokens) if *tokens < 1.0 => false,
@@ -72,7 +83,7 @@ impl Asked {
         };
         match self.by_seq.get_mut(&seq) {
             Some((last, count)) => {
-                if *count >= MAX_RESENDS || now.saturating_duration_since(*last) < MIN_RESEND_GAP {
+                if *count >= MAX_RESENDS || now.saturating_duration_since(*last) < gap {
                     return false;
                 }
                 if !take(budget) {
@@ -120,6 +131,12 @@ pub struct NackLimiter {
     newest: Vec<(u32, u16)>,
     /// SSRCs of retransmission (RTX) streams.
     rtx: Vec<u32>,
+    /// Sender reports sent lately: the middle 32 bits of their NTP time (what a receiver report
+    /// echoes) and when they left, oldest first.
+    sent_reports: VecDeque<(u32, Instant)>,
+    /// Smoothed round trip to the subscriber (RFC 6298's 1/8 gain); `None` before the first
+    /// receiver report that echoes a sender report.
+    rtt: Option<Duration>,
 }
 
 impl NackLimiter {
@@ -159,8 +176,27 @@ impl NackLimiter {
         self.media.on_packet(now, 0, bytes);
     }
 
+    /// How long after a resend the same packet may be resent: a round trip and an eighth, at
+    /// least `MIN_RESEND_GAP`.
+    fn resend_gap(&self) -> Duration {
+        self.rtt.map_or(MIN_RESEND_GAP, |rtt| MIN_RESEND_GAP.max(rtt + rtt / 8))
+    }
+
+    /// A reception report arrived at `now`, echoing the sender report `lsr` (0: none yet) after
+    /// holding it `dlsr` (1/65536 s).
+    fn on_reception_report(&mut self, now: Instant, lsr: u32, dlsr: u32) {
+        if lsr == 0 {
+            return;
+        }
+        let Some(&(_, sent)) = self.sent_reports.iter().find(|(mid, _)| *mid == lsr) else { return };
+        let held = Duration::from_micros(u64::from(dlsr) * 1_000_000 / 65_536);
+        let Some(sample) = now.saturating_duration_since(sent).checked_sub(held) else { return };
+        self.rtt = Some(self.rtt.map_or(sample, |rtt| (rtt * 7 + sample) / 8));
+    }
+
     fn limit(&mut self, now: Instant, nack: &TransportLayerNack) -> Option<TransportLayerNack> {
         let paused = self.paused.load(Ordering::Relaxed);
+        let gap = self.resend_gap();
         let mut budget = self.refill(now);
         let asked = self.asked.entry(nack.media_ssrc).or_default();
         let mut requested = 0u64;
@@ -170,7 +206,7 @@ impl NackLimiter {
             let bits = (0..16u16).filter(|i| pair.lost_packets & (1 << i) != 0).map(|i| i + 1);
             for seq in std::iter::once(0).chain(bits).map(|d| pair.packet_id.wrapping_add(d)) {
                 requested += 1;
-                if !paused && asked.allow(seq, now, &mut budget) {
+                if !paused && asked.allow(seq, now, gap, &mut budget) {
                     allowed.push(seq);
                 }
             }
@@ -196,8 +232,17 @@ impl TapHooks for NackLimiter {
     }
 
     fn on_write(&mut self, msg: &mut TaggedPacket) {
-        if let Packet::Rtp(p) = &msg.message.packet {
-            self.on_rtp_sent(msg.now, p.header.ssrc, p.header.sequence_number, 12 + p.payload.len());
+        match &msg.message.packet {
+            Packet::Rtp(p) => self.on_rtp_sent(msg.now, p.header.ssrc, p.header.sequence_number, 12 + p.payload.len()),
+            Packet::Rtcp(packets) => {
+                for sr in packets.iter().filter_map(|p| p.as_any().downcast_ref::<SenderReport>()) {
+                    if self.sent_reports.len() >= SENT_REPORTS {
+                        self.sent_reports.pop_front();
+                    }
+                    self.sent_reports.push_back(((sr.ntp_time >> 16) as u32, msg.now));
+                }
+            }
+            _ => {}
         }
     }
 
@@ -205,6 +250,12 @@ impl TapHooks for NackLimiter {
         let now = msg.now;
         let Packet::Rtcp(packets) = &mut msg.message.packet else { return };
         for p in packets.iter_mut() {
+            if let Some(rr) = p.as_any().downcast_ref::<ReceiverReport>() {
+                for r in &rr.reports {
+                    self.on_reception_report(now, r.last_sender_report, r.delay);
+                }
+                continue;
+            }
             let Some(nack) = p.as_any().downcast_ref::<TransportLayerNack>() else { continue };
             if let Some(limited) = self.limit(now, nack) {
                 *p = Box::new(limited);
@@ -577,14 +628,52 @@ mod tests {
         let mut a = Asked::default();
         let at = |ms| t0 + Duration::from_millis(ms);
         let no_budget = &mut None;
-        assert!(a.allow(7, at(0), no_budget));
-        assert!(!a.allow(7, at(50), no_budget), "asked again before the answer could arrive");
+        let gap = MIN_RESEND_GAP;
+        assert!(a.allow(7, at(0), gap, no_budget));
+        assert!(!a.allow(7, at(50), gap, no_budget), "asked again before the answer could arrive");
         for i in 1..10 {
-            assert!(a.allow(7, at(i * 100), no_budget), "resend {}", i + 1);
+            assert!(a.allow(7, at(i * 100), gap, no_budget), "resend {}", i + 1);
         }
-        assert!(!a.allow(7, at(1000), no_budget), "an eleventh time");
-        assert!(!a.allow(7, at(5000), no_budget));
-        assert!(a.allow(8, at(1000), no_budget), "other packets are independent");
+        assert!(!a.allow(7, at(1000), gap, no_budget), "an eleventh time");
+        assert!(!a.allow(7, at(5000), gap, no_budget));
+        assert!(a.allow(8, at(1000), gap, no_budget), "other packets are independent");
+    }
+
+    #[test]
+    fn a_resend_waits_a_round_trip_measured_from_the_receiver_reports() {
+        use rtc::interceptor::AttributedPacket;
+        use rtc::rtcp::reception_report::ReceptionReport;
+        use rtc::shared::TransportContext;
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let tagged = |now, packet| TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(packet),
+        };
+        let mut l = NackLimiter::new(Default::default(), Default::default(), EstimateCell::default());
+        assert_eq!(l.resend_gap(), MIN_RESEND_GAP, "no round trip known yet");
+        // A sender report leaves at 0; the receiver report echoing it arrives at 400 ms, having
+        // held it 100 ms: a 300 ms round trip.
+        let ntp: u64 = 0x1234_5678_9abc_0000;
+        let sr = SenderReport { ssrc: 9, ntp_time: ntp, ..Default::default() };
+        l.on_write(&mut tagged(at(0), Packet::Rtcp(vec![Box::new(sr)])));
+        let report = ReceptionReport {
+            ssrc: 9,
+            last_sender_report: (ntp >> 16) as u32,
+            delay: 65_536 / 10,
+            ..Default::default()
+        };
+        let rr = ReceiverReport { ssrc: 1, reports: vec![report], ..Default::default() };
+        l.on_read(&mut tagged(at(400), Packet::Rtcp(vec![Box::new(rr)])));
+        let gap = l.resend_gap();
+        assert!((Duration::from_millis(336)..Duration::from_millis(339)).contains(&gap), "{gap:?}");
+
+        let nack = TransportLayerNack { sender_ssrc: 1, media_ssrc: 9, nacks: nack_pairs_from_sequence_numbers(&[7]) };
+        assert_eq!(l.limit(at(1000), &nack), None, "the first request passes unchanged");
+        let refused = l.limit(at(1200), &nack).expect("asked again within a round trip");
+        assert!(refused.nacks.is_empty());
+        assert_eq!(l.limit(at(1400), &nack), None, "a round trip and an eighth later the resend was lost");
     }
 
     #[test]
@@ -632,10 +721,10 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Asked::default();
         for seq in 0..(HISTORY as u16 + 10) {
-            assert!(a.allow(seq, t0, &mut None));
+            assert!(a.allow(seq, t0, MIN_RESEND_GAP, &mut None));
         }
         assert_eq!(a.by_seq.len(), HISTORY);
-        assert!(a.allow(0, t0, &mut None), "forgotten: treated as new");
+        assert!(a.allow(0, t0, MIN_RESEND_GAP, &mut None), "forgotten: treated as new");
     }
 
     #[test]
