@@ -11,7 +11,7 @@
 //!   twice. The round trip comes from the subscriber's receiver reports (RFC 3550 §6.4.1: the
 //!   time since the sender report they echo, less the delay they state). At 10 % loss and a
 //!   100 ms round trip a fixed 100 ms gap sent 124–138 resends for the ~52 packets the down leg
-//!   lost, this gap 75–81 (`tests/netem.rs`), and a longer round trip gains more;
+//!   lost, this gap 75–98 (`tests/netem.rs`), and a longer round trip gains more;
 //! - first resends of a packet share a budget of a quarter of the media the connection sends
 //!   (retransmissions not counted), and further resends one of another quarter, in packets of
 //!   `TYPICAL_PACKET_BITS`: a link that lost a packet has no room for ten copies of everything,
@@ -47,9 +47,6 @@ pub const MAX_RESENDS: u8 = 10;
 /// Least time between two resends of one packet; the gap is a round trip and an eighth when the
 /// subscriber's receiver reports say that is longer.
 pub const MIN_RESEND_GAP: Duration = Duration::from_millis(100);
-/// Sender reports remembered for matching the receiver reports that echo them (one or two a
-/// second are sent per stream).
-const SENT_REPORTS: usize = 16;
 /// Share of the estimated link rate resends may use, counted in packets of this size (a full
 /// video packet; smaller ones make the budget conservative).
 const RESEND_SHARE: f64 = 0.25;
@@ -110,6 +107,9 @@ impl Asked {
     }
 }
 
+/// A sender report sent: the middle 32 bits of its NTP time and when it left.
+type SentReport = (u32, Instant);
+
 /// Drops NACK entries asked too often or too soon (see the module documentation).
 #[derive(Default)]
 pub struct NackLimiter {
@@ -131,9 +131,11 @@ pub struct NackLimiter {
     newest: Vec<(u32, u16)>,
     /// SSRCs of retransmission (RTX) streams.
     rtx: Vec<u32>,
-    /// Sender reports sent lately: the middle 32 bits of their NTP time (what a receiver report
-    /// echoes) and when they left, oldest first.
-    sent_reports: VecDeque<(u32, Instant)>,
+    /// Per sending SSRC, its two latest sender reports: the middle 32 bits of their NTP time
+    /// (what a receiver report echoes) and when they left. Two, because a receiver report may
+    /// cross the next sender report in flight; per SSRC, because a subscriber of a large room
+    /// has dozens of streams, each with its own reports.
+    sent_reports: Vec<(u32, [Option<SentReport>; 2])>,
     /// Smoothed round trip to the subscriber (RFC 6298's 1/8 gain); `None` before the first
     /// receiver report that echoes a sender report.
     rtt: Option<Duration>,
@@ -182,13 +184,30 @@ impl NackLimiter {
         self.rtt.map_or(MIN_RESEND_GAP, |rtt| MIN_RESEND_GAP.max(rtt + rtt / 8))
     }
 
-    /// A reception report arrived at `now`, echoing the sender report `lsr` (0: none yet) after
-    /// holding it `dlsr` (1/65536 s).
-    fn on_reception_report(&mut self, now: Instant, lsr: u32, dlsr: u32) {
+    /// A sender report of `ssrc` stamped `ntp_time` left at `now`.
+    fn on_sender_report_sent(&mut self, now: Instant, ssrc: u32, ntp_time: u64) {
+        let entry = (((ntp_time >> 16) as u32), now);
+        match self.sent_reports.iter_mut().find(|(s, _)| *s == ssrc) {
+            Some((_, latest)) => *latest = [Some(entry), latest[0]],
+            None => self.sent_reports.push((ssrc, [Some(entry), None])),
+        }
+    }
+
+    /// A reception report about `ssrc` arrived at `now`, echoing the sender report `lsr` (0: none
+    /// yet) after holding it `dlsr` (1/65536 s).
+    fn on_reception_report(&mut self, now: Instant, ssrc: u32, lsr: u32, dlsr: u32) {
         if lsr == 0 {
             return;
         }
-        let Some(&(_, sent)) = self.sent_reports.iter().find(|(mid, _)| *mid == lsr) else { return };
+        let Some(sent) = self
+            .sent_reports
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .and_then(|(_, latest)| latest.iter().flatten().find(|(mid, _)| *mid == lsr))
+            .map(|(_, sent)| *sent)
+        else {
+            return;
+        };
         let held = Duration::from_micros(u64::from(dlsr) * 1_000_000 / 65_536);
         let Some(sample) = now.saturating_duration_since(sent).checked_sub(held) else { return };
         self.rtt = Some(self.rtt.map_or(sample, |rtt| (rtt * 7 + sample) / 8));
@@ -236,10 +255,7 @@ impl TapHooks for NackLimiter {
             Packet::Rtp(p) => self.on_rtp_sent(msg.now, p.header.ssrc, p.header.sequence_number, 12 + p.payload.len()),
             Packet::Rtcp(packets) => {
                 for sr in packets.iter().filter_map(|p| p.as_any().downcast_ref::<SenderReport>()) {
-                    if self.sent_reports.len() >= SENT_REPORTS {
-                        self.sent_reports.pop_front();
-                    }
-                    self.sent_reports.push_back(((sr.ntp_time >> 16) as u32, msg.now));
+                    self.on_sender_report_sent(msg.now, sr.ssrc, sr.ntp_time);
                 }
             }
             _ => {}
@@ -252,7 +268,7 @@ impl TapHooks for NackLimiter {
         for p in packets.iter_mut() {
             if let Some(rr) = p.as_any().downcast_ref::<ReceiverReport>() {
                 for r in &rr.reports {
-                    self.on_reception_report(now, r.last_sender_report, r.delay);
+                    self.on_reception_report(now, r.ssrc, r.last_sender_report, r.delay);
                 }
                 continue;
             }
@@ -266,6 +282,7 @@ impl TapHooks for NackLimiter {
         self.asked.remove(&info.ssrc);
         self.newest.retain(|(s, _)| *s != info.ssrc);
         self.rtx.retain(|s| Some(*s) != info.ssrc_rtx);
+        self.sent_reports.retain(|(s, _)| *s != info.ssrc);
     }
 }
 

@@ -859,8 +859,14 @@ impl PublishSide {
         }
         let gate = CandidateGate::new("publish", sink);
         let repair_tags = RepairTags::default();
-        let (pc, state) =
-            build_pc(PcRole::Publish(media), opts, Arc::clone(&gate), None, Some(repair_tags.clone())).await?;
+        let (pc, state) = build_pc(
+            PcRole::Publish(media),
+            opts,
+            Arc::clone(&gate),
+            None,
+            opts.simulcast_rtx.then(|| repair_tags.clone()),
+        )
+        .await?;
         let keyframe_requests = Arc::new(KeyframeRequests::default());
         let mut side = PublishSide {
             label: label.to_string(),
