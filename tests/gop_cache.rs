@@ -3,6 +3,8 @@
 //! a keyframe the publisher is asked for. With the cache turned off the same join still works,
 //! through a keyframe request.
 //!
+//! A subscriber switching simulcast layers likewise starts the new layer from that layer's cache.
+//!
 //! Each test prints the joiner's time from joining to its first complete keyframe (benchmark
 //! figures are in docs/benchmarks.md; nothing here asserts a time).
 
@@ -10,9 +12,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{Media, TestClient, VideoCodec};
+use common::client::{ClientOptions, Media, TestClient, VideoCodec};
 use common::fixtures;
 use common::server::TestServer;
+use common::simulcast::keyframe_size;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -144,4 +147,88 @@ async fn without_the_cache_a_late_joiner_waits_for_a_requested_keyframe() {
     assert_eq!(r.replays, 0);
     assert!(r.starts_at_keyframe, "video still starts at a keyframe");
     assert_eq!(r.incomplete_interior, 0);
+}
+
+/// A mediator publishes a simulcast camera (180p, 360p, 720p; a keyframe every 2 s on each
+/// layer, and keyframe requests go unanswered, as from a weak township uplink that cannot afford
+/// them). A party on an open link starts on the smallest layer and climbs as the server's probes
+/// prove its link. Each climb starts at once from the new layer's cached GOP: a keyframe, then
+/// the frames since it one millisecond apart, then live frames, with sequence numbers and
+/// picture ids continuing across the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_climbing_simulcast_layers_starts_each_one_from_the_cached_gop() {
+    fixtures::prepare(VideoCodec::Vp8).await;
+    let layers = tokio::task::spawn_blocking(fixtures::vp8_simulcast).await.expect("simulcast clips");
+    // Any cached GOP may be replayed at a switch here. The default allows a quarter second of the
+    // subscriber's link, which a 2 s GOP of the 720p layer exceeds about half the time; the room's
+    // unit tests cover that limit (`a_layer_switch_starts_at_once_from_the_new_layers_cached_gop…`).
+    let server = TestServer::start_with(|c| c.core.switch_replay_link_time = Duration::from_secs(30)).await;
+    let session = server.create_session("mediation").await;
+    let mediator = server.invite(&session, "调解员", "mediator").await;
+    let party = server.invite(&session, "张三", "party").await;
+    let opts = ClientOptions { name: "调解员".into(), simulcast: Some(layers), ..Default::default() };
+    let a = TestClient::connect_with(&server.ws_url, &mediator.token, opts).await.expect("the mediator joins");
+    a.publish(Media::audio_video(VideoCodec::Vp8)).await.expect("the mediator publishes simulcast");
+    let b = TestClient::connect(&server.ws_url, &party.token, "张三").await.expect("the party joins");
+    let pid = a.participant_id.clone();
+    let has_720p =
+        |t: &common::client::RecvTrack| t.packets.iter().any(|p| keyframe_size(&p.payload) == Some((1280, 720)));
+    b.wait_media("the 720p layer", &pid, "video", Duration::from_secs(40), has_720p)
+        .await
+        .expect("the party climbs to the 720p layer");
+    let frames_then = b.with_received(&pid, "video", |t| t.frame_stats().complete).unwrap_or(0);
+    b.wait_media("30 more frames", &pid, "video", TIMEOUT, |t| t.frame_stats().complete >= frames_then + 30)
+        .await
+        .expect("video keeps flowing after the climb");
+    let stats = server.get("/api/v1/media/stats").await;
+    let switch_replays = stats["switch_replays"].as_u64().expect("switch_replays");
+
+    // In sequence-number order: the switches, and what followed each new layer's keyframe.
+    let (switches, pid_jumps, seqs, frame_stats) = b
+        .with_received(&pid, "video", |t| {
+            let mut packets: Vec<_> = t.packets.iter().collect();
+            let first = packets.first().map_or(0, |p| p.seq);
+            packets.sort_by_key(|p| p.seq.wrapping_sub(first));
+            packets.dedup_by_key(|p| p.seq);
+            // (picture id, RTP timestamp, keyframe size if a keyframe)
+            type Picture = (u16, u32, Option<(u16, u16)>);
+            let pictures: Vec<Picture> = packets
+                .iter()
+                .filter_map(|p| {
+                    let d = qiao::core::vp8::Vp8Desc::parse(&p.payload)?;
+                    let pid = d.picture_id.expect("the test client writes picture ids");
+                    d.picture_start.then(|| (pid, p.timestamp, keyframe_size(&p.payload)))
+                })
+                .collect();
+            let jumps = pictures.windows(2).filter(|w| w[1].0 != (w[0].0 + 1) & 0x7fff).count();
+            // (new size, timestamp step to the picture after its keyframe)
+            let mut size = None;
+            let mut switches = Vec::new();
+            for (i, (_, ts, key)) in pictures.iter().enumerate() {
+                if let Some(k) = key.filter(|k| Some(*k) != size) {
+                    size = Some(k);
+                    let step = pictures.get(i + 1).map(|n| n.1.wrapping_sub(*ts));
+                    switches.push((k, step));
+                }
+            }
+            (switches, jumps, t.seq_report(), t.frame_stats())
+        })
+        .expect("a video track");
+    println!(
+        "layer switches (size, timestamp step after the keyframe): {switches:?}; {switch_replays} from the cache; \
+         {} keyframe requests reached the publisher; {frame_stats:?}",
+        a.plis_received()
+    );
+    let sizes: Vec<(u16, u16)> = switches.iter().map(|s| s.0).collect();
+    assert_eq!(sizes, [(320, 180), (640, 360), (1280, 720)], "one climb at a time, never down");
+    assert!(switch_replays >= 2, "both climbs came from the cache: {stats}");
+    // A replayed GOP's frames are 1 ms (90 ticks) apart; a live keyframe is followed 33 ms later.
+    // Each climb's GOP held more than its keyframe unless the switch fell in the frame right after
+    // one; at least one of the two did.
+    assert!(switches[1..].iter().any(|s| s.1 == Some(90)), "a climb replayed its GOP: {switches:?}");
+    assert_eq!(pid_jumps, 0, "picture ids continue across the switches");
+    assert!(seqs.gaps.is_empty(), "sequence numbers continue across the switches: {seqs:?}");
+    assert_eq!(frame_stats.incomplete_interior, 0, "every frame whole: {frame_stats:?}");
+    drop((a, b));
+    server.shutdown().await;
 }

@@ -142,10 +142,7 @@ impl Munger {
             Some(seg) if seg.in_ssrc != ssrc && self.prev_ssrc == Some(ssrc) && !self.rebase => None,
             Some(seg) => {
                 // Source switch (or resume): continue right after what the subscriber last saw.
-                let out_seq = seg.max_out_seq.wrapping_add(1);
-                let elapsed = now.saturating_duration_since(seg.max_out_at);
-                let advance = (elapsed.as_secs_f64() * clock_rate as f64) as u64;
-                let out_ts = seg.max_out_ts.wrapping_add(advance.clamp(1, u32::MAX as u64) as u32);
+                let (out_seq, out_ts) = seg.next_out(now, clock_rate);
                 if seg.in_ssrc != ssrc {
                     self.prev_ssrc = Some(seg.in_ssrc);
                 }
@@ -163,13 +160,27 @@ impl Munger {
         }
     }
 
-    /// Starts the first segment with a chosen mapping instead of at the first packet: input
-    /// `first_seq` maps to the start sequence number, and input timestamp `in_ts` to `out_ts`.
-    /// A GOP replay uses it so that live packets continue right after the replayed ones.
-    pub fn start_at(&mut self, ssrc: u32, first_seq: u16, in_ts: u32, out_ts: u32, now: Instant) {
-        let mut seg = Segment::start(ssrc, first_seq, in_ts, self.start_seq, out_ts, now);
-        seg.max_out_seq = self.start_seq.wrapping_sub(1);
+    /// Where the next segment would start: the output sequence number after the last one sent,
+    /// and a timestamp advanced by the wall time since it (at least one tick); the chosen start
+    /// before anything was sent.
+    pub fn next_out(&self, now: Instant, clock_rate: u32) -> (u16, u32) {
+        self.state.map_or((self.start_seq, self.start_ts), |seg| seg.next_out(now, clock_rate))
+    }
+
+    /// Starts a segment of `ssrc` with a chosen mapping instead of at its first packet: input
+    /// `first_seq` maps to `out_seq`, and input timestamp `in_ts` to `out_ts`. A GOP replay uses
+    /// it (at a join or a layer switch) so that live packets continue right after the replayed
+    /// ones. The source before, if another, is the previous one: its late packets are dropped.
+    pub fn start_segment(&mut self, ssrc: u32, first_seq: u16, out_seq: u16, in_ts: u32, out_ts: u32, now: Instant) {
+        if let Some(prev) = self.state.filter(|s| s.in_ssrc != ssrc) {
+            self.prev_ssrc = Some(prev.in_ssrc);
+        }
+        let mut seg = Segment::start(ssrc, first_seq, in_ts, out_seq, out_ts, now);
+        seg.max_out_seq = out_seq.wrapping_sub(1);
         self.state = Some(seg);
+        self.rebase = false;
+        self.dropped.clear();
+        self.inserted.clear();
     }
 
     /// Leaves out one packet of the current source on purpose: the packets after it close up, so
@@ -224,6 +235,12 @@ impl Munger {
 }
 
 impl Segment {
+    fn next_out(&self, now: Instant, clock_rate: u32) -> (u16, u32) {
+        let elapsed = now.saturating_duration_since(self.max_out_at);
+        let advance = (elapsed.as_secs_f64() * clock_rate as f64) as u64;
+        (self.max_out_seq.wrapping_add(1), self.max_out_ts.wrapping_add(advance.clamp(1, u32::MAX as u64) as u32))
+    }
+
     fn start(ssrc: u32, seq: u16, ts: u32, out_seq: u16, out_ts: u32, now: Instant) -> Segment {
         Segment {
             in_ssrc: ssrc,
@@ -353,6 +370,28 @@ mod tests {
         assert_eq!(m.rewrite(1, 11, 0, 90_000, t0), None, "the previous source's stragglers stay out");
         m.rebase();
         assert_eq!(m.rewrite(1, 12, 0, 90_000, t0), Some((2, 2)), "a switch back to it is let in");
+    }
+
+    #[test]
+    fn a_segment_started_at_a_chosen_mapping_continues_the_numbering_and_drops_the_old_source() {
+        let t0 = Instant::now();
+        let mut m = Munger::new(100, 5_000);
+        assert_eq!(m.next_out(t0, 90_000), (100, 5_000));
+        assert_eq!(m.rewrite(1, 10, 1_000, 90_000, t0), Some((100, 5_000)));
+        assert_eq!(m.rewrite(1, 11, 4_000, 90_000, t0), Some((101, 8_000)));
+        // 100 ms later another source starts with a replay: its packet 500 (timestamp 70_000)
+        // goes right after output 101, its newest cached frame (timestamp 76_000) lands at a
+        // chosen output timestamp.
+        let t1 = t0 + Duration::from_millis(100);
+        let (seq, ts) = m.next_out(t1, 90_000);
+        assert_eq!((seq, ts), (102, 8_000 + 9_000));
+        m.start_segment(2, 500, seq, 76_000, ts + 180, t1);
+        assert_eq!(m.rewrite(2, 500, 70_000, 90_000, t1), Some((102, ts + 180 - 6_000)));
+        assert_eq!(m.rewrite(2, 501, 76_000, 90_000, t1), Some((103, ts + 180)));
+        // The old source's late packet is not taken for a switch; the new one goes on.
+        assert_eq!(m.rewrite(1, 12, 7_000, 90_000, t1), None);
+        assert_eq!(m.rewrite(2, 502, 79_000, 90_000, t1), Some((104, ts + 180 + 3_000)));
+        assert!(m.is_newest(104));
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct CoreConfig {
     /// this is not replayed, and a new subscriber waits for a requested keyframe instead.
     pub gop_cache_bytes: usize,
     pub gop_cache_age: Duration,
+    /// A subscriber's layer switch starts from the new layer's cached GOP when that GOP takes at
+    /// most this long of the subscriber's estimated downlink; a larger one would only move the
+    /// congestion a step down was meant to relieve, and the publisher is asked for a keyframe.
+    pub switch_replay_link_time: Duration,
 }
 
 impl Default for CoreConfig {
@@ -47,6 +51,7 @@ impl Default for CoreConfig {
             // 1 MiB holds a second of 1080p; `--gop-cache-kb 0` turns it off.
             gop_cache_bytes: 1 << 20,
             gop_cache_age: Duration::from_secs(4),
+            switch_replay_link_time: Duration::from_millis(250),
         }
     }
 }
@@ -374,8 +379,12 @@ pub enum Output {
     /// The participant has been removed from the room: close its connections.
     Disconnect { participant: ParticipantKey, cause: LeaveCause },
     /// A subscriber's bandwidth moved one of its video down tracks to another layer (for the log
-    /// and statistics; the switch itself happens at the layer's next keyframe).
+    /// and statistics; the switch itself happens from the layer's cached GOP, or at its next
+    /// keyframe).
     LayerTarget { subscriber: ParticipantKey, up: UpTrackKey, spatial: u8, temporal: u8, estimate_kbps: u64 },
+    /// A down track switched layers from the new layer's cached GOP: send these packets to it at
+    /// once (paced), before what it forwards from now on.
+    Replay { subscriber: ParticipantKey, down: DownTrackKey, layer: u8, packets: Vec<Replayed> },
     /// Probe the subscriber's downlink: send `padding_bps` of padding on top of its media for
     /// `duration`, and report what the link delivered meanwhile (`Room::on_probe_result`).
     Probe { subscriber: ParticipantKey, padding_bps: u64, duration: Duration },
@@ -444,6 +453,9 @@ struct Participant {
     down_tracks: Vec<DownTrackKey>,
     /// Whether its downlink carries video (audio-only fallback).
     video_gate: VideoGate,
+    /// Its subscribe connection's latest downlink estimate (bits per second); `None` before the
+    /// first. Bounds what a layer switch may replay to it.
+    estimate_bps: Option<u64>,
     /// When its video layers may change (see [`Climb`]).
     climb: Climb,
     /// Whether its downlink is being probed for a higher layer, and what the probe showed.
@@ -544,7 +556,8 @@ struct DownTrack {
     /// What the subscriber's bandwidth allows (see [`super::layers`]).
     target: Choice,
     /// The spatial layer to forward: `target`'s, or the nearest one the publisher is sending.
-    /// Refreshed every tick; a switch to it happens at its next keyframe.
+    /// Refreshed every tick; a switch to it starts from its cached GOP when that is small enough
+    /// for the subscriber's link (see [`Room::switch_from_cache`]), else at its next keyframe.
     want: u8,
     /// Temporal layers forwarded (VP8 TID ≤ this); follows `target` at base-layer pictures.
     temporal: u8,
@@ -556,6 +569,56 @@ struct DownTrack {
     /// The subscriber's downlink cannot carry video: forward nothing (audio-only fallback). A copy
     /// of the subscriber's gate state, so the per-packet path needs no participant lookup.
     suspended: bool,
+}
+
+impl DownTrack {
+    /// Starts forwarding `layer` of `t` from that layer's cached GOP: fills `replay` with the
+    /// cached packets rewritten for this down track, numbered right after what it sent last (or
+    /// from its start), and makes the live packets that follow continue after them. Cached frames
+    /// get timestamps one millisecond apart, the newest where live packets continue (see
+    /// [`super::gop`]); VP8 picture ids continue after the last picture sent.
+    ///
+    /// Returns false, changing nothing, when there is no usable GOP, it holds more than
+    /// `max_bytes`, the track is muted by a host, or the down track is not negotiated.
+    fn replay_gop(
+        &mut self,
+        t: &UpTrack,
+        layer: u8,
+        now: Instant,
+        max_bytes: usize,
+        replay: &mut Vec<Replayed>,
+    ) -> bool {
+        let Some(m) = self.munger.as_mut() else { return false };
+        let Some(g) = t.layers[usize::from(layer)].gop.as_ref().filter(|_| !t.muted_by_host) else { return false };
+        let Some((ssrc, packets)) = g.replayable(now).filter(|_| g.bytes() <= max_bytes) else { return false };
+        let clock_rate = t.info.clock_rate;
+        let spacing = (clock_rate / 1000).max(1);
+        let (newest_ts, frames) = g.newest();
+        let (first_seq, first_ts) = m.next_out(now, clock_rate);
+        let newest_out = first_ts.wrapping_add(spacing.wrapping_mul(frames.saturating_sub(1)));
+        m.start_segment(ssrc, packets[0].seq, first_seq, newest_ts, newest_out, now);
+        self.pictures.switch();
+        for p in packets {
+            let Some((seq, _)) = m.rewrite(ssrc, p.seq, p.ts, clock_rate, now) else { continue };
+            let ts = first_ts.wrapping_add(spacing.wrapping_mul(p.frame));
+            // The cache holds every temporal layer: the replay forwards them all, each picture
+            // renumbered after what this down track sent before (a copy only when that differs).
+            let desc = if t.codec == Codec::Vp8 { Vp8Desc::parse(&p.payload) } else { None };
+            let payload = match desc.and_then(|desc| self.pictures.rewrite(&desc).map(|ids| (desc, ids))) {
+                Some((desc, (pid, tl0))) => {
+                    let mut copy = p.payload.to_vec();
+                    desc.write(&mut copy, pid, tl0);
+                    Bytes::from(copy)
+                }
+                None => p.payload.clone(),
+            };
+            replay.push(Replayed { seq, ts, marker: p.marker, payload });
+        }
+        self.frame_open = replay.last().is_some_and(|p| !p.marker);
+        self.current = Some(layer);
+        self.temporal = Choice::TOP.temporal;
+        true
+    }
 }
 
 pub struct Room {
@@ -576,6 +639,8 @@ pub struct Room {
     outputs: VecDeque<Output>,
     /// Packets left out of down tracks on purpose (temporal layers, padding), for statistics.
     thinned: u64,
+    /// Layer switches (and resumes) served from a GOP cache instead of a keyframe request.
+    switch_replays: u64,
 }
 
 impl Room {
@@ -593,6 +658,7 @@ impl Room {
             down_tracks: HashMap::new(),
             outputs: VecDeque::new(),
             thinned: 0,
+            switch_replays: 0,
         }
     }
 
@@ -600,6 +666,11 @@ impl Room {
     /// subscriber's link carries, and padding).
     pub fn packets_thinned(&self) -> u64 {
         self.thinned
+    }
+
+    /// Layer switches and video resumes served from a GOP cache so far, for statistics.
+    pub fn switch_replays(&self) -> u64 {
+        self.switch_replays
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -676,6 +747,7 @@ impl Room {
                 up_tracks: Vec::new(),
                 down_tracks: Vec::new(),
                 video_gate: VideoGate::default(),
+                estimate_bps: None,
                 climb: Climb::default(),
                 probe: ProbeState::Idle,
             },
@@ -915,43 +987,17 @@ impl Room {
         if d.munger.is_some() {
             return;
         }
-        let mut munger = Munger::new(start_seq, start_ts);
+        d.munger = Some(Munger::new(start_seq, start_ts));
         let up = d.up;
         let Some(t) = self.up_tracks.get(&up) else { return };
         if !t.codec.is_video() {
-            d.munger = Some(munger);
             return;
         }
         let layer = t.available(now, d.target.spatial);
         d.want = layer;
-        let l = &t.layers[usize::from(layer)];
-        let gop = l.gop.as_ref().filter(|_| !t.muted_by_host).and_then(|g| g.replayable(now).map(|r| (g, r)));
-        if let Some((g, (ssrc, packets))) = gop {
-            // Cached frames go out 1 ms apart; the newest lands where live packets continue.
-            let spacing = (t.info.clock_rate / 1000).max(1);
-            let (newest_ts, frames) = g.newest();
-            let newest_out = start_ts.wrapping_add(spacing.wrapping_mul(frames.saturating_sub(1)));
-            munger.start_at(ssrc, packets[0].seq, newest_ts, newest_out, now);
-            for p in packets {
-                if let Some((seq, _)) = munger.rewrite(ssrc, p.seq, p.ts, t.info.clock_rate, now) {
-                    let ts = start_ts.wrapping_add(spacing.wrapping_mul(p.frame));
-                    replay.push(Replayed { seq, ts, marker: p.marker, payload: p.payload.clone() });
-                }
-            }
-            // The first replayed picture sets the picture-id mapping; the cache holds every
-            // temporal layer, so the replay forwards them all.
-            for p in &replay[..replay.len().min(1)] {
-                if let Some(desc) = Vp8Desc::parse(&p.payload) {
-                    d.pictures.rewrite(&desc);
-                }
-            }
-            d.current = Some(layer);
-            d.temporal = Choice::TOP.temporal;
-            d.munger = Some(munger);
-            return;
+        if !d.replay_gop(t, layer, now, usize::MAX, replay) {
+            self.request_keyframe(now, up, layer);
         }
-        d.munger = Some(munger);
-        self.request_keyframe(now, up, layer);
     }
 
     /// A subscriber asked for a keyframe (PLI/FIR) on `down`.
@@ -1118,7 +1164,9 @@ impl Room {
     /// during which the estimate falls, makes the next one wait (see [`Climb`]); a lossy link is
     /// not probed.
     pub fn on_bandwidth(&mut self, now: Instant, subscriber: ParticipantKey, estimate_bps: u64, loss: f64) {
-        let Some(p) = self.participants.get(&subscriber) else { return };
+        let Some(p) = self.participants.get_mut(&subscriber) else { return };
+        p.estimate_bps = Some(estimate_bps);
+        let p = &*p;
         let mut downs = Vec::new();
         let mut ladders = Vec::new();
         // The estimate covers everything sent to the subscriber: its audio comes first.
@@ -1304,11 +1352,13 @@ impl Room {
                 if let Some(m) = d.munger.as_mut() {
                     m.rebase();
                 }
-                resumed.push((d.up, d.want));
+                resumed.push((key, d.up, d.want));
             }
         }
-        for (up, layer) in resumed {
-            self.request_keyframe(now, up, layer);
+        for (down, up, layer) in resumed {
+            if !self.switch_from_cache(now, down) {
+                self.request_keyframe(now, up, layer);
+            }
         }
         let event = RoomEvent::VideoSuspended { suspended, estimate_kbps: estimate_bps / 1000 };
         self.outputs.push_back(Output::Event { to: subscriber, event });
@@ -1332,12 +1382,35 @@ impl Room {
             }
             d.want = t.available(now, d.target.spatial);
             if !d.suspended && d.current != Some(d.want) && t.layers[usize::from(d.want)].meter.active(now) {
-                requests.push((d.up, d.want));
+                requests.push((*key, d.up, d.want));
             }
         }
-        for (up, layer) in requests {
-            self.request_keyframe(now, up, layer);
+        for (down, up, layer) in requests {
+            if !self.switch_from_cache(now, down) {
+                self.request_keyframe(now, up, layer);
+            }
         }
+    }
+
+    /// Switches `down` to its wanted layer at once from that layer's cached GOP, when the GOP
+    /// fits in [`CoreConfig::switch_replay_link_time`] of the subscriber's downlink estimate (any
+    /// GOP the cache holds before there is an estimate); the replay goes out as
+    /// [`Output::Replay`]. False when it cannot: the switch then waits for a keyframe.
+    fn switch_from_cache(&mut self, now: Instant, down: DownTrackKey) -> bool {
+        let Some(d) = self.down_tracks.get_mut(&down) else { return false };
+        let Some(t) = self.up_tracks.get(&d.up) else { return false };
+        let max_bytes =
+            self.participants.get(&d.subscriber).and_then(|p| p.estimate_bps).map_or(usize::MAX, |bps| {
+                (bps as f64 / 8.0 * self.config.switch_replay_link_time.as_secs_f64()) as usize
+            });
+        let mut packets = Vec::new();
+        let layer = d.want;
+        if !d.replay_gop(t, layer, now, max_bytes, &mut packets) {
+            return false;
+        }
+        self.switch_replays += 1;
+        self.outputs.push_back(Output::Replay { subscriber: d.subscriber, down, layer, packets });
+        true
     }
 
     /// The recorder needs a keyframe of `up` (to start or cut a segment); throttled like any

@@ -182,6 +182,11 @@ const PROBE_PACING: Duration = Duration::from_millis(5);
 const REPLAY_BURST_BYTES: usize = 7_500;
 /// How often a paced replay's next burst goes out.
 const REPLAY_PACING: Duration = Duration::from_millis(5);
+/// A layer switch's replay goes to a subscriber whose downlink is known: it is paced at this
+/// multiple of the estimate, not at [`REPLAY_BURST_BYTES`] per burst. Its bottleneck queue grows
+/// by half the replay's rate meanwhile; the room keeps the replay to a quarter second of the link
+/// (`CoreConfig::switch_replay_link_time`), so the queue takes about what a keyframe would add.
+const SWITCH_REPLAY_RATE: f64 = 1.5;
 
 /// The publishing side of an up track, for keyframe requests and for creating down tracks.
 struct UpState {
@@ -219,6 +224,11 @@ struct DownState {
     /// forwarded meanwhile (so the subscriber sees the numbering in order). `None` when nothing
     /// waits, which is the per-packet path's only check.
     backlog: Option<VecDeque<Replayed>>,
+    /// Bytes the paced replay may still send (topped up every [`REPLAY_PACING`]; a packet may
+    /// overdraw it, and the next bursts wait until it is positive again).
+    replay_credit: i64,
+    /// The paced replay's top-up per burst.
+    replay_burst: i64,
 }
 
 impl DownState {
@@ -910,18 +920,29 @@ impl Driver {
             if let (Some(first), Some(last)) = (replay.first(), replay.last()) {
                 debug!(?down, packets = replay.len(), first_seq = first.seq, last_seq = last.seq, "GOP replayed");
                 self.stats.gop_replay_packets += replay.len() as u64;
-                if let Some(d) = self.downs.get_mut(&down) {
-                    d.backlog = Some(replay.drain(..).collect());
-                    // The first burst (the keyframe's start) at once, the rest paced.
-                    if self.send_backlog(down, now) {
-                        self.replaying.push(down);
-                        self.next_replay_at.get_or_insert(now + REPLAY_PACING);
-                    }
-                }
-                replay.clear();
+                // The first burst (the keyframe's start) at once, the rest paced.
+                self.start_replay(down, replay.drain(..), REPLAY_BURST_BYTES as i64, now);
             }
         }
         self.replay = replay;
+    }
+
+    /// Queues a GOP replay for a down track and sends its first burst; the rest leaves
+    /// `burst` bytes per [`REPLAY_PACING`]. A replay that arrives while one is still going
+    /// queues behind it (the numbering says so) at the new pace.
+    fn start_replay(&mut self, down: DownTrackKey, packets: impl Iterator<Item = Replayed>, burst: i64, now: Instant) {
+        let Some(d) = self.downs.get_mut(&down) else { return };
+        d.replay_burst = burst.max(1);
+        if let Some(q) = d.backlog.as_mut() {
+            q.extend(packets);
+            return;
+        }
+        d.backlog = Some(packets.collect());
+        d.replay_credit = 0;
+        if self.send_backlog(down, now) {
+            self.replaying.push(down);
+            self.next_replay_at.get_or_insert(now + REPLAY_PACING);
+        }
     }
 
     /// Sends the next burst of every paced replay that is due.
@@ -940,23 +961,29 @@ impl Driver {
         self.next_replay_at = (!self.replaying.is_empty()).then(|| now + REPLAY_PACING);
     }
 
-    /// Sends up to [`REPLAY_BURST_BYTES`] of a down track's backlog; false once it is empty (the
-    /// down track forwards directly again) or the down track is gone.
+    /// Sends one burst of a down track's backlog (its credit topped up by its burst size); false
+    /// once it is empty (the down track forwards directly again) or the down track is gone.
     fn send_backlog(&mut self, down: DownTrackKey, now: Instant) -> bool {
-        let mut sent = 0;
-        while sent < REPLAY_BURST_BYTES {
+        let Some(d) = self.downs.get_mut(&down) else { return false };
+        d.replay_credit = (d.replay_credit + d.replay_burst).min(d.replay_burst);
+        let mut sent = false;
+        loop {
             let Some(d) = self.downs.get_mut(&down) else { return false };
+            if d.replay_credit <= 0 {
+                break;
+            }
             let Some(p) = d.backlog.as_mut().and_then(VecDeque::pop_front) else {
                 d.backlog = None;
-                self.stats.gop_replay_bursts += (sent > 0) as u64;
+                self.stats.gop_replay_bursts += sent as u64;
                 return false;
             };
-            sent += p.payload.len().max(1);
+            d.replay_credit -= p.payload.len().max(1) as i64;
+            sent = true;
             let Some(out) = d.packet(p.marker, p.seq, p.ts, &p.payload) else { continue };
             let (pk, sender) = (d.peer, d.sender);
             self.write_rtp(pk, sender, out, now);
         }
-        self.stats.gop_replay_bursts += 1;
+        self.stats.gop_replay_bursts += sent as u64;
         true
     }
 
@@ -1038,6 +1065,33 @@ impl Driver {
                     let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
                     debug!(participant = who, padding_kbps = padding_bps / 1000, "probing the downlink");
                 }
+                Output::Replay { subscriber, down, layer, packets } => {
+                    // Paced at a multiple of the subscriber's downlink estimate (the room only
+                    // replays at a switch what a fraction of a second of the link carries).
+                    let estimate = self
+                        .members
+                        .get(&subscriber)
+                        .and_then(|m| m.subscribe)
+                        .and_then(|pk| self.peers.get(&pk))
+                        .and_then(|p| p.estimate.as_ref())
+                        .map_or(0, |e| e.get());
+                    let burst = if estimate == 0 {
+                        REPLAY_BURST_BYTES as i64
+                    } else {
+                        (estimate as f64 * SWITCH_REPLAY_RATE / 8.0 * REPLAY_PACING.as_secs_f64()) as i64
+                    };
+                    let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
+                    debug!(
+                        participant = who,
+                        ?down,
+                        layer,
+                        packets = packets.len(),
+                        estimate_kbps = estimate / 1000,
+                        "layer switch from the GOP cache"
+                    );
+                    self.stats.gop_replay_packets += packets.len() as u64;
+                    self.start_replay(down, packets.into_iter(), burst, now);
+                }
                 Output::ProbeFailed { subscriber, delivered_kbps } => {
                     self.stats.probes_failed += 1;
                     let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
@@ -1106,7 +1160,18 @@ impl Driver {
                 peer.track_to_down.insert(info.track_id.clone(), down);
                 self.downs.insert(
                     down,
-                    DownState { peer: pk, sender, ssrc, pt: None, offered: false, codec, view, backlog: None },
+                    DownState {
+                        peer: pk,
+                        sender,
+                        ssrc,
+                        pt: None,
+                        offered: false,
+                        codec,
+                        view,
+                        backlog: None,
+                        replay_credit: 0,
+                        replay_burst: 0,
+                    },
                 );
                 self.mark_renegotiate(pk);
             }
@@ -1387,6 +1452,7 @@ impl Driver {
                 let mut s = self.stats.clone();
                 s.rooms = self.rooms.len();
                 s.packets_thinned = self.rooms.values().map(|r| r.room.packets_thinned()).sum();
+                s.switch_replays = self.rooms.values().map(|r| r.room.switch_replays()).sum();
                 s.participants = self.members.len();
                 s.peer_connections = self.peers.len();
                 s.nacks_refused = self.nacks_refused.load(std::sync::atomic::Ordering::Relaxed);

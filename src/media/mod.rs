@@ -187,6 +187,9 @@ pub struct DriverStats {
     pub gop_replays: u64,
     pub gop_replay_packets: u64,
     pub gop_replay_bursts: u64,
+    /// Layer switches and video resumes served from a cached GOP at once, instead of waiting
+    /// for a requested keyframe (their packets count in `gop_replay_packets`).
+    pub switch_replays: u64,
     /// Retransmissions subscribers asked for that were refused (asked too often or too soon).
     pub nacks_refused: u64,
     /// Simulcast layers that opened beyond a track's first (a publisher sending simulcast).

@@ -730,6 +730,24 @@ struct SimulcastSender {
     requests: [u32; 3],
     /// Probes the room asked for: (subscriber, padding bits per second).
     probes: Vec<(ParticipantKey, u64)>,
+    /// Layer switches served from the GOP cache.
+    replays: Vec<SwitchReplay>,
+    /// Layer targets the room set: (subscriber, spatial layer, frames sent by then).
+    targets: Vec<(ParticipantKey, u8, u32)>,
+    /// Each layer sends a keyframe every this many frames of its own accord (0: only when asked).
+    key_every: u32,
+}
+
+/// A layer switch the room served from the GOP cache ([`Output::Replay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SwitchReplay {
+    subscriber: ParticipantKey,
+    layer: u8,
+    packets: usize,
+    /// The replay's first packet starts a keyframe.
+    key: bool,
+    /// Frames the publisher had sent when it came.
+    frame: u32,
 }
 
 /// What one subscriber received: (layer, tid, original picture id, forward).
@@ -754,14 +772,18 @@ impl SimulcastSender {
             key_wanted: [true; 3],
             requests: [0; 3],
             probes: Vec::new(),
+            replays: Vec::new(),
+            targets: Vec::new(),
+            key_every: 0,
         }
     }
 
     /// One frame on every layer; forwards go to `got` by subscriber.
     fn frame(&mut self, h: &mut Harness, at: Instant, got: &mut HashMap<ParticipantKey, Received>) {
         let tid = [0u8, 2, 1, 2][(self.frame % 4) as usize];
+        let periodic = self.key_every > 0 && self.frame % self.key_every == 0;
         for layer in 0..3 {
-            let key = std::mem::take(&mut self.key_wanted[layer]);
+            let key = std::mem::take(&mut self.key_wanted[layer]) || periodic;
             let tid = if key { 0 } else { tid };
             if tid == 0 {
                 self.tl0[layer] = self.tl0[layer].wrapping_add(1);
@@ -788,10 +810,12 @@ impl SimulcastSender {
             self.pid[layer] = (pid + 1) & 0x7fff;
         }
         self.frame += 1;
-        self.take_outputs(h);
+        self.take_outputs(h, got);
     }
 
-    fn take_outputs(&mut self, h: &mut Harness) {
+    /// Answers the room's outputs: keyframe requests (the next frame of that layer is one),
+    /// probes (kept for the downlinks), and switch replays (received like forwarded packets).
+    fn take_outputs(&mut self, h: &mut Harness, got: &mut HashMap<ParticipantKey, Received>) {
         for o in h.drain() {
             match o {
                 Output::RequestKeyframe { up, layer, .. } => {
@@ -802,6 +826,23 @@ impl SimulcastSender {
                 Output::Probe { subscriber, padding_bps, duration } => {
                     assert_eq!(duration, crate::core::layers::PROBE_CLUSTER);
                     self.probes.push((subscriber, padding_bps));
+                }
+                Output::LayerTarget { subscriber, spatial, .. } => self.targets.push((subscriber, spatial, self.frame)),
+                Output::Replay { subscriber, down, layer, packets } => {
+                    let key = packets.first().is_some_and(|p| starts_keyframe(Codec::Vp8, &p.payload));
+                    self.replays.push(SwitchReplay {
+                        subscriber,
+                        layer,
+                        packets: packets.len(),
+                        key,
+                        frame: self.frame,
+                    });
+                    let r = got.entry(subscriber).or_default();
+                    for p in packets {
+                        let d = Vp8Desc::parse(&p.payload).expect("a VP8 packet");
+                        let f = Forward { down, subscriber, seq: p.seq, ts: p.ts, vp8_ids: None };
+                        r.push((layer, d.tid.unwrap_or(0), d.picture_id.expect("picture id"), f));
+                    }
                 }
                 _ => {}
             }
@@ -851,7 +892,7 @@ impl Downlink {
         }
         s.probes.retain(|(p, _)| *p != self.who);
         h.room.on_bandwidth(at, self.who, self.capacity, 0.0);
-        s.take_outputs(h);
+        s.take_outputs(h, got);
     }
 }
 
@@ -1027,4 +1068,54 @@ fn the_recording_takes_the_best_layer_from_its_keyframe_on() {
     assert!(feed(&mut h, 2, 2, true));
     assert!(!feed(&mut h, 0, 2, true), "the lower layer is no longer recorded");
     assert_eq!(h.room.recorded_layer(up), 2);
+}
+
+#[test]
+fn a_layer_switch_starts_at_once_from_the_new_layers_cached_gop_without_a_keyframe_request() {
+    let (mut h, _, b, up) = publisher_and_subscriber();
+    let mut s = SimulcastSender::new(up);
+    s.key_every = 60; // every layer sends a keyframe every 2 s of its own accord
+    let mut got = HashMap::new();
+    let mut link = Downlink { who: b, capacity: 10_000_000, sent: VecDeque::new(), probes: 0, padded: 0 };
+    let mut requests_before_the_drop = [0; 3];
+    for t in (0..16_000u64).step_by(33) {
+        let at = h.at(t);
+        if s.frame == 390 {
+            // 13 s in, half a GOP after a keyframe: the link falls to 250 kbps.
+            requests_before_the_drop = s.requests;
+            link.capacity = 250_000;
+        }
+        s.frame(&mut h, at, &mut got);
+        if t % 99 == 0 {
+            h.room.on_tick(at);
+            link.tick(&mut h, &mut s, at, &mut got);
+        }
+    }
+    let replays: Vec<SwitchReplay> = s.replays.iter().filter(|r| r.subscriber == b).copied().collect();
+    let targets: Vec<(u8, u32)> = s.targets.iter().filter(|t| t.0 == b).map(|t| (t.1, t.2)).collect();
+    println!(
+        "replays {replays:?}\ntargets {targets:?}\nrequests before the drop {requests_before_the_drop:?}, after {:?}",
+        s.requests
+    );
+    // The two climbs (to the half, then the full layer) each started from that layer's cached
+    // GOP, keyframe first, in the same instant the room chose the layer; nobody asked the
+    // publisher for a keyframe of them.
+    assert_eq!(replays.iter().map(|r| r.layer).collect::<Vec<_>>(), [1, 2], "{replays:?}");
+    assert!(replays.iter().all(|r| r.key && r.packets > 1), "{replays:?}");
+    for r in &replays {
+        assert!(targets.contains(&(r.layer, r.frame)), "switch to {} at once: {targets:?}", r.layer);
+    }
+    assert_eq!(requests_before_the_drop[1..], [0, 0], "no keyframe request for a layer switched to from the cache");
+    // The step down came half a GOP (30 KB of the lowest layer) after its keyframe: more than a
+    // quarter second of the 250 kbps link, so the switch waited for a requested keyframe.
+    assert!(targets.iter().any(|&(l, f)| l == 0 && f > 390), "stepped down: {targets:?}");
+    assert_eq!(s.requests[0], requests_before_the_drop[0] + 1, "one keyframe request for the lowest layer");
+    let r = &got[&b];
+    assert_eq!(r.last().map(|x| x.0), Some(0), "on the lowest layer at the end");
+    assert_continuous("b", r);
+    for w in r.windows(2) {
+        if w[0].0 != w[1].0 {
+            assert_eq!(w[1].1, 0, "switched to layer {} mid-GOP", w[1].0);
+        }
+    }
 }
