@@ -35,6 +35,14 @@ use super::tap::{Tap, TapHooks};
 /// asked for again every 100 ms until 512 newer packets arrive.
 const MAX_NACKS_PER_PACKET: u16 = 5;
 
+/// Packets of each sent stream kept for retransmission (the stack's default is 1 024). 512 are
+/// more than a second of a 4 Mbit/s stream (libwebrtc keeps a sender's history for at least a
+/// second or three round trips) and five of the 1 Mbit/s camera layer; a NACK for anything older
+/// arrives after the subscriber's jitter buffer gave the packet up. Every down track holds one
+/// such history, and what it holds is most of a subscriber's memory: the slots themselves, each
+/// packet's header, and the payloads it keeps alive.
+const SEND_HISTORY: u16 = 512;
+
 /// What a subscribe connection adds to the defaults (see `feedback`): send-side bandwidth
 /// estimation, and a limit on how often one lost packet is resent.
 pub struct SubscribeExtras {
@@ -89,7 +97,7 @@ pub fn build(
     }
     let mut registry = Registry::new()
         .with(Slot::from(14_000), Tap::new(DeliverRtcp))
-        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(SEND_HISTORY).build())
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build());
     configure_simulcast_extension_headers(&mut media)?;
     registry = configure_twcc_receiver_only(registry, &mut media)?;

@@ -126,7 +126,10 @@ impl<'a>
                 RTPMessage::Packet(Packet::Rtp(rtp_message)) => {
                     if let Some(context) = self.ctx.local_srtp_context.as_mut() {
                         let packet = rtp_message.marshal()?;
-                        context.encrypt_rtp(&packet)?
+                        // Qiao patch: encrypt with the header we just marshalled instead of
+                        // parsing it back out of the bytes (`encrypt_rtp`), which allocated its
+                        // extension list again for every packet sent.
+                        context.encrypt_rtp_with_header(&packet, &rtp_message.header)?
                     } else {
                         return Err(Error::Other(format!(
                             "local_srtp_context is not set yet for rtp_packet {:?}",
