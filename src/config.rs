@@ -55,6 +55,12 @@ pub struct ServeArgs {
     #[arg(long, env = "QIAO_GOP_CACHE_KB", default_value_t = 1024)]
     pub gop_cache_kb: usize,
 
+    /// Subscribers whose downlink is estimated below this many kbit/s, or who report loss, get
+    /// their video paced at 2.5 times what they are sent instead of in the bursts it arrives in
+    /// (a keyframe sent at once overflows a weak link's queue). 0 turns pacing off.
+    #[arg(long, env = "QIAO_PACE_BELOW_KBPS", default_value_t = 1000)]
+    pub pace_below_kbps: u64,
+
     /// Seconds without media or ICE traffic after which a participant is removed (cause media_timeout).
     #[arg(long, env = "QIAO_PEER_TIMEOUT_SECS", default_value_t = 10)]
     pub peer_timeout_secs: u64,
@@ -188,6 +194,8 @@ pub struct HttpConfig {
 pub struct MediaConfig {
     pub udp: SocketAddr,
     pub public_ip: Option<IpAddr>,
+    /// Downlinks estimated below this (bits per second) have their video paced; 0: none.
+    pub pace_below_bps: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -256,7 +264,7 @@ impl Config {
                 tls_cert: a.tls_cert,
                 tls_key: a.tls_key,
             },
-            media: MediaConfig { udp: a.rtc_udp, public_ip: a.public_ip },
+            media: MediaConfig { udp: a.rtc_udp, public_ip: a.public_ip, pace_below_bps: a.pace_below_kbps * 1000 },
             core: CoreConfig {
                 pli_interval: Duration::from_millis(a.pli_interval_ms),
                 peer_timeout: Duration::from_secs(a.peer_timeout_secs),
@@ -278,7 +286,7 @@ impl Config {
                 tls_cert: None,
                 tls_key: None,
             },
-            media: MediaConfig { udp: ([127, 0, 0, 1], 0).into(), public_ip: None },
+            media: MediaConfig { udp: ([127, 0, 0, 1], 0).into(), public_ip: None, pace_below_bps: 1_000_000 },
             core: CoreConfig::default(),
             auth: AuthConfig { admin_token: None, token_ttl: Duration::from_secs(86_400) },
             recording: RecordingConfig {

@@ -117,8 +117,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         on_final: Some(on_final),
     });
     let (media, _driver_task) =
-        media::spawn(config.media.udp, config.media.public_ip, config.core.clone(), presence_tx, Some(recorder_ctx))
-            .await?;
+        media::spawn(&config.media, config.core.clone(), presence_tx, Some(recorder_ctx)).await?;
 
     let listener =
         std::net::TcpListener::bind(config.http.listen).map_err(|e| StartError::Bind(config.http.listen, e))?;

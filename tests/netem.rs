@@ -45,10 +45,15 @@ struct Lab {
 
 impl Lab {
     async fn start(client_addresses: usize) -> Lab {
+        Lab::start_with(client_addresses, &[]).await
+    }
+
+    /// Like `start`, the server started with these extra arguments.
+    async fn start_with(client_addresses: usize, server_args: &[&str]) -> Lab {
         fixtures::prepare(VideoCodec::Vp8).await;
         let netem = Netem::new(client_addresses, SEED).expect("network namespace and TUN link (needs root and `ip`)");
         let data = tempfile::tempdir().expect("temp dir");
-        let server = ServerProcess::spawn_in_netns(&netem.netns, IpAddr::V4(netem.server_ip), data.path(), &[]);
+        let server = ServerProcess::spawn_in_netns(&netem.netns, IpAddr::V4(netem.server_ip), data.path(), server_args);
         let session = server.api.create_session("mediation").await;
         Lab { server, netem, session, _data: data }
     }
@@ -497,6 +502,72 @@ async fn capped_subscriber_falls_back_while_others_keep_video() {
     free.assert_healthy().unwrap();
 }
 
+/// What a township subscriber behind a short bottleneck queue received, with or without pacing.
+struct BurstRun {
+    queue_drops: u64,
+    paced: u64,
+    received: Received,
+}
+
+/// A camera (320×240 at 200 kbps, a keyframe every second of about 6 average frames, 5 KB or so,
+/// sent as one burst) reaches a township subscriber over a 400 kbps link whose drop-tail queue
+/// holds 60 ms (3 KB). The link carries the stream and its audio with room to spare; only the
+/// keyframe bursts do not fit its queue.
+async fn keyframe_bursts(pace: bool) -> BurstRun {
+    let lab = Lab::start_with(2, &["--pace-below-kbps", if pace { "1000" } else { "0" }]).await;
+    let [pub_ip, town_ip] = [lab.netem.client_ips[0], lab.netem.client_ips[1]];
+    let cap = RateCap::with_queue_delay(400_000, Duration::from_millis(60));
+    lab.netem.set(Dir::Down, Impairment { caps: vec![(town_ip, cap)], ..Default::default() });
+    let camera = tokio::task::spawn_blocking(|| fixtures::vp8_cbr(320, 240, 200)).await.expect("CBR clip");
+    let publisher =
+        lab.join("调解员", "mediator", pub_ip, Some(Media::audio_video(VideoCodec::Vp8)), Some(camera)).await;
+    let town = lab.join("乡镇调解室", "party", town_ip, None, None).await;
+    let pid = publisher.participant_id.clone();
+    town.wait_media("video on the township link", &pid, "video", SETUP_TIMEOUT, |t| {
+        t.frame_stats().complete_keyframes >= 1
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let drops0 = lab.netem.stats(Dir::Down).queue_drops;
+    let paced0 = lab.server.api.get("/api/v1/media/stats").await["packets_paced"].as_u64().expect("packets_paced");
+    let from = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let to = Instant::now();
+    let queue_drops = lab.netem.stats(Dir::Down).queue_drops - drops0;
+    let paced =
+        lab.server.api.get("/api/v1/media/stats").await["packets_paced"].as_u64().expect("packets_paced") - paced0;
+    tokio::time::sleep(REPAIR_GRACE).await;
+    let received = Received::of(&town, &pid, from, to);
+    publisher.assert_healthy().unwrap();
+    BurstRun { queue_drops, paced, received }
+}
+
+/// The same link twice: with pacing off (`--pace-below-kbps 0`) every keyframe burst overflows
+/// the queue; with it on, the first losses the subscriber reports start pacing its video at 1.5
+/// times what it is sent, and most bursts then fit. The link's GCC estimate stays above 1 Mbit/s
+/// throughout (the link is never full), so it is the loss that starts the pacing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_a_weak_links_video_keeps_keyframe_bursts_inside_its_queue() {
+    let unpaced = keyframe_bursts(false).await;
+    let paced = keyframe_bursts(true).await;
+    for (what, r) in [("unpaced", &unpaced), ("paced", &paced)] {
+        println!(
+            "{what}: {} bottleneck queue drops in {WINDOW:?}, {} video packets paced; video {}; audio {}",
+            r.queue_drops, r.paced, r.received.video, r.received.audio
+        );
+    }
+    assert_eq!(unpaced.paced, 0, "--pace-below-kbps 0 turns pacing off");
+    assert!(unpaced.queue_drops > 0, "without pacing the keyframe bursts overflow the queue");
+    assert!(paced.paced > 0, "the township link's video went through its pacer");
+    assert!(
+        paced.queue_drops * 2 <= unpaced.queue_drops,
+        "pacing should keep most of the bursts inside the queue: {} drops paced, {} unpaced",
+        paced.queue_drops,
+        unpaced.queue_drops
+    );
+}
+
 /// What a subscriber's video looked like over a window, read from the VP8 descriptors and
 /// keyframe headers of what it received.
 #[derive(Debug, Default)]
@@ -658,10 +729,11 @@ async fn capped_subscribers_get_a_lower_simulcast_layer_while_the_open_link_keep
     let stats = lab.server.api.get("/api/v1/media/stats").await;
     let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("no {k} in {stats}"));
     println!(
-        "probes {}, failed {}, padding packets {}",
+        "probes {}, failed {}, padding packets {}, video packets paced {}",
         count("probes"),
         count("probes_failed"),
-        count("padding_packets")
+        count("padding_packets"),
+        count("packets_paced")
     );
     if count("probes") < 3 || count("probes_failed") < 1 || count("padding_packets") == 0 {
         fail(&format!("the open link climbs by two probes, and the township link's probe fails: {stats}"));

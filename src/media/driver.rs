@@ -61,18 +61,19 @@ pub const OUTBOUND_CAPACITY: usize = 1024;
 
 /// Binds the media socket and starts the driver task. Returns the handle and the task.
 pub async fn spawn(
-    bind: SocketAddr,
-    public_ip: Option<std::net::IpAddr>,
+    media: &crate::config::MediaConfig,
     core: CoreConfig,
     presence: mpsc::UnboundedSender<Presence>,
     recording: Option<std::sync::Arc<RecorderContext>>,
 ) -> Result<(MediaHandle, tokio::task::JoinHandle<()>), DriverError> {
+    let bind = media.udp;
     let socket = bind_udp(bind).map_err(|e| DriverError::Bind(bind, e))?;
     let local = socket.local_addr().map_err(|e| DriverError::Bind(bind, e))?;
-    let announced = SocketAddr::new(public_ip.unwrap_or(local.ip()), local.port());
+    let announced = SocketAddr::new(media.public_ip.unwrap_or(local.ip()), local.port());
     let (tx, rx) = mpsc::channel(1024);
     let mut driver = Driver::new(socket, announced, core, rx, presence);
     driver.recording = recording;
+    driver.pace_below_bps = media.pace_below_bps;
     driver.self_tx = Some(tx.downgrade());
     info!(%local, %announced, "media socket bound");
     let task = tokio::spawn(driver.run());
@@ -157,7 +158,99 @@ struct Peer {
     video_suspended: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Subscribe side: the bandwidth probe being sent.
     probe: Option<ProbeRun>,
+    /// Subscribe side: video waiting to leave at the link's pace (see [`Pacer`]).
+    pacer: Pacer,
 }
+
+/// The video of a weak or lossy downlink leaves at [`PACING_FACTOR`] times what the connection
+/// is being sent, not in the bursts it arrives in. A keyframe arrives from the publisher as a
+/// burst of packets (5 KB and more); sent at once to a township link whose bottleneck holds a few
+/// kilobytes, it overflows the queue, and the packets lost are video and the audio behind it.
+/// libwebrtc paces every send at 2.5 times the encoder's rate in the same way. The bandwidth
+/// estimate cannot say when to: on a link that carries the media with room to spare it stays high
+/// while the bursts overflow a short queue. So a connection is paced while its subscriber reports
+/// loss ([`PACE_LOSS`] or more of the last second's packets, and [`PACE_HOLD`] after), or while
+/// its estimate is below `--pace-below-kbps`; a clean, fast link is not, and pays no latency for
+/// it. `--pace-below-kbps 0` turns pacing off.
+///
+/// Audio is never paced, so it overtakes queued video; probe padding is not either (a probe
+/// measures what the link delivers at its own rate).
+///
+/// Invariant: while `queue` is not empty, every paced packet of the connection goes behind it
+/// (a subscriber sees each down track's numbering in order), and the peer is in
+/// `Driver::pacing`. Once warm, queueing allocates nothing (the deque keeps its capacity).
+#[derive(Default)]
+struct Pacer {
+    queue: VecDeque<(RTCRtpSenderId, rtc::rtp::Packet)>,
+    /// Bytes that may leave now; it grows at the pacing rate up to [`PACE_BURST`] of it, and a
+    /// packet may overdraw it.
+    credit: f64,
+    refilled: Option<Instant>,
+    /// Bytes sent to the connection (every packet, paced or not) since `window_start`, and the
+    /// rate of the last whole window, in bytes per second: what the pace is a multiple of.
+    window_bytes: usize,
+    window_start: Option<Instant>,
+    sent_rate: f64,
+    /// The subscriber last reported loss: the connection stays paced until then (the loss stops
+    /// once pacing starts, the bottleneck does not go away).
+    lossy_until: Option<Instant>,
+}
+
+impl Pacer {
+    /// Adds what `rate` (bytes per second) earned since the last refill.
+    fn refill(&mut self, now: Instant, rate: f64) {
+        let cap = rate * PACE_BURST.as_secs_f64();
+        // A link's first paced packet finds a full burst's credit.
+        let earned = self.refilled.map_or(cap, |t| rate * now.saturating_duration_since(t).as_secs_f64());
+        self.credit = (self.credit + earned).min(cap);
+        self.refilled = Some(now);
+    }
+
+    /// Counts `bytes` sent to the connection.
+    fn on_sent(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= SEND_RATE_WINDOW {
+            self.sent_rate = self.window_bytes as f64 / elapsed.as_secs_f64();
+            self.window_bytes = 0;
+            self.window_start = Some(now);
+        }
+        self.window_bytes += bytes;
+    }
+}
+
+/// The pacing rate of a subscribe connection, in bytes per second: `None` when it is not paced
+/// (see [`Pacer`]).
+fn pacing_rate(now: Instant, estimate: Option<&EstimateCell>, pacer: &mut Pacer, pace_below_bps: u64) -> Option<f64> {
+    let e = estimate.filter(|_| pace_below_bps > 0)?;
+    let bps = e.get();
+    if e.loss() >= PACE_LOSS {
+        pacer.lossy_until = Some(now + PACE_HOLD);
+    }
+    let weak = bps > 0 && bps < pace_below_bps;
+    let lossy = pacer.lossy_until.is_some_and(|t| now < t);
+    (weak || lossy).then(|| (pacer.sent_rate * PACING_FACTOR).max(PACE_MIN_BPS as f64 / 8.0))
+}
+
+/// Multiple of a paced connection's send rate its video leaves at (libwebrtc's pacing factor).
+const PACING_FACTOR: f64 = 1.5;
+/// Downlinks estimated below this are paced whether or not they lose packets (the default of
+/// `--pace-below-kbps`).
+const PACE_BELOW_BPS: u64 = 1_000_000;
+/// A connection whose subscriber reports this share of packets lost is paced.
+const PACE_LOSS: f64 = 0.01;
+/// How long a connection stays paced after its subscriber last reported loss.
+const PACE_HOLD: Duration = Duration::from_secs(30);
+/// The slowest pace (a connection that was sent almost nothing must still get a keyframe out).
+const PACE_MIN_BPS: u64 = 250_000;
+/// The send rate the pace follows is measured over windows this long.
+const SEND_RATE_WINDOW: Duration = Duration::from_millis(500);
+/// Most a paced link may send at once, in time at its pacing rate (the credit's cap).
+const PACE_BURST: Duration = Duration::from_millis(10);
+/// How often paced queues are served.
+const PACE_TICK: Duration = Duration::from_millis(5);
+/// What a packet costs the link beyond its payload: RTP header with extensions, SRTP tag, UDP, IP.
+const PACKET_WIRE_OVERHEAD: usize = 60;
 
 /// Padding sent to probe a subscriber's downlink (see `core::layers::PROBE_CLUSTER`): paced over
 /// the probe's duration in bursts of a few milliseconds.
@@ -255,6 +348,9 @@ struct Driver {
     socket: UdpSocket,
     announced: SocketAddr,
     core: CoreConfig,
+    /// Subscribe connections whose estimate is below this (bits per second) are paced (see
+    /// [`Pacer`]); 0: none is.
+    pace_below_bps: u64,
     commands: mpsc::Receiver<Command>,
     presence: mpsc::UnboundedSender<Presence>,
     keys: KeyAlloc,
@@ -312,6 +408,10 @@ struct Driver {
     replaying: Vec<DownTrackKey>,
     /// When the paced replays' next bursts are due.
     next_replay_at: Option<Instant>,
+    /// Subscribe connections with video waiting in their pacer.
+    pacing: Vec<PeerKey>,
+    /// When the pacers are next served.
+    next_pace_at: Option<Instant>,
     /// NACKed sequence numbers that subscribe connections refused to resend (see `feedback`).
     nacks_refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Reads datagrams without allocating one buffer each.
@@ -338,6 +438,7 @@ impl Driver {
             socket,
             announced,
             core,
+            pace_below_bps: PACE_BELOW_BPS,
             commands,
             presence,
             keys: KeyAlloc::default(),
@@ -375,6 +476,8 @@ impl Driver {
             next_probe_at: None,
             replaying: Vec::new(),
             next_replay_at: None,
+            pacing: Vec::new(),
+            next_pace_at: None,
             nacks_refused: Default::default(),
             rx: udp::Receiver::default(),
         }
@@ -384,7 +487,7 @@ impl Driver {
         loop {
             let next_peer = self.timers.first().map(|(t, _)| *t);
             let mut wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
-            for t in [self.next_probe_at, self.next_replay_at].into_iter().flatten() {
+            for t in [self.next_probe_at, self.next_replay_at, self.next_pace_at].into_iter().flatten() {
                 wake_at = wake_at.min(t);
             }
             let wake = tokio::select! {
@@ -422,6 +525,7 @@ impl Driver {
         }
         self.run_probes(now);
         self.run_replays(now);
+        self.run_pacers(now);
         self.settle(now, false).await;
     }
 
@@ -842,27 +946,93 @@ impl Driver {
         }
         let Some(out) = d.packet(marker, seq, ts, payload) else { return };
         let (pk, sender) = (d.peer, d.sender);
-        self.write_rtp(pk, sender, out, now);
+        let paced = d.view.kind == MediaKind::Video && !payload.is_empty();
+        self.write_rtp(pk, sender, out, paced, now);
     }
 
-    fn write_rtp(&mut self, pk: PeerKey, sender: RTCRtpSenderId, out: rtc::rtp::Packet, now: Instant) {
+    /// Writes one packet to a subscriber's sender, or, for `paced` video on a weak downlink,
+    /// queues it in the connection's [`Pacer`] when the pacer has no credit or a queue.
+    fn write_rtp(&mut self, pk: PeerKey, sender: RTCRtpSenderId, out: rtc::rtp::Packet, paced: bool, now: Instant) {
         let Some(peer) = self.peers.get_mut(&pk) else { return };
+        if paced {
+            let rate = pacing_rate(now, peer.estimate.as_ref(), &mut peer.pacer, self.pace_below_bps);
+            let p = &mut peer.pacer;
+            if let Some(rate) = rate {
+                p.refill(now, rate);
+            }
+            if !p.queue.is_empty() || rate.is_some() && p.credit <= 0.0 {
+                if p.queue.is_empty() {
+                    self.pacing.push(pk);
+                    self.next_pace_at.get_or_insert(now + PACE_TICK);
+                }
+                p.queue.push_back((sender, out));
+                self.stats.packets_paced += 1;
+                return;
+            }
+            if rate.is_some() {
+                p.credit -= (out.payload.len() + PACKET_WIRE_OVERHEAD) as f64;
+            }
+        }
+        Self::send_rtp(&mut self.stats, &mut self.touched, pk, peer, sender, out, now);
+    }
+
+    fn send_rtp(
+        stats: &mut DriverStats,
+        touched: &mut Vec<PeerKey>,
+        pk: PeerKey,
+        peer: &mut Peer,
+        sender: RTCRtpSenderId,
+        out: rtc::rtp::Packet,
+        now: Instant,
+    ) {
         let Some(mut sender) = peer.pc.rtp_sender(sender) else { return };
+        peer.pacer.on_sent(now, out.payload.len() + PACKET_WIRE_OVERHEAD);
         match sender.write_rtp(now, out) {
             Ok(()) => {
-                self.stats.rtp_forwarded += 1;
+                stats.rtp_forwarded += 1;
                 if !peer.touched {
                     peer.touched = true;
-                    self.touched.push(pk);
+                    touched.push(pk);
                 }
             }
             Err(e) => {
-                self.stats.forward_errors += 1;
-                if self.stats.forward_errors.is_power_of_two() {
-                    debug!(error = %e, errors = self.stats.forward_errors, "forwarding to a subscriber failed");
+                stats.forward_errors += 1;
+                if stats.forward_errors.is_power_of_two() {
+                    debug!(error = %e, errors = stats.forward_errors, "forwarding to a subscriber failed");
                 }
             }
         }
+    }
+
+    /// Sends from every pacer what its credit allows; a pacer whose link is no longer paced (its
+    /// estimate rose) sends all it holds. A pacer left empty leaves the list.
+    fn run_pacers(&mut self, now: Instant) {
+        if self.next_pace_at.is_none_or(|t| now < t) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.pacing.len() {
+            let pk = self.pacing[i];
+            let Some(peer) = self.peers.get_mut(&pk) else {
+                self.pacing.swap_remove(i);
+                continue;
+            };
+            let rate = pacing_rate(now, peer.estimate.as_ref(), &mut peer.pacer, self.pace_below_bps);
+            if let Some(rate) = rate {
+                peer.pacer.refill(now, rate);
+            }
+            while rate.is_none() || peer.pacer.credit > 0.0 {
+                let Some((sender, out)) = peer.pacer.queue.pop_front() else { break };
+                peer.pacer.credit -= (out.payload.len() + PACKET_WIRE_OVERHEAD) as f64;
+                Self::send_rtp(&mut self.stats, &mut self.touched, pk, peer, sender, out, now);
+            }
+            if peer.pacer.queue.is_empty() {
+                self.pacing.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.next_pace_at = (!self.pacing.is_empty()).then(|| now + PACE_TICK);
     }
 
     /// Sends the padding each running probe is due by now, and ends the probes whose time is up.
@@ -981,7 +1151,8 @@ impl Driver {
             sent = true;
             let Some(out) = d.packet(p.marker, p.seq, p.ts, &p.payload) else { continue };
             let (pk, sender) = (d.peer, d.sender);
-            self.write_rtp(pk, sender, out, now);
+            let paced = d.view.kind == MediaKind::Video && !p.payload.is_empty();
+            self.write_rtp(pk, sender, out, paced, now);
         }
         self.stats.gop_replay_bursts += sent as u64;
         true
@@ -1300,6 +1471,7 @@ impl Driver {
                 estimate,
                 video_suspended,
                 probe: None,
+                pacer: Pacer::default(),
                 ssrc_to_up: HashMap::new(),
                 track_to_up: HashMap::new(),
                 track_to_down: HashMap::new(),
@@ -1912,6 +2084,7 @@ impl Driver {
         }
         self.run_probes(now);
         self.run_replays(now);
+        self.run_pacers(now);
         // Draining may touch more peers (forwarded packets, keyframe requests); they are drained
         // too, which is harmless, and all are flushed by `settle`.
         let mut i = 0;

@@ -190,6 +190,8 @@ pub struct DriverStats {
     /// Layer switches and video resumes served from a cached GOP at once, instead of waiting
     /// for a requested keyframe (their packets count in `gop_replay_packets`).
     pub switch_replays: u64,
+    /// Video packets that waited in a weak downlink's pacer instead of leaving at once.
+    pub packets_paced: u64,
     /// Retransmissions subscribers asked for that were refused (asked too often or too soon).
     pub nacks_refused: u64,
     /// Simulcast layers that opened beyond a track's first (a publisher sending simulcast).

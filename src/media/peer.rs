@@ -104,8 +104,9 @@ pub fn build(
     registry = configure_rtcp_reports(registry);
     if let Some(x) = subscribe {
         // Between the wire and the NACK responder (4 000), so it sees requests first; GCC and the
-        // transport-wide sequence numbers it needs closest to the wire. No pacer: an SFU forwards
-        // at the publishers' pace, and the room suspends video a link cannot carry.
+        // transport-wide sequence numbers it needs closest to the wire. No pacer in the stack: an SFU
+        // forwards at the publishers' pace, the driver paces a weak or lossy link's video itself
+        // (`driver::Pacer`), and the room suspends video a link cannot carry.
         registry = registry
             .with(Slot::from(3_500), Tap::new(NackLimiter::new(x.nacks_refused, x.video_suspended, x.estimate.clone())))
             .with(Slot::CongestionControl, CongestionControlBuilder::new(ReportingGcc::new(x.estimate)).build())

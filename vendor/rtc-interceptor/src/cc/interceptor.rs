@@ -125,8 +125,16 @@ impl<E: BandwidthEstimator> CongestionControlInterceptor<E> {
     /// the sender being.
     fn twcc_sequence_number(&self, rtp_packet: &rtp::Packet) -> Option<u16> {
         let stream = self.streams.get(&rtp_packet.header.ssrc)?;
-        let mut extension = rtp_packet.header.get_extension(stream.hdr_ext_id)?;
-        rtp::extension::transport_cc_extension::TransportCcExtension::unmarshal(&mut extension)
+        // Qiao patch: read the number in place. `get_extension` clones the extension's `Bytes`,
+        // and the first clone of one built from a `Vec` (as the TWCC sender builds it) allocates:
+        // one allocation per packet sent, for two bytes.
+        let id = stream.hdr_ext_id;
+        if !rtp_packet.header.extension {
+            return None;
+        }
+        let ext = rtp_packet.header.extensions.iter().find(|e| e.id == id)?;
+        let mut bytes = &ext.payload[..];
+        rtp::extension::transport_cc_extension::TransportCcExtension::unmarshal(&mut bytes)
             .ok()
             .map(|extension| extension.transport_sequence)
     }
