@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::fixtures;
 use qiao::core::UpTrackKey;
-use qiao::record::recorder::{RecControl, RecInput};
+use qiao::record::recorder::{FinishCause, RecControl, RecInput};
 
 /// Process CPU time (user + system) from /proc/self/stat, in seconds.
 fn cpu_seconds() -> f64 {
@@ -109,7 +109,7 @@ fn main() {
         }
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tap.control(RecControl::Finish { reply: tx });
+    tap.control(RecControl::Finish { reply: tx, cause: FinishCause::SessionClosed });
     let finished = rx.blocking_recv().expect("the recorder finishes");
     // Everything stored (the local store copies from the spool) before the clock stops.
     rt.block_on(queue.flush(Duration::from_secs(120))).expect("the upload queue drains");

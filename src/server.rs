@@ -41,15 +41,42 @@ pub struct Server {
     pub media: MediaHandle,
     shutdown: Option<oneshot::Sender<()>>,
     http_task: tokio::task::JoinHandle<()>,
+    /// Where finished recordings go: a stop waits a while for it to store what they left.
+    uploads: crate::storage::UploadQueue,
 }
 
+/// How long a stop waits for the recordings to finish, and then for their files to be stored
+/// (what is not stored by then stays in the spool and is stored after the next start).
+const STOP_FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+const STOP_UPLOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Server {
-    /// Stops accepting connections and waits for the HTTP server to finish.
+    /// Stops accepting connections, waits for the HTTP server to finish, then ends every
+    /// recording as final (everyone still present leaves it with cause `server_stopped`) and
+    /// waits a while for their files to be stored. A process that ends without this (a crash)
+    /// leaves its recordings to be finalised as interrupted at the next start.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.http_task).await;
+        let (reply, rx) = oneshot::channel();
+        if self.media.send(crate::media::Command::FinishAllRecordings { reply }).await.is_err() {
+            return;
+        }
+        let Ok(waits) = rx.await else { return };
+        let count = waits.len();
+        let finished = tokio::time::timeout(STOP_FINISH_WAIT, futures_util::future::join_all(waits)).await;
+        match finished {
+            Ok(results) => {
+                let ok = results.iter().filter(|r| r.is_ok()).count();
+                info!(recordings = count, finished = ok, "recordings finished for the stop");
+            }
+            Err(_) => error!(recordings = count, "recordings did not finish within 30 s of the stop"),
+        }
+        if let Err(e) = self.uploads.flush(STOP_UPLOAD_WAIT).await {
+            warn!(error = %e, "recording files still waiting for storage stay in the spool until the next start");
+        }
     }
 
     /// Waits until the HTTP server ends (it ends on `shutdown` or a fatal error).
@@ -178,6 +205,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         media,
         shutdown: Some(shutdown_tx),
         http_task,
+        uploads: queue,
     })
 }
 

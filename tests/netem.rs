@@ -41,7 +41,14 @@ struct Lab {
     netem: Netem,
     session: String,
     _data: tempfile::TempDir,
+    /// One lab at a time: these tests measure timing and rates on two cores, and a second lab
+    /// running beside one (the test harness runs two tests at once) moved its figures (a CI run
+    /// saw the open link's climb to 720p come late while the pacing test ran beside it).
+    _alone: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// Held by the running lab (see `Lab::_alone`).
+static ONE_LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Lab {
     async fn start(client_addresses: usize) -> Lab {
@@ -50,12 +57,13 @@ impl Lab {
 
     /// Like `start`, the server started with these extra arguments.
     async fn start_with(client_addresses: usize, server_args: &[&str]) -> Lab {
+        let alone = ONE_LAB.lock().await;
         fixtures::prepare(VideoCodec::Vp8).await;
         let netem = Netem::new(client_addresses, SEED).expect("network namespace and TUN link (needs root and `ip`)");
         let data = tempfile::tempdir().expect("temp dir");
         let server = ServerProcess::spawn_in_netns(&netem.netns, IpAddr::V4(netem.server_ip), data.path(), server_args);
         let session = server.api.create_session("mediation").await;
-        Lab { server, netem, session, _data: data }
+        Lab { server, netem, session, _data: data, _alone: alone }
     }
 
     /// Invites `name` and connects from `ip` (one of `netem.client_ips`); publishes `media` if

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{av, fixtures};
 use qiao::core::UpTrackKey;
-use qiao::record::recorder::{RecControl, RecInput, RecorderEvent};
+use qiao::record::recorder::{FinishCause, RecControl, RecInput, RecorderEvent};
 
 fn ivf(dir: &Path, name: &str, size: &str, secs: u32) -> fixtures::Fixture {
     let path = dir.join(name);
@@ -114,7 +114,7 @@ fn loss_reordering_a_late_keyframe_and_a_camera_switch_leave_clean_segments() {
         at += f.duration;
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tap.control(RecControl::Finish { reply: tx });
+    tap.control(RecControl::Finish { reply: tx, cause: FinishCause::SessionClosed });
     let finished = rx.blocking_recv().expect("the recorder finishes");
     rt.block_on(queue.flush(Duration::from_secs(30))).unwrap();
 

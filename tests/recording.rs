@@ -269,3 +269,40 @@ async fn a_simulcast_camera_is_recorded_once_from_its_best_layer() {
         .flatten();
     assert_eq!(first_key, Some((320, 180)));
 }
+
+/// A server stopped during a session (a service restart) ends the session's recording before it
+/// exits: the manifest is final and verifies, everyone still present leaves the recording with
+/// cause `server_stopped`, and its files are in the store. Without this the recording stayed
+/// live until the next start finalised it as interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_ends_every_recording_as_final() {
+    fixtures::prepare(VideoCodec::Vp8).await;
+    let mut server = TestServer::start().await;
+    let session = server.create_session("mediation").await;
+    let mediator = server.invite(&session, "调解员", "mediator").await;
+    let a =
+        TestClient::join_and_publish(&server.ws_url, &mediator.token, "调解员", Media::audio_video(VideoCodec::Vp8))
+            .await
+            .expect("the mediator publishes");
+    // The session runs for a while (more than one segment), then the service is stopped.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    server.stop().await;
+    drop(a);
+
+    let root = server.data_dir.join("recordings");
+    let path = find_manifest(&root).unwrap_or_else(|| panic!("no manifest stored under {}", root.display()));
+    let dir = path.parent().expect("the recording's directory").to_path_buf();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("JSON");
+    assert_eq!(manifest["status"], "final", "{manifest:#}");
+    let people = manifest["participants"].as_array().expect("participants");
+    assert_eq!(people.len(), 1, "{manifest:#}");
+    let last = people[0]["presence"].as_array().and_then(|a| a.last()).cloned().expect("presence");
+    assert_eq!((last["event"].as_str(), last["cause"].as_str()), (Some("left"), Some("server_stopped")), "{last}");
+    let m = qiao::record::verify_recording(&dir, None).expect("the recording verifies");
+    assert_eq!(m.tracks.len(), 2, "audio and video: {:#?}", m.tracks);
+    for s in &m.segments {
+        let errors = decode_errors(&dir.join(&s.path));
+        assert!(errors.trim().is_empty(), "{} does not decode cleanly: {errors}", s.path);
+    }
+    assert!(m.segments.len() >= 2, "segments of both tracks are stored: {:?}", m.segments.len());
+}

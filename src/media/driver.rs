@@ -1567,9 +1567,29 @@ impl Driver {
             }
             Command::Recorder { session_id, event } => self.on_recorder_event(&session_id, event, now),
             Command::FinishRecording { session_id, reply } => match self.take_recorder(&session_id) {
-                Some(tap) => tap.control(rec::RecControl::Finish { reply }),
+                Some(tap) => tap.control(rec::RecControl::Finish { reply, cause: rec::FinishCause::SessionClosed }),
                 None => drop(reply),
             },
+            Command::FinishAllRecordings { reply } => {
+                // The server is stopping: every recording, of a live room or an emptied one, ends
+                // as final now, while the runtime its store calls need is still there. Nothing
+                // records after this; the process is about to end.
+                let taps: Vec<RecorderTap> = self
+                    .rooms
+                    .values_mut()
+                    .filter_map(|r| r.recorder.take())
+                    .chain(self.parked_recorders.drain().map(|(_, tap)| tap))
+                    .collect();
+                let waits = taps
+                    .into_iter()
+                    .map(|tap| {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        tap.control(rec::RecControl::Finish { reply: tx, cause: rec::FinishCause::ServerStopped });
+                        rx
+                    })
+                    .collect();
+                let _ = reply.send(waits);
+            }
             Command::CloseSession { session_id } => {
                 self.recording_status.remove(&session_id);
                 self.closed_sessions.insert(session_id.clone());

@@ -162,6 +162,11 @@ pub enum Command {
         session_id: String,
         reply: oneshot::Sender<crate::record::recorder::Finished>,
     },
+    /// The server is stopping: finish every recording. The reply carries one receiver per
+    /// recording, each answered with its final manifest.
+    FinishAllRecordings {
+        reply: oneshot::Sender<Vec<oneshot::Receiver<crate::record::recorder::Finished>>>,
+    },
 }
 
 /// Counters kept by the driver.

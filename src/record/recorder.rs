@@ -140,9 +140,34 @@ pub enum RecInput {
 /// Control input (unbounded, checked before data).
 #[derive(Debug)]
 pub enum RecControl {
-    Pause { by: String, reason: String },
+    Pause {
+        by: String,
+        reason: String,
+    },
     Resume,
-    Finish { reply: tokio::sync::oneshot::Sender<Finished> },
+    /// End the recording: everyone still present leaves it with `cause`.
+    Finish {
+        reply: tokio::sync::oneshot::Sender<Finished>,
+        cause: FinishCause,
+    },
+}
+
+/// Why a recording ends, as the manifest says for everyone still present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishCause {
+    /// The session was closed.
+    SessionClosed,
+    /// The server is stopping (a service restart); the session goes on when it is back.
+    ServerStopped,
+}
+
+impl FinishCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishCause::SessionClosed => "session_closed",
+            FinishCause::ServerStopped => "server_stopped",
+        }
+    }
 }
 
 /// The result of finishing a recording.
@@ -382,12 +407,12 @@ impl Recorder {
                 match c {
                     RecControl::Pause { by, reason } => self.pause(by, reason),
                     RecControl::Resume => self.resume(),
-                    RecControl::Finish { reply } => {
+                    RecControl::Finish { reply, cause } => {
                         // Take what is already queued, then finish.
                         while let Ok(input) = data.try_recv() {
                             self.on_input(input);
                         }
-                        let f = self.finish();
+                        let f = self.finish(cause);
                         let _ = reply.send(f);
                         return;
                     }
@@ -407,8 +432,10 @@ impl Recorder {
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         // A finish drops the data sender right after sending its control message.
-                        if let Ok(RecControl::Finish { reply }) = control.recv_timeout(Duration::from_millis(100)) {
-                            let _ = reply.send(self.finish());
+                        if let Ok(RecControl::Finish { reply, cause }) =
+                            control.recv_timeout(Duration::from_millis(100))
+                        {
+                            let _ = reply.send(self.finish(cause));
                             return;
                         }
                         // The driver dropped the recorder without a finish (the process is
@@ -1006,7 +1033,7 @@ impl Recorder {
         self.manifest.session.sites = sites;
     }
 
-    fn finish(&mut self) -> Finished {
+    fn finish(&mut self, cause: FinishCause) -> Finished {
         self.close_all_segments();
         let end_ms = self.ms(Instant::now());
         let ended = self.wall(end_ms);
@@ -1019,12 +1046,12 @@ impl Recorder {
             self.manifest.gaps[i]["to"] = ended.clone().into();
         }
         self.refresh_people();
-        // Everyone still present leaves with the session's close.
+        // Everyone still present leaves the recording with it.
         for p in &mut self.manifest.participants {
             let last_left = p["presence"].as_array().and_then(|a| a.last()).is_some_and(|e| e["event"] == "left");
             if !last_left {
                 if let Some(a) = p["presence"].as_array_mut() {
-                    a.push(json!({ "at": ended, "event": "left", "cause": "session_closed" }));
+                    a.push(json!({ "at": ended, "event": "left", "cause": cause.as_str() }));
                 }
             }
         }

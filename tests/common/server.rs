@@ -59,6 +59,11 @@ impl TestServer {
     }
 
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Stops the server as `shutdown` does, keeping its data directory to look at.
+    pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
         }
