@@ -159,10 +159,14 @@ async fn without_the_cache_a_late_joiner_waits_for_a_requested_keyframe() {
 async fn a_subscriber_climbing_simulcast_layers_starts_each_one_from_the_cached_gop() {
     fixtures::prepare(VideoCodec::Vp8).await;
     let layers = tokio::task::spawn_blocking(fixtures::vp8_simulcast).await.expect("simulcast clips");
-    // Any cached GOP may be replayed at a switch here. The default allows a quarter second of the
-    // subscriber's link, which a 2 s GOP of the 720p layer exceeds about half the time; the room's
-    // unit tests cover that limit (`a_layer_switch_starts_at_once_from_the_new_layers_cached_gop…`).
-    let server = TestServer::start_with(|c| c.core.switch_replay_link_time = Duration::from_secs(30)).await;
+    // Any cached GOP may be replayed at a switch here. The defaults allow a quarter second of the
+    // subscriber's link and half a second of the layer, which a 2 s GOP exceeds most of the time;
+    // the room's unit tests cover those limits (`a_layer_switch_starts_at_once_from_the_new_…`).
+    let server = TestServer::start_with(|c| {
+        c.core.switch_replay_link_time = Duration::from_secs(30);
+        c.core.switch_replay_layer_time = Duration::from_secs(30);
+    })
+    .await;
     let session = server.create_session("mediation").await;
     let mediator = server.invite(&session, "调解员", "mediator").await;
     let party = server.invite(&session, "张三", "party").await;

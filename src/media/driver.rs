@@ -237,10 +237,10 @@ const PACING_FACTOR: f64 = 1.5;
 /// Downlinks estimated below this are paced whether or not they lose packets (the default of
 /// `--pace-below-kbps`).
 const PACE_BELOW_BPS: u64 = 1_000_000;
-/// A connection whose subscriber reports this share of packets lost is paced.
+/// A connection whose subscriber reports this share of packets lost is paced (for [`PACE_HOLD`]).
 const PACE_LOSS: f64 = 0.01;
 /// How long a connection stays paced after its subscriber last reported loss.
-const PACE_HOLD: Duration = Duration::from_secs(30);
+const PACE_HOLD: Duration = Duration::from_secs(10);
 /// The slowest pace (a connection that was sent almost nothing must still get a keyframe out).
 const PACE_MIN_BPS: u64 = 250_000;
 /// The send rate the pace follows is measured over windows this long.

@@ -1074,14 +1074,14 @@ fn the_recording_takes_the_best_layer_from_its_keyframe_on() {
 fn a_layer_switch_starts_at_once_from_the_new_layers_cached_gop_without_a_keyframe_request() {
     let (mut h, _, b, up) = publisher_and_subscriber();
     let mut s = SimulcastSender::new(up);
-    s.key_every = 60; // every layer sends a keyframe every 2 s of its own accord
+    s.key_every = 15; // every layer sends a keyframe every half second of its own accord
     let mut got = HashMap::new();
     let mut link = Downlink { who: b, capacity: 10_000_000, sent: VecDeque::new(), probes: 0, padded: 0 };
     let mut requests_before_the_drop = [0; 3];
     for t in (0..16_000u64).step_by(33) {
         let at = h.at(t);
-        if s.frame == 390 {
-            // 13 s in, half a GOP after a keyframe: the link falls to 250 kbps.
+        if s.frame == 400 {
+            // 13 s in, two thirds of a GOP after a keyframe: the link falls to 250 kbps.
             requests_before_the_drop = s.requests;
             link.capacity = 250_000;
         }
@@ -1106,9 +1106,9 @@ fn a_layer_switch_starts_at_once_from_the_new_layers_cached_gop_without_a_keyfra
         assert!(targets.contains(&(r.layer, r.frame)), "switch to {} at once: {targets:?}", r.layer);
     }
     assert_eq!(requests_before_the_drop[1..], [0, 0], "no keyframe request for a layer switched to from the cache");
-    // The step down came half a GOP (30 KB of the lowest layer) after its keyframe: more than a
+    // The step down came 10 frames (10 KB of the lowest layer) after its keyframe: more than a
     // quarter second of the 250 kbps link, so the switch waited for a requested keyframe.
-    assert!(targets.iter().any(|&(l, f)| l == 0 && f > 390), "stepped down: {targets:?}");
+    assert!(targets.iter().any(|&(l, f)| l == 0 && f > 400), "stepped down: {targets:?}");
     assert_eq!(s.requests[0], requests_before_the_drop[0] + 1, "one keyframe request for the lowest layer");
     let r = &got[&b];
     assert_eq!(r.last().map(|x| x.0), Some(0), "on the lowest layer at the end");
@@ -1118,4 +1118,27 @@ fn a_layer_switch_starts_at_once_from_the_new_layers_cached_gop_without_a_keyfra
             assert_eq!(w[1].1, 0, "switched to layer {} mid-GOP", w[1].0);
         }
     }
+}
+
+#[test]
+fn a_gop_longer_than_half_a_second_of_the_layer_is_not_replayed_however_high_the_estimate() {
+    let (mut h, _, b, up) = publisher_and_subscriber();
+    let mut s = SimulcastSender::new(up);
+    s.key_every = 100; // a keyframe every 3.3 s: the climbs come 27 and 53 frames after one
+    let mut got = HashMap::new();
+    // An estimate that would allow any replay (a quarter second of it is 1.25 MB).
+    let mut link = Downlink { who: b, capacity: 40_000_000, sent: VecDeque::new(), probes: 0, padded: 0 };
+    for t in (0..10_000u64).step_by(33) {
+        let at = h.at(t);
+        s.frame(&mut h, at, &mut got);
+        if t % 99 == 0 {
+            h.room.on_tick(at);
+            link.tick(&mut h, &mut s, at, &mut got);
+        }
+    }
+    let targets: Vec<u8> = s.targets.iter().filter(|t| t.0 == b).map(|t| t.1).collect();
+    assert_eq!(targets, [1, 2], "climbed twice");
+    assert!(s.replays.is_empty(), "nothing replayed: {:?}", s.replays);
+    assert!(s.requests[1] >= 1 && s.requests[2] >= 1, "each climb asked for a keyframe: {:?}", s.requests);
+    assert_continuous("b", &got[&b]);
 }
