@@ -56,7 +56,7 @@ pub struct ServeArgs {
     pub gop_cache_kb: usize,
 
     /// Subscribers whose downlink is estimated below this many kbit/s, or who report loss, get
-    /// their video paced at 2.5 times what they are sent instead of in the bursts it arrives in
+    /// their video paced at 1.5 times what they are sent instead of in the bursts it arrives in
     /// (a keyframe sent at once overflows a weak link's queue). 0 turns pacing off.
     #[arg(long, env = "QIAO_PACE_BELOW_KBPS", default_value_t = 1000)]
     pub pace_below_kbps: u64,

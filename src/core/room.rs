@@ -1401,8 +1401,8 @@ impl Room {
     /// Switches `down` to its wanted layer at once from that layer's cached GOP, when the GOP
     /// fits in [`CoreConfig::switch_replay_link_time`] of the subscriber's downlink estimate (no
     /// limit before there is an estimate) and in `switch_replay_layer_time` of the layer's own
-    /// rate; the replay goes out as
-    /// [`Output::Replay`]. False when it cannot: the switch then waits for a keyframe.
+    /// rate; the replay goes out as [`Output::Replay`]. False when it cannot: the switch then
+    /// waits for a keyframe.
     fn switch_from_cache(&mut self, now: Instant, down: DownTrackKey) -> bool {
         let Some(d) = self.down_tracks.get_mut(&down) else { return false };
         let Some(t) = self.up_tracks.get(&d.up) else { return false };
