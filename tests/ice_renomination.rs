@@ -1,5 +1,6 @@
-//! A client that moves its media to another path nominates the new candidate pair, and the
-//! server follows it.
+//! ICE at the edges of a connection's life: a client that moves its media to another path
+//! nominates the new candidate pair, and the server follows it; a subscriber's connectivity check
+//! that arrives before its answer is answered once the answer is applied.
 //!
 //! Chromium, the controlling ICE agent, switches its selected pair when another path becomes
 //! preferable: a second interface (a machine's loopback and Ethernet addresses, seconds after a
@@ -21,6 +22,7 @@ use std::time::Duration;
 use common::client::{Media, TestClient, VideoCodec};
 use common::fixtures;
 use common::server::TestServer;
+use futures_util::{SinkExt, StreamExt};
 use rtc::ice::attributes::control::AttrControlling;
 use rtc::ice::attributes::priority::PriorityAttr;
 use rtc::ice::attributes::use_candidate::UseCandidateAttr;
@@ -32,7 +34,9 @@ use rtc::stun::message::{
 };
 use rtc::stun::textattrs::Username;
 use rtc::stun::xoraddr::XorMappedAddress;
+use serde_json::{json, Value};
 use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// `a=ice-ufrag` and `a=ice-pwd` of an SDP.
 fn ice_credentials(sdp: &str) -> (String, String) {
@@ -169,4 +173,97 @@ async fn the_server_sends_to_the_candidate_pair_the_client_nominated_last() {
     // The server keeps the session: the party is still there and no one was told otherwise.
     a.assert_healthy().unwrap();
     b.assert_healthy().unwrap();
+}
+
+/// The client's answer to a subscribe offer, made by a sans-IO rtc peer connection that never
+/// sends anything: the test is the only thing on the client's side of the wire.
+fn answer_to(offer: &str) -> String {
+    use rtc::peer_connection::configuration::media_engine::MediaEngine;
+    use rtc::peer_connection::sdp::RTCSessionDescription;
+    let now = std::time::Instant::now();
+    let mut media = MediaEngine::default();
+    media.register_default_codecs().unwrap();
+    let mut pc = rtc::peer_connection::RTCPeerConnectionBuilder::new().with_media_engine(media).build(now).unwrap();
+    pc.set_remote_description(now, RTCSessionDescription::offer(offer.to_owned()).unwrap()).unwrap();
+    let answer = pc.create_answer(None).unwrap();
+    pc.set_local_description(now, answer.clone()).unwrap();
+    answer.sdp
+}
+
+/// A subscriber sets its answer and starts its checks at once; the answer reaches the server over
+/// signalling after the first check does. The server must answer that check once it has the
+/// answer (RFC 8445 section 7.3), not drop it: a dropped check costs the client its next
+/// retransmission (200 ms in webrtc-rs, more in a browser) before the connection can come up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_that_arrives_before_the_subscribers_answer_is_answered_once_the_answer_is_applied() {
+    fixtures::prepare(VideoCodec::Vp8).await;
+    let s = TestServer::start().await;
+    let sid = s.create_session("hearing").await;
+    let judge = s.invite(&sid, "王法官", "judge").await;
+    let party = s.invite(&sid, "张三", "party").await;
+    let _a = TestClient::join_and_publish(&s.ws_url, &judge.token, "judge", Media::audio_video(VideoCodec::Vp8))
+        .await
+        .unwrap();
+
+    // The party joins on a bare signalling connection and receives its subscribe offer.
+    let (mut ws, _) = tokio_tungstenite::connect_async(&s.ws_url).await.expect("websocket connects");
+    let join = json!({"v": 1, "type": "join", "token": party.token, "client": {"user_agent": "early-check test"}});
+    ws.send(WsMessage::text(join.to_string())).await.unwrap();
+    let offer = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = ws.next().await {
+            if let Ok(WsMessage::Text(t)) = m {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "subscribe_offer" {
+                    return v["sdp"].as_str().unwrap().to_owned();
+                }
+            }
+        }
+        panic!("signalling closed before a subscribe offer")
+    })
+    .await
+    .expect("a subscribe offer within 10 s");
+    let answer = answer_to(&offer);
+    let (server_ufrag, server_pwd) = ice_credentials(&offer);
+    let (client_ufrag, _) = ice_credentials(&answer);
+
+    // The first check, sent before the answer, and held by the server until the answer comes.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let crypto = rtc::crypto::default_provider().unwrap();
+    let mut check = Message::new();
+    check
+        .build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, format!("{server_ufrag}:{client_ufrag}"))),
+            Box::new(AttrControlling(0x5eed)),
+            Box::new(PriorityAttr(0x6e7f_1eff)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(server_pwd, crypto.crypto())),
+            Box::new(FINGERPRINT),
+        ])
+        .unwrap();
+    socket.send_to(&check.raw, s.media_addr).await.unwrap();
+    let mut held = tokio::time::interval(Duration::from_millis(10));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.media().stats().await.unwrap().early_checks == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the server did not hold the early check");
+        held.tick().await;
+    }
+
+    // The answer: the held check gets its success response, without a retransmission.
+    ws.send(WsMessage::text(json!({"v": 1, "type": "subscribe_answer", "sdp": answer}).to_string())).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let response = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let (n, _) = socket.recv_from(&mut buf).await.unwrap();
+            let mut m = Message::new();
+            m.raw = buf[..n].to_vec();
+            if m.decode().is_ok() && m.transaction_id == check.transaction_id {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the early check was answered within 10 s of the answer (it was dropped)");
+    assert_eq!(response.typ.class, CLASS_SUCCESS_RESPONSE, "the early check succeeded: {response}");
+    assert_eq!(s.media().stats().await.unwrap().early_checks, 1, "one check was held");
 }

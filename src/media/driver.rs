@@ -56,6 +56,11 @@ const UNROUTABLE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Datagrams taken from the socket per wake before their output is sent: what one turn gathers
 /// is sent with as few system calls as possible, and no peer waits long behind a busy one.
 const RX_BATCH: usize = 32;
+
+/// Connectivity checks kept per subscribe connection while its first answer is on its way (see
+/// `Peer::early_checks`). A client sends one per candidate pair and retransmits; a few cover the
+/// pairs that can succeed, and the bound keeps a flood from holding memory.
+const EARLY_CHECKS: usize = 8;
 /// Capacity of a participant's outbound signalling queue; a client that lets it fill is stuck.
 pub const OUTBOUND_CAPACITY: usize = 1024;
 
@@ -149,6 +154,12 @@ struct Peer {
     negotiating: bool,
     /// Something changed while negotiating: offer again after the answer.
     renegotiate: bool,
+    /// Subscribe side: the subscriber's ICE credentials are known (its first answer was applied).
+    /// Until then the ICE agent cannot check a binding request, and answers none.
+    remote_known: bool,
+    /// Subscribe side: connectivity checks that arrived before the first answer, answered once it
+    /// is applied (see [`EARLY_CHECKS`]).
+    early_checks: Vec<(SocketAddr, BytesMut)>,
     /// Negotiated down tracks waiting for this connection to come up: a GOP replayed, or a
     /// keyframe forwarded, before DTLS completes would be lost.
     pending_ready: Vec<DownTrackKey>,
@@ -538,8 +549,25 @@ impl Driver {
             }
             return;
         };
+        self.deliver(pk, from, d, now);
+    }
+
+    /// Hands a routed datagram to its peer connection and takes in what that produced.
+    fn deliver(&mut self, pk: PeerKey, from: SocketAddr, d: BytesMut, now: Instant) {
         let announced = self.announced;
         let Some(peer) = self.peers.get_mut(&pk) else { return };
+        if !peer.remote_known && classify(&d) == DatagramKind::Stun {
+            // A subscriber starts its checks as soon as it has set its answer, often before the
+            // answer reaches us over signalling; unanswered, each waits for the client's next
+            // retransmission (200 ms in webrtc-rs, more in browsers). RFC 8445 section 7.3 asks for
+            // an answer at once; the agent can only give it with the credentials, so the check
+            // waits here for the answer instead.
+            if peer.early_checks.len() < EARLY_CHECKS {
+                peer.early_checks.push((from, d));
+                self.stats.early_checks += 1;
+            }
+            return;
+        }
         peer.last_rx = Some(now);
         let msg = TaggedBytesMut {
             now,
@@ -1475,6 +1503,10 @@ impl Driver {
                 track_to_down: HashMap::new(),
                 negotiating: false,
                 renegotiate: false,
+                // A publish connection learns the client's credentials from its offer, before the
+                // client can send a check.
+                remote_known: kind == PcKind::Publish,
+                early_checks: Vec::new(),
             },
         );
         let member = self.members.get_mut(&owner)?;
@@ -2036,6 +2068,8 @@ impl Driver {
                 .notify(from.participant, ServerMessage::error("bad_sdp", "SDP 无效", "the SDP answer was rejected"));
         }
         peer.negotiating = false;
+        peer.remote_known = true;
+        let early = std::mem::take(&mut peer.early_checks);
         let again = peer.renegotiate;
         if !peer.touched {
             peer.touched = true;
@@ -2080,6 +2114,11 @@ impl Driver {
         }
         if again {
             self.mark_renegotiate(pk);
+        }
+        // The checks that came before the answer get their responses now (sent by the settle
+        // that follows every command).
+        for (addr, d) in early {
+            self.deliver(pk, addr, d, now);
         }
     }
 

@@ -177,6 +177,9 @@ pub struct DriverStats {
     pub peer_connections: usize,
     pub datagrams_in: u64,
     pub datagrams_unroutable: u64,
+    /// Connectivity checks of a subscribe connection that arrived before its answer and were
+    /// answered once it was applied, instead of waiting for the client to send them again.
+    pub early_checks: u64,
     pub rtp_in: u64,
     pub rtp_forwarded: u64,
     /// Audio packets that carried the client's audio level (active speaker detection).

@@ -1,6 +1,7 @@
 //! Building one server-side peer connection: ICE-lite with credentials we choose (so STUN can be
 //! routed by ufrag), one host candidate at the announced address, mDNS off, default codecs and
-//! interceptors (NACK, RTCP reports, TWCC) plus one that hands incoming RTCP to us.
+//! interceptors for the one direction the connection carries media (NACK, RTCP reports, TWCC) plus
+//! one that hands incoming RTCP to us.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -9,18 +10,16 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{
-    Attribute, CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Packet, Registry, Slot,
-    TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Packet, ReceiverReportBuilder,
+    Registry, SenderReportBuilder, Slot, TaggedPacket, TwccReceiverBuilder, TwccSenderBuilder,
 };
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
-};
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, TYPE_RTCP_FB_TRANSPORT_CC};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpHeaderExtensionCapability, RtpCodecKind};
 
 /// RFC 6464 client-to-mixer audio level.
@@ -89,28 +88,56 @@ pub fn build(
         RtpCodecKind::Audio,
         None,
     )?;
-    // The stack's defaults (NACK both ways, simulcast header extensions, transport-wide feedback
-    // for what we receive, RTCP reports), with a bounded NACK generator.
+    // NACK and PLI for video, the simulcast header extensions, and transport-wide feedback both
+    // ways (the extension and `transport-cc` are negotiated on every connection).
     for parameter in ["", "pli"] {
         let feedback = RTCPFeedback { typ: "nack".to_owned(), parameter: parameter.to_owned() };
         media.register_feedback(feedback, RtpCodecKind::Video);
     }
-    let mut registry = Registry::new()
-        .with(Slot::from(14_000), Tap::new(DeliverRtcp))
-        .with(Slot::NackResponder, NackResponderBuilder::new().with_size(SEND_HISTORY).build())
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build());
     configure_simulcast_extension_headers(&mut media)?;
-    registry = configure_twcc_receiver_only(registry, &mut media)?;
-    registry = configure_rtcp_reports(registry);
-    if let Some(x) = subscribe {
-        // Between the wire and the NACK responder (4 000), so it sees requests first; GCC and the
-        // transport-wide sequence numbers it needs closest to the wire. No pacer in the stack: an SFU
-        // forwards at the publishers' pace, the driver paces a weak or lossy link's video itself
-        // (`driver::Pacer`), and the room suspends video a link cannot carry.
-        registry = registry
-            .with(Slot::from(3_500), Tap::new(NackLimiter::new(x.nacks_refused, x.video_suspended, x.estimate.clone())))
-            .with(Slot::CongestionControl, CongestionControlBuilder::new(ReportingGcc::new(x.estimate)).build())
-            .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        media.register_feedback(RTCPFeedback { typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(), ..Default::default() }, kind);
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: rtc::sdp::extmap::TRANSPORT_CC_URI.to_owned() },
+            kind,
+            None,
+        )?;
+    }
+    // Each connection carries media one way, so its interceptor chain holds only the interceptors
+    // of that direction: every interceptor in a chain takes every packet in and out of its own
+    // queue, sent or received, whether it acts on the packet or not (the per-packet moves were the
+    // first thing in the forwarding profile). A publish connection receives media: NACKs for what
+    // is lost, transport-wide feedback and receiver reports for the publisher's own bandwidth
+    // estimate. A subscribe connection sends media: the send history that answers NACKs, sender
+    // reports (the subscriber's lip sync), transport-wide sequence numbers and the congestion
+    // controller (see `feedback`). Both hand incoming RTCP to the driver.
+    let mut registry = Registry::new().with(Slot::from(14_000), Tap::new(DeliverRtcp));
+    match subscribe {
+        None => {
+            registry = registry
+                .with(
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new().with_max_nacks_per_packet(MAX_NACKS_PER_PACKET).build(),
+                )
+                .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+        }
+        Some(x) => {
+            // The limiter sits between the wire and the NACK responder (4 000), so it sees requests
+            // first; GCC and the transport-wide sequence numbers it needs sit closest to the wire.
+            // No pacer in the stack: an SFU forwards at the publishers' pace, the driver paces a
+            // weak or lossy link's video itself (`driver::Pacer`), and the room suspends video a
+            // link cannot carry.
+            registry = registry
+                .with(Slot::NackResponder, NackResponderBuilder::new().with_size(SEND_HISTORY).build())
+                .with(Slot::SenderReport, SenderReportBuilder::new().build())
+                .with(
+                    Slot::from(3_500),
+                    Tap::new(NackLimiter::new(x.nacks_refused, x.video_suspended, x.estimate.clone())),
+                )
+                .with(Slot::CongestionControl, CongestionControlBuilder::new(ReportingGcc::new(x.estimate)).build())
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build());
+        }
     }
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

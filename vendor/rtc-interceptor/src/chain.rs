@@ -61,6 +61,10 @@ pub(crate) struct Chain {
     interceptors: Vec<Box<dyn Interceptor>>,
     read_outs: VecDeque<TaggedPacket>,
     write_outs: VecDeque<TaggedPacket>,
+    /// Qiao patch: the belt of every walk, kept between walks. Upstream built a new `VecDeque`
+    /// for each packet handed to the chain (`VecDeque::from([msg])`): an allocation and a free per
+    /// packet sent and per packet received. Always empty between walks.
+    belt: VecDeque<TaggedPacket>,
 }
 
 impl Chain {
@@ -95,10 +99,10 @@ impl Chain {
     /// bypass with.
     fn walk<'a, T>(
         interceptors: impl Iterator<Item = &'a mut Box<dyn Interceptor>>,
-        mut belt: VecDeque<T>,
+        belt: &mut VecDeque<T>,
         handle: fn(&mut dyn Interceptor, T) -> Result<(), Error>,
         poll: fn(&mut dyn Interceptor) -> Option<T>,
-    ) -> VecDeque<T> {
+    ) {
         for interceptor in interceptors {
             while let Some(next) = belt.pop_front() {
                 // An interceptor takes the packet and decides what becomes of it: hold it, drop
@@ -113,27 +117,30 @@ impl Chain {
                 belt.push_back(next);
             }
         }
-        belt
     }
 
-    fn drain_read(&mut self) {
-        let belt = Self::walk(
+    /// Walks the read direction with `msg` (if any) on the belt, and queues what comes out.
+    fn walk_read(&mut self, msg: Option<TaggedPacket>) {
+        self.belt.extend(msg);
+        Self::walk(
             self.interceptors.iter_mut(),
-            VecDeque::new(),
+            &mut self.belt,
             |s, p| s.handle_read(p),
             |s| s.poll_read(),
         );
-        self.read_outs.extend(belt);
+        self.read_outs.extend(self.belt.drain(..));
     }
 
-    fn drain_write(&mut self) {
-        let belt = Self::walk(
+    /// Walks the write direction with `msg` (if any) on the belt, and queues what comes out.
+    fn walk_write(&mut self, msg: Option<TaggedPacket>) {
+        self.belt.extend(msg);
+        Self::walk(
             self.interceptors.iter_mut().rev(),
-            VecDeque::new(),
+            &mut self.belt,
             |s, p| s.handle_write(p),
             |s| s.poll_write(),
         );
-        self.write_outs.extend(belt);
+        self.write_outs.extend(self.belt.drain(..));
     }
 }
 
@@ -145,13 +152,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_read(p),
-            |s| s.poll_read(),
-        );
-        self.read_outs.extend(belt);
+        self.walk_read(Some(msg));
         Ok(())
     }
 
@@ -159,19 +160,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     /// released a packet on `handle_timeout` with no inbound packet since to carry it forward.
     fn poll_read(&mut self) -> Option<Self::Rout> {
         if self.read_outs.is_empty() {
-            self.drain_read();
+            self.walk_read(None);
         }
         self.read_outs.pop_front()
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        let belt = Self::walk(
-            self.interceptors.iter_mut().rev(),
-            VecDeque::from([msg]),
-            |s, p| s.handle_write(p),
-            |s| s.poll_write(),
-        );
-        self.write_outs.extend(belt);
+        self.walk_write(Some(msg));
         Ok(())
     }
 
@@ -179,7 +174,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Chain {
     /// generated RTCP appears with no outbound packet to ride along with.
     fn poll_write(&mut self) -> Option<Self::Wout> {
         if self.write_outs.is_empty() {
-            self.drain_write();
+            self.walk_write(None);
         }
         self.write_outs.pop_front()
     }

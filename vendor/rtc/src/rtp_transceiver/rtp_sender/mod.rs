@@ -466,10 +466,12 @@ impl RTCRtpSender<'_> {
             return Err(Error::ErrHeaderExtensionNotFound);
         }
 
-        let track_id = sender.track().track_id().to_string();
+        // Qiao patch: no track id on the message. The pipeline's `handle_write` drops the id of an
+        // outgoing RTP packet unread; upstream copied it into a new `String` for every packet sent
+        // (an allocation and a free per packet). `String::new()` allocates nothing.
         self.peer_connection.handle_write(TaggedRTCMessage {
             now,
-            message: RTCMessage::RtpPacket(track_id, packet),
+            message: RTCMessage::RtpPacket(String::new(), packet),
         })
     }
 
