@@ -16,6 +16,7 @@ pub mod tap;
 mod udp;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -212,6 +213,60 @@ pub struct DriverStats {
     pub probes: u64,
     pub padding_packets: u64,
     pub probes_failed: u64,
+    /// The server's own delay for each forwarded packet: from the kernel receiving it to the
+    /// kernel having every copy of it (time waiting in the socket's queue included). Paced and
+    /// replayed copies are not in it: they wait on purpose.
+    pub forward_delay: DelayHistogram,
+}
+
+/// Upper bounds of [`DelayHistogram`]'s buckets, µs; a last bucket holds what is slower.
+pub const DELAY_BOUNDS_US: [u64; 15] =
+    [50, 100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000, 20_000, 50_000, 100_000];
+
+/// Counts of delays per bucket of [`DELAY_BOUNDS_US`] (fixed buckets: recording one is an index
+/// search and an add, nothing allocated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DelayHistogram {
+    pub counts: [u64; DELAY_BOUNDS_US.len() + 1],
+}
+
+impl DelayHistogram {
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = DELAY_BOUNDS_US.partition_point(|b| *b < us);
+        self.counts[i] += 1;
+    }
+
+    /// What was recorded since `earlier` (a snapshot of the same histogram).
+    pub fn since(&self, earlier: &DelayHistogram) -> DelayHistogram {
+        let mut d = *self;
+        for (c, e) in d.counts.iter_mut().zip(earlier.counts) {
+            *c = c.saturating_sub(e);
+        }
+        d
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The bound, µs, of the bucket the `p`-th percentile falls in (`None` when empty;
+    /// `u64::MAX` for the last, unbounded bucket): the percentile is at most this.
+    pub fn percentile_bound_us(&self, p: f64) -> Option<u64> {
+        let total = self.total();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(DELAY_BOUNDS_US.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        Some(u64::MAX)
+    }
 }
 
 /// What the driver sends the presence writer, in order.
@@ -292,5 +347,33 @@ impl MediaHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Command::PresenceWritten { reply }).await?;
         rx.await.map_err(|_| DriverGone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DelayHistogram, DELAY_BOUNDS_US};
+    use std::time::Duration;
+
+    #[test]
+    fn a_delay_falls_in_the_first_bucket_whose_bound_is_not_below_it_and_percentiles_read_bounds() {
+        let mut h = DelayHistogram::default();
+        for us in [10, 50, 51, 1_999, 2_000, 2_001, 10_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let at = |bound: u64| h.counts[DELAY_BOUNDS_US.iter().position(|b| *b == bound).unwrap()];
+        assert_eq!((at(50), at(100), at(2_000), at(3_000)), (2, 1, 2, 1));
+        assert_eq!(h.counts[DELAY_BOUNDS_US.len()], 1, "slower than every bound");
+        assert_eq!(h.total(), 7);
+        assert_eq!(h.percentile_bound_us(50.0), Some(2_000), "the 4th of 7 is 1 999 µs");
+        assert_eq!(h.percentile_bound_us(100.0), Some(u64::MAX));
+        let later = {
+            let mut l = h;
+            l.record(Duration::from_micros(120));
+            l
+        };
+        let d = later.since(&h);
+        assert_eq!((d.total(), d.percentile_bound_us(99.0)), (1, Some(200)));
+        assert_eq!(DelayHistogram::default().percentile_bound_us(50.0), None);
     }
 }

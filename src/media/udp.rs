@@ -15,6 +15,7 @@
 //! Nothing here allocates: the message headers live on the stack for the duration of one call.
 
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 use bytes::BytesMut;
 use tokio::net::UdpSocket;
@@ -37,20 +38,122 @@ impl Default for Receiver {
     }
 }
 
+/// One datagram read from the socket.
+#[derive(Debug)]
+pub struct Datagram {
+    pub data: BytesMut,
+    pub from: SocketAddr,
+    /// When the kernel received it (`SO_TIMESTAMPNS`, wall clock), on Linux once
+    /// [`enable_rx_timestamps`] was called: the start of the server's own delay for this packet,
+    /// time spent waiting in the socket's queue included.
+    pub received: Option<SystemTime>,
+}
+
+/// Asks the kernel to stamp every datagram it receives on `socket` (see [`Datagram::received`]).
+/// Elsewhere than on Linux, and if the kernel refuses, datagrams come without a stamp.
+pub fn enable_rx_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket and an int option value of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                &on as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+    Ok(())
+}
+
 impl Receiver {
     /// Waits for the next datagram. Cancel-safe: nothing is read unless it is returned.
-    pub async fn recv(&mut self, socket: &UdpSocket) -> std::io::Result<(BytesMut, SocketAddr)> {
-        self.buf.reserve(MAX_DATAGRAM);
-        let (n, from) = socket.recv_buf_from(&mut self.buf).await?;
-        Ok((self.buf.split_to(n), from))
+    pub async fn recv(&mut self, socket: &UdpSocket) -> std::io::Result<Datagram> {
+        loop {
+            socket.readable().await?;
+            match self.try_read(socket) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
     }
 
     /// The next datagram if one is queued already.
-    pub fn try_recv(&mut self, socket: &UdpSocket) -> Option<(BytesMut, SocketAddr)> {
-        self.buf.reserve(MAX_DATAGRAM);
-        let (n, from) = socket.try_recv_buf_from(&mut self.buf).ok()?;
-        Some((self.buf.split_to(n), from))
+    pub fn try_recv(&mut self, socket: &UdpSocket) -> Option<Datagram> {
+        self.try_read(socket).ok()
     }
+
+    fn try_read(&mut self, socket: &UdpSocket) -> std::io::Result<Datagram> {
+        self.buf.reserve(MAX_DATAGRAM);
+        let buf = &mut self.buf;
+        let (n, from, received) = socket.try_io(tokio::io::Interest::READABLE, || recv_one(socket, buf))?;
+        Ok(Datagram { data: self.buf.split_to(n), from, received })
+    }
+}
+
+/// Reads one datagram into `buf`'s spare capacity (and marks it filled); its source, and the
+/// kernel's receive stamp when there is one.
+#[cfg(target_os = "linux")]
+fn recv_one(socket: &UdpSocket, buf: &mut BytesMut) -> std::io::Result<(usize, SocketAddr, Option<SystemTime>)> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let mut iov = libc::iovec { iov_base: spare.as_mut_ptr() as *mut libc::c_void, iov_len: spare.len() };
+    // Room for one timespec control message (aligned as cmsghdr wants).
+    let mut control = [0u64; 8];
+    let mut stamp = None;
+    // SAFETY: `try_init` hands us zeroed storage for a socket address and its length; recvmsg
+    // writes at most that many bytes there, at most `iov_len` bytes into the spare capacity it
+    // points to, and at most `msg_controllen` bytes of control messages into `control`; the cmsg
+    // macros walk only within `msg_controllen`.
+    let (n, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = storage as *mut libc::c_void;
+            msg.msg_namelen = *len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let r = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            *len = msg.msg_namelen;
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                    stamp =
+                        Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+            Ok(r as usize)
+        })?
+    };
+    let from = addr
+        .as_socket()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "not an IP source address"))?;
+    // SAFETY: recvmsg initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok((n, from, stamp))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn recv_one(socket: &UdpSocket, buf: &mut BytesMut) -> std::io::Result<(usize, SocketAddr, Option<SystemTime>)> {
+    let len = buf.len();
+    let (n, from) = socket.try_recv_buf_from(buf)?;
+    debug_assert_eq!(buf.len(), len + n);
+    Ok((n, from, None))
 }
 
 /// What one [`send_all`] did, for the driver's counters.
@@ -184,18 +287,36 @@ mod tests {
         let mut got = Vec::new();
         let mut held = Vec::new(); // the stack may keep datagrams while later ones arrive
         while got.len() < sent.len() {
-            let (d, from) = r.recv(&rx).await.unwrap();
-            assert_eq!(from, tx.local_addr().unwrap());
-            got.push(d.to_vec());
-            held.push(d);
+            let d = r.recv(&rx).await.unwrap();
+            assert_eq!(d.from, tx.local_addr().unwrap());
+            got.push(d.data.to_vec());
+            held.push(d.data);
             for _ in 0..3 {
-                let Some((d, _)) = r.try_recv(&rx) else { break };
-                got.push(d.to_vec());
-                held.push(d);
+                let Some(d) = r.try_recv(&rx) else { break };
+                got.push(d.data.to_vec());
+                held.push(d.data);
             }
         }
         assert_eq!(got, sent);
         assert!(held.iter().zip(&sent).all(|(h, s)| h[..] == s[..]), "held buffers were not overwritten");
+    }
+
+    /// With receive stamps on, every datagram says when the kernel took it: after it was sent
+    /// and before it was read.
+    #[tokio::test]
+    async fn a_stamped_socket_says_when_the_kernel_received_each_datagram() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        enable_rx_timestamps(&rx).unwrap();
+        let before = SystemTime::now();
+        tx.send_to(b"stamp me", rx.local_addr().unwrap()).await.unwrap();
+        let d = Receiver::default().recv(&rx).await.unwrap();
+        let after = SystemTime::now();
+        assert_eq!(&d.data[..], b"stamp me");
+        if cfg!(target_os = "linux") {
+            let at = d.received.expect("a receive stamp");
+            assert!(before <= at && at <= after, "{before:?} <= {at:?} <= {after:?}");
+        }
     }
 
     #[tokio::test]
