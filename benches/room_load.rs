@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Every publisher sends a pre-encoded VP8 clip (~`--kbps`, a key frame every second) and Opus at
-//! real rate, and receives the other publishers of its room; every subscriber publishes nothing
+//! real rate (the publishers' clips start staggered over one key-frame interval, as independent
+//! cameras' key frames are), and receives the other publishers of its room; every subscriber publishes nothing
 //! and receives every publisher of its room. The clients are the integration tests' webrtc-rs
 //! peers (tests/common), all in this process; each server (`qiao serve` from `QIAO_BIN` or next
 //! to this binary, and `janus`) runs as a child process with a temporary data directory, so its
@@ -387,6 +388,8 @@ struct MediaCounters {
     rtp_forwarded: u64,
     /// Packets the driver failed to forward.
     forward_errors: u64,
+    /// The server's own delay per forwarded packet, kernel in to kernel out.
+    forward_delay: qiao::media::DelayHistogram,
 }
 
 /// `qiao serve` as a child process, plus the few REST calls the benchmark needs. (The tests'
@@ -517,6 +520,8 @@ impl QiaoServer {
             rtp_in: n("rtp_in")?,
             rtp_forwarded: n("rtp_forwarded")?,
             forward_errors: n("forward_errors")?,
+            forward_delay: serde_json::from_value(v["forward_delay"].clone())
+                .with_context(|| format!("media stats without forward_delay: {v}"))?,
         })
     }
 }
@@ -549,8 +554,17 @@ struct Load {
 
 /// Client options shared by every participant of a target's run.
 fn client_options(args: &Args, name: String, clip: &Arc<Fixture>, probe: &Arc<LatencyProbe>) -> ClientOptions {
+    // Publisher k of a room starts its clip k/P of a key-frame interval late, and room r's
+    // publishers a further r/(R·P): independent cameras do not send their key frames in the same
+    // instant (started together, ten publishers' key frames made a burst of hundreds of packets
+    // every second, and it was most of the added latency's p99).
+    let video_start_delay = publisher_index(&name).map_or(Duration::ZERO, |(room, i)| {
+        let n = (args.rooms * args.publishers).max(1);
+        join_delay(i * args.rooms + room, n)
+    });
     ClientOptions {
         name,
+        video_start_delay,
         join_timeout: SETUP_TIMEOUT,
         publish_timeout: SETUP_TIMEOUT,
         video_fixture: Some(Arc::clone(clip)),
@@ -562,6 +576,12 @@ fn client_options(args: &Args, name: String, clip: &Arc<Fixture>, probe: &Arc<La
 
 fn publisher_name(room: usize, i: usize) -> String {
     format!("r{room}-pub{i}")
+}
+
+/// The room and index a [`publisher_name`] stands for; `None` for a subscriber's name.
+fn publisher_index(name: &str) -> Option<(usize, usize)> {
+    let (room, i) = name.strip_prefix('r')?.split_once("-pub")?;
+    Some((room.parse().ok()?, i.parse().ok()?))
 }
 
 fn subscriber_name(room: usize, i: usize) -> String {
@@ -1008,6 +1028,8 @@ struct TargetResult {
     self_udp_drops: u64,
     /// Qiao's counters over the window, per second: (RTP in, RTP forwarded); and forward errors.
     qiao_counters: Option<(f64, f64, u64)>,
+    /// Qiao's own delay per forwarded packet over the window (its stats; none for Janus).
+    forward_delay: Option<qiao::media::DelayHistogram>,
     /// Every video down track over the window.
     video: Vec<DownTrack>,
     /// Every audio down track over the window.
@@ -1020,6 +1042,9 @@ struct TargetResult {
     unstamped: u64,
     /// Each subscriber's join to its first complete key frame from each publisher, ms.
     first_frame_ms: Vec<f64>,
+    /// Subscriber join to the first video packet of each source: the part of join to first key
+    /// frame that is signalling and connection setup, not waiting for or replaying a key frame.
+    first_packet_ms: Vec<f64>,
     /// Video frames per second each publisher wrote (30 unless the load tool fell behind).
     publisher_fps: Vec<f64>,
     /// The load tool's CPU, % of one core.
@@ -1059,6 +1084,17 @@ fn first_keyframe_ms(rx: &Receiver, started: Instant, source: &str) -> Option<f6
     })?
 }
 
+/// The time from a subscriber's join to the arrival of its first video packet from `source`, ms.
+fn first_packet_ms(rx: &Receiver, started: Instant, source: &str) -> Option<f64> {
+    rx.recorder.with_track(source, "video", |t| {
+        let first = t.packets.iter().map(|p| p.arrival).min()?;
+        Some(first.duration_since(started).as_secs_f64() * 1000.0)
+    })?
+}
+
+/// A packet slower than this is counted in the slow-packet note (where in the window they arrived).
+const SLOW_PACKET_MS: f64 = 20.0;
+
 /// The measurement window over a load that is flowing.
 async fn measure(
     target: Target,
@@ -1093,12 +1129,14 @@ async fn measure(
         qiao_counters: start.counters.zip(end.counters).map(|(a, b)| {
             (per_s(a.rtp_in, b.rtp_in), per_s(a.rtp_forwarded, b.rtp_forwarded), b.forward_errors - a.forward_errors)
         }),
+        forward_delay: start.counters.zip(end.counters).map(|(a, b)| b.forward_delay.since(&a.forward_delay)),
         video: Vec::new(),
         audio: Vec::new(),
         latency_video_ms: Vec::new(),
         latency_audio_ms: Vec::new(),
         unstamped: 0,
         first_frame_ms: Vec::new(),
+        first_packet_ms: Vec::new(),
         publisher_fps: start.frames_sent.iter().zip(&end.frames_sent).map(|(a, b)| per_s(*a, *b)).collect(),
         self_cpu_pct: (end.self_ticks - start.self_ticks) as f64 / tck / window * 100.0,
         machine_busy_pct: ratio(end.machine.0 - start.machine.0, end.machine.1 - start.machine.1)
@@ -1107,6 +1145,7 @@ async fn measure(
         client_problems: Vec::new(),
     };
 
+    let mut slow: std::collections::BTreeMap<(&str, u128), usize> = Default::default();
     for (((rx, s, kind), from), (_, to)) in start.tracks.iter().zip(&end.tracks) {
         let receiver = &load.receivers[*rx];
         let source = &receiver.sources[*s];
@@ -1130,6 +1169,17 @@ async fn measure(
                     .map(|(arrival, sent)| arrival.duration_since(sent).as_secs_f64() * 1000.0)
                     .collect();
                 let unstamped = (window.len() - stamped) as u64;
+                // Where in the window the slow packets arrived: a stall of the load tool delays
+                // every track at once, a server queue or a retransmission one track.
+                for p in window {
+                    if let Some(sent) = p.sent_at.filter(|s| *s >= start.at) {
+                        let ms = p.arrival.duration_since(sent).as_secs_f64() * 1000.0;
+                        if ms > SLOW_PACKET_MS {
+                            let at = p.arrival.saturating_duration_since(start.at).as_millis() / 100;
+                            *slow.entry((*kind, at)).or_default() += 1;
+                        }
+                    }
+                }
                 if report.lost * 100 > report.packets as u64 {
                     // Say where: one long hole and many short ones have different causes.
                     let n = report.gaps.len();
@@ -1164,12 +1214,26 @@ async fn measure(
             r.latency_audio_ms.extend(latencies);
         }
     }
+    if !slow.is_empty() {
+        let total: usize = slow.values().sum();
+        let mut bins: Vec<_> = slow.iter().collect();
+        bins.sort_by(|a, b| b.1.cmp(a.1));
+        let top: Vec<String> =
+            bins.iter().take(8).map(|((kind, at), n)| format!("{kind} {:.1} s: {n}", *at as f64 / 10.0)).collect();
+        eprintln!(
+            "  {total} packets took over {SLOW_PACKET_MS} ms; busiest 100 ms of arrival (from the window's start): {}",
+            top.join(", ")
+        );
+    }
     for rx in &load.receivers {
         let Some(started) = rx.join_started else { continue };
         for source in &rx.sources {
             let ms = first_keyframe_ms(rx, started, source)
                 .with_context(|| format!("{}: no complete key frame from {source}", rx.name))?;
             r.first_frame_ms.push(ms);
+            let packet = first_packet_ms(rx, started, source);
+            r.first_packet_ms.extend(packet);
+            eprintln!("  {} from {source}: first video packet {packet:.0?} ms, first key frame {ms:.0} ms", rx.name);
         }
     }
     Ok(r)
@@ -1317,6 +1381,17 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
         row("**added latency, audio, ms (p50 / p99)**", |r| {
             format!("{:.1} / {:.1}", percentile(&r.latency_audio_ms, 50.0), percentile(&r.latency_audio_ms, 99.0))
         }),
+        row("server's own delay per forwarded packet, kernel in → every copy out, µs (p50 / p99, at most)", |r| {
+            let bound = |h: &qiao::media::DelayHistogram, p| match h.percentile_bound_us(p) {
+                Some(u64::MAX) => format!("> {}", qiao::media::DELAY_BOUNDS_US[qiao::media::DELAY_BOUNDS_US.len() - 1]),
+                Some(b) => b.to_string(),
+                None => "—".to_string(),
+            };
+            match &r.forward_delay {
+                Some(h) => format!("{} / {}", bound(h, 50.0), bound(h, 99.0)),
+                None => "not measured".to_string(),
+            }
+        }),
         ratio_row("**server memory per participant, MiB**", 2, move |r| {
             mib(r.server_rss_end_kib.saturating_sub(r.server_rss_idle_kib)) / participants as f64
         }),
@@ -1333,6 +1408,13 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
                 "no subscribers".to_string()
             } else {
                 format!("{:.0} / {:.0}", percentile(&r.first_frame_ms, 50.0), max(r.first_frame_ms.iter().copied()))
+            }
+        }),
+        row("subscriber join to first video packet, ms (p50 / max)", |r| {
+            if r.first_packet_ms.is_empty() {
+                "no subscribers".to_string()
+            } else {
+                format!("{:.0} / {:.0}", percentile(&r.first_packet_ms, 50.0), max(r.first_packet_ms.iter().copied()))
             }
         }),
         row("video received per down track, kbps (mean / min)", |r| {
@@ -1397,7 +1479,8 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
          during the window only: a packet replayed from a GOP cache was sent earlier). Memory per \
          participant is (RSS at the end − RSS idle) ÷ {participants}. CPU is user + system time from \
          /proc/PID/stat over the window; {cores} cores. Qiao records every session (its CPU includes the \
-         recorder); Janus records nothing. Subscribers join spread over one key-frame interval; the publishers' clip \
+         recorder); Janus records nothing. The publishers' clips start staggered over one key-frame interval (independent cameras \
+         do not send key frames together). Subscribers join spread over one key-frame interval; the publishers' clip \
          does not answer keyframe requests, so join to first key frame waits for the clip's next key frame unless \
          the server has one to send (a browser publisher would answer a server's request within about one round \
          trip).",

@@ -115,6 +115,11 @@ pub struct ClientOptions {
     /// SDP line names, each packet tagged with the `mid` and `repaired-rtp-stream-id` header
     /// extensions (see [`RepairTags`]). Off: resends repeat the layer's own SSRC.
     pub simulcast_rtx: bool,
+    /// How long the video clip waits before its first frame once streaming starts (audio starts
+    /// at once). The load benchmark staggers its publishers over one key-frame interval, as
+    /// independent cameras are: started together, every clip would send its key frames in the
+    /// same instant.
+    pub video_start_delay: Duration,
 }
 
 impl Default for ClientOptions {
@@ -131,6 +136,7 @@ impl Default for ClientOptions {
             latency_probe: None,
             simulcast: None,
             simulcast_rtx: false,
+            video_start_delay: Duration::ZERO,
         }
     }
 }
@@ -830,6 +836,8 @@ pub struct PublishSide {
     /// `ClientOptions::simulcast_rtx`, and what its tap adds to each RTX packet.
     simulcast_rtx: bool,
     repair_tags: RepairTags,
+    /// `ClientOptions::video_start_delay`.
+    video_start_delay: Duration,
 }
 
 impl PublishSide {
@@ -881,6 +889,7 @@ impl PublishSide {
             video_source: opts.video_source.unwrap_or("camera"),
             simulcast_rtx: opts.simulcast_rtx,
             repair_tags,
+            video_start_delay: opts.video_start_delay,
         };
         if media.audio {
             let clip = opts.audio_fixture.clone().unwrap_or_else(fixtures::opus);
@@ -1122,8 +1131,10 @@ impl PublishSide {
             }
             return Ok(());
         }
+        let start_delay = if lt.kind == "video" { self.video_start_delay } else { Duration::ZERO };
         let task = tokio::spawn(stream_fixture(
             format!("{} {}", self.label, lt.kind),
+            start_delay,
             Arc::clone(&lt.track),
             lt.ssrc,
             pt,
@@ -1176,6 +1187,7 @@ impl Drop for PublishSide {
 #[allow(clippy::too_many_arguments)]
 async fn stream_fixture(
     label: String,
+    start_delay: Duration,
     track: Arc<TrackLocalStaticSample>,
     ssrc: u32,
     payload_type: u8,
@@ -1184,7 +1196,8 @@ async fn stream_fixture(
     keyframes: Arc<AtomicU64>,
     errors: Arc<Mutex<Vec<String>>>,
 ) {
-    let mut next = tokio::time::Instant::now();
+    let mut next = tokio::time::Instant::now() + start_delay;
+    tokio::time::sleep_until(next).await;
     for frame in fixture.frames.iter().cycle() {
         let MediaFrame { data, duration, keyframe } = frame;
         let sample = Sample { data: data.clone(), duration: *duration, ..Sample::new(Instant::now()) };
