@@ -144,7 +144,8 @@ const USAGE: &str = "usage: scripts/bench.sh [--rooms 2] [--publishers 2] [--sub
 
 A room of P publishers and no subscribers is the old `--participants P`. QIAO_BIN selects the
 server binary (default: the release `qiao` next to this benchmark). QIAO_BENCH_SERVER_LOG=PATH
-keeps each server's log as PATH.qiao / PATH.janus (RUST_LOG sets what Qiao writes).";
+keeps each server's log as PATH.qiao / PATH.janus (RUST_LOG sets what Qiao writes);
+QIAO_BENCH_CLIENT_LOG=FILTER sets what the clients' stacks log (default webrtc=error,rtc=error).";
 
 fn parse_args() -> Result<Args> {
     let localhost = IpAddr::from([127, 0, 0, 1]);
@@ -1635,7 +1636,10 @@ fn main() -> std::process::ExitCode {
     // The clients' stack reports media it had to drop (a track queue full, a track not yet
     // registered) only in its log: a loss the receivers never ask to be resent.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("webrtc=error,rtc=error"))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            // QIAO_BENCH_CLIENT_LOG: what the clients' stacks log (to find where a join waits).
+            std::env::var("QIAO_BENCH_CLIENT_LOG").unwrap_or_else(|_| "webrtc=error,rtc=error".into()),
+        ))
         .with_writer(std::io::stderr)
         .init();
     let args = match parse_args() {
