@@ -11,7 +11,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -64,6 +64,14 @@ const RX_BATCH: usize = 4;
 /// `Peer::early_checks`). A client sends one per candidate pair and retransmits; a few cover the
 /// pairs that can succeed, and the bound keeps a flood from holding memory.
 const EARLY_CHECKS: usize = 8;
+
+/// How soon after ICE connects a connection's timers run, so that its DTLS ClientHello leaves.
+/// Where the server is the DTLS client (a webrtc-rs subscriber answers as the DTLS server), rtc
+/// starts the handshake when ICE selects the pair but sends the first flight only on the
+/// connection's next timeout: up to the ICE agent's next tick, 200 ms. Sent in the same instant as
+/// the check's response, it reached a webrtc-rs client before the client's own DTLS was ready and
+/// waited a second for the retransmission; a few milliseconds later it does not.
+const DTLS_KICK: Duration = Duration::from_millis(5);
 /// Capacity of a participant's outbound signalling queue; a client that lets it fill is stuck.
 pub const OUTBOUND_CAPACITY: usize = 1024;
 
@@ -168,6 +176,9 @@ struct Peer {
     /// Subscribe side: connectivity checks that arrived before the first answer, answered once it
     /// is applied (see [`EARLY_CHECKS`]).
     early_checks: Vec<(SocketAddr, BytesMut)>,
+    /// When the connection's timers run early, once, to send the DTLS ClientHello (see
+    /// [`DTLS_KICK`]).
+    kick_at: Option<Instant>,
     /// Negotiated down tracks waiting for this connection to come up: a GOP replayed, or a
     /// keyframe forwarded, before DTLS completes would be lost.
     pending_ready: Vec<DownTrackKey>,
@@ -695,7 +706,12 @@ impl Driver {
             while let Some(out) = peer.pc.poll_write() {
                 self.to_send.push((out.transport.peer_addr, out.message));
             }
-            let deadline = peer.pc.poll_timeout();
+            let kick = peer.kick_at.take_if(|at| *at > now);
+            peer.kick_at = kick;
+            let deadline = match (peer.pc.poll_timeout(), kick) {
+                (Some(t), Some(k)) => Some(t.min(k)),
+                (t, k) => t.or(k),
+            };
             if deadline != peer.deadline {
                 if let Some(old) = peer.deadline {
                     self.timers.remove(&(old, pk));
@@ -741,6 +757,13 @@ impl Driver {
                             return;
                         }
                         _ => {}
+                    }
+                }
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Connected) => {
+                    peer.kick_at = Some(now + DTLS_KICK);
+                    if !peer.touched {
+                        peer.touched = true;
+                        self.touched.push(pk);
                     }
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if kind == PcKind::Publish => {
@@ -1532,6 +1555,7 @@ impl Driver {
                 // client can send a check.
                 remote_known: kind == PcKind::Publish,
                 early_checks: Vec::new(),
+                kick_at: None,
             },
         );
         let member = self.members.get_mut(&owner)?;
