@@ -48,7 +48,8 @@ fn ice_credentials(sdp: &str) -> (String, String) {
     (attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
 }
 
-/// The client's side of one ICE session, on a second socket.
+/// The client's side of one ICE session, on a socket of the test's own (a client's second path, or
+/// a client that is only that socket).
 struct SecondPath {
     socket: UdpSocket,
     server: SocketAddr,
@@ -62,19 +63,31 @@ struct SecondPath {
 impl SecondPath {
     /// A check that nominates this path (what the controlling agent sends on its selected pair).
     fn nomination(&self) -> Vec<u8> {
-        stun(&[
+        self.check(true).raw
+    }
+
+    /// A connectivity check of this path, nominating it when `nominate`.
+    fn check(&self, nominate: bool) -> Message {
+        let mut setters: Vec<Box<dyn Setter + '_>> = vec![
             Box::new(BINDING_REQUEST),
             Box::new(TransactionId::new()),
             Box::new(Username::new(ATTR_USERNAME, self.username.clone())),
-            Box::<UseCandidateAttr>::default(),
-            Box::new(AttrControlling(0x5eed)),
+        ];
+        if nominate {
+            setters.push(Box::<UseCandidateAttr>::default());
+        }
+        setters.extend([
+            Box::new(AttrControlling(0x5eed)) as Box<dyn Setter>,
             Box::new(PriorityAttr(0x6e7f_1eff)),
             Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
                 self.server_pwd.clone(),
                 self.crypto.crypto(),
             )),
             Box::new(FINGERPRINT),
-        ])
+        ]);
+        let mut m = Message::new();
+        m.build(&setters).expect("a STUN message");
+        m
     }
 
     /// The success response to a check the server sent us.
@@ -224,24 +237,19 @@ async fn a_check_that_arrives_before_the_subscribers_answer_is_answered_once_the
     .expect("a subscribe offer within 10 s");
     let answer = answer_to(&offer);
     let (server_ufrag, server_pwd) = ice_credentials(&offer);
-    let (client_ufrag, _) = ice_credentials(&answer);
+    let (client_ufrag, client_pwd) = ice_credentials(&answer);
 
     // The first check, sent before the answer, and held by the server until the answer comes.
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let crypto = rtc::crypto::default_provider().unwrap();
-    let mut check = Message::new();
-    check
-        .build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(Username::new(ATTR_USERNAME, format!("{server_ufrag}:{client_ufrag}"))),
-            Box::new(AttrControlling(0x5eed)),
-            Box::new(PriorityAttr(0x6e7f_1eff)),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(server_pwd, crypto.crypto())),
-            Box::new(FINGERPRINT),
-        ])
-        .unwrap();
-    socket.send_to(&check.raw, s.media_addr).await.unwrap();
+    let path = SecondPath {
+        socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        server: s.media_addr,
+        username: format!("{server_ufrag}:{client_ufrag}"),
+        server_pwd,
+        client_pwd,
+        crypto: rtc::crypto::default_provider().unwrap(),
+    };
+    let check = path.check(false);
+    path.socket.send_to(&check.raw, path.server).await.unwrap();
     let mut held = tokio::time::interval(Duration::from_millis(10));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while s.media().stats().await.unwrap().early_checks == 0 {
@@ -254,7 +262,7 @@ async fn a_check_that_arrives_before_the_subscribers_answer_is_answered_once_the
     let mut buf = vec![0u8; 2048];
     let response = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let (n, _) = socket.recv_from(&mut buf).await.unwrap();
+            let (n, _) = path.socket.recv_from(&mut buf).await.unwrap();
             let mut m = Message::new();
             m.raw = buf[..n].to_vec();
             if m.decode().is_ok() && m.transaction_id == check.transaction_id {

@@ -595,7 +595,7 @@ impl Driver {
         if !peer.remote_known && classify(&d) == DatagramKind::Stun {
             // A subscriber starts its checks as soon as it has set its answer, often before the
             // answer reaches us over signalling; unanswered, each waits for the client's next
-            // retransmission (200 ms in webrtc-rs, more in browsers). RFC 8445 section 7.3 asks for
+            // check (200 ms later in webrtc-rs). RFC 8445 section 7.3 asks for
             // an answer at once; the agent can only give it with the credentials, so the check
             // waits here for the answer instead.
             if peer.early_checks.len() < EARLY_CHECKS {
@@ -706,12 +706,10 @@ impl Driver {
             while let Some(out) = peer.pc.poll_write() {
                 self.to_send.push((out.transport.peer_addr, out.message));
             }
-            let kick = peer.kick_at.take_if(|at| *at > now);
-            peer.kick_at = kick;
-            let deadline = match (peer.pc.poll_timeout(), kick) {
-                (Some(t), Some(k)) => Some(t.min(k)),
-                (t, k) => t.or(k),
-            };
+            if peer.kick_at.is_some_and(|at| at <= now) {
+                peer.kick_at = None;
+            }
+            let deadline = [peer.pc.poll_timeout(), peer.kick_at].into_iter().flatten().min();
             if deadline != peer.deadline {
                 if let Some(old) = peer.deadline {
                     self.timers.remove(&(old, pk));
@@ -759,12 +757,12 @@ impl Driver {
                         _ => {}
                     }
                 }
-                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Connected) => {
+                // Only a subscribe connection can have the server as its DTLS client.
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Connected)
+                    if kind == PcKind::Subscribe =>
+                {
+                    // Every caller touched the peer before draining: `settle` schedules the kick.
                     peer.kick_at = Some(now + DTLS_KICK);
-                    if !peer.touched {
-                        peer.touched = true;
-                        self.touched.push(pk);
-                    }
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if kind == PcKind::Publish => {
                     let rid = init.rid.as_deref().map(str::to_owned);
