@@ -238,6 +238,22 @@ fn process_cpu_ticks(pid: &str) -> Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
+/// utime + stime of the threads of process `pid` whose name starts with `prefix`, in clock ticks.
+/// A thread that ends while it is being read is left out.
+fn threads_cpu_ticks(pid: u32, prefix: &str) -> Result<u64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut ticks = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("read {dir}"))? {
+        let tid = entry?.file_name();
+        let tid = tid.to_string_lossy();
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else { continue };
+        if comm.trim_end().starts_with(prefix) {
+            ticks += process_cpu_ticks(&format!("{pid}/task/{tid}")).unwrap_or(0);
+        }
+    }
+    Ok(ticks)
+}
+
 /// A `/proc/PID/status` memory line (e.g. "VmRSS", "VmHWM"), in KiB.
 fn process_mem_kib(pid: u32, key: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -325,6 +341,11 @@ impl ChildServer {
 
     fn cpu_ticks(&self) -> Result<u64> {
         process_cpu_ticks(&self.pid.to_string())
+    }
+
+    /// CPU of Qiao's recorder threads (`rec-…`, one per recorded session); Janus has none.
+    fn recorder_ticks(&self) -> Result<u64> {
+        threads_cpu_ticks(self.pid, "rec-")
     }
 
     fn rss_kib(&self) -> Result<u64> {
@@ -889,6 +910,8 @@ struct Snapshot {
     at: Instant,
     /// The server's CPU time, clock ticks.
     server_ticks: u64,
+    /// Of which the recorder threads'.
+    recorder_ticks: u64,
     /// The load tool's CPU time, clock ticks.
     self_ticks: u64,
     /// (busy, total) ticks of the machine.
@@ -923,6 +946,7 @@ impl Snapshot {
         Ok(Snapshot {
             at: Instant::now(),
             server_ticks: server.cpu_ticks()?,
+            recorder_ticks: server.recorder_ticks()?,
             self_ticks: process_cpu_ticks("self")?,
             machine: machine_cpu_ticks()?,
             server_udp_drops: server.udp_drops()?,
@@ -1017,6 +1041,8 @@ struct TargetResult {
     media_ready_secs: f64,
     /// Server CPU over the window, seconds.
     server_cpu_secs: f64,
+    /// Of which Qiao's recorder threads used (Janus records nothing).
+    recorder_cpu_secs: f64,
     /// Server RSS before anyone joined, KiB.
     server_rss_idle_kib: u64,
     /// Server RSS at the end of the window, KiB.
@@ -1073,6 +1099,10 @@ impl TargetResult {
     fn packets_per_cpu_s(&self) -> f64 {
         self.packets_received() as f64 / self.server_cpu_secs.max(1e-9)
     }
+    /// The same, not counting the recorder threads: the forwarding alone, as Janus does it.
+    fn packets_per_cpu_s_unrecorded(&self) -> f64 {
+        self.packets_received() as f64 / (self.server_cpu_secs - self.recorder_cpu_secs).max(1e-9)
+    }
 }
 
 /// The time from a subscriber's join to the arrival of the last packet of the first complete
@@ -1121,6 +1151,7 @@ async fn measure(
         publishing_secs: load.publishing_secs,
         media_ready_secs: load.media_ready_secs,
         server_cpu_secs: (end.server_ticks - start.server_ticks) as f64 / tck,
+        recorder_cpu_secs: end.recorder_ticks.saturating_sub(start.recorder_ticks) as f64 / tck,
         server_rss_idle_kib: rss_idle_kib,
         server_rss_end_kib: server.rss_kib()?,
         server_rss_peak_kib: server.peak_rss_kib()?,
@@ -1371,6 +1402,11 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
         ratio_row("server CPU, % of one core", 1, TargetResult::server_cpu_pct),
         ratio_row("**server CPU per forwarded packet, µs**", 2, TargetResult::cpu_us_per_packet),
         ratio_row("**forwarded packets per server CPU-second**", 0, TargetResult::packets_per_cpu_s),
+        ratio_row(
+            "the same, not counting Qiao's recorder threads (Janus records nothing)",
+            0,
+            TargetResult::packets_per_cpu_s_unrecorded,
+        ),
         ratio_row("forwarded packets/s (counted at the receivers)", 0, TargetResult::packets_per_s),
         row("video loss at receivers after NACK, % (all / worst track)", |r| loss_cell(&r.video)),
         row("audio loss at receivers, % (all / worst track)", |r| loss_cell(&r.audio)),

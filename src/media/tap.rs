@@ -75,4 +75,13 @@ impl<H: TapHooks> Interceptor for Tap<H> {
     }
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    /// The hook, without the queue: a forwarded packet is not copied into and out of it
+    /// (`vendor/README.md`, the direct write path).
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        if !self.write.is_empty() {
+            return false;
+        }
+        self.hooks.on_write(msg);
+        true
+    }
 }

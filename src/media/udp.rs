@@ -51,10 +51,9 @@ pub struct Datagram {
 
 /// Asks the kernel to stamp every datagram it receives on `socket` (see [`Datagram::received`]).
 /// Elsewhere than on Linux, and if the kernel refuses, datagrams come without a stamp.
-pub fn enable_rx_timestamps(socket: &UdpSocket) -> std::io::Result<()> {
+pub fn enable_rx_timestamps(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
         let on: libc::c_int = 1;
         // SAFETY: a valid socket and an int option value of the right size.
         let r = unsafe {

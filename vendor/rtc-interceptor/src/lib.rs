@@ -373,6 +373,28 @@ pub trait Interceptor:
 
     /// unbind_remote_stream is called when the Stream is removed. It can be used to clean up any data related to that track.
     fn unbind_remote_stream(&mut self, info: &StreamInfo);
+
+    /// Qiao patch: does to an outgoing packet, in place, what
+    /// [`handle_write`](sansio::Protocol::handle_write) would do to it, and returns `true`; the
+    /// packet then goes on as if it had been polled out next. Returns `false`, having done
+    /// nothing, when the interceptor would hold the packet, or has packets of its own queued ahead
+    /// of it (the caller then takes it the queued way, so the order is the same either way).
+    ///
+    /// A packet moved through every interceptor's queue costs a copy of itself in and out of
+    /// each; an interceptor that only counts, records or tags what passes can do that without
+    /// the queue. The default declines.
+    fn write_in_place(&mut self, _msg: &mut TaggedPacket) -> bool {
+        false
+    }
+
+    /// Qiao patch: writes an outgoing packet and returns it when it came through the whole
+    /// interceptor at once, in place ([`write_in_place`](Self::write_in_place)); returns `None`
+    /// when the interceptor kept it, to be collected by
+    /// [`poll_write`](sansio::Protocol::poll_write) like any other written packet. The default
+    /// keeps it.
+    fn write_through(&mut self, msg: TaggedPacket) -> Result<Option<TaggedPacket>, shared::error::Error> {
+        self.handle_write(msg).map(|()| None)
+    }
 }
 
 /// An interceptor whose concrete type has been erased.
@@ -396,6 +418,14 @@ impl<P: Interceptor + ?Sized> Interceptor for Box<P> {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        (**self).write_in_place(msg)
+    }
+
+    fn write_through(&mut self, msg: TaggedPacket) -> Result<Option<TaggedPacket>, shared::error::Error> {
+        (**self).write_through(msg)
     }
 }
 
@@ -424,5 +454,13 @@ impl<P: Interceptor + ?Sized> Interceptor for &mut P {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        (**self).write_in_place(msg)
+    }
+
+    fn write_through(&mut self, msg: TaggedPacket) -> Result<Option<TaggedPacket>, shared::error::Error> {
+        (**self).write_through(msg)
     }
 }

@@ -112,6 +112,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NoopInterceptor {
 }
 
 impl Interceptor for NoopInterceptor {
+    /// Qiao patch: see [`Interceptor::write_in_place`]; a write passes unchanged.
+    fn write_in_place(&mut self, _msg: &mut TaggedPacket) -> bool {
+        self.write_queue.is_empty()
+    }
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -420,6 +420,9 @@ mod tests {
     struct Marker {
         name: &'static str,
         log: Log,
+        /// Qiao patch: takes a write in place (`Interceptor::write_in_place`) when nothing of its
+        /// own is queued.
+        in_place: bool,
         read_queue: VecDeque<TaggedPacket>,
         write_queue: VecDeque<TaggedPacket>,
     }
@@ -429,8 +432,16 @@ mod tests {
             Self {
                 name,
                 log,
+                in_place: false,
                 read_queue: VecDeque::new(),
                 write_queue: VecDeque::new(),
+            }
+        }
+
+        fn in_place(name: &'static str, log: Log) -> Self {
+            Self {
+                in_place: true,
+                ..Self::new(name, log)
             }
         }
     }
@@ -472,6 +483,13 @@ mod tests {
     }
 
     impl Interceptor for Marker {
+        fn write_in_place(&mut self, _msg: &mut TaggedPacket) -> bool {
+            if !self.in_place || !self.write_queue.is_empty() {
+                return false;
+            }
+            self.log.0.lock().unwrap().push(self.name);
+            true
+        }
         fn bind_local_stream(&mut self, _info: &StreamInfo) {}
         fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
         fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -555,6 +573,77 @@ mod tests {
         while chain.poll_write().is_some() {}
 
         assert_eq!(vec!["app", "middle", "wire"], *log.0.lock().unwrap());
+    }
+
+    fn numbered(seq: u16) -> TaggedPacket {
+        let mut p = packet();
+        if let Packet::Rtp(rtp) = &mut p.message.packet {
+            rtp.header.sequence_number = seq;
+        }
+        p
+    }
+
+    fn seq(p: &TaggedPacket) -> u16 {
+        match &p.message.packet {
+            Packet::Rtp(rtp) => rtp.header.sequence_number,
+            _ => panic!("not RTP"),
+        }
+    }
+
+    /// Qiao patch: where every interceptor takes the packet in place, it comes straight back,
+    /// having met each interceptor once, in write order, and nothing is left to poll.
+    #[test]
+    fn a_write_through_interceptors_that_take_it_in_place_returns_it_at_once() {
+        let log = Log::default();
+        let mut chain = Registry::new()
+            .with(Slot::TwccSender, Marker::in_place("wire", log.clone()))
+            .with(Slot::NackGenerator, Marker::in_place("middle", log.clone()))
+            .with(Slot::JitterBuffer, Marker::in_place("app", log.clone()))
+            .build();
+
+        let out = chain.write_through(numbered(7)).unwrap();
+
+        assert_eq!(Some(7), out.as_ref().map(seq));
+        assert_eq!(vec!["app", "middle", "wire"], *log.0.lock().unwrap());
+        assert!(chain.poll_write().is_none());
+    }
+
+    /// Qiao patch: an interceptor that declines takes the packet the queued way, and so does
+    /// every interceptor nearer the wire; none sees it twice, and it is polled out once.
+    #[test]
+    fn a_write_through_an_interceptor_that_declines_goes_the_queued_way_from_there() {
+        let log = Log::default();
+        let mut chain = Registry::new()
+            .with(Slot::TwccSender, Marker::in_place("wire", log.clone()))
+            .with(Slot::NackGenerator, Marker::new("middle", log.clone()))
+            .with(Slot::JitterBuffer, Marker::in_place("app", log.clone()))
+            .build();
+
+        assert!(chain.write_through(numbered(7)).unwrap().is_none());
+
+        assert_eq!(Some(7), chain.poll_write().as_ref().map(seq));
+        assert!(chain.poll_write().is_none());
+        assert_eq!(vec!["app", "middle", "wire"], *log.0.lock().unwrap());
+    }
+
+    /// Qiao patch: a packet written through never overtakes one the chain still holds.
+    #[test]
+    fn a_write_through_leaves_after_the_packets_the_chain_holds() {
+        let log = Log::default();
+        let mut chain = Registry::new()
+            .with(Slot::TwccSender, Marker::in_place("wire", log.clone()))
+            .with(Slot::JitterBuffer, Marker::in_place("app", log.clone()))
+            .build();
+
+        chain.handle_write(numbered(1)).unwrap();
+        assert!(
+            chain.write_through(numbered(2)).unwrap().is_none(),
+            "the chain holds packet 1, so packet 2 queues behind it"
+        );
+
+        let order: Vec<u16> = std::iter::from_fn(|| chain.poll_write()).map(|p| seq(&p)).collect();
+        assert_eq!(vec![1, 2], order);
+        assert_eq!(vec!["app", "wire", "app", "wire"], *log.0.lock().unwrap());
     }
 
     /// Ending the inbound RTCP path is a property of every chain, not something a caller adds.

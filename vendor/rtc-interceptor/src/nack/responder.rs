@@ -207,13 +207,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponderInterceptor {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        // Buffer outgoing RTP packets
-        if let Packet::Rtp(ref rtp_packet) = msg.message.packet
-            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
-        {
-            stream.send_buffer.add(rtp_packet.clone());
-        }
-
+        self.keep_for_resending(&msg);
         self.write_queue.push_back(msg);
 
         Ok(())
@@ -233,7 +227,27 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackResponderInterceptor {
     }
 }
 
+impl NackResponderInterceptor {
+    /// Buffer outgoing RTP packets
+    fn keep_for_resending(&mut self, msg: &TaggedPacket) {
+        if let Packet::Rtp(ref rtp_packet) = msg.message.packet
+            && let Some(stream) = self.streams.get_mut(&rtp_packet.header.ssrc)
+        {
+            stream.send_buffer.add(rtp_packet.clone());
+        }
+    }
+}
+
 impl Interceptor for NackResponderInterceptor {
+    /// Qiao patch: see [`Interceptor::write_in_place`]; retransmissions queued go first.
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        if !self.write_queue.is_empty() {
+            return false;
+        }
+        self.keep_for_resending(msg);
+        true
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if stream_supports_nack(info)
             && let Some(send_buffer) = SendBuffer::new(self.size)

@@ -109,21 +109,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
     }
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(ref mut rtp_packet) = msg.message.packet
-            && let Some(stream) = self.streams.get(&rtp_packet.header.ssrc)
-        {
-            let seq = self.next_sequence_number;
-            self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
-
-            let tcc_ext = rtp::extension::transport_cc_extension::TransportCcExtension {
-                transport_sequence: seq,
-            };
-            if let Ok(ext_data) = tcc_ext.marshal() {
-                let _ = rtp_packet
-                    .header
-                    .set_extension(stream.hdr_ext_id, ext_data.freeze());
-            }
-        }
+        self.tag(&mut msg);
         self.write_queue.push_back(msg);
         Ok(())
     }
@@ -141,7 +127,38 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
     }
 }
 
+impl TwccSenderInterceptor {
+    /// Gives a departing packet of a stream that negotiated transport-wide CC the next
+    /// transport-wide sequence number.
+    fn tag(&mut self, msg: &mut TaggedPacket) {
+        if let Packet::Rtp(ref mut rtp_packet) = msg.message.packet
+            && let Some(stream) = self.streams.get(&rtp_packet.header.ssrc)
+        {
+            let seq = self.next_sequence_number;
+            self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
+
+            let tcc_ext = rtp::extension::transport_cc_extension::TransportCcExtension {
+                transport_sequence: seq,
+            };
+            if let Ok(ext_data) = tcc_ext.marshal() {
+                let _ = rtp_packet
+                    .header
+                    .set_extension(stream.hdr_ext_id, ext_data.freeze());
+            }
+        }
+    }
+}
+
 impl Interceptor for TwccSenderInterceptor {
+    /// Qiao patch: see [`Interceptor::write_in_place`].
+    fn write_in_place(&mut self, msg: &mut TaggedPacket) -> bool {
+        if !self.write_queue.is_empty() {
+            return false;
+        }
+        self.tag(msg);
+        true
+    }
+
     fn bind_local_stream(&mut self, info: &StreamInfo) {
         if let Some(hdr_ext_id) = stream_supports_twcc(info)
             && hdr_ext_id != 0

@@ -51,6 +51,42 @@ pub(crate) struct InterceptorHandler<'a> {
 }
 
 impl<'a> InterceptorHandler<'a> {
+    /// Qiao patch: whether written RTP goes through the interceptors (after the DTLS handshake).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ctx.is_dtls_handshake_complete
+    }
+
+    /// Qiao patch: an outgoing packet through the interceptors without their queues where they
+    /// allow it ([`Interceptor::write_through`]): the packet, counted, when it came through at
+    /// once; `None` when the chain kept it for [`poll_write`](sansio::Protocol::poll_write).
+    pub(crate) fn write_through(&mut self, msg: TaggedPacket) -> Result<Option<TaggedPacket>> {
+        let out = self.interceptor.write_through(msg)?;
+        if let Some(packet) = &out {
+            self.count_written(packet);
+        }
+        Ok(out)
+    }
+
+    /// Process outgoing packets for stats
+    fn count_written(&mut self, packet: &TaggedPacket) {
+        match &packet.message.packet {
+            Packet::Rtcp(rtcp_packets) => {
+                self.process_write_rtcp_for_stats(rtcp_packets);
+            }
+            Packet::Rtp(rtp_packet) => {
+                // Track outbound RTP stats if the stream accumulator exists
+                let ssrc = rtp_packet.header.ssrc;
+                let payload_bytes = rtp_packet.payload.len();
+                self.stats.on_rtx_packet_sent_if_rtx(ssrc, payload_bytes);
+
+                if let Some(stream) = self.stats.outbound_rtp_streams.get_mut(&ssrc) {
+                    stream.on_rtp_sent(rtp_packet.header.marshal_size(), payload_bytes, packet.now);
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub(crate) fn new(
         ctx: &'a mut InterceptorHandlerContext,
         rtp_transceivers: &'a mut Vec<RTCRtpTransceiverInternal>,
@@ -908,27 +944,7 @@ impl<'a>
     fn poll_write(&mut self) -> Option<Self::Wout> {
         if self.ctx.is_dtls_handshake_complete {
             while let Some(packet) = self.interceptor.poll_write() {
-                // Process outgoing packets for stats
-                match &packet.message.packet {
-                    Packet::Rtcp(rtcp_packets) => {
-                        self.process_write_rtcp_for_stats(rtcp_packets);
-                    }
-                    Packet::Rtp(rtp_packet) => {
-                        // Track outbound RTP stats if the stream accumulator exists
-                        let ssrc = rtp_packet.header.ssrc;
-                        let payload_bytes = rtp_packet.payload.len();
-                        self.stats.on_rtx_packet_sent_if_rtx(ssrc, payload_bytes);
-
-                        if let Some(stream) = self.stats.outbound_rtp_streams.get_mut(&ssrc) {
-                            stream.on_rtp_sent(
-                                rtp_packet.header.marshal_size(),
-                                payload_bytes,
-                                packet.now,
-                            );
-                        }
-                    }
-                    _ => {}
-                }
+                self.count_written(&packet);
 
                 self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
                     now: packet.now,

@@ -4,6 +4,7 @@ use crate::peer_connection::message::internal::{
 };
 
 use interceptor::Packet;
+use bytes::BytesMut;
 use log::debug;
 use shared::error::{Error, Result};
 use shared::marshal::{Marshal, Unmarshal};
@@ -28,6 +29,23 @@ pub(crate) struct SrtpHandler<'a> {
 }
 
 impl<'a> SrtpHandler<'a> {
+    /// Whether outgoing RTP can be encrypted yet (the DTLS handshake has given the keys).
+    pub(crate) fn can_encrypt(&self) -> bool {
+        self.ctx.local_srtp_context.is_some()
+    }
+
+    /// The SRTP packet of an outgoing RTP packet; `None` before the keys are known.
+    pub(crate) fn encrypt_rtp(&mut self, rtp_message: &rtp::Packet) -> Result<Option<BytesMut>> {
+        let Some(context) = self.ctx.local_srtp_context.as_mut() else {
+            return Ok(None);
+        };
+        let packet = rtp_message.marshal()?;
+        // Qiao patch: encrypt with the header we just marshalled instead of parsing it back out
+        // of the bytes (`encrypt_rtp`), which allocated its extension list again for every
+        // packet sent.
+        Ok(Some(context.encrypt_rtp_with_header(&packet, &rtp_message.header)?))
+    }
+
     pub(crate) fn new(ctx: &'a mut SrtpHandlerContext) -> Self {
         SrtpHandler { ctx }
     }
@@ -123,20 +141,14 @@ impl<'a>
                         )));
                     }
                 }
-                RTPMessage::Packet(Packet::Rtp(rtp_message)) => {
-                    if let Some(context) = self.ctx.local_srtp_context.as_mut() {
-                        let packet = rtp_message.marshal()?;
-                        // Qiao patch: encrypt with the header we just marshalled instead of
-                        // parsing it back out of the bytes (`encrypt_rtp`), which allocated its
-                        // extension list again for every packet sent.
-                        context.encrypt_rtp_with_header(&packet, &rtp_message.header)?
-                    } else {
-                        return Err(Error::Other(format!(
+                RTPMessage::Packet(Packet::Rtp(rtp_message)) => self
+                    .encrypt_rtp(&rtp_message)?
+                    .ok_or_else(|| {
+                        Error::Other(format!(
                             "local_srtp_context is not set yet for rtp_packet {:?}",
                             msg.transport.peer_addr
-                        )));
-                    }
-                }
+                        ))
+                    })?,
                 RTPMessage::Raw(raw_packet) => {
                     // Bypass
                     debug!("Bypass srtp write {:?}", msg.transport.peer_addr);

@@ -466,13 +466,10 @@ impl RTCRtpSender<'_> {
             return Err(Error::ErrHeaderExtensionNotFound);
         }
 
-        // Qiao patch: no track id on the message. The pipeline's `handle_write` drops the id of an
-        // outgoing RTP packet unread; upstream copied it into a new `String` for every packet sent
-        // (an allocation and a free per packet). `String::new()` allocates nothing.
-        self.peer_connection.handle_write(TaggedRTCMessage {
-            now,
-            message: RTCMessage::RtpPacket(String::new(), packet),
-        })
+        // Qiao patch: the pipeline without its queues once the connection is ready
+        // (`RTCPeerConnection::write_rtp`). Upstream also copied the sender's track id into a new
+        // `String` for every packet sent, which the pipeline dropped unread.
+        self.peer_connection.write_rtp(now, packet)
     }
 
     /// Writes RTCP packets to the network.
