@@ -6,7 +6,6 @@ use crate::stream_info::StreamInfo;
 use crate::{Packet, TaggedPacket};
 use sansio::Protocol;
 use shared::error::Error;
-use shared::marshal::Marshal;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -127,6 +126,18 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
     }
 }
 
+/// Qiao patch: every 16-bit sequence number in network order, at twice its value.
+static SEQUENCE_NUMBER_BYTES: [u8; 2 * 65536] = {
+    let mut table = [0u8; 2 * 65536];
+    let mut n = 0;
+    while n < 65536 {
+        table[2 * n] = (n >> 8) as u8;
+        table[2 * n + 1] = n as u8;
+        n += 1;
+    }
+    table
+};
+
 impl TwccSenderInterceptor {
     /// Gives a departing packet of a stream that negotiated transport-wide CC the next
     /// transport-wide sequence number.
@@ -137,14 +148,16 @@ impl TwccSenderInterceptor {
             let seq = self.next_sequence_number;
             self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
 
-            let tcc_ext = rtp::extension::transport_cc_extension::TransportCcExtension {
-                transport_sequence: seq,
-            };
-            if let Ok(ext_data) = tcc_ext.marshal() {
-                let _ = rtp_packet
-                    .header
-                    .set_extension(stream.hdr_ext_id, ext_data.freeze());
-            }
+            // Qiao patch: the extension's bytes (the transport-wide sequence number, two
+            // bytes, network order) come from static memory. Upstream marshalled each into a new
+            // `BytesMut`, and the send history's copy of the packet then allocated again to share
+            // it: two allocations per packet sent, for two bytes.
+            let at = 2 * usize::from(seq);
+            // (`Bytes: From<&'static [u8]>` is `Bytes::from_static`.)
+            let bytes: &'static [u8] = &SEQUENCE_NUMBER_BYTES[at..at + 2];
+            let _ = rtp_packet
+                .header
+                .set_extension(stream.hdr_ext_id, bytes.into());
         }
     }
 }
@@ -244,6 +257,27 @@ mod tests {
             }
         }
         assert_eq!(vec![Some(0), Some(1), Some(2)], tags);
+    }
+
+    /// Qiao patch: the numbers come from a table; across the wrap, and written in place, they are
+    /// still each the next, in network order.
+    #[test]
+    fn the_numbering_wraps_and_is_the_same_written_in_place() {
+        let mut chain = Chain::new(vec![Box::new(TwccSenderInterceptor::new(65534))]);
+        chain.bind_local_stream(&stream_info(1, 5));
+        let mut tags = Vec::new();
+        for sequence_number in 0..2 {
+            chain.handle_write(packet(sequence_number, 1)).unwrap();
+            while let Some(out) = chain.poll_write() {
+                tags.push(tag_of(&out, 5));
+            }
+        }
+        for sequence_number in 2..4 {
+            let out = chain.write_through(packet(sequence_number, 1)).unwrap();
+            tags.push(out.as_ref().and_then(|out| tag_of(out, 5)));
+        }
+        assert_eq!(vec![Some(65534), Some(65535), Some(0), Some(1)], tags);
+        assert_eq!([0x01, 0x02], SEQUENCE_NUMBER_BYTES[2 * 0x0102..2 * 0x0102 + 2]);
     }
 
     #[test]
