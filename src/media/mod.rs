@@ -2,8 +2,9 @@
 //! `rtc`), feeds what arrives into the rooms of `core`, and carries out what they decide.
 //!
 //! Invariants:
-//! - one task owns all media state, so the per-packet path takes no lock; everything else talks to
-//!   it through [`MediaHandle`] commands and hears back through each participant's outbound channel;
+//! - one task owns all media state, so the per-packet path takes no lock; it runs on a thread and
+//!   single-threaded runtime of its own, and everything else talks to it through [`MediaHandle`]
+//!   commands and hears back through each participant's outbound channel;
 //! - the driver never awaits anything but the socket, its command channel and its timer: it never
 //!   touches the database (presence records go out on a channel) and never blocks on a client;
 //! - a datagram that belongs to no known peer is dropped and counted, never answered.
