@@ -61,6 +61,21 @@ struct SecondPath {
 }
 
 impl SecondPath {
+    /// A new local socket checking toward the server with the credentials of one connection's
+    /// two descriptions (the server's and the client's, whichever made the offer).
+    async fn new(server: SocketAddr, server_sdp: &str, client_sdp: &str) -> SecondPath {
+        let (server_ufrag, server_pwd) = ice_credentials(server_sdp);
+        let (client_ufrag, client_pwd) = ice_credentials(client_sdp);
+        SecondPath {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            server,
+            username: format!("{server_ufrag}:{client_ufrag}"),
+            server_pwd,
+            client_pwd,
+            crypto: rtc::crypto::default_provider().unwrap(),
+        }
+    }
+
     /// A check that nominates this path (what the controlling agent sends on its selected pair).
     fn nomination(&self) -> Vec<u8> {
         self.check(true).raw
@@ -130,16 +145,7 @@ async fn the_server_sends_to_the_candidate_pair_the_client_nominated_last() {
     .unwrap();
 
     let (offer, answer) = b.publish_sdp().await.expect("the party's publish negotiation");
-    let (client_ufrag, client_pwd) = ice_credentials(&offer);
-    let (server_ufrag, server_pwd) = ice_credentials(&answer);
-    let path = SecondPath {
-        socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        server: s.media_addr,
-        username: format!("{server_ufrag}:{client_ufrag}"),
-        server_pwd,
-        client_pwd,
-        crypto: rtc::crypto::default_provider().unwrap(),
-    };
+    let path = SecondPath::new(s.media_addr, &answer, &offer).await;
 
     // Nominate the second path as Chromium does (a check with USE-CANDIDATE every 50 ms on its
     // selected pair), answer the server's own checks, and wait for the first datagram that is
@@ -236,18 +242,9 @@ async fn a_check_that_arrives_before_the_subscribers_answer_is_answered_once_the
     .await
     .expect("a subscribe offer within 10 s");
     let answer = answer_to(&offer);
-    let (server_ufrag, server_pwd) = ice_credentials(&offer);
-    let (client_ufrag, client_pwd) = ice_credentials(&answer);
 
     // The first check, sent before the answer, and held by the server until the answer comes.
-    let path = SecondPath {
-        socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        server: s.media_addr,
-        username: format!("{server_ufrag}:{client_ufrag}"),
-        server_pwd,
-        client_pwd,
-        crypto: rtc::crypto::default_provider().unwrap(),
-    };
+    let path = SecondPath::new(s.media_addr, &offer, &answer).await;
     let check = path.check(false);
     path.socket.send_to(&check.raw, path.server).await.unwrap();
     let mut held = tokio::time::interval(Duration::from_millis(10));

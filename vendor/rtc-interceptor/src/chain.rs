@@ -133,9 +133,15 @@ impl Chain {
 
     /// Walks the write direction with `msg` (if any) on the belt, and queues what comes out.
     fn walk_write(&mut self, msg: Option<TaggedPacket>) {
+        self.walk_write_from(msg, self.interceptors.len());
+    }
+
+    /// Qiao patch: the write walk over the `count` interceptors nearest the wire only (those
+    /// farther have had the packet already, see `write_through`).
+    fn walk_write_from(&mut self, msg: Option<TaggedPacket>, count: usize) {
         self.belt.extend(msg);
         Self::walk(
-            self.interceptors.iter_mut().rev(),
+            self.interceptors[..count].iter_mut().rev(),
             &mut self.belt,
             |s, p| s.handle_write(p),
             |s| s.poll_write(),
@@ -244,14 +250,7 @@ impl Interceptor for Chain {
         }
         for i in (0..self.interceptors.len()).rev() {
             if !self.interceptors[i].write_in_place(&mut msg) {
-                self.belt.push_back(msg);
-                Self::walk(
-                    self.interceptors[..=i].iter_mut().rev(),
-                    &mut self.belt,
-                    |s, p| s.handle_write(p),
-                    |s| s.poll_write(),
-                );
-                self.write_outs.extend(self.belt.drain(..));
+                self.walk_write_from(Some(msg), i + 1);
                 return Ok(None);
             }
         }

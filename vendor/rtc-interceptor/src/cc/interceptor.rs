@@ -257,7 +257,6 @@ impl<E: BandwidthEstimator> CongestionControlInterceptor<E> {
                 );
             }
         }
-
     }
 }
 
