@@ -94,6 +94,12 @@ pub struct ServeArgs {
     /// The local spool that holds segments until storage has them, in MiB. An alarm is raised at 80%.
     #[arg(long, env = "QIAO_SPOOL_LIMIT_MB", default_value_t = 4096)]
     pub spool_limit_mb: u64,
+
+    /// How many KiB per second rewriting a recording's working manifest (live.json and the
+    /// stored snapshot) may cost: as a long session's manifest grows, it is rewritten less often.
+    /// Closed segments are journaled at once, so a crash loses none of them.
+    #[arg(long, env = "QIAO_MANIFEST_BUDGET_KIB", default_value_t = 32)]
+    pub manifest_budget_kib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +128,8 @@ pub struct RecordingConfig {
     pub spool_dir: PathBuf,
     pub spool_limit_bytes: u64,
     pub segment: Duration,
+    /// Bytes per second the working manifest's rewrites may cost (`record::live`).
+    pub manifest_budget: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +243,7 @@ impl Config {
             (a.token_ttl_secs, "--token-ttl-secs"),
             (a.segment_secs, "--segment-secs"),
             (a.spool_limit_mb, "--spool-limit-mb"),
+            (a.manifest_budget_kib, "--manifest-budget-kib"),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -253,6 +262,7 @@ impl Config {
             spool_dir: a.data_dir.join("spool"),
             spool_limit_bytes: a.spool_limit_mb.saturating_mul(1 << 20),
             segment: Duration::from_secs(a.segment_secs),
+            manifest_budget: a.manifest_budget_kib.saturating_mul(1024),
         };
         Ok(Config {
             recording,
@@ -294,6 +304,7 @@ impl Config {
                 spool_dir: data_dir.join("spool"),
                 spool_limit_bytes: 1 << 30,
                 segment: Duration::from_secs(4),
+                manifest_budget: 32 * 1024,
             },
             data_dir,
         }

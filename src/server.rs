@@ -140,6 +140,7 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
         keys: recording_keys.clone(),
         spool_dir: config.recording.spool_dir.clone(),
         segment: config.recording.segment,
+        manifest_budget: config.recording.manifest_budget,
         rt,
         on_final: Some(on_final),
     });

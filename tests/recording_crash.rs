@@ -59,12 +59,62 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Whether each of the manifest's two tracks has at least three closed segments.
+fn three_segments_per_track(m: &Value) -> bool {
+    let tracks = m["tracks"].as_array().map_or(0, |t| t.len());
+    tracks == 2
+        && m["tracks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| m["segments"].as_array().unwrap().iter().filter(|s| s["track_id"] == t["id"]).count() >= 3)
+}
+
+/// The one recording's working files in the spool: `live.json` and the lines of its segment journal.
+fn spool_state(data: &Path) -> Option<(Value, Vec<Value>)> {
+    let dir = std::fs::read_dir(data.join("spool")).ok()?.flatten().map(|e| e.path()).find(|p| p.is_dir())?;
+    let live = read_json(&dir.join("live.json"));
+    let journal = std::fs::read_to_string(dir.join("segments.jsonl")).unwrap_or_default();
+    let lines = journal.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (!live.is_null()).then_some((live, lines))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_at_most_the_open_segment_and_the_restart_finalises_an_interrupted_recording() {
+    // Wait until storage holds at least three closed segments of each of the two tracks.
+    crash_and_recover(&[], |_, root| {
+        three_segments_per_track(&manifests(root).first().map(|p| read_json(p)).unwrap_or(Value::Null))
+    })
+    .await;
+}
+
+/// With a manifest budget of 1 KiB/s, `live.json` is rewritten only every few seconds and the
+/// segments closed in between are only in the journal: the recovered recording has them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_between_manifest_rewrites_recovers_the_journaled_segments() {
+    let journaled = crash_and_recover(&["--manifest-budget-kib", "1"], |data, _| {
+        spool_state(data).is_some_and(|(mut live, lines)| {
+            let behind = lines.len() >= 2;
+            if let Some(segs) = live["segments"].as_array_mut() {
+                let listed = segs.len() as u64;
+                segs.extend(lines.into_iter().filter(|l| l["index"].as_u64() >= Some(listed)));
+            }
+            behind && three_segments_per_track(&live)
+        })
+    })
+    .await;
+    assert!(journaled >= 2, "the recovered manifest lists {journaled} segments that only the journal had");
+}
+
+/// Runs a publishing mediator until `ready(data dir, recordings root)`, kills the server with
+/// SIGKILL, restarts it and checks the recovered recording. Returns how many of the recovered
+/// manifest's segments were not in `live.json` at the kill (they came from the journal).
+async fn crash_and_recover(extra: &[&str], ready: impl Fn(&Path, &Path) -> bool) -> usize {
     fixtures::prepare(VideoCodec::Vp8).await;
     let data = tempfile::tempdir().unwrap();
     let seg = SEGMENT_SECS.to_string();
-    let mut server = ServerProcess::spawn(data.path(), &["--segment-secs", &seg]);
+    let args: Vec<&str> = ["--segment-secs", seg.as_str()].into_iter().chain(extra.iter().copied()).collect();
+    let mut server = ServerProcess::spawn(data.path(), &args);
     let session = server.api.create_session("mediation").await;
     let inv = server.api.invite(&session, "调解员", "mediator").await;
     let client =
@@ -72,31 +122,22 @@ async fn kill_9_loses_at_most_the_open_segment_and_the_restart_finalises_an_inte
             .await
             .expect("the mediator publishes");
 
-    // Wait until storage holds at least three closed segments of each of the two tracks.
     let root = data.path().join("recordings");
     let deadline = Instant::now() + Duration::from_secs(60);
-    let live = loop {
-        let m = manifests(&root).first().map(|p| read_json(p)).unwrap_or(Value::Null);
-        let tracks = m["tracks"].as_array().map_or(0, |t| t.len());
-        let per_track_ok =
-            tracks == 2
-                && m["tracks"].as_array().unwrap().iter().all(|t| {
-                    m["segments"].as_array().unwrap().iter().filter(|s| s["track_id"] == t["id"]).count() >= 3
-                });
-        if per_track_ok {
-            break m;
-        }
+    while !ready(data.path(), &root) {
         assert!(Instant::now() < deadline, "segments never reached storage; log:\n{}", server.log.lock().unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    }
     let killed_at = SystemTime::now();
     server.kill_9();
     drop(client);
+    let (live, _) = spool_state(data.path()).expect("the spool holds the working manifest");
+    let listed_at_kill = live["segments"].as_array().unwrap().len();
     let started_ms = unix_ms(live["started_at"].as_str().unwrap());
     let killed_ms = killed_at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64 - started_ms;
 
     // The restart finalises it.
-    let server = ServerProcess::spawn(data.path(), &["--segment-secs", &seg]);
+    let server = ServerProcess::spawn(data.path(), &args);
     let deadline = Instant::now() + Duration::from_secs(30);
     let path = loop {
         if let Some(p) = manifests(&root).into_iter().find(|p| read_json(p)["status"] == "interrupted") {
@@ -150,4 +191,5 @@ async fn kill_9_loses_at_most_the_open_segment_and_the_restart_finalises_an_inte
     let (ok, out) = verify(copy.path());
     assert!(!ok, "a changed segment must fail verification");
     assert!(out.contains(&victim), "the failure names the segment {victim}: {out}");
+    m["segments"].as_array().unwrap().len() - listed_at_kill
 }

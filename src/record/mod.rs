@@ -4,6 +4,7 @@
 
 pub mod composite;
 pub mod depacketize;
+pub mod live;
 pub mod manifest;
 pub mod mux;
 pub mod recorder;

@@ -13,7 +13,8 @@
 //!   RTP clock is mapped onto it through the sender's RTCP sender reports, so one participant's
 //!   audio and video stay in sync;
 //! - `live.json` in the spool is the working manifest: present while recording, it is what crash
-//!   recovery finalises as `interrupted`.
+//!   recovery finalises as `interrupted`, with the segments `segments.jsonl` journaled after it was
+//!   last written (`live.rs` says when it is rewritten).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use tracing::{error, info, warn};
 use super::depacketize::{
     h264_dimensions, vp8_dimensions, Frame, FrameAssembler, Released, Reorder, TsUnwrap, VideoCodec,
 };
+use super::live::{replay_journal, ManifestSchedule, SegmentJournal, JOURNAL};
 use super::manifest::{chain_next, sha256_hex, Manifest, Segment, SessionInfo, SigningKeys, FORMAT, ZERO_CHAIN};
 use super::mux::{Codec, SegmentMuxer};
 use crate::core::{MediaKind, UpTrackKey};
@@ -41,7 +43,6 @@ const TICK: Duration = Duration::from_millis(20);
 const NETWORK_GAP_MS: i64 = 3000;
 /// How long before a video segment is due the recorder asks for a keyframe to cut at.
 const KEYFRAME_LEAD_MS: i64 = 400;
-const MANIFEST_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the recorder hands closed files (the spool and its durable upload queue).
 pub trait SegmentSink: Send + Sync + 'static {
@@ -187,6 +188,9 @@ pub struct RecorderContext {
     pub keys: Arc<SigningKeys>,
     pub spool_dir: PathBuf,
     pub segment: Duration,
+    /// Bytes per second that rewriting a recording's working manifest may cost, amortised
+    /// (`live.rs`: a long session's manifest is rewritten less often as it grows).
+    pub manifest_budget: u64,
     pub rt: tokio::runtime::Handle,
     /// Called after a recording is final (the composite job); runs on the runtime.
     pub on_final: Option<Arc<dyn Fn(Finished) + Send + Sync>>,
@@ -319,8 +323,10 @@ struct Recorder {
     ntp_offset: HashMap<String, f64>,
     paused: bool,
     released: Vec<Released>,
-    manifest_dirty: bool,
-    manifest_written: Option<Instant>,
+    /// When `live.json` and the stored snapshot are next rewritten (`live.rs`).
+    schedule: ManifestSchedule,
+    /// Closed segments not yet in `live.json`, for crash recovery.
+    journal: Option<SegmentJournal>,
     manifest_seq: u64,
     /// Open gap per cause (recorder, storage), as an index into `manifest.gaps`.
     open_gap: HashMap<&'static str, usize>,
@@ -375,6 +381,8 @@ impl Recorder {
         {
             return Err((events, std::io::Error::other(e.to_string())));
         }
+        let schedule = ManifestSchedule::new(ctx.manifest_budget);
+        let journal = Some(SegmentJournal::new(&dir));
         Ok(Recorder {
             ctx,
             facts,
@@ -389,8 +397,8 @@ impl Recorder {
             ntp_offset: HashMap::new(),
             paused: false,
             released: Vec::with_capacity(64),
-            manifest_dirty: true,
-            manifest_written: None,
+            schedule,
+            journal,
             manifest_seq: 0,
             open_gap: HashMap::new(),
             state: "recording",
@@ -497,7 +505,7 @@ impl Recorder {
                 self.manifest.gaps.push(json!({
                     "track_id": null, "from": self.wall(from), "to": self.wall(to), "cause": "recorder"
                 }));
-                self.manifest_dirty = true;
+                self.schedule.header_changed();
                 self.status("degraded", Some("recorder"));
             }
         }
@@ -522,7 +530,7 @@ impl Recorder {
             "kind": if s.kind == MediaKind::Audio { "audio" } else { "video" },
             "source": s.source, "codec": s.mime, "clock_rate": s.clock_rate, "zone": s.zone,
         }));
-        self.manifest_dirty = true;
+        self.schedule.header_changed();
         let assembler = match codec {
             TrackCodec::Vp8 => Some(FrameAssembler::new(VideoCodec::Vp8)),
             TrackCodec::H264 => Some(FrameAssembler::new(VideoCodec::H264)),
@@ -627,7 +635,7 @@ impl Recorder {
                 self.manifest.gaps.push(json!({
                     "track_id": id, "from": self.wall(from), "to": self.wall(to), "cause": "network"
                 }));
-                self.manifest_dirty = true;
+                self.schedule.header_changed();
             }
             let t = self.tracks.get_mut(&up).expect("present");
             if pts - last > 0 && pts - last < 200 {
@@ -737,7 +745,7 @@ impl Recorder {
         }
         self.manifest.gaps.push(json!({ "track_id": null, "from": self.wall(at_ms), "to": null, "cause": cause }));
         self.open_gap.insert(cause, self.manifest.gaps.len() - 1);
-        self.manifest_dirty = true;
+        self.schedule.header_changed();
         self.status("failed", Some(cause));
     }
 
@@ -745,7 +753,7 @@ impl Recorder {
         if let Some(i) = self.open_gap.remove(cause) {
             let now = self.wall(self.ms(Instant::now()));
             self.manifest.gaps[i]["to"] = now.into();
-            self.manifest_dirty = true;
+            self.schedule.header_changed();
             if self.open_gap.is_empty() {
                 self.status(if self.paused { "paused" } else { "recording" }, None);
             }
@@ -791,7 +799,7 @@ impl Recorder {
                 "track_id": track_id, "from": self.wall(span.start_ms),
                 "to": self.wall(span.start_ms + span.duration_ms), "cause": "storage"
             }));
-            self.manifest_dirty = true;
+            self.schedule.header_changed();
             self.status("failed", Some("storage"));
             return;
         }
@@ -811,7 +819,7 @@ impl Recorder {
             zone: Some(zone),
         });
         self.manifest.chain_head = chain;
-        self.manifest_dirty = true;
+        self.journal_segment();
         if let Err(e) = self.ctx.sink.enqueue(&format!("{}/{}", self.prefix, seg.rel_path), &seg.file) {
             error!(error = %e, "queueing a segment for storage failed");
             self.status("degraded", Some("storage"));
@@ -834,7 +842,7 @@ impl Recorder {
         self.paused = true;
         let now = self.wall(self.ms(Instant::now()));
         self.manifest.pauses.push(json!({ "from": now, "to": null, "reason": reason, "by": by }));
-        self.manifest_dirty = true;
+        self.schedule.header_changed();
         self.state = "paused";
         self.status("paused", Some(reason.as_str()));
         self.write_manifest(Instant::now());
@@ -858,7 +866,7 @@ impl Recorder {
             }
             self.ask_keyframe(up);
         }
-        self.manifest_dirty = true;
+        self.schedule.header_changed();
         self.state = "recording";
         self.status("recording", None);
         self.write_manifest(Instant::now());
@@ -917,9 +925,21 @@ impl Recorder {
     }
 
     fn maybe_write_manifest(&mut self, now: Instant) {
-        if self.manifest_dirty && self.manifest_written.is_none_or(|w| now >= w + MANIFEST_EVERY) {
+        if self.schedule.due(now) {
             self.write_manifest(now);
         }
+    }
+
+    /// The segment just listed goes to the journal at once; the whole manifest follows on the
+    /// schedule. If the journal cannot take it, the manifest is rewritten at the next tick.
+    fn journal_segment(&mut self) {
+        let Some(segment) = self.manifest.segments.last() else { return };
+        let appended = self.journal.as_mut().map(|j| j.append(segment));
+        if let Some(Err(e)) = appended {
+            error!(error = %e, "journaling a segment failed; rewriting the manifest instead");
+            self.schedule.header_changed();
+        }
+        self.schedule.segment_added();
     }
 
     fn status(&self, state: &'static str, cause: Option<&str>) {
@@ -958,12 +978,18 @@ impl Recorder {
     /// Fills participants and sites from the store, signs, writes live.json and queues a snapshot.
     fn write_manifest(&mut self, now: Instant) {
         self.refresh_people();
-        self.track_timing();
+        track_timing(&mut self.manifest);
         self.ctx.keys.sign(&mut self.manifest);
         let bytes = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
         let live = self.dir.join("live.json");
-        if let Err(e) = write_atomic(&live, &bytes) {
-            error!(error = %e, "writing the live manifest failed");
+        match write_atomic(&live, &bytes) {
+            // live.json lists every segment now: the journal's lines are redundant.
+            Ok(()) => {
+                if let Some(Err(e)) = self.journal.as_mut().map(|j| j.clear()) {
+                    error!(error = %e, "emptying the segment journal failed");
+                }
+            }
+            Err(e) => error!(error = %e, "writing the live manifest failed"),
         }
         self.manifest_seq += 1;
         let snapshot = self.dir.join(format!("manifest.{:06}.json", self.manifest_seq));
@@ -975,25 +1001,7 @@ impl Recorder {
             }
             Err(e) => error!(error = %e, "writing a manifest snapshot failed"),
         }
-        self.manifest_dirty = false;
-        self.manifest_written = Some(now);
-    }
-
-    /// Each track's span on the timeline, from its segments.
-    fn track_timing(&mut self) {
-        for t in &mut self.manifest.tracks {
-            let id = t["id"].as_str().unwrap_or_default();
-            let segs = self.manifest.segments.iter().filter(|s| s.track_id == id);
-            let (mut start, mut end) = (u64::MAX, 0u64);
-            for s in segs {
-                start = start.min(s.start_ms);
-                end = end.max(s.start_ms + s.duration_ms);
-            }
-            if start != u64::MAX {
-                t["start_ms"] = start.into();
-                t["end_ms"] = end.into();
-            }
-        }
+        self.schedule.wrote(now, bytes.len());
     }
 
     fn refresh_people(&mut self) {
@@ -1055,7 +1063,7 @@ impl Recorder {
                 }
             }
         }
-        self.track_timing();
+        track_timing(&mut self.manifest);
         self.manifest.status = "final".into();
         self.manifest.ended_at = Some(ended);
         self.ctx.keys.sign(&mut self.manifest);
@@ -1069,6 +1077,9 @@ impl Recorder {
             error!(error = %e, "storing the final manifest failed");
         }
         let _ = std::fs::remove_file(self.dir.join("live.json"));
+        if let Some(j) = self.journal.take() {
+            j.remove();
+        }
         let row = self.ctx.store.end_recording(
             &self.recording_id,
             "final",
@@ -1135,10 +1146,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Each track's span on the timeline, from its segments.
+fn track_timing(m: &mut Manifest) {
+    for t in &mut m.tracks {
+        let id = t["id"].as_str().unwrap_or_default();
+        let segs = m.segments.iter().filter(|s| s.track_id == id);
+        let (mut start, mut end) = (u64::MAX, 0u64);
+        for s in segs {
+            start = start.min(s.start_ms);
+            end = end.max(s.start_ms + s.duration_ms);
+        }
+        if start != u64::MAX {
+            t["start_ms"] = start.into();
+            t["end_ms"] = end.into();
+        }
+    }
+}
+
 /// Crash recovery: every `live.json` left in the spool belongs to a recording whose process died.
 /// Each is finalised as `interrupted` — the interruption marked as a gap from its last update to
-/// now — signed, and queued for storage with the segments it lists (which are already queued
-/// durably, or stored). Returns the recordings it finalised.
+/// now — signed, and queued for storage with the segments it lists and those its journal adds
+/// (all already queued durably, or stored). Returns the recordings it finalised.
 pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> Vec<(String, Manifest)> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(spool_dir) else { return out };
@@ -1151,7 +1179,16 @@ pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> 
             warn!(path = %live.display(), "an unreadable live manifest was left alone");
             continue;
         };
-        let last_update = std::fs::metadata(&live).and_then(|m| m.modified()).unwrap_or_else(|_| SystemTime::now());
+        // Segments closed after live.json was last written are in the journal.
+        let journal = dir.join(JOURNAL);
+        let journaled = std::fs::read_to_string(&journal).map_or(0, |text| replay_journal(&mut m, &text));
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let last_update = [modified(&live), if journaled > 0 { modified(&journal) } else { None }]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or_else(SystemTime::now);
+        track_timing(&mut m);
         let now = rfc3339(SystemTime::now());
         m.gaps.push(json!({ "track_id": null, "from": rfc3339(last_update), "to": now, "cause": "interrupted" }));
         for p in &mut m.pauses {
@@ -1173,7 +1210,8 @@ pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> 
             && sink.enqueue(&format!("{prefix}/manifest.json"), &snapshot).is_ok()
         {
             let _ = std::fs::remove_file(&live);
-            info!(prefix = %prefix, segments = m.segments.len(), "an interrupted recording was finalised");
+            let _ = std::fs::remove_file(&journal);
+            info!(prefix = %prefix, segments = m.segments.len(), journaled, "an interrupted recording was finalised");
             // Open segments (never closed, never listed) are what the crash lost; remove them.
             remove_unlisted(&dir, &m);
             out.push((e.file_name().to_string_lossy().into_owned(), m));

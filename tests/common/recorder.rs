@@ -38,6 +38,7 @@ pub fn start(case_number: &str, segment: Duration, events: EventSink) -> LocalRe
         keys: keys.clone(),
         spool_dir: dir.path().join("spool"),
         segment,
+        manifest_budget: 32 * 1024,
         rt: rt.handle().clone(),
         on_final: None,
     });
