@@ -103,13 +103,30 @@ async fn kill_9_between_manifest_rewrites_recovers_the_journaled_segments() {
         })
     })
     .await;
-    assert!(journaled >= 2, "the recovered manifest lists {journaled} segments that only the journal had");
+    let (recovered, in_journal) = journaled;
+    assert!(in_journal >= 2, "the kill fell between two rewrites: {in_journal} segments only in the journal");
+    assert_eq!(recovered, in_journal, "the recovered manifest lists every journaled segment");
 }
 
-/// Runs a publishing mediator until `ready(data dir, recordings root)`, kills the server with
-/// SIGKILL, restarts it and checks the recovered recording. Returns how many of the recovered
-/// manifest's segments were not in `live.json` at the kill (they came from the journal).
-async fn crash_and_recover(extra: &[&str], ready: impl Fn(&Path, &Path) -> bool) -> usize {
+/// Waits until the process is stopped (a signal is delivered asynchronously).
+fn wait_stopped(pid: libc::pid_t) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+        if matches!(state, Some("T") | Some("t")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop: {stat}");
+        std::thread::yield_now();
+    }
+}
+
+/// Runs a publishing mediator until `ready(data dir, recordings root)` holds for the stopped
+/// server (SIGSTOP, so nothing changes between the check and the kill), kills it with SIGKILL,
+/// restarts it and checks the recovered recording. Returns how many of the recovered manifest's
+/// segments were not in `live.json` at the kill, and how many the journal held beyond it.
+async fn crash_and_recover(extra: &[&str], ready: impl Fn(&Path, &Path) -> bool) -> (usize, usize) {
     fixtures::prepare(VideoCodec::Vp8).await;
     let data = tempfile::tempdir().unwrap();
     let seg = SEGMENT_SECS.to_string();
@@ -124,15 +141,26 @@ async fn crash_and_recover(extra: &[&str], ready: impl Fn(&Path, &Path) -> bool)
 
     let root = data.path().join("recordings");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready(data.path(), &root) {
+    let pid = server.child.id() as libc::pid_t;
+    loop {
+        if ready(data.path(), &root) {
+            // SAFETY: signals to our own child process.
+            unsafe { libc::kill(pid, libc::SIGSTOP) };
+            wait_stopped(pid);
+            if ready(data.path(), &root) {
+                break;
+            }
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
         assert!(Instant::now() < deadline, "segments never reached storage; log:\n{}", server.log.lock().unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let killed_at = SystemTime::now();
     server.kill_9();
     drop(client);
-    let (live, _) = spool_state(data.path()).expect("the spool holds the working manifest");
+    let (live, lines) = spool_state(data.path()).expect("the spool holds the working manifest");
     let listed_at_kill = live["segments"].as_array().unwrap().len();
+    let beyond = lines.iter().filter(|l| l["index"].as_u64() >= Some(listed_at_kill as u64)).count();
     let started_ms = unix_ms(live["started_at"].as_str().unwrap());
     let killed_ms = killed_at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64 - started_ms;
 
@@ -191,5 +219,5 @@ async fn crash_and_recover(extra: &[&str], ready: impl Fn(&Path, &Path) -> bool)
     let (ok, out) = verify(copy.path());
     assert!(!ok, "a changed segment must fail verification");
     assert!(out.contains(&victim), "the failure names the segment {victim}: {out}");
-    m["segments"].as_array().unwrap().len() - listed_at_kill
+    (m["segments"].as_array().unwrap().len() - listed_at_kill, beyond)
 }

@@ -6,8 +6,9 @@
 //! mediation with six tracks closes about 16 000 segments, a manifest of about 6 MB. Rewriting,
 //! signing, syncing and uploading it every second would cost that much disk and upload bandwidth
 //! every second, more than the media. So:
-//! - a change to what is not a segment (a track, a gap, a pause, who is present) is written within
-//!   [`HEADER_EVERY`], as before — they are rare and the hosts see them;
+//! - a change to what is not a segment (a track, a gap, a pause) is written within
+//!   [`HEADER_EVERY`], as before — they are rare and the hosts see them; who is present is read
+//!   from the store at each rewrite;
 //! - a closed segment is appended to `segments.jsonl` at once (one line, synced), and the whole
 //!   manifest is rewritten only as often as the byte budget allows: after a write of `n` bytes,
 //!   the next one due for segments alone waits `n ÷ budget` seconds (at least [`HEADER_EVERY`]);
@@ -83,13 +84,14 @@ pub struct SegmentJournal {
     path: PathBuf,
     /// Opened on the first append.
     file: Option<File>,
-    /// Lines since the last clear.
-    lines: usize,
+    /// Bytes of whole lines in the file: a failed append is cut back to this, so a torn line
+    /// never hides the lines after it from recovery.
+    len: u64,
 }
 
 impl SegmentJournal {
     pub fn new(dir: &Path) -> SegmentJournal {
-        SegmentJournal { path: dir.join(JOURNAL), file: None, lines: 0 }
+        SegmentJournal { path: dir.join(JOURNAL), file: None, len: 0 }
     }
 
     /// Appends `segment` and syncs it to disk.
@@ -97,24 +99,25 @@ impl SegmentJournal {
         let mut line = serde_json::to_vec(segment).map_err(std::io::Error::other)?;
         line.push(b'\n');
         if self.file.is_none() {
-            self.file = Some(OpenOptions::new().create(true).append(true).open(&self.path)?);
+            let f = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.len = f.metadata()?.len();
+            self.file = Some(f);
         }
         let f = self.file.as_mut().expect("opened above");
-        f.write_all(&line)?;
-        f.sync_data()?;
-        self.lines += 1;
+        if let Err(e) = f.write_all(&line).and_then(|()| f.sync_data()) {
+            let _ = f.set_len(self.len);
+            return Err(e);
+        }
+        self.len += line.len() as u64;
         Ok(())
     }
 
     /// Empties the journal: `live.json` now lists everything in it.
     pub fn clear(&mut self) -> std::io::Result<()> {
-        if self.lines == 0 {
-            return Ok(());
-        }
         if let Some(f) = &self.file {
             f.set_len(0)?;
         }
-        self.lines = 0;
+        self.len = 0;
         Ok(())
     }
 

@@ -521,6 +521,7 @@ impl Recorder {
                 self.manifest.gaps.push(json!({
                     "track_id": s.track_id, "from": self.wall(self.ms(Instant::now())), "to": null, "cause": "recorder"
                 }));
+                self.schedule.header_changed();
                 return;
             }
         };
@@ -819,11 +820,12 @@ impl Recorder {
             zone: Some(zone),
         });
         self.manifest.chain_head = chain;
-        self.journal_segment();
+        // Queued for storage before it is journaled: whatever recovery lists is queued too.
         if let Err(e) = self.ctx.sink.enqueue(&format!("{}/{}", self.prefix, seg.rel_path), &seg.file) {
             error!(error = %e, "queueing a segment for storage failed");
             self.status("degraded", Some("storage"));
         }
+        self.journal_segment();
     }
 
     fn close_all_segments(&mut self) {
@@ -931,15 +933,15 @@ impl Recorder {
     }
 
     /// The segment just listed goes to the journal at once; the whole manifest follows on the
-    /// schedule. If the journal cannot take it, the manifest is rewritten at the next tick.
+    /// schedule. If the journal cannot take it, the whole manifest is rewritten now instead.
     fn journal_segment(&mut self) {
         let Some(segment) = self.manifest.segments.last() else { return };
         let appended = self.journal.as_mut().map(|j| j.append(segment));
+        self.schedule.segment_added();
         if let Some(Err(e)) = appended {
             error!(error = %e, "journaling a segment failed; rewriting the manifest instead");
-            self.schedule.header_changed();
+            self.write_manifest(Instant::now());
         }
-        self.schedule.segment_added();
     }
 
     fn status(&self, state: &'static str, cause: Option<&str>) {
@@ -982,8 +984,9 @@ impl Recorder {
         self.ctx.keys.sign(&mut self.manifest);
         let bytes = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
         let live = self.dir.join("live.json");
-        match write_atomic(&live, &bytes) {
-            // live.json lists every segment now: the journal's lines are redundant.
+        match write_atomic(&live, &bytes).and_then(|()| sync_dir(&self.dir)) {
+            // live.json lists every segment now, durably (the rename too): the journal's lines
+            // are redundant.
             Ok(()) => {
                 if let Some(Err(e)) = self.journal.as_mut().map(|j| j.clear()) {
                     error!(error = %e, "emptying the segment journal failed");
@@ -1163,6 +1166,11 @@ fn track_timing(m: &mut Manifest) {
     }
 }
 
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Crash recovery: every `live.json` left in the spool belongs to a recording whose process died.
 /// Each is finalised as `interrupted` — the interruption marked as a gap from its last update to
 /// now — signed, and queued for storage with the segments it lists and those its journal adds
@@ -1182,6 +1190,17 @@ pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> 
         // Segments closed after live.json was last written are in the journal.
         let journal = dir.join(JOURNAL);
         let journaled = std::fs::read_to_string(&journal).map_or(0, |text| replay_journal(&mut m, &text));
+        // A journaled segment was queued before it was journaled; queue again any still in the
+        // spool, in case the queue's own write was what the crash cut (the same file again is a
+        // no-op for the queue).
+        for s in &m.segments[m.segments.len() - journaled..] {
+            let file = dir.join(&s.path);
+            if file.exists() {
+                if let Err(e) = sink.enqueue(&format!("{prefix}/{}", s.path), &file) {
+                    warn!(path = %s.path, error = %e, "queueing a recovered segment failed");
+                }
+            }
+        }
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let last_update = [modified(&live), if journaled > 0 { modified(&journal) } else { None }]
             .into_iter()
