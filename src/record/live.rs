@@ -11,7 +11,9 @@
 //!   from the store at each rewrite;
 //! - a closed segment is appended to `segments.jsonl` at once (one line, synced), and the whole
 //!   manifest is rewritten only as often as the byte budget allows: after a write of `n` bytes,
-//!   the next one due for segments alone waits `n ÷ budget` seconds (at least [`HEADER_EVERY`]);
+//!   the next one due for segments alone waits `n ÷ budget` seconds, at least [`SEGMENTS_EVERY`]
+//!   (each rewrite also reads who is present from the store and queues an upload, which cost more
+//!   than the write while the manifest is small);
 //! - crash recovery reads `live.json` and appends the journal's segments that continue its chain.
 //!
 //! Invariants: every closed segment is in `live.json` or, in order and chained, in the journal
@@ -27,6 +29,8 @@ use super::manifest::{chain_next, Manifest, Segment};
 
 /// How soon a change other than a new segment reaches `live.json` and storage.
 pub const HEADER_EVERY: Duration = Duration::from_secs(1);
+/// The shortest wait before a rewrite for new segments alone (they are journaled meanwhile).
+pub const SEGMENTS_EVERY: Duration = Duration::from_secs(5);
 /// The journal's file name in the recording's spool directory.
 pub const JOURNAL: &str = "segments.jsonl";
 
@@ -68,7 +72,7 @@ impl ManifestSchedule {
 
     /// How long segments alone wait after a write of `bytes`.
     pub fn segments_wait(&self, bytes: usize) -> Duration {
-        Duration::from_secs_f64(bytes as f64 / self.budget as f64).max(HEADER_EVERY)
+        Duration::from_secs_f64(bytes as f64 / self.budget as f64).max(SEGMENTS_EVERY)
     }
 
     /// A manifest of `bytes` was written at `now`: nothing is dirty.
@@ -249,11 +253,11 @@ mod tests {
         assert!(!s.due(t0 + Duration::from_millis(999)));
         assert!(s.due(t0 + HEADER_EVERY), "a gap or a new track is written within a second");
 
-        // A small manifest is rewritten every second, as before.
+        // A small manifest waits the minimum for segments alone.
         s.wrote(t0, 6_000);
         s.segment_added();
-        assert!(!s.due(t0 + Duration::from_millis(999)));
-        assert!(s.due(t0 + HEADER_EVERY));
+        assert!(!s.due(t0 + SEGMENTS_EVERY - Duration::from_millis(1)));
+        assert!(s.due(t0 + SEGMENTS_EVERY));
         // Nothing changed: nothing is due.
         s.wrote(t0, 6_000);
         assert!(!s.due(t0 + Duration::from_secs(3600)));
