@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use qiao::record::live::ManifestSchedule;
-use qiao::record::manifest::{chain_next, sha256_hex, Manifest, Segment, SessionInfo, FORMAT, ZERO_CHAIN};
+use qiao::record::manifest::{chain_next, sha256_hex, Manifest, Segment, SessionInfo};
 use qiao::record::recorder::write_atomic;
 use qiao::record::SigningKeys;
 
@@ -28,38 +28,31 @@ fn cpu_seconds() -> f64 {
 }
 
 fn manifest() -> Manifest {
-    Manifest {
-        format: FORMAT.into(),
-        case_id: "（2026）浙0521民调字第118号".into(),
-        case: "c_0123456789abcdef".into(),
-        session: SessionInfo {
-            id: "s_0123456789abcdef".into(),
-            kind: "mediation".into(),
-            title: Some("邻里纠纷调解".into()),
-            sites: vec![],
-        },
-        status: "recording".into(),
-        started_at: "2026-11-22T08:00:00Z".into(),
-        ended_at: None,
-        participants: (0..TRACKS / 2)
-            .map(|i| {
-                serde_json::json!({ "id": format!("p_{i:016}"), "name": "当事人", "role": "party",
-                "presence": [{ "at": "2026-11-22T08:00:01Z", "event": "joined" }] })
-            })
-            .collect(),
-        tracks: (0..TRACKS)
-            .map(|i| {
-                serde_json::json!({ "id": format!("t_{i:016}"), "participant_id": format!("p_{:016}", i / 2),
-                "kind": if i % 2 == 0 { "video" } else { "audio" }, "codec": "VP8" })
-            })
-            .collect(),
-        segments: vec![],
-        chain_head: ZERO_CHAIN.into(),
-        pauses: vec![],
-        gaps: vec![],
-        renditions: vec![],
-        signature: None,
-    }
+    let session = SessionInfo {
+        id: "s_0123456789abcdef".into(),
+        kind: "mediation".into(),
+        title: Some("邻里纠纷调解".into()),
+        sites: vec![],
+    };
+    let mut m = Manifest::started(
+        "（2026）浙0521民调字第118号".into(),
+        "c_0123456789abcdef".into(),
+        session,
+        "2026-11-22T08:00:00Z".into(),
+    );
+    m.participants = (0..TRACKS / 2)
+        .map(|i| {
+            serde_json::json!({ "id": format!("p_{i:016}"), "name": "当事人", "role": "party",
+            "presence": [{ "at": "2026-11-22T08:00:01Z", "event": "joined" }] })
+        })
+        .collect();
+    m.tracks = (0..TRACKS)
+        .map(|i| {
+            serde_json::json!({ "id": format!("t_{i:016}"), "participant_id": format!("p_{:016}", i / 2),
+            "kind": if i % 2 == 0 { "video" } else { "audio" }, "codec": "VP8" })
+        })
+        .collect();
+    m
 }
 
 /// Adds segments up to `n`, chained, as the recorder lists them.

@@ -158,26 +158,13 @@ pub fn replay_journal(m: &mut Manifest, journal: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::manifest::{sha256_hex, SessionInfo, FORMAT, ZERO_CHAIN};
+    use crate::record::manifest::{sha256_hex, SessionInfo, ZERO_CHAIN};
 
     fn manifest() -> Manifest {
-        Manifest {
-            format: FORMAT.into(),
-            case_id: "c_1".into(),
-            case: "（2026）调字第1号".into(),
-            session: SessionInfo { id: "s_1".into(), kind: "mediation".into(), title: None, sites: vec![] },
-            status: "recording".into(),
-            started_at: "2026-11-22T08:00:00Z".into(),
-            ended_at: None,
-            participants: vec![],
-            tracks: vec![serde_json::json!({ "id": "t_1" })],
-            segments: vec![],
-            chain_head: ZERO_CHAIN.into(),
-            pauses: vec![],
-            gaps: vec![],
-            renditions: vec![],
-            signature: None,
-        }
+        let session = SessionInfo { id: "s_1".into(), kind: "mediation".into(), title: None, sites: vec![] };
+        let mut m = Manifest::started("c_1".into(), "（2026）调字第1号".into(), session, "2026-11-22T08:00:00Z".into());
+        m.tracks.push(serde_json::json!({ "id": "t_1" }));
+        m
     }
 
     /// The segments a recorder would list, chained from the start.

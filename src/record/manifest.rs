@@ -89,6 +89,29 @@ pub enum RecordingError {
     UnsafePath(String),
 }
 
+impl Manifest {
+    /// The manifest of a recording that has just started: status `recording`, nothing listed yet.
+    pub fn started(case_id: String, case: String, session: SessionInfo, started_at: String) -> Manifest {
+        Manifest {
+            format: FORMAT.into(),
+            case_id,
+            case,
+            session,
+            status: "recording".into(),
+            started_at,
+            ended_at: None,
+            participants: Vec::new(),
+            tracks: Vec::new(),
+            segments: Vec::new(),
+            chain_head: ZERO_CHAIN.into(),
+            pauses: Vec::new(),
+            gaps: Vec::new(),
+            renditions: Vec::new(),
+            signature: None,
+        }
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -30,7 +30,7 @@ use super::depacketize::{
     h264_dimensions, vp8_dimensions, Frame, FrameAssembler, Released, Reorder, TsUnwrap, VideoCodec,
 };
 use super::live::{replay_journal, ManifestSchedule, SegmentJournal, JOURNAL};
-use super::manifest::{chain_next, sha256_hex, Manifest, Segment, SessionInfo, SigningKeys, FORMAT, ZERO_CHAIN};
+use super::manifest::{chain_next, sha256_hex, Manifest, Segment, SessionInfo, SigningKeys, ZERO_CHAIN};
 use super::mux::{Codec, SegmentMuxer};
 use crate::core::{MediaKind, UpTrackKey};
 use crate::store::{rfc3339, Store};
@@ -350,28 +350,9 @@ impl Recorder {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return Err((events, e));
         }
-        let manifest = Manifest {
-            format: FORMAT.into(),
-            case_id: case_number,
-            case: case_ref,
-            session: SessionInfo {
-                id: facts.session_id.clone(),
-                kind: facts.kind.clone(),
-                title: session.as_ref().and_then(|s| s.title.clone()).or(facts.title.clone()),
-                sites: Vec::new(),
-            },
-            status: "recording".into(),
-            started_at: rfc3339(started_wall),
-            ended_at: None,
-            participants: Vec::new(),
-            tracks: Vec::new(),
-            segments: Vec::new(),
-            chain_head: ZERO_CHAIN.into(),
-            pauses: Vec::new(),
-            gaps: Vec::new(),
-            renditions: Vec::new(),
-            signature: None,
-        };
+        let title = session.as_ref().and_then(|s| s.title.clone()).or(facts.title.clone());
+        let info = SessionInfo { id: facts.session_id.clone(), kind: facts.kind.clone(), title, sites: Vec::new() };
+        let manifest = Manifest::started(case_number, case_ref, info, rfc3339(started_wall));
         if let Err(e) = std::fs::write(dir.join("prefix"), &prefix) {
             return Err((events, e));
         }
