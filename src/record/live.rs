@@ -7,8 +7,7 @@
 //! signing, syncing and uploading it every second would cost that much disk and upload bandwidth
 //! every second, more than the media. So:
 //! - a change to what is not a segment (a track, a gap, a pause) is written within
-//!   [`HEADER_EVERY`], as before — they are rare and the hosts see them; who is present is read
-//!   from the store at each rewrite;
+//!   [`HEADER_EVERY`], as before — they are rare and the hosts see them;
 //! - a closed segment is appended to `segments.jsonl` at once (one line, synced), and the whole
 //!   manifest is rewritten only as often as the byte budget allows: after a write of `n` bytes,
 //!   the next one due for segments alone waits `n ÷ budget` seconds, at least [`SEGMENTS_EVERY`]
@@ -18,14 +17,14 @@
 //!
 //! Invariants: every closed segment is in `live.json` or, in order and chained, in the journal
 //! (a crash loses only open segments); the journal is emptied only after a `live.json` that lists
-//! all of it was written.
+//! all of it was written and its rename synced.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::manifest::{chain_next, Manifest, Segment};
+use super::manifest::{chain_next, Manifest, Segment, ZERO_CHAIN};
 
 /// How soon a change other than a new segment reaches `live.json` and storage.
 pub const HEADER_EVERY: Duration = Duration::from_secs(1);
@@ -143,7 +142,7 @@ pub fn replay_journal(m: &mut Manifest, journal: &str) -> usize {
         if s.index < next {
             continue;
         }
-        let prev = m.segments.last().map_or(super::manifest::ZERO_CHAIN, |p| p.chain.as_str());
+        let prev = m.segments.last().map_or(ZERO_CHAIN, |p| p.chain.as_str());
         let known_track = m.tracks.iter().any(|t| t["id"] == s.track_id.as_str());
         if s.index != next || !known_track || chain_next(prev, s.index, &s.path, &s.sha256) != s.chain {
             break;
@@ -158,7 +157,7 @@ pub fn replay_journal(m: &mut Manifest, journal: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::manifest::{sha256_hex, SessionInfo, ZERO_CHAIN};
+    use crate::record::manifest::{sha256_hex, SessionInfo};
 
     fn manifest() -> Manifest {
         let session = SessionInfo { id: "s_1".into(), kind: "mediation".into(), title: None, sites: vec![] };
