@@ -30,12 +30,15 @@ fn find_manifest(root: &Path) -> Option<PathBuf> {
     None
 }
 
-/// `ffmpeg -v error` decodes the whole file and prints nothing when it is clean.
+/// `ffmpeg -v error` decodes the whole file and prints nothing when it is clean. The decoded
+/// video keeps the container's millisecond times (`-enc_time_base:v 1:1000`): by default FFmpeg
+/// re-times it on a grid of the frame rate it guesses, and two frames of a variable-rate
+/// recording that land on one grid step then make its own null muxer complain.
 fn decode_errors(path: &Path) -> String {
     let out = std::process::Command::new("ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(path)
-        .args(["-f", "null", "-"])
+        .args(["-enc_time_base:v", "1:1000", "-f", "null", "-"])
         .output()
         .expect("ffmpeg runs");
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -2,6 +2,7 @@
 //! with FFmpeg), the manifest (segment hash chain, Ed25519 signature, offline check behind
 //! `qiao verify`), crash recovery, and the composite rendition rendered after close.
 
+pub mod clock;
 pub mod composite;
 pub mod depacketize;
 pub mod live;

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use super::clock::TrackClock;
 use super::depacketize::{
     h264_dimensions, vp8_dimensions, Frame, FrameAssembler, Released, Reorder, TsUnwrap, VideoCodec,
 };
@@ -287,8 +288,8 @@ struct Track {
     reorder: Reorder,
     assembler: Option<FrameAssembler>,
     ts: TsUnwrap,
-    /// (extended RTP timestamp, ms on the timeline) that maps this track's clock.
-    anchor: Option<(i64, f64)>,
+    /// Maps this track's RTP clock onto the timeline (`clock.rs`).
+    clock: TrackClock,
     last_pts: Option<i64>,
     last_frame_ms: i64,
     frame_ms: i64,
@@ -519,6 +520,7 @@ impl Recorder {
             TrackCodec::Opus => None,
         };
         let up = s.up;
+        let clock = TrackClock::new(s.clock_rate);
         self.tracks.insert(
             up,
             Track {
@@ -528,7 +530,7 @@ impl Recorder {
                 reorder: Reorder::default(),
                 assembler,
                 ts: TsUnwrap::default(),
-                anchor: None,
+                clock,
                 last_pts: None,
                 last_frame_ms: 0,
                 frame_ms: if codec == TrackCodec::Opus { 20 } else { 33 },
@@ -556,7 +558,7 @@ impl Recorder {
                 let t = self.tracks.get_mut(&up).expect("present");
                 t.reorder.reset();
                 t.ts = TsUnwrap::default();
-                t.anchor = None;
+                t.clock.reset();
                 t.need_keyframe = t.codec != TrackCodec::Opus;
             }
             self.tracks.get_mut(&up).expect("present").ssrc = Some(ssrc);
@@ -600,8 +602,7 @@ impl Recorder {
         let ntp_ms = (ntp >> 32) as f64 * 1000.0 + ((ntp & 0xffff_ffff) as f64) * 1000.0 / 4_294_967_296.0;
         let offset = *self.ntp_offset.entry(t.start.participant_id.clone()).or_insert(at_ms - ntp_ms);
         let rtp_ext = t.ts.unwrap(rtp);
-        // Re-anchor the track on the sender's clock; `last_pts` keeps the output monotonic.
-        t.anchor = Some((rtp_ext, ntp_ms + offset));
+        t.clock.on_sender_report(rtp_ext, ntp_ms + offset);
     }
 
     fn on_frame(&mut self, up: UpTrackKey, f: Frame) {
@@ -609,8 +610,8 @@ impl Recorder {
         let paused = self.paused;
         let Some(t) = self.tracks.get_mut(&up) else { return };
         let ts = t.ts.unwrap(f.ts);
-        let (anchor_ts, anchor_ms) = *t.anchor.get_or_insert((ts, f.at_ms as f64));
-        let mut pts = (anchor_ms + (ts - anchor_ts) as f64 * 1000.0 / f64::from(t.start.clock_rate)).round() as i64;
+        // `last_pts` keeps the output strictly monotonic whatever the map does.
+        let mut pts = t.clock.frame_ms(ts, f.at_ms as f64).round() as i64;
         if let Some(last) = t.last_pts {
             if pts - last > NETWORK_GAP_MS && !paused {
                 let (from, to, id) = (last, pts, t.start.track_id.clone());

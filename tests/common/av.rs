@@ -174,7 +174,9 @@ fn probe_duration_s(path: &Path) -> f64 {
     json["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("a duration")
 }
 
-/// Decodes every stream of `path` and asserts FFmpeg reports no error at all.
+/// Decodes every stream of `path` and asserts FFmpeg reports no error at all. Video keeps the
+/// container's millisecond times: FFmpeg's default re-timing on a guessed frame-rate grid makes
+/// its own null muxer complain about variable-rate video (see `tests/recording.rs`).
 pub fn decode_check(path: &Path) {
     let out = run(Command::new("ffmpeg").args([
         "-hide_banner",
@@ -183,6 +185,8 @@ pub fn decode_check(path: &Path) {
         "error",
         "-i",
         path_str(path),
+        "-enc_time_base:v",
+        "1:1000",
         "-f",
         "null",
         "-",
