@@ -23,6 +23,13 @@
 //!   link carrying 270 kbps at 10 % loss). With first resends outside the budget, or
 //!   retransmissions counted as media, an overloaded link got as many resends as media and
 //!   stayed overloaded. The budget starts with the connection's first estimate;
+//! - a packet is resent only while it is younger than [`MAX_RESEND_AGE`] (three round trips when
+//!   that is longer), as libwebrtc's packet history keeps it. A receiver asks for a missing packet
+//!   again and again for as long as its receive log holds it (webrtc-rs: 512 packets, 50 s of a
+//!   low layer), and NACKs list the oldest first: with the budget spent, the refused requests
+//!   were served later in that order, each a resend seconds too late for any jitter buffer. On
+//!   the 190 kbps link of `tests/netem.rs` resends arrived 2–10 s after the loss, up to 60 in
+//!   8 s, none of them a repair, and overloaded the link enough to cost its voice;
 //! - nothing is resent while the room has suspended the subscriber's video.
 //!
 //! **[`EstimateCell`]** carries the subscribe connection's bandwidth estimate (GCC over
@@ -56,6 +63,42 @@ const TYPICAL_PACKET_BITS: f64 = 1200.0 * 8.0;
 const MIN_RESENDS_PER_SEC: f64 = 2.0;
 /// Packets per SSRC whose resend history is kept (the responder's own buffer is 1024).
 const HISTORY: usize = 1024;
+/// A packet older than this (or than three round trips, when that is longer) is not resent: the
+/// receiver's jitter buffer has moved on.
+pub const MAX_RESEND_AGE: Duration = Duration::from_secs(1);
+/// Packets per media SSRC whose departure time is kept, to tell a packet's age (512: well over a
+/// second of a 720p layer; 4 KiB per stream). An older packet is too old to resend.
+const SENT_TIMES: usize = 512;
+
+/// When each of a media stream's latest packets left, by sequence number.
+struct SentStream {
+    ssrc: u32,
+    /// The newest sequence number sent (an older one is a retransmission).
+    newest: u16,
+    /// Slot `seq % SENT_TIMES`: (seq, ms after `NackLimiter::epoch` it left); (0, u32::MAX) when
+    /// empty. Allocated once per stream, never per packet.
+    times: Box<[(u16, u32)]>,
+}
+
+impl SentStream {
+    fn new(ssrc: u32, seq: u16) -> SentStream {
+        SentStream { ssrc, newest: seq, times: vec![(0, u32::MAX); SENT_TIMES].into_boxed_slice() }
+    }
+
+    fn sent(&mut self, seq: u16, at_ms: u32) {
+        self.times[usize::from(seq) % SENT_TIMES] = (seq, at_ms);
+    }
+
+    /// Whether packet `seq` is too old to resend at `now_ms`: it left more than `max_age_ms`
+    /// ago, or so long ago that the ring no longer holds it. A packet never seen leaving (its
+    /// slot still empty) is left to the responder.
+    fn too_old(&self, seq: u16, now_ms: u32, max_age_ms: u32) -> bool {
+        match self.times[usize::from(seq) % SENT_TIMES] {
+            (_, u32::MAX) => false,
+            (s, at) => s != seq || now_ms.wrapping_sub(at) > max_age_ms,
+        }
+    }
+}
 
 /// Per media SSRC: when each recently requested sequence number was last let through, and how
 /// often; oldest first, bounded by `HISTORY`.
@@ -126,9 +169,11 @@ pub struct NackLimiter {
     refilled: Option<Instant>,
     /// Media RTP this connection sent over the last second (retransmissions not counted).
     media: RateMeter,
-    /// Per media SSRC, the newest sequence number sent (an older one is a retransmission). A
+    /// Per media SSRC, the newest sequence number sent and when its latest packets left. A
     /// handful of streams per connection: a list searched per packet beats hashing.
-    newest: Vec<(u32, u16)>,
+    sent: Vec<SentStream>,
+    /// The instant the departure times count from (the first packet sent).
+    epoch: Option<Instant>,
     /// SSRCs of retransmission (RTX) streams.
     rtx: Vec<u32>,
     /// Per sending SSRC, its two latest sender reports: the middle 32 bits of their NTP time
@@ -170,10 +215,18 @@ impl NackLimiter {
         if self.rtx.contains(&ssrc) {
             return;
         }
-        match self.newest.iter_mut().find(|(s, _)| *s == ssrc) {
-            Some((_, n)) if seq == *n || seq.wrapping_sub(*n) >= 0x8000 => return,
-            Some((_, n)) => *n = seq,
-            None => self.newest.push((ssrc, seq)),
+        let at_ms = self.ms(now);
+        match self.sent.iter_mut().find(|s| s.ssrc == ssrc) {
+            Some(s) if seq == s.newest || seq.wrapping_sub(s.newest) >= 0x8000 => return,
+            Some(s) => {
+                s.newest = seq;
+                s.sent(seq, at_ms);
+            }
+            None => {
+                let mut s = SentStream::new(ssrc, seq);
+                s.sent(seq, at_ms);
+                self.sent.push(s);
+            }
         }
         self.media.on_packet(now, 0, bytes);
     }
@@ -182,6 +235,17 @@ impl NackLimiter {
     /// least `MIN_RESEND_GAP`.
     fn resend_gap(&self) -> Duration {
         self.rtt.map_or(MIN_RESEND_GAP, |rtt| MIN_RESEND_GAP.max(rtt + rtt / 8))
+    }
+
+    /// How old a packet may be and still be resent: `MAX_RESEND_AGE`, or three round trips.
+    fn max_age(&self) -> Duration {
+        self.rtt.map_or(MAX_RESEND_AGE, |rtt| MAX_RESEND_AGE.max(rtt * 3))
+    }
+
+    /// Milliseconds since the first packet sent (wraps after 49 days; ages are far shorter).
+    fn ms(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_millis() as u32
     }
 
     /// A sender report of `ssrc` stamped `ntp_time` left at `now`.
@@ -217,6 +281,9 @@ impl NackLimiter {
         let paused = self.paused.load(Ordering::Relaxed);
         let gap = self.resend_gap();
         let mut budget = self.refill(now);
+        let now_ms = self.ms(now);
+        let max_age_ms = self.max_age().as_millis() as u32;
+        let sent = self.sent.iter().find(|s| s.ssrc == nack.media_ssrc);
         let asked = self.asked.entry(nack.media_ssrc).or_default();
         let mut requested = 0u64;
         let mut allowed = Vec::new();
@@ -225,7 +292,9 @@ impl NackLimiter {
             let bits = (0..16u16).filter(|i| pair.lost_packets & (1 << i) != 0).map(|i| i + 1);
             for seq in std::iter::once(0).chain(bits).map(|d| pair.packet_id.wrapping_add(d)) {
                 requested += 1;
-                if !paused && asked.allow(seq, now, gap, &mut budget) {
+                // A stale request is refused before it can take a token a fresh loss needs.
+                let stale = sent.is_some_and(|s| s.too_old(seq, now_ms, max_age_ms));
+                if !paused && !stale && asked.allow(seq, now, gap, &mut budget) {
                     allowed.push(seq);
                 }
             }
@@ -280,7 +349,7 @@ impl TapHooks for NackLimiter {
     }
     fn on_unbind_local(&mut self, info: &StreamInfo) {
         self.asked.remove(&info.ssrc);
-        self.newest.retain(|(s, _)| *s != info.ssrc);
+        self.sent.retain(|s| s.ssrc != info.ssrc);
         self.rtx.retain(|s| Some(*s) != info.ssrc_rtx);
         self.sent_reports.retain(|(s, _)| *s != info.ssrc);
     }
@@ -708,13 +777,14 @@ mod tests {
         };
         assert_eq!(count(l.limit(t0, &nack(0))), 100, "no estimate yet: no budget");
         // The connection sends 768 kbps of media (100 packets of 960 bytes a second), and as
-        // many retransmissions again, which do not count…
+        // many retransmissions again, which do not count… (on stream 8: stream 9's packets left
+        // before this limiter saw them, so their age is unknown and only the budget applies)
         let ms = |n: u64| t0 + Duration::from_millis(n);
         l.rtx.push(77);
         let send = |l: &mut NackLimiter, from: u64, to: u64| {
             for i in from / 10..to / 10 {
-                l.on_rtp_sent(ms(i * 10), 9, i as u16, 960);
-                l.on_rtp_sent(ms(i * 10), 9, (i as u16).wrapping_sub(5), 960);
+                l.on_rtp_sent(ms(i * 10), 8, i as u16, 960);
+                l.on_rtp_sent(ms(i * 10), 8, (i as u16).wrapping_sub(5), 960);
                 l.on_rtp_sent(ms(i * 10), 77, i as u16, 960);
             }
         };
@@ -731,6 +801,41 @@ mod tests {
         estimate.0.bps.store(20_000_000, Ordering::Relaxed);
         send(&mut l, 2500, 4000);
         assert_eq!(count(l.limit(ms(4000), &nack(1000))), 20 + 20, "an estimate far above the media raises nothing");
+    }
+
+    #[test]
+    fn a_packet_older_than_a_second_is_not_resent_and_takes_no_token_from_a_fresh_loss() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let estimate = EstimateCell::default();
+        let mut l = NackLimiter::new(Default::default(), Default::default(), estimate.clone());
+        estimate.0.bps.store(1_000_000, Ordering::Relaxed);
+        // 768 kbps on stream 9 for 3 s (seq = ms / 10): a first-resend budget of 20 a second.
+        for i in 0..300u64 {
+            l.on_rtp_sent(ms(i * 10), 9, i as u16, 960);
+        }
+        let nack = |seqs: Vec<u16>| TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 9,
+            nacks: nack_pairs_from_sequence_numbers(&seqs),
+        };
+        let passed = |n: Option<TransportLayerNack>, asked: &[u16]| {
+            n.map_or(asked.to_vec(), |n| n.nacks.iter().flat_map(|p| p.packet_list()).collect::<Vec<u16>>())
+        };
+        // A receiver still asking for 100 packets lost 1–2 s ago, oldest first, and for 5 just
+        // lost: only the fresh five are resent.
+        let asked: Vec<u16> = (100..200).chain(290..295).collect();
+        assert_eq!(passed(l.limit(ms(3000), &nack(asked.clone())), &asked), (290..295).collect::<Vec<u16>>());
+        // Three round trips, when longer than a second, are the limit instead.
+        l.rtt = Some(Duration::from_millis(600));
+        let asked: Vec<u16> = vec![110, 150];
+        assert_eq!(passed(l.limit(ms(3000), &nack(asked.clone())), &asked), vec![150], "1.5 s old, within 1.8 s");
+        // A packet the ring no longer holds (512 packets later) is too old however recent.
+        for i in 300..900u64 {
+            l.on_rtp_sent(ms(3000 + (i - 300)), 9, i as u16, 960);
+        }
+        let asked: Vec<u16> = vec![350, 850];
+        assert_eq!(passed(l.limit(ms(3600), &nack(asked.clone())), &asked), vec![850]);
     }
 
     #[test]
