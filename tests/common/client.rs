@@ -381,11 +381,19 @@ impl Recorder {
                         let arrival = Instant::now();
                         // The stack may open a track before it has mapped the codec (media that
                         // arrives the moment the connection is up): learn it from the packets.
+                        // Now and then the stack never maps it; the codec the server announced for
+                        // the track names it then (`forwarding::check_track` still checks the
+                        // payload types against the negotiated SDP).
                         if !codec_known {
-                            if let Some(c) = track.codec(p.header.ssrc).await {
+                            let announced = || {
+                                let offered = this.offered.lock().unwrap();
+                                offered.get(&track_id).map(|i| i.codec.clone()).filter(|c| c.contains('/'))
+                            };
+                            if let Some(mime) = track.codec(p.header.ssrc).await.map(|c| c.mime_type).or_else(announced)
+                            {
                                 codec_known = true;
                                 if let Some(t) = this.tracks.lock().unwrap().get_mut(&track_id) {
-                                    t.mime = c.mime_type;
+                                    t.mime = mime;
                                 }
                             }
                         }
