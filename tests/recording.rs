@@ -309,3 +309,80 @@ async fn stopping_the_server_ends_every_recording_as_final() {
     }
     assert!(m.segments.len() >= 2, "segments of both tracks are stored: {:?}", m.segments.len());
 }
+
+/// The working manifest (`live.json`) of the session's one recording in the spool.
+fn live_manifest(data_dir: &Path) -> Option<Value> {
+    let dir = std::fs::read_dir(data_dir.join("spool")).ok()?.flatten().map(|e| e.path()).find(|p| p.is_dir())?;
+    serde_json::from_slice(&std::fs::read(dir.join("live.json")).ok()?).ok()
+}
+
+/// A participant who leaves while the session goes on: the last segment of each of its tracks
+/// is closed and listed then (not when the session ends, when a crash in between would have lost
+/// it), and the working manifest marks the tracks ended, so crash recovery does not count them
+/// as cut. The one who stays is not marked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_who_leaves_has_its_last_segments_closed_and_its_tracks_marked_ended() {
+    fixtures::prepare(VideoCodec::Vp8).await;
+    let server = TestServer::start().await;
+    let session = server.create_session("mediation").await;
+    let mediator = server.invite(&session, "调解员", "mediator").await;
+    let party = server.invite(&session, "张三", "party").await;
+    let a =
+        TestClient::join_and_publish(&server.ws_url, &mediator.token, "调解员", Media::audio_video(VideoCodec::Vp8))
+            .await
+            .expect("the mediator publishes");
+    let b = TestClient::join_and_publish(&server.ws_url, &party.token, "张三", Media::audio_video(VideoCodec::Vp8))
+        .await
+        .expect("the party publishes");
+    let party_id = b.participant_id.clone();
+    let tracks_of = |m: &Value, pid: &str| -> Vec<Value> {
+        m["tracks"].as_array().into_iter().flatten().filter(|t| t["participant_id"] == pid).cloned().collect()
+    };
+    let segments_of = |m: &Value, track: &Value| -> usize {
+        m["segments"].as_array().into_iter().flatten().filter(|s| s["track_id"] == track["id"]).count()
+    };
+    // Wait until the working manifest lists a segment of both of the party's tracks.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let before = loop {
+        if let Some(m) = live_manifest(&server.data_dir) {
+            let tracks = tracks_of(&m, &party_id);
+            if tracks.len() == 2 && tracks.iter().all(|t| segments_of(&m, t) >= 1) {
+                break tracks.iter().map(|t| (t["id"].clone(), segments_of(&m, t))).collect::<Vec<_>>();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the party's tracks never had a segment: {:?}",
+            live_manifest(&server.data_dir)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    b.leave(None).await.expect("the party leaves");
+
+    // Within a manifest rewrite (a second, as any change other than a segment), its tracks are
+    // ended, each with one more segment: the one its leaving closed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        if let Some(m) = live_manifest(&server.data_dir) {
+            if tracks_of(&m, &party_id).iter().all(|t| t["ended"] == true) {
+                break m;
+            }
+        }
+        assert!(Instant::now() < deadline, "the party's tracks are not ended: {:?}", live_manifest(&server.data_dir));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (id, count) in &before {
+        let t = tracks_of(&m, &party_id).into_iter().find(|t| t["id"] == *id).expect("still listed");
+        assert!(segments_of(&m, &t) > *count, "track {id}: no segment closed at the leave ({count} before)");
+    }
+    let mediator_id = a.participant_id.clone();
+    let staying = tracks_of(&m, &mediator_id);
+    assert!(!staying.is_empty() && staying.iter().all(|t| t.get("ended").is_none()), "{staying:?}");
+
+    server.post(&format!("/api/v1/sessions/{session}/close"), serde_json::json!({})).await;
+    a.wait_for("recording_status final", Duration::from_secs(10), |m| {
+        m["type"] == "recording_status" && m["state"] == "final"
+    })
+    .await
+    .expect("the recording is final");
+}

@@ -188,6 +188,21 @@ async fn crash_and_recover(extra: &[&str], ready: impl Fn(&Path, &Path) -> bool)
         "the interruption is marked: {}",
         m["gaps"]
     );
+    // Nothing is lost silently: each track (all live at the kill) is covered up to the session's
+    // interruption by its segments, then by a gap of its own for the open segment the kill cut.
+    let at = |g: &serde_json::Value, k: &str| unix_ms(g[k].as_str().unwrap()) - started_ms;
+    let gaps = m["gaps"].as_array().unwrap();
+    let interrupted = gaps.iter().find(|g| g["cause"] == "interrupted" && g["track_id"].is_null()).unwrap();
+    for t in m["tracks"].as_array().unwrap() {
+        assert!(t.get("ended").is_none(), "track {} was live at the kill: {t}", t["id"]);
+        let end = t["end_ms"].as_i64().unwrap();
+        if end < at(interrupted, "from") {
+            let own = gaps.iter().find(|g| g["track_id"] == t["id"] && g["cause"] == "interrupted");
+            let own =
+                own.unwrap_or_else(|| panic!("track {} ends at {end} ms with no gap of its own: {gaps:?}", t["id"]));
+            assert_eq!((at(own, "from"), at(own, "to")), (end, at(interrupted, "from")), "{own}");
+        }
+    }
     // Every track is covered up to the kill but for at most its open segment (video segments end
     // at the first keyframe after the target length, so allow one segment plus a keyframe interval).
     let allowance = (SEGMENT_SECS * 1000) as i64 * 2 + 1500;

@@ -1536,7 +1536,19 @@ impl Driver {
             self.timers.remove(&(d, pk));
         }
         self.downs.retain(|_, d| d.peer != pk);
-        self.ups.retain(|_, u| u.peer != pk);
+        // The recorder closes the last segment of each track now (stored at once, not when the
+        // session ends) and marks the track ended, so crash recovery knows it lost nothing.
+        let mut recorder = self.rooms.get_mut(&peer.room).and_then(|r| r.recorder.as_mut());
+        let now = Instant::now();
+        self.ups.retain(|up, u| {
+            if u.peer != pk {
+                return true;
+            }
+            if let Some(tap) = recorder.as_deref_mut() {
+                tap.offer(RecInput::TrackEnd(*up), now);
+            }
+            false
+        });
         self.touched.retain(|p| *p != pk);
         self.renegotiate.retain(|p| *p != pk);
     }

@@ -455,6 +455,11 @@ impl Recorder {
             RecInput::TrackEnd(up) => {
                 if let Some(t) = self.tracks.get_mut(&up) {
                     t.ended = true;
+                    // Crash recovery tells a track that ended from one the crash cut by this.
+                    if let Some(entry) = self.manifest.tracks.get_mut(t.index) {
+                        entry["ended"] = true.into();
+                        self.schedule.header_changed();
+                    }
                 }
                 self.flush_track(up);
                 self.close_segment(up);
@@ -1148,6 +1153,27 @@ fn track_timing(m: &mut Manifest) {
     }
 }
 
+/// Crash recovery: a track still live at the crash lost its open segment, from the end of its
+/// last listed segment (the recording's start if it has none) to the crash. Marks that span as an
+/// `interrupted` gap of the track up to `last_update`, where the session-wide gap takes over; a
+/// track that ended first (`"ended"`) lost nothing.
+fn mark_cut_tracks(m: &mut Manifest, last_update: SystemTime) {
+    use time::format_description::well_known::Rfc3339;
+    let Ok(started) = time::OffsetDateTime::parse(&m.started_at, &Rfc3339) else { return };
+    let started = SystemTime::from(started);
+    for t in &m.tracks {
+        if t["ended"] == true {
+            continue;
+        }
+        let from = started + Duration::from_millis(t["end_ms"].as_u64().unwrap_or(0));
+        if from < last_update {
+            m.gaps.push(json!({
+                "track_id": t["id"], "from": rfc3339(from), "to": rfc3339(last_update), "cause": "interrupted"
+            }));
+        }
+    }
+}
+
 /// Makes a rename in `dir` durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -1190,6 +1216,7 @@ pub fn recover(spool_dir: &Path, keys: &SigningKeys, sink: &dyn SegmentSink) -> 
             .max()
             .unwrap_or_else(SystemTime::now);
         track_timing(&mut m);
+        mark_cut_tracks(&mut m, last_update);
         let now = rfc3339(SystemTime::now());
         m.gaps.push(json!({ "track_id": null, "from": rfc3339(last_update), "to": now, "cause": "interrupted" }));
         for p in &mut m.pauses {
@@ -1232,5 +1259,35 @@ fn remove_unlisted(dir: &Path, m: &Manifest) {
                 let _ = std::fs::remove_file(f.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_marks_the_open_segment_of_each_track_the_crash_cut_and_nothing_of_an_ended_one() {
+        let session = SessionInfo { id: "s_1".into(), kind: "mediation".into(), title: None, sites: vec![] };
+        let mut m = Manifest::started("c_1".into(), "（2026）调字第1号".into(), session, "2026-11-22T08:00:00Z".into());
+        m.tracks.push(json!({ "id": "t_live", "start_ms": 0, "end_ms": 8000 }));
+        m.tracks.push(json!({ "id": "t_left", "start_ms": 0, "end_ms": 4000, "ended": true }));
+        m.tracks.push(json!({ "id": "t_new" })); // published, no segment closed yet
+        m.tracks.push(json!({ "id": "t_current", "start_ms": 0, "end_ms": 11_000 }));
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_334_400); // 2026-11-22T08:00:00Z
+        mark_cut_tracks(&mut m, started + Duration::from_secs(10));
+        let gaps: Vec<(&str, &str, &str)> = m
+            .gaps
+            .iter()
+            .map(|g| (g["track_id"].as_str().unwrap(), g["from"].as_str().unwrap(), g["to"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                ("t_live", "2026-11-22T08:00:08Z", "2026-11-22T08:00:10Z"),
+                ("t_new", "2026-11-22T08:00:00Z", "2026-11-22T08:00:10Z"),
+            ]
+        );
+        assert!(m.gaps.iter().all(|g| g["cause"] == "interrupted"));
     }
 }
