@@ -357,6 +357,7 @@ async fn a_participant_who_leaves_has_its_last_segments_closed_and_its_tracks_ma
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let leaving = std::time::SystemTime::now();
     b.leave(None).await.expect("the party leaves");
 
     // Within a manifest rewrite (a second, as any change other than a segment), its tracks are
@@ -371,9 +372,26 @@ async fn a_participant_who_leaves_has_its_last_segments_closed_and_its_tracks_ma
         assert!(Instant::now() < deadline, "the party's tracks are not ended: {:?}", live_manifest(&server.data_dir));
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let started =
+        time::OffsetDateTime::parse(m["started_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    let leave_ms = (time::OffsetDateTime::from(leaving) - started).whole_milliseconds() as i64;
     for (id, count) in &before {
         let t = tracks_of(&m, &party_id).into_iter().find(|t| t["id"] == *id).expect("still listed");
         assert!(segments_of(&m, &t) > *count, "track {id}: no segment closed at the leave ({count} before)");
+        // The newest segment reaches the leave (its media stopped then), not an earlier timed cut.
+        let end = m["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["track_id"] == *id)
+            .map(|s| s["start_ms"].as_i64().unwrap() + s["duration_ms"].as_i64().unwrap())
+            .max()
+            .unwrap();
+        assert!(
+            end >= leave_ms - 1000,
+            "track {id}: its newest segment ends at {end} ms, the party left at {leave_ms} ms"
+        );
     }
     let mediator_id = a.participant_id.clone();
     let staying = tracks_of(&m, &mediator_id);

@@ -210,14 +210,22 @@ impl NackLimiter {
     }
 
     /// An RTP packet went out: counted if it is media, not a retransmission (RTX, or a sequence
-    /// number not newer than its SSRC's newest).
+    /// number not newer than its SSRC's newest). An older one that leaves for the first time (a
+    /// packet the publisher's side repaired, forwarded late with its own number) is timed too, so
+    /// that a subscriber may still ask for it.
     fn on_rtp_sent(&mut self, now: Instant, ssrc: u32, seq: u16, bytes: usize) {
         if self.rtx.contains(&ssrc) {
             return;
         }
         let at_ms = self.ms(now);
         match self.sent.iter_mut().find(|s| s.ssrc == ssrc) {
-            Some(s) if seq == s.newest || seq.wrapping_sub(s.newest) >= 0x8000 => return,
+            Some(s) if seq == s.newest || seq.wrapping_sub(s.newest) >= 0x8000 => {
+                let back = usize::from(s.newest.wrapping_sub(seq));
+                if back > 0 && back < SENT_TIMES && s.times[usize::from(seq) % SENT_TIMES].0 != seq {
+                    s.sent(seq, at_ms);
+                }
+                return;
+            }
             Some(s) => {
                 s.newest = seq;
                 s.sent(seq, at_ms);
@@ -811,7 +819,7 @@ mod tests {
         let mut l = NackLimiter::new(Default::default(), Default::default(), estimate.clone());
         estimate.0.bps.store(1_000_000, Ordering::Relaxed);
         // 768 kbps on stream 9 for 3 s (seq = ms / 10): a first-resend budget of 20 a second.
-        for i in 0..300u64 {
+        for i in (0..300u64).filter(|i| *i != 240) {
             l.on_rtp_sent(ms(i * 10), 9, i as u16, 960);
         }
         let nack = |seqs: Vec<u16>| TransportLayerNack {
@@ -830,12 +838,19 @@ mod tests {
         l.rtt = Some(Duration::from_millis(600));
         let asked: Vec<u16> = vec![110, 150];
         assert_eq!(passed(l.limit(ms(3000), &nack(asked.clone())), &asked), vec![150], "1.5 s old, within 1.8 s");
+        // A packet forwarded late (repaired on the publisher's side) leaves with its own, older
+        // number: it is timed then, and may be asked for; resending it again keeps that time.
+        // (1.8 s later the first is still young enough, the second, timed at 2410 ms, is not.)
+        l.on_rtp_sent(ms(3000), 9, 240, 960);
+        l.on_rtp_sent(ms(3100), 9, 241, 960); // 241 left at 2410 ms: a resend, not timed again
+        let asked: Vec<u16> = vec![240, 241];
+        assert_eq!(passed(l.limit(ms(4300), &nack(asked.clone())), &asked), vec![240]);
         // A packet the ring no longer holds (512 packets later) is too old however recent.
         for i in 300..900u64 {
-            l.on_rtp_sent(ms(3000 + (i - 300)), 9, i as u16, 960);
+            l.on_rtp_sent(ms(4400 + (i - 300)), 9, i as u16, 960);
         }
         let asked: Vec<u16> = vec![350, 850];
-        assert_eq!(passed(l.limit(ms(3600), &nack(asked.clone())), &asked), vec![850]);
+        assert_eq!(passed(l.limit(ms(5000), &nack(asked.clone())), &asked), vec![850]);
     }
 
     #[test]

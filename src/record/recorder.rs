@@ -517,6 +517,7 @@ impl Recorder {
             "id": s.track_id, "participant_id": s.participant_id,
             "kind": if s.kind == MediaKind::Audio { "audio" } else { "video" },
             "source": s.source, "codec": s.mime, "clock_rate": s.clock_rate, "zone": s.zone,
+            "published_ms": self.ms(Instant::now()),
         }));
         self.schedule.header_changed();
         let assembler = match codec {
@@ -1154,23 +1155,45 @@ fn track_timing(m: &mut Manifest) {
 }
 
 /// Crash recovery: a track still live at the crash lost its open segment, from the end of its
-/// last listed segment (the recording's start if it has none) to the crash. Marks that span as an
-/// `interrupted` gap of the track up to `last_update`, where the session-wide gap takes over; a
-/// track that ended first (`"ended"`) lost nothing.
+/// last listed segment (from when it was published if it has none) to the crash. Marks that
+/// span, less any pause (nothing is recorded then, so nothing was lost), as `interrupted` gaps of
+/// the track up to `last_update`, where the session-wide gap takes over. A track that ended first
+/// (`"ended"`) lost nothing.
 fn mark_cut_tracks(m: &mut Manifest, last_update: SystemTime) {
     use time::format_description::well_known::Rfc3339;
-    let Ok(started) = time::OffsetDateTime::parse(&m.started_at, &Rfc3339) else { return };
-    let started = SystemTime::from(started);
+    let parse = |s: &str| time::OffsetDateTime::parse(s, &Rfc3339).ok().map(SystemTime::from);
+    let Some(started) = parse(&m.started_at) else { return };
+    let mut pauses: Vec<(SystemTime, SystemTime)> = m
+        .pauses
+        .iter()
+        .filter_map(|p| Some((parse(p["from"].as_str()?)?, p["to"].as_str().and_then(parse).unwrap_or(last_update))))
+        .collect();
+    pauses.sort();
+    let mut gaps = Vec::new();
     for t in &m.tracks {
         if t["ended"] == true {
             continue;
         }
-        let from = started + Duration::from_millis(t["end_ms"].as_u64().unwrap_or(0));
-        if from < last_update {
-            m.gaps.push(json!({
-                "track_id": t["id"], "from": rfc3339(from), "to": rfc3339(last_update), "cause": "interrupted"
-            }));
+        let cut_ms = t["end_ms"].as_u64().or_else(|| t["published_ms"].as_u64()).unwrap_or(0);
+        let mut from = started + Duration::from_millis(cut_ms);
+        for &(paused, resumed) in &pauses {
+            if resumed <= from {
+                continue;
+            }
+            if paused >= last_update {
+                break;
+            }
+            if paused > from {
+                gaps.push((t["id"].clone(), from, paused));
+            }
+            from = resumed;
         }
+        if from < last_update {
+            gaps.push((t["id"].clone(), from, last_update));
+        }
+    }
+    for (id, from, to) in gaps {
+        m.gaps.push(json!({ "track_id": id, "from": rfc3339(from), "to": rfc3339(to), "cause": "interrupted" }));
     }
 }
 
@@ -1265,29 +1288,55 @@ fn remove_unlisted(dir: &Path, m: &Manifest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn recovery_marks_the_open_segment_of_each_track_the_crash_cut_and_nothing_of_an_ended_one() {
         let session = SessionInfo { id: "s_1".into(), kind: "mediation".into(), title: None, sites: vec![] };
         let mut m = Manifest::started("c_1".into(), "（2026）调字第1号".into(), session, "2026-11-22T08:00:00Z".into());
-        m.tracks.push(json!({ "id": "t_live", "start_ms": 0, "end_ms": 8000 }));
-        m.tracks.push(json!({ "id": "t_left", "start_ms": 0, "end_ms": 4000, "ended": true }));
-        m.tracks.push(json!({ "id": "t_new" })); // published, no segment closed yet
-        m.tracks.push(json!({ "id": "t_current", "start_ms": 0, "end_ms": 11_000 }));
+        m.tracks.push(json!({ "id": "t_live", "published_ms": 0, "start_ms": 0, "end_ms": 8000 }));
+        m.tracks.push(json!({ "id": "t_left", "published_ms": 0, "start_ms": 0, "end_ms": 4000, "ended": true }));
+        // Published at 9 s, no segment closed yet.
+        m.tracks.push(json!({ "id": "t_new", "published_ms": 9000 }));
+        m.tracks.push(json!({ "id": "t_current", "published_ms": 0, "start_ms": 0, "end_ms": 11_000 }));
         let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_334_400); // 2026-11-22T08:00:00Z
         mark_cut_tracks(&mut m, started + Duration::from_secs(10));
-        let gaps: Vec<(&str, &str, &str)> = m
-            .gaps
-            .iter()
-            .map(|g| (g["track_id"].as_str().unwrap(), g["from"].as_str().unwrap(), g["to"].as_str().unwrap()))
-            .collect();
         assert_eq!(
-            gaps,
+            gaps(&m),
             [
                 ("t_live", "2026-11-22T08:00:08Z", "2026-11-22T08:00:10Z"),
-                ("t_new", "2026-11-22T08:00:00Z", "2026-11-22T08:00:10Z"),
+                ("t_new", "2026-11-22T08:00:09Z", "2026-11-22T08:00:10Z"),
             ]
         );
         assert!(m.gaps.iter().all(|g| g["cause"] == "interrupted"));
+    }
+
+    #[test]
+    fn recovery_does_not_count_a_pause_as_lost() {
+        let session = SessionInfo { id: "s_1".into(), kind: "hearing".into(), title: None, sites: vec![] };
+        let mut m = Manifest::started("c_1".into(), "（2026）民初第1号".into(), session, "2026-11-22T08:00:00Z".into());
+        m.tracks.push(json!({ "id": "t_a", "published_ms": 0, "start_ms": 0, "end_ms": 2000 }));
+        m.tracks.push(json!({ "id": "t_b", "published_ms": 0, "start_ms": 0, "end_ms": 7000 }));
+        // A recess from 3 s to 5 s, and one still open at the crash from 8 s.
+        let pause = |from: &str, to: Value| json!({ "from": from, "to": to, "reason": "recess", "by": "p_1" });
+        m.pauses.push(pause("2026-11-22T08:00:03Z", json!("2026-11-22T08:00:05Z")));
+        m.pauses.push(pause("2026-11-22T08:00:08Z", Value::Null));
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_334_400);
+        mark_cut_tracks(&mut m, started + Duration::from_secs(10));
+        assert_eq!(
+            gaps(&m),
+            [
+                ("t_a", "2026-11-22T08:00:02Z", "2026-11-22T08:00:03Z"),
+                ("t_a", "2026-11-22T08:00:05Z", "2026-11-22T08:00:08Z"),
+                ("t_b", "2026-11-22T08:00:07Z", "2026-11-22T08:00:08Z"),
+            ]
+        );
+    }
+
+    fn gaps(m: &Manifest) -> Vec<(&str, &str, &str)> {
+        m.gaps
+            .iter()
+            .map(|g| (g["track_id"].as_str().unwrap(), g["from"].as_str().unwrap(), g["to"].as_str().unwrap()))
+            .collect()
     }
 }
