@@ -16,7 +16,7 @@
 //!   recovery finalises as `interrupted`, with the segments `segments.jsonl` journaled after it was
 //!   last written (`live.rs` says when it is rewritten).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
@@ -212,31 +212,58 @@ pub struct RecorderTap {
     control: std::sync::mpsc::Sender<RecControl>,
     /// When the data channel first refused a packet in the current overflow.
     overflow_since: Option<Instant>,
+    /// Track starts, track ends and zone moves a full channel refused, in order: they are
+    /// offered again before anything else. Dropped, one would leave a track unrecorded, never
+    /// ended (its last segment open until the session ends, and a crash would count it as cut),
+    /// or in the wrong zone. Empty (unallocated) but in an overflow.
+    held: VecDeque<RecInput>,
     pub dropped: u64,
     pub recording_id: String,
 }
 
 impl RecorderTap {
-    /// Offers input without waiting; on a full channel counts the drop and reports the overflow
-    /// once the channel accepts again.
+    /// Offers input without waiting; on a full channel counts a dropped packet (a track's start,
+    /// end or zone move is held instead) and reports the overflow once the channel accepts again.
     pub fn offer(&mut self, input: RecInput, now: Instant) {
-        if let Some(from) = self.overflow_since {
-            match self.data.try_send(RecInput::Overflow { from, to: now }) {
-                Ok(()) => self.overflow_since = None,
-                Err(_) => {
-                    self.dropped += 1;
-                    return;
-                }
-            }
+        if (self.overflow_since.is_some() || !self.held.is_empty()) && !self.catch_up(now) {
+            self.refused(input, now);
+            return;
         }
         match self.data.try_send(input) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped += 1;
-                self.overflow_since = Some(now);
-            }
+            Err(TrySendError::Full(input)) => self.refused(input, now),
             Err(TrySendError::Disconnected(_)) => self.dropped += 1,
         }
+    }
+
+    fn refused(&mut self, input: RecInput, now: Instant) {
+        self.overflow_since.get_or_insert(now);
+        match input {
+            RecInput::Track(_) | RecInput::TrackEnd(_) | RecInput::Zone { .. } => self.held.push_back(input),
+            _ => self.dropped += 1,
+        }
+    }
+
+    /// Sends the overflow's notice, then what was held; false while the channel is still full.
+    fn catch_up(&mut self, now: Instant) -> bool {
+        if let Some(from) = self.overflow_since {
+            if self.data.try_send(RecInput::Overflow { from, to: now }).is_err() {
+                return false;
+            }
+            self.overflow_since = None;
+        }
+        while let Some(input) = self.held.pop_front() {
+            match self.data.try_send(input) {
+                Ok(()) => {}
+                Err(TrySendError::Full(input)) => {
+                    self.held.push_front(input);
+                    self.overflow_since = Some(now);
+                    return false;
+                }
+                Err(TrySendError::Disconnected(_)) => self.held.clear(),
+            }
+        }
+        true
     }
 
     pub fn control(&self, c: RecControl) {
@@ -264,7 +291,14 @@ pub fn start(
             }
         }
     })?;
-    Ok(RecorderTap { data: data_tx, control: control_tx, overflow_since: None, dropped: 0, recording_id })
+    Ok(RecorderTap {
+        data: data_tx,
+        control: control_tx,
+        overflow_since: None,
+        held: VecDeque::new(),
+        dropped: 0,
+        recording_id,
+    })
 }
 
 /// The storage key prefix of a recording (see `storage::recording_prefix`).
@@ -1330,6 +1364,57 @@ mod tests {
                 ("t_a", "2026-11-22T08:00:05Z", "2026-11-22T08:00:08Z"),
                 ("t_b", "2026-11-22T08:00:07Z", "2026-11-22T08:00:08Z"),
             ]
+        );
+    }
+
+    #[test]
+    fn a_full_channel_drops_packets_but_holds_a_track_end_until_it_accepts_again() {
+        let (data, rx) = std::sync::mpsc::sync_channel(2);
+        let (control, _control_rx) = std::sync::mpsc::channel();
+        let mut tap = RecorderTap {
+            data,
+            control,
+            overflow_since: None,
+            held: VecDeque::new(),
+            dropped: 0,
+            recording_id: "rec_1".into(),
+        };
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let rtp = |seq: u16, ms| RecInput::Rtp {
+            up: UpTrackKey(1),
+            ssrc: 7,
+            seq,
+            ts: 0,
+            marker: false,
+            payload: Bytes::new(),
+            at: at(ms),
+        };
+        tap.offer(rtp(1, 0), at(0));
+        tap.offer(rtp(2, 10), at(10));
+        tap.offer(rtp(3, 20), at(20)); // full: dropped, the overflow starts
+        tap.offer(RecInput::TrackEnd(UpTrackKey(1)), at(30)); // held
+        tap.offer(rtp(4, 40), at(40)); // dropped
+        assert_eq!(tap.dropped, 2);
+        let kind = |i: RecInput| match i {
+            RecInput::Rtp { seq, .. } => format!("rtp {seq}"),
+            RecInput::Overflow { from, to } => format!("overflow {:?}..{:?}", from - t0, to - t0),
+            RecInput::TrackEnd(_) => "end".into(),
+            _ => "other".into(),
+        };
+        assert_eq!([kind(rx.recv().unwrap()), kind(rx.recv().unwrap())], ["rtp 1", "rtp 2"]);
+        // The channel has room for two: the overflow's notice and the held end take it, the
+        // packet offered meanwhile is dropped and starts another overflow.
+        tap.offer(rtp(5, 50), at(50));
+        assert_eq!(tap.dropped, 3);
+        assert_eq!(
+            [kind(rx.recv().unwrap()), kind(rx.recv().unwrap())],
+            [format!("overflow {:?}..{:?}", Duration::from_millis(20), Duration::from_millis(50)), "end".into()]
+        );
+        tap.offer(rtp(6, 60), at(60));
+        assert_eq!(
+            [kind(rx.recv().unwrap()), kind(rx.recv().unwrap())],
+            [format!("overflow {:?}..{:?}", Duration::from_millis(50), Duration::from_millis(60)), "rtp 6".into()]
         );
     }
 
