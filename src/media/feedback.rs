@@ -66,37 +66,48 @@ const HISTORY: usize = 1024;
 /// A packet older than this (or than three round trips, when that is longer) is not resent: the
 /// receiver's jitter buffer has moved on.
 pub const MAX_RESEND_AGE: Duration = Duration::from_secs(1);
-/// Packets per media SSRC whose departure time is kept, to tell a packet's age (512: well over a
-/// second of a 720p layer; 4 KiB per stream). An older packet is too old to resend.
-const SENT_TIMES: usize = 512;
+/// A stream's departure times are kept as one (sequence number, time) mark per this many ms at
+/// most, the latest `MARKS` of them (3.2 s: three round trips of an RTT up to a second): per packet that is a comparison, and a write
+/// twenty times a second. A packet left at or after the latest mark not above its number, so the
+/// age told is at most 50 ms too old (and, for a packet forwarded late with its own number, by
+/// its lateness: the publisher's side repaired it, within a round trip of that leg).
+const MARK_EVERY_MS: u32 = 50;
+const MARKS: usize = 64;
 
-/// When each of a media stream's latest packets left, by sequence number.
-struct SentStream {
-    ssrc: u32,
-    /// The newest sequence number sent (an older one is a retransmission).
-    newest: u16,
-    /// Slot `seq % SENT_TIMES`: (seq, ms after `NackLimiter::epoch` it left); (0, u32::MAX) when
-    /// empty. Allocated once per stream, never per packet.
-    times: Box<[(u16, u32)]>,
+/// When a media stream's packets left, as marks.
+struct SentTimes {
+    /// Ring of (first sequence number sent at or after `at`, `at` in ms after the epoch).
+    marks: [(u16, u32); MARKS],
+    /// Marks written so far (the ring's next slot is `written % MARKS`).
+    written: usize,
 }
 
-impl SentStream {
-    fn new(ssrc: u32, seq: u16) -> SentStream {
-        SentStream { ssrc, newest: seq, times: vec![(0, u32::MAX); SENT_TIMES].into_boxed_slice() }
+impl SentTimes {
+    fn new() -> SentTimes {
+        SentTimes { marks: [(0, 0); MARKS], written: 0 }
     }
 
+    /// A packet newer than any before left at `at_ms`.
     fn sent(&mut self, seq: u16, at_ms: u32) {
-        self.times[usize::from(seq) % SENT_TIMES] = (seq, at_ms);
+        let due = self.written == 0 || at_ms.wrapping_sub(self.marks[(self.written - 1) % MARKS].1) >= MARK_EVERY_MS;
+        if due {
+            self.marks[self.written % MARKS] = (seq, at_ms);
+            self.written += 1;
+        }
     }
 
-    /// Whether packet `seq` is too old to resend at `now_ms`: it left more than `max_age_ms`
-    /// ago, or so long ago that the ring no longer holds it. A packet never seen leaving (its
-    /// slot still empty) is left to the responder.
+    /// Whether packet `seq` is too old to resend at `now_ms`: the latest mark at or below it is
+    /// more than `max_age_ms` old, or it is older than every mark kept. A packet older than the
+    /// first packet seen is left to the responder.
     fn too_old(&self, seq: u16, now_ms: u32, max_age_ms: u32) -> bool {
-        match self.times[usize::from(seq) % SENT_TIMES] {
-            (_, u32::MAX) => false,
-            (s, at) => s != seq || now_ms.wrapping_sub(at) > max_age_ms,
+        let kept = self.written.min(MARKS);
+        for i in 1..=kept {
+            let (mark, at) = self.marks[(self.written - i) % MARKS];
+            if seq.wrapping_sub(mark) < 0x8000 {
+                return now_ms.wrapping_sub(at) > max_age_ms;
+            }
         }
+        self.written > MARKS
     }
 }
 
@@ -169,9 +180,12 @@ pub struct NackLimiter {
     refilled: Option<Instant>,
     /// Media RTP this connection sent over the last second (retransmissions not counted).
     media: RateMeter,
-    /// Per media SSRC, the newest sequence number sent and when its latest packets left. A
+    /// Per media SSRC, the newest sequence number sent (an older one is a retransmission). A
     /// handful of streams per connection: a list searched per packet beats hashing.
-    sent: Vec<SentStream>,
+    newest: Vec<(u32, u16)>,
+    /// When each stream's packets left, at the same index as in `newest` (apart, so that the
+    /// per-packet search stays within a few cache lines).
+    sent: Vec<SentTimes>,
     /// The instant the departure times count from (the first packet sent).
     epoch: Option<Instant>,
     /// SSRCs of retransmission (RTX) streams.
@@ -210,30 +224,26 @@ impl NackLimiter {
     }
 
     /// An RTP packet went out: counted if it is media, not a retransmission (RTX, or a sequence
-    /// number not newer than its SSRC's newest). An older one that leaves for the first time (a
-    /// packet the publisher's side repaired, forwarded late with its own number) is timed too, so
-    /// that a subscriber may still ask for it.
+    /// number not newer than its SSRC's newest).
     fn on_rtp_sent(&mut self, now: Instant, ssrc: u32, seq: u16, bytes: usize) {
         if self.rtx.contains(&ssrc) {
             return;
         }
         let at_ms = self.ms(now);
-        match self.sent.iter_mut().find(|s| s.ssrc == ssrc) {
-            Some(s) if seq == s.newest || seq.wrapping_sub(s.newest) >= 0x8000 => {
-                let back = usize::from(s.newest.wrapping_sub(seq));
-                if back > 0 && back < SENT_TIMES && s.times[usize::from(seq) % SENT_TIMES].0 != seq {
-                    s.sent(seq, at_ms);
+        match self.newest.iter().position(|(s, _)| *s == ssrc) {
+            Some(i) => {
+                let n = &mut self.newest[i].1;
+                if seq == *n || seq.wrapping_sub(*n) >= 0x8000 {
+                    return;
                 }
-                return;
-            }
-            Some(s) => {
-                s.newest = seq;
-                s.sent(seq, at_ms);
+                *n = seq;
+                self.sent[i].sent(seq, at_ms);
             }
             None => {
-                let mut s = SentStream::new(ssrc, seq);
-                s.sent(seq, at_ms);
-                self.sent.push(s);
+                self.newest.push((ssrc, seq));
+                let mut times = SentTimes::new();
+                times.sent(seq, at_ms);
+                self.sent.push(times);
             }
         }
         self.media.on_packet(now, 0, bytes);
@@ -291,7 +301,7 @@ impl NackLimiter {
         let mut budget = self.refill(now);
         let now_ms = self.ms(now);
         let max_age_ms = self.max_age().as_millis() as u32;
-        let sent = self.sent.iter().find(|s| s.ssrc == nack.media_ssrc);
+        let sent = self.newest.iter().position(|(s, _)| *s == nack.media_ssrc).map(|i| &self.sent[i]);
         let asked = self.asked.entry(nack.media_ssrc).or_default();
         let mut requested = 0u64;
         let mut allowed = Vec::new();
@@ -357,7 +367,10 @@ impl TapHooks for NackLimiter {
     }
     fn on_unbind_local(&mut self, info: &StreamInfo) {
         self.asked.remove(&info.ssrc);
-        self.sent.retain(|s| s.ssrc != info.ssrc);
+        if let Some(i) = self.newest.iter().position(|(s, _)| *s == info.ssrc) {
+            self.newest.remove(i);
+            self.sent.remove(i);
+        }
         self.rtx.retain(|s| Some(*s) != info.ssrc_rtx);
         self.sent_reports.retain(|(s, _)| *s != info.ssrc);
     }
@@ -819,7 +832,7 @@ mod tests {
         let mut l = NackLimiter::new(Default::default(), Default::default(), estimate.clone());
         estimate.0.bps.store(1_000_000, Ordering::Relaxed);
         // 768 kbps on stream 9 for 3 s (seq = ms / 10): a first-resend budget of 20 a second.
-        for i in (0..300u64).filter(|i| *i != 240) {
+        for i in 0..300u64 {
             l.on_rtp_sent(ms(i * 10), 9, i as u16, 960);
         }
         let nack = |seqs: Vec<u16>| TransportLayerNack {
@@ -838,19 +851,13 @@ mod tests {
         l.rtt = Some(Duration::from_millis(600));
         let asked: Vec<u16> = vec![110, 150];
         assert_eq!(passed(l.limit(ms(3000), &nack(asked.clone())), &asked), vec![150], "1.5 s old, within 1.8 s");
-        // A packet forwarded late (repaired on the publisher's side) leaves with its own, older
-        // number: it is timed then, and may be asked for; resending it again keeps that time.
-        // (1.8 s later the first is still young enough, the second, timed at 2410 ms, is not.)
-        l.on_rtp_sent(ms(3000), 9, 240, 960);
-        l.on_rtp_sent(ms(3100), 9, 241, 960); // 241 left at 2410 ms: a resend, not timed again
-        let asked: Vec<u16> = vec![240, 241];
-        assert_eq!(passed(l.limit(ms(4300), &nack(asked.clone())), &asked), vec![240]);
-        // A packet the ring no longer holds (512 packets later) is too old however recent.
-        for i in 300..900u64 {
-            l.on_rtp_sent(ms(4400 + (i - 300)), 9, i as u16, 960);
+        // Older than every mark kept (3.2 s of them): too old, whatever the age limit.
+        l.rtt = Some(Duration::from_secs(10));
+        for i in 300..800u64 {
+            l.on_rtp_sent(ms(i * 10), 9, i as u16, 960);
         }
-        let asked: Vec<u16> = vec![350, 850];
-        assert_eq!(passed(l.limit(ms(5000), &nack(asked.clone())), &asked), vec![850]);
+        let asked: Vec<u16> = vec![160, 790];
+        assert_eq!(passed(l.limit(ms(8000), &nack(asked.clone())), &asked), vec![790]);
     }
 
     #[test]
