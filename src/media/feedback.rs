@@ -229,14 +229,17 @@ impl NackLimiter {
         if self.rtx.contains(&ssrc) {
             return;
         }
+        let stream = self.newest.iter().position(|(s, _)| *s == ssrc);
+        if let Some(i) = stream {
+            let newest = self.newest[i].1;
+            if seq == newest || seq.wrapping_sub(newest) >= 0x8000 {
+                return;
+            }
+        }
         let at_ms = self.ms(now);
-        match self.newest.iter().position(|(s, _)| *s == ssrc) {
+        match stream {
             Some(i) => {
-                let n = &mut self.newest[i].1;
-                if seq == *n || seq.wrapping_sub(*n) >= 0x8000 {
-                    return;
-                }
-                *n = seq;
+                self.newest[i].1 = seq;
                 self.sent[i].sent(seq, at_ms);
             }
             None => {

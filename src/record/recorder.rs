@@ -1326,15 +1326,13 @@ mod tests {
 
     #[test]
     fn recovery_marks_the_open_segment_of_each_track_the_crash_cut_and_nothing_of_an_ended_one() {
-        let session = SessionInfo { id: "s_1".into(), kind: "mediation".into(), title: None, sites: vec![] };
-        let mut m = Manifest::started("c_1".into(), "（2026）调字第1号".into(), session, "2026-11-22T08:00:00Z".into());
+        let mut m = manifest();
         m.tracks.push(json!({ "id": "t_live", "published_ms": 0, "start_ms": 0, "end_ms": 8000 }));
         m.tracks.push(json!({ "id": "t_left", "published_ms": 0, "start_ms": 0, "end_ms": 4000, "ended": true }));
         // Published at 9 s, no segment closed yet.
         m.tracks.push(json!({ "id": "t_new", "published_ms": 9000 }));
         m.tracks.push(json!({ "id": "t_current", "published_ms": 0, "start_ms": 0, "end_ms": 11_000 }));
-        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_334_400); // 2026-11-22T08:00:00Z
-        mark_cut_tracks(&mut m, started + Duration::from_secs(10));
+        mark_cut_tracks(&mut m, started_plus(10));
         assert_eq!(
             gaps(&m),
             [
@@ -1347,16 +1345,14 @@ mod tests {
 
     #[test]
     fn recovery_does_not_count_a_pause_as_lost() {
-        let session = SessionInfo { id: "s_1".into(), kind: "hearing".into(), title: None, sites: vec![] };
-        let mut m = Manifest::started("c_1".into(), "（2026）民初第1号".into(), session, "2026-11-22T08:00:00Z".into());
+        let mut m = manifest();
         m.tracks.push(json!({ "id": "t_a", "published_ms": 0, "start_ms": 0, "end_ms": 2000 }));
         m.tracks.push(json!({ "id": "t_b", "published_ms": 0, "start_ms": 0, "end_ms": 7000 }));
         // A recess from 3 s to 5 s, and one still open at the crash from 8 s.
         let pause = |from: &str, to: Value| json!({ "from": from, "to": to, "reason": "recess", "by": "p_1" });
         m.pauses.push(pause("2026-11-22T08:00:03Z", json!("2026-11-22T08:00:05Z")));
         m.pauses.push(pause("2026-11-22T08:00:08Z", Value::Null));
-        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_334_400);
-        mark_cut_tracks(&mut m, started + Duration::from_secs(10));
+        mark_cut_tracks(&mut m, started_plus(10));
         assert_eq!(
             gaps(&m),
             [
@@ -1416,6 +1412,16 @@ mod tests {
             [kind(rx.recv().unwrap()), kind(rx.recv().unwrap())],
             [format!("overflow {:?}..{:?}", Duration::from_millis(50), Duration::from_millis(60)), "rtp 6".into()]
         );
+    }
+
+    /// 2026-11-22T08:00:00Z, when `manifest()`'s recording started, plus `secs`.
+    fn started_plus(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_334_400 + secs)
+    }
+
+    fn manifest() -> Manifest {
+        let session = SessionInfo { id: "s_1".into(), kind: "mediation".into(), title: None, sites: vec![] };
+        Manifest::started("c_1".into(), "（2026）调字第1号".into(), session, "2026-11-22T08:00:00Z".into())
     }
 
     fn gaps(m: &Manifest) -> Vec<(&str, &str, &str)> {
