@@ -11,7 +11,10 @@
 //!
 //! Invariants:
 //! - the cache holds either nothing usable or one keyframe's first packet followed by the packets
-//!   of that GOP as they arrived (retransmissions included), all of one SSRC;
+//!   of that GOP as they arrived (retransmissions included), all of one SSRC. While no GOP is
+//!   open it holds the latest packets (a quarter of its byte limit at most): a keyframe's first
+//!   packet lost on the uplink comes back resent after the rest of the keyframe, and the GOP it
+//!   opens keeps what came before it;
 //! - it never holds more than `max_bytes` of payload nor serves a keyframe older than `max_age`:
 //!   past either, it empties and waits for the next keyframe (a long replay to a weak link would
 //!   be worse than a keyframe request);
@@ -40,8 +43,8 @@ pub struct GopCache {
     packets: Vec<CachedPacket>,
     /// Payload bytes held, checked against `max_bytes` on every append.
     bytes: usize,
-    /// The SSRC the cached GOP came from; a packet of another SSRC that is not a keyframe start
-    /// empties the cache (the source switched and we have no keyframe of the new one).
+    /// The SSRC the cached packets came from; a packet of another SSRC empties the cache (the
+    /// source switched and nothing held belongs to it).
     ssrc: u32,
     /// Arrival of the keyframe's first packet; `None` while there is nothing to serve.
     keyframe_at: Option<Instant>,
@@ -51,6 +54,10 @@ pub struct GopCache {
     max_bytes: usize,
     max_age: Duration,
 }
+
+/// While no GOP is open the cache holds at most this share (1/n) of its byte limit: enough for the
+/// packets a keyframe's late first packet may come after.
+const WAITING_SHARE: usize = 4;
 
 impl GopCache {
     pub fn new(max_bytes: usize, max_age: Duration) -> GopCache {
@@ -70,31 +77,59 @@ impl GopCache {
     /// keyframe (the caller's codec knowledge).
     pub fn on_packet(&mut self, now: Instant, pkt: &RtpIn<'_>, keyframe_start: bool) {
         let RtpIn { ssrc, seq, ts, marker, payload, .. } = *pkt;
-        let same_keyframe = self.keyframe_at.is_some()
-            && ssrc == self.ssrc
-            && self.packets.first().is_some_and(|k| k.ts == ts && k.seq == seq);
-        if keyframe_start && !same_keyframe {
+        if ssrc != self.ssrc || self.expired(now) {
             self.clear();
             self.ssrc = ssrc;
-            self.keyframe_at = Some(now);
-            self.newest_ts = ts;
-        } else if self.keyframe_at.is_none() {
-            return;
-        } else if ssrc != self.ssrc || self.expired(now) {
-            self.clear();
-            return;
         }
-        let first = self.packets.first().map_or(seq, |k| k.seq);
-        if seq.wrapping_sub(first) >= 0x8000 {
-            return; // older than the keyframe: not part of this GOP
+        let keyframe_seq = self.keyframe_at.and(self.packets.first()).map(|k| k.seq);
+        if keyframe_seq.is_some_and(|k| seq.wrapping_sub(k) >= 0x8000) {
+            return; // older than the keyframe (a late packet of an earlier GOP, even its keyframe)
         }
-        let frame = self.frame_of(ts);
-        if self.bytes + payload.len() > self.max_bytes {
-            self.clear();
-            return;
-        }
+        let packet = CachedPacket { seq, ts, marker, payload: payload.clone(), frame: 0 };
         self.bytes += payload.len();
-        self.packets.push(CachedPacket { seq, ts, marker, payload: payload.clone(), frame });
+        if keyframe_start && keyframe_seq != Some(seq) {
+            self.start_gop(now, packet);
+        } else if self.keyframe_at.is_none() {
+            self.hold(packet);
+        } else {
+            let frame = self.frame_of(ts, self.packets.len());
+            self.packets.push(CachedPacket { frame, ..packet });
+        }
+        if self.keyframe_at.is_some() && self.bytes > self.max_bytes {
+            self.clear();
+        }
+    }
+
+    /// Starts a GOP at a keyframe's first packet. Packets after it that arrived before it (it was
+    /// lost and came back resent, a round trip later) are held already and stay, in their order;
+    /// anything older goes. Without them a replay would carry the keyframe's first packet and a
+    /// hole where the rest of it was, which no subscriber's NACK can fill.
+    fn start_gop(&mut self, now: Instant, keyframe: CachedPacket) {
+        let first = keyframe.seq;
+        self.packets.retain(|p| p.seq != first && p.seq.wrapping_sub(first) < 0x8000);
+        self.packets.insert(0, keyframe);
+        self.bytes = self.packets.iter().map(|p| p.payload.len()).sum();
+        self.keyframe_at = Some(now);
+        for i in 0..self.packets.len() {
+            self.packets[i].frame = self.frame_of(self.packets[i].ts, i);
+        }
+    }
+
+    /// Keeps a packet while no keyframe has started a GOP: the keyframe's first packet may come
+    /// after the rest of it (see [`Self::start_gop`]). Past [`WAITING_SHARE`] of the byte limit,
+    /// the older half goes (a copy of the list every so many packets, not one per packet).
+    fn hold(&mut self, packet: CachedPacket) {
+        self.packets.push(packet);
+        let limit = self.max_bytes / WAITING_SHARE;
+        if self.bytes <= limit {
+            return;
+        }
+        let mut drop = 0;
+        while self.bytes > limit / 2 && drop < self.packets.len() {
+            self.bytes -= self.packets[drop].payload.len();
+            drop += 1;
+        }
+        self.packets.drain(..drop);
     }
 
     /// The cached GOP, if there is one worth replaying at `now`, with its SSRC.
@@ -127,10 +162,12 @@ impl GopCache {
         self.frames = 0;
     }
 
-    /// The frame index for a packet with timestamp `ts`: a new newest frame gets the next index;
-    /// a packet of an earlier frame (a retransmission) gets that frame's index.
-    fn frame_of(&mut self, ts: u32) -> u32 {
-        if self.packets.is_empty() {
+    /// The frame index for a packet with timestamp `ts` that follows `self.packets[..upto]`: a new
+    /// newest frame gets the next index; a packet of an earlier frame (a retransmission) gets that
+    /// frame's index.
+    fn frame_of(&mut self, ts: u32, upto: usize) -> u32 {
+        if upto == 0 {
+            self.newest_ts = ts;
             self.frames = 1;
             return 0;
         }
@@ -143,7 +180,7 @@ impl GopCache {
         if newer == 0 {
             return self.frames - 1;
         }
-        self.packets.iter().rev().find(|p| p.ts == ts).map_or(0, |p| p.frame)
+        self.packets[..upto].iter().rev().find(|p| p.ts == ts).map_or(0, |p| p.frame)
     }
 }
 
@@ -228,9 +265,9 @@ mod tests {
         assert!(c.replayable(t0).is_some());
         feed(&mut c, t0, 1, 3, 6000, true, &pay(1), false);
         assert!(c.replayable(t0).is_none(), "over the byte limit");
-        feed(&mut c, t0, 1, 4, 9000, true, &pay(1), false);
-        assert!(c.replayable(t0).is_none(), "stays empty until the next keyframe");
         assert_eq!(c.bytes(), 0);
+        feed(&mut c, t0, 1, 4, 9000, true, &pay(1), false);
+        assert!(c.replayable(t0).is_none(), "serves nothing until the next keyframe");
 
         feed(&mut c, t0, 1, 5, 12000, true, &pay(10), true);
         assert!(c.replayable(t0 + Duration::from_secs(4)).is_some());
@@ -246,5 +283,54 @@ mod tests {
         assert!(c.replayable(t0).is_none());
         feed(&mut c, t0, 2, 501, 0, true, &pay(10), true);
         assert_eq!(c.replayable(t0).unwrap().0, 2);
+    }
+
+    #[test]
+    fn a_keyframe_whose_first_packet_comes_resent_keeps_the_rest_of_it() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        for open_gop in [true, false] {
+            let mut c = cache();
+            if open_gop {
+                feed(&mut c, at(0), 1, 10, 0, true, &pay(100), true);
+                feed(&mut c, at(33), 1, 11, 3000, true, &pay(100), false);
+            }
+            // The next keyframe's first packet (20) is lost; the rest of it and the next frame
+            // arrive, then 20 comes back resent a round trip later.
+            for (seq, ts, marker) in [(21, 6000, false), (22, 6000, true), (23, 9000, true)] {
+                feed(&mut c, at(66), 1, seq, ts, marker, &pay(100), false);
+            }
+            feed(&mut c, at(120), 1, 20, 6000, false, &pay(100), true);
+            feed(&mut c, at(130), 1, 24, 12000, true, &pay(100), false);
+            let (_, gop) = c.replayable(at(130)).expect("a GOP from the resent keyframe start");
+            let seen: Vec<(u16, u32)> = gop.iter().map(|p| (p.seq, p.frame)).collect();
+            assert_eq!(seen, [(20, 0), (21, 0), (22, 0), (23, 1), (24, 2)], "with an open GOP before: {open_gop}");
+            assert_eq!(c.newest(), (12000, 3));
+            assert_eq!(c.bytes(), 500);
+        }
+    }
+
+    #[test]
+    fn a_late_resend_of_an_earlier_keyframe_start_does_not_restart_the_gop() {
+        let t0 = Instant::now();
+        let mut c = cache();
+        feed(&mut c, t0, 1, 10, 0, true, &pay(100), true);
+        feed(&mut c, t0, 1, 20, 6000, true, &pay(100), true);
+        feed(&mut c, t0, 1, 21, 9000, true, &pay(100), false);
+        feed(&mut c, t0, 1, 10, 0, true, &pay(100), true); // the earlier keyframe, resent late
+        let seqs: Vec<u16> = c.replayable(t0).unwrap().1.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, [20, 21]);
+    }
+
+    #[test]
+    fn while_no_gop_is_open_only_a_share_of_the_limit_is_held() {
+        let t0 = Instant::now();
+        let mut c = GopCache::new(64 * KB, Duration::from_secs(4));
+        for seq in 0..1000u16 {
+            feed(&mut c, t0, 1, seq, u32::from(seq) * 3000, true, &pay(KB), false);
+            assert!(c.bytes() <= 16 * KB, "held {} bytes at packet {seq}", c.bytes());
+        }
+        assert!(c.bytes() >= 8 * KB, "the newer half stays");
+        assert!(c.replayable(t0).is_none());
     }
 }

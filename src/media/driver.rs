@@ -23,7 +23,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::demux::{classify, stun_local_ufrag, DatagramKind};
 use super::feedback::EstimateCell;
@@ -1190,6 +1190,9 @@ impl Driver {
                 i += 1;
             }
             self.stats.padding_packets += sent.len() as u64;
+            if let (Some(first), Some(last)) = (sent.first(), sent.last()) {
+                trace!(packets = sent.len(), first_seq = first.1, last_seq = last.1, "probe padding");
+            }
             for (down, seq, ts) in sent.drain(..) {
                 self.send_down(down, false, seq, ts, &Bytes::new(), now);
             }
@@ -1376,6 +1379,8 @@ impl Driver {
                         ?down,
                         layer,
                         packets = packets.len(),
+                        first_seq = packets.first().map(|p| p.seq),
+                        last_seq = packets.last().map(|p| p.seq),
                         estimate_kbps = estimate / 1000,
                         "layer switch from the GOP cache"
                     );

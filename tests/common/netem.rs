@@ -460,12 +460,13 @@ impl std::fmt::Display for RepairReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} of {} packets arrived ({} never, {:.2} % loss, at offsets {:?}), {} of them late (repaired)",
+            "{} of {} packets arrived ({} never, {:.2} % loss, at offsets {:?} from sequence number {}), {} of them late (repaired)",
             self.received,
             self.expected,
             self.missing(),
             self.loss_pct(),
             self.never,
+            self.range.0 as u16,
             self.late
         )
     }
