@@ -251,7 +251,8 @@ fn arrival_trace(c: &TestClient, publisher: &str) -> String {
 /// 10 % loss and 50 ms delay in each direction. One publisher (VP8 + Opus), one subscriber.
 /// Over 15 s the subscriber assembles nearly every frame, sees keyframes, and loses far less
 /// than the ≈ 19 % the two lossy hops would cost without repair: the server asks the publisher
-/// for what its up leg missed (NACK) and retransmits what the subscriber's NACKs name.
+/// for what its up leg missed (NACK) and retransmits what the subscriber's NACKs name. Its video is never
+/// suspended: random loss is not a full link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
     let lab = Lab::start(2).await;
@@ -314,6 +315,12 @@ async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
 
     if got.video.expected < 300 {
         fail("too little video in the window to judge");
+    }
+    // Random loss is not a full link: GCC's loss half alone would have cut the estimate far
+    // below the video's rate (`media::feedback::ReportingGcc`).
+    let suspensions = subscriber.messages_of_type("video_suspended");
+    if suspensions.iter().any(|m| m["suspended"] == true) {
+        fail(&format!("a link with random loss keeps its video: {suspensions:?}"));
     }
     if got.frames.complete_keyframes < 5 {
         fail("the subscriber should assemble a keyframe about every second");

@@ -511,7 +511,9 @@ impl ProbeMeter {
 /// GCC, publishing its target into an [`EstimateCell`] whenever it may have moved.
 ///
 /// What is published is GCC's target, except while the link is losing a large share of what is
-/// sent: then it is at most what the receiver acknowledged. GCC's target starts high and, with
+/// sent: then it is at most what the receiver acknowledged. Below that share of loss it is at
+/// least what the receiver acknowledged (unless GCC's delay half, which sees queueing, is lower):
+/// GCC's loss half answers random loss around 10 % with a cut it never takes back. GCC's target starts high and, with
 /// no probing, says little about a link until that link is overloaded; its loss-based cut is
 /// gradual (it took 5 s to come down from 15 Mbps to 2.7 Mbps on a 400 kbps link in
 /// `tests/netem.rs`), while the acknowledged rate of an overloaded link is its capacity at once.
@@ -550,7 +552,12 @@ impl ReportingGcc {
             let target = self.gcc.target_bitrate() as u64;
             let usable = match self.delivery.overloaded() {
                 Some(acked_bps) => target.min(acked_bps),
-                None => target,
+                // Loss short of overload does not take the estimate below what the receiver
+                // acknowledged: GCC's loss half cuts at every batch over 10 % and never climbs
+                // back while loss stays over 2 %, so a link with random loss around 10 % (a bad
+                // mobile link) would fall to the floor and lose its video for nothing. Queueing
+                // still lowers it (the delay half bounds what is kept).
+                None => target.max(self.delivery.acked_bps().min(self.gcc.delay_based_bitrate() as u64)),
             };
             self.out.0.bps.store(usable, Ordering::Relaxed);
             self.out.0.loss_ppm.store((self.delivery.loss() * 1e6) as u64, Ordering::Relaxed);
@@ -625,13 +632,21 @@ impl Delivery {
 
     /// The acknowledged rate (bits per second) if the link is overloaded, else `None`.
     fn overloaded(&self) -> Option<u64> {
-        let sum = |i: usize| self.buckets.iter().map(|b| b[i]).sum::<u64>();
-        let (acked, sent_pkts, lost) = (sum(1), sum(2), sum(3));
+        let (sent_pkts, lost) = (self.sum(2), self.sum(3));
         if sent_pkts < 50 || (lost as f64) < sent_pkts as f64 * OVERLOAD_LOSS {
             return None;
         }
+        Some(self.acked_bps())
+    }
+
+    /// Bits per second the receiver acknowledged over the window (of packets sent in it).
+    fn acked_bps(&self) -> u64 {
         let window = DELIVERY_BUCKET * DELIVERY_BUCKETS as u32;
-        Some(acked * 8 * 1000 / window.as_millis() as u64)
+        self.sum(1) * 8 * 1000 / window.as_millis() as u64
+    }
+
+    fn sum(&self, i: usize) -> u64 {
+        self.buckets.iter().map(|b| b[i]).sum()
     }
 }
 
@@ -713,6 +728,64 @@ mod tests {
         assert!((1.4..1.6).contains(&lossy), "a narrow link that also loses a quarter: {lossy}");
         // Nothing arrived: the link showed nothing.
         assert_eq!(probe_result(Duration::from_millis(1), 1), Some(0));
+    }
+
+    /// Feeds `secs` seconds of 1000-byte packets, 100 a second (800 kbps) in frames of four 1 ms
+    /// apart, one every 40 ms; packet `i` is lost when `lost(i)`, else arrives at `arrival(i)` ms.
+    /// Feedback every 100 ms reports what arrived (or would have) since the last.
+    fn feed_gcc(
+        g: &mut ReportingGcc,
+        t0: Instant,
+        secs: u64,
+        lost: impl Fn(u64) -> bool,
+        arrival: impl Fn(u64) -> u64,
+    ) {
+        let (mut next, total) = (0, secs * 100);
+        let mut tick = 0;
+        while next < total {
+            tick += 100;
+            let mut reports = Vec::new();
+            while next < total && arrival(next) <= tick {
+                let i = next;
+                let mut r = report(t0 + Duration::from_millis(depart_ms(i)), !lost(i));
+                (r.id, r.rtp_sequence_number, r.twcc_sequence_number) = (i, i as u16, i as u16);
+                r.arrival = r.arrived.then(|| Duration::from_millis(arrival(i)));
+                reports.push(r);
+                next += 1;
+            }
+            g.on_reports(t0 + Duration::from_millis(tick + 10), &reports);
+        }
+    }
+
+    fn depart_ms(i: u64) -> u64 {
+        i / 4 * 40 + i % 4
+    }
+
+    #[test]
+    fn random_loss_short_of_overload_keeps_the_estimate_at_what_was_acknowledged() {
+        let t0 = Instant::now();
+        let cell = EstimateCell::default();
+        let mut g = ReportingGcc::new(cell.clone());
+        // Every eighth packet lost (12.5 %), no queueing: GCC's loss half cuts 6 % whenever a
+        // report shows more than 10 % and never climbs while loss is over 2 %.
+        feed_gcc(&mut g, t0, 20, |i| i % 8 == 0, |i| depart_ms(i) + 20);
+        let (loss_half, kept) = (g.gcc.loss_based_bitrate(), cell.get());
+        assert!(loss_half < 100_000.0, "GCC's own loss half fell to about its floor: {loss_half}");
+        assert!((650_000..=720_000).contains(&kept), "the acknowledged 700 kbps: {kept}");
+        assert!((cell.loss() - 0.125).abs() < 0.01, "{}", cell.loss());
+    }
+
+    #[test]
+    fn a_queueing_link_still_lowers_the_estimate_below_what_was_acknowledged() {
+        let t0 = Instant::now();
+        let cell = EstimateCell::default();
+        let mut g = ReportingGcc::new(cell.clone());
+        // 800 kbps into a 400 kbps link with a deep buffer: nothing lost, the link takes 20 ms per
+        // packet and the queue grows.
+        feed_gcc(&mut g, t0, 10, |_| false, |i| 20 + 20 * i);
+        let (delay_half, est) = (g.gcc.delay_based_bitrate(), cell.get());
+        assert!(delay_half < 500_000.0, "GCC's delay half sees the queue: {delay_half}");
+        assert!(est <= delay_half as u64, "the acknowledged 800 kbps do not hide it: {est}");
     }
 
     #[test]
