@@ -21,6 +21,16 @@ use super::spool::alarm;
 use super::{validate_key, ObjectStore, Result, Spool, StorageError};
 use crate::store::Store;
 
+/// SQL condition on a job row `j`: it is a manifest and another job under its directory is
+/// pending (see [`Shared::next`]). `manifest.json` is 13 bytes: the directory is the key less them.
+/// A macro, not a constant: the queries that use it must be `'static` (`concat!`).
+macro_rules! manifest_waits {
+    () => {
+        "substr(j.key, -14) = '/manifest.json' AND EXISTS (SELECT 1 FROM upload_jobs o \
+         WHERE o.id <> j.id AND substr(o.key, 1, length(j.key) - 13) = substr(j.key, 1, length(j.key) - 13))"
+    };
+}
+
 /// First retry delay after a failed upload; doubles per failure.
 const BACKOFF_START: Duration = Duration::from_millis(500);
 /// Retry delays never exceed this.
@@ -238,12 +248,18 @@ impl Shared {
         Ok(())
     }
 
-    /// The oldest due job, or when the next one falls due (`None`: nothing pending).
+    /// The oldest due job, or when the next one falls due (`None`: nothing pending). A manifest
+    /// (`…/manifest.json`) waits while any other object under its directory is pending: it lists
+    /// them, and a manifest in storage before its segments names objects a reader cannot fetch
+    /// (an updated manifest is due at once, while a segment that failed in an outage waits out
+    /// its backoff).
     async fn next(&self, now: i64) -> Result<std::result::Result<Job, Option<i64>>> {
-        let row = sqlx::query(
-            "SELECT id, key, spool_path, revision, attempts FROM upload_jobs \
-             WHERE next_attempt_at <= ? ORDER BY id LIMIT 1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT id, key, spool_path, revision, attempts FROM upload_jobs j \
+             WHERE next_attempt_at <= ? AND NOT (",
+            manifest_waits!(),
+            ") ORDER BY id LIMIT 1"
+        ))
         .bind(now)
         .fetch_optional(&self.pool)
         .await?;
@@ -256,9 +272,25 @@ impl Shared {
                 attempts: row.get(4),
             }));
         }
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM upload_jobs").fetch_one(&self.pool).await?;
+        let next: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT MIN(next_attempt_at) FROM upload_jobs j WHERE NOT (",
+            manifest_waits!(),
+            ")"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
         Ok(Err(next))
+    }
+
+    /// The store answered again after failures: every job waiting out its backoff is due now.
+    async fn retry_all_now(&self) -> Result<()> {
+        let now = now_ms();
+        sqlx::query("UPDATE upload_jobs SET next_attempt_at = ? WHERE next_attempt_at > ?")
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Deletes the job if it is still at the revision that was uploaded; true if it was.
@@ -363,6 +395,7 @@ async fn step(shared: &Shared, streak: &mut Streak) -> Result<Step> {
                     h.failing_since = None;
                     h.last_error = None;
                 });
+                shared.retry_all_now().await?;
             }
             tracing::debug!(key = %job.key, "uploaded");
             shared.refresh().await?;

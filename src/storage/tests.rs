@@ -296,6 +296,42 @@ async fn failing_uploads_stay_queued_and_a_new_queue_finishes_them_with_the_late
 }
 
 #[tokio::test]
+async fn a_manifest_waits_for_the_pending_objects_under_its_directory_and_recovery_retries_them_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Store::open(dir.path()).await.unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), 1 << 20).unwrap();
+    let root = dir.path().join("store");
+    // The segment's directory is a file: its upload fails until that is mended.
+    std::fs::create_dir_all(root.join("rec")).unwrap();
+    std::fs::write(root.join("rec/tracks"), b"in the way").unwrap();
+    let objects = ObjectStore::local(&root);
+    let queue = UploadQueue::start(db, objects.clone(), spool.clone());
+    let mut rx = queue.health();
+    let file = |name: &str, body: &str| {
+        let path = spool.path_for(name).unwrap();
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+
+    queue.enqueue("rec/tracks/000001.webm", &file("s1", "segment")).await.unwrap();
+    wait_health(&mut rx, "the segment's failure", |h| h.failing_since.is_some()).await;
+    // An updated manifest is due at once; an object of another recording, queued after it, too.
+    queue.enqueue("rec/manifest.json", &file("m1", "manifest")).await.unwrap();
+    queue.enqueue("other/manifest.json", &file("o1", "other")).await.unwrap();
+    wait_health(&mut rx, "the other recording uploaded", |h| h.pending_jobs == 2).await;
+    assert_eq!(objects.get("other/manifest.json").await.unwrap(), b"other");
+    assert!(objects.get("rec/manifest.json").await.is_err(), "the manifest went up before the segment it lists");
+
+    // The store takes the segment's directory again: an upload succeeds, and the segment is
+    // retried at once rather than after its backoff, then the manifest follows.
+    std::fs::remove_file(root.join("rec/tracks")).unwrap();
+    queue.enqueue("third/x.bin", &file("t1", "third")).await.unwrap();
+    queue.flush(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(objects.get("rec/tracks/000001.webm").await.unwrap(), b"segment");
+    assert_eq!(objects.get("rec/manifest.json").await.unwrap(), b"manifest");
+}
+
+#[tokio::test]
 async fn a_lost_spool_file_is_reported_and_does_not_block_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let db = Store::open(dir.path()).await.unwrap();
