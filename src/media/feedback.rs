@@ -513,10 +513,12 @@ impl ProbeMeter {
 /// What is published is GCC's target, except while the link is losing a large share of what is
 /// sent: then it is at most what the receiver acknowledged. Below that share of loss it is at
 /// least what the receiver acknowledged (unless GCC's delay half, which sees queueing, is lower):
-/// GCC's loss half answers random loss around 10 % with a cut it never takes back. GCC's target starts high and, with
-/// no probing, says little about a link until that link is overloaded; its loss-based cut is
-/// gradual (it took 5 s to come down from 15 Mbps to 2.7 Mbps on a 400 kbps link in
-/// `tests/netem.rs`), while the acknowledged rate of an overloaded link is its capacity at once.
+/// GCC's loss half answers random loss around 10 % with a cut it never takes back.
+///
+/// GCC's target starts high and, with no probing, says little about a link until that link is
+/// overloaded; its loss-based cut is gradual (it took 5 s to come down from 15 Mbps to 2.7 Mbps on
+/// a 400 kbps link in `tests/netem.rs`), while the acknowledged rate of an overloaded link is its
+/// capacity at once.
 /// The share is well above the random loss of a bad mobile link (10 % in the tests), so such a
 /// link is not mistaken for an overloaded one.
 pub struct ReportingGcc {
