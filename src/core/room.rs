@@ -1099,6 +1099,8 @@ impl Room {
             }
         };
         let mut want_keyframe = false;
+        // Down tracks to switch from the cache at this keyframe (its first packet came resent).
+        let mut late_start = Vec::new();
         for down_key in &track.route {
             let Some(d) = self.down_tracks.get_mut(down_key) else { continue };
             if d.suspended {
@@ -1113,10 +1115,15 @@ impl Room {
                     if layer != d.want {
                         continue;
                     }
-                    // A keyframe's first packet that arrives repaired, after the rest of the
-                    // keyframe went by, cannot start it: the next one must.
-                    if !in_order || !*keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
+                    if !*keyframe.get_or_insert_with(|| starts_keyframe(codec, payload)) {
                         want_keyframe = true;
+                        continue;
+                    }
+                    // A keyframe's first packet that arrives repaired, after the rest of the
+                    // keyframe went by, cannot start it live; the GOP cache has just opened
+                    // with the rest of it, so the switch starts from there.
+                    if !in_order {
+                        late_start.push(*down_key);
                         continue;
                     }
                     // Switch (or start) at this keyframe.
@@ -1144,6 +1151,9 @@ impl Room {
                 let vp8_ids = vp8.as_ref().and_then(|desc| d.pictures.rewrite(desc));
                 out.push(Forward { down: *down_key, subscriber: d.subscriber, seq, ts, vp8_ids });
             }
+        }
+        for down in late_start {
+            want_keyframe |= !self.switch_from_cache(now, down);
         }
         if want_keyframe {
             self.request_keyframe(now, up, layer);

@@ -396,17 +396,47 @@ fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
 }
 
 #[test]
-fn a_switch_does_not_start_at_a_keyframe_whose_first_packet_arrives_after_the_rest() {
+fn a_keyframe_whose_first_packet_arrives_after_the_rest_starts_the_switch_from_the_cache() {
     const VP8_MORE: &[u8] = &[0x00, 0x00, 0x00]; // not a partition start
     let (mut h, up) = Harness::video_to_one_subscriber();
     h.drain();
-    // A new source; its keyframe's first packet (500) is lost and resent after 501 and 502.
+    // A new source; its keyframe's first packet (500) is lost and resent after 501 and 502
+    // (which ask for a keyframe, as any packet of a new source that cannot start it does).
     assert!(h.forward(h.at(2000), up, 2, 501, VP8_MORE).is_empty());
     assert!(h.forward(h.at(2000), up, 2, 502, VP8_MORE).is_empty());
+    h.drain();
     assert!(
         h.forward(h.at(2010), up, 2, 500, VP8_KEY).is_empty(),
-        "501 and 502 went by: a switch here would send a keyframe without them"
+        "501 and 502 went by: forwarded live, the keyframe would miss them"
     );
+    let out = h.drain();
+    assert!(!out.iter().any(|o| matches!(o, Output::RequestKeyframe { .. })), "no further request: {out:?}");
+    let replayed: Vec<u16> = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Replay { packets, .. } => Some(packets.iter().map(|p| p.seq).collect()),
+            _ => None,
+        })
+        .expect("the keyframe replayed whole from the cache");
+    assert_eq!(replayed, [1, 2, 3], "500, 501, 502 right after the first source's 0");
+    let f = h.forward(h.at(2040), up, 2, 503, VP8_DELTA);
+    assert_eq!(f[0].seq, 4, "live packets continue after the replay");
+}
+
+#[test]
+fn without_a_cache_a_keyframe_whose_first_packet_arrives_after_the_rest_waits_for_the_next() {
+    const VP8_MORE: &[u8] = &[0x00, 0x00, 0x00];
+    let mut h = Harness::new();
+    h.room = Room::new(CoreConfig { gop_cache_bytes: 0, ..CoreConfig::default() }, Box::new(SameZone));
+    let a = h.join("a", Role::Judge);
+    let _b = h.join("b", Role::Party);
+    let up = h.publish(a, MediaKind::Video);
+    let down = Harness::added_downs(&h.drain())[0].1;
+    h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
+    h.forward(h.t0, up, 1, 10, VP8_KEY);
+    h.drain();
+    assert!(h.forward(h.at(2000), up, 2, 501, VP8_MORE).is_empty());
+    assert!(h.forward(h.at(2010), up, 2, 500, VP8_KEY).is_empty());
     assert!(h.drain().iter().any(|o| matches!(o, Output::RequestKeyframe { .. })), "it asks for a keyframe");
     let f = h.forward(h.at(2500), up, 2, 503, VP8_KEY);
     assert_eq!(f[0].seq, 1, "the next keyframe starts it, right after the first source's 0");
