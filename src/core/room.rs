@@ -1077,6 +1077,11 @@ impl Room {
             let k = *keyframe.get_or_insert_with(|| starts_keyframe(codec, payload));
             keyframe = Some(k);
             gop.on_packet(now, &pkt, k);
+            if k {
+                // The publisher sent a keyframe: a request held back by the throttle is answered
+                // (a down track this one cannot start asks again below).
+                track.layers[li].keyframe_pending = false;
+            }
         }
         if let Some(level) = audio_level {
             track.loudness.on_level(level);

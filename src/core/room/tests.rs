@@ -421,6 +421,9 @@ fn a_keyframe_whose_first_packet_arrives_after_the_rest_starts_the_switch_from_t
     assert_eq!(replayed, [1, 2, 3], "500, 501, 502 right after the first source's 0");
     let f = h.forward(h.at(2040), up, 2, 503, VP8_DELTA);
     assert_eq!(f[0].seq, 4, "live packets continue after the replay");
+    // 502's request, held back by the throttle, was answered by that keyframe: it never goes out.
+    h.room.handle_timeout(h.at(3500));
+    assert!(!h.drain().iter().any(|o| matches!(o, Output::RequestKeyframe { .. })), "a held request is dropped");
 }
 
 #[test]
