@@ -30,7 +30,7 @@ use crate::core::Role;
 use crate::media::{Command, MediaHandle};
 use crate::signal::protocol::MAX_MESSAGE_BYTES;
 use crate::signal::{run_connection, SignalContext};
-use crate::store::{new_id, rfc3339, AuditRecord, Store};
+use crate::store::{new_id, parse_rfc3339, rfc3339, AuditRecord, Store};
 
 static WEB_CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/web-client");
 
@@ -325,8 +325,7 @@ async fn create_session(
 ) -> Result<Response, ApiError> {
     check_opt_text("title", &b.title, 200)?;
     if let Some(at) = &b.scheduled_at {
-        time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| ApiError::BadRequest("scheduled_at must be an RFC 3339 time".into()))?;
+        parse_rfc3339(at).ok_or_else(|| ApiError::BadRequest("scheduled_at must be an RFC 3339 time".into()))?;
     }
     s.store.case(&case).await.map_err(ApiError::from_store("case"))?;
     let session = s
@@ -808,8 +807,7 @@ struct StatsQuery {
 async fn stats(State(s): State<AppState>, Query(q): Query<StatsQuery>) -> Result<Json<Value>, ApiError> {
     for (name, v) in [("from", &q.from), ("to", &q.to)] {
         if let Some(v) = v {
-            time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
-                .map_err(|_| ApiError::BadRequest(format!("{name} must be an RFC 3339 time")))?;
+            parse_rfc3339(v).ok_or_else(|| ApiError::BadRequest(format!("{name} must be an RFC 3339 time")))?;
         }
     }
     if q.kind.as_deref().is_some_and(|k| !CASE_KINDS.contains(&k)) {

@@ -1194,8 +1194,7 @@ fn track_timing(m: &mut Manifest) {
 /// the track up to `last_update`, where the session-wide gap takes over. A track that ended first
 /// (`"ended"`) lost nothing.
 fn mark_cut_tracks(m: &mut Manifest, last_update: SystemTime) {
-    use time::format_description::well_known::Rfc3339;
-    let parse = |s: &str| time::OffsetDateTime::parse(s, &Rfc3339).ok().map(SystemTime::from);
+    let parse = |s: &str| crate::store::parse_rfc3339(s).map(SystemTime::from);
     let Some(started) = parse(&m.started_at) else { return };
     let mut pauses: Vec<(SystemTime, SystemTime)> = m
         .pauses

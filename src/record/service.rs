@@ -12,15 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use tracing::{error, info};
 
 use super::composite::{self, CompositeInput, Tile};
 use super::manifest::{sha256_hex, Manifest, SigningKeys};
 use super::recorder::{write_atomic, Finished, SegmentSink};
 use crate::storage::UploadQueue;
-use crate::store::Store;
+use crate::store::{parse_rfc3339, Store};
 
 /// The recorder's [`SegmentSink`] over the upload queue. Called from recorder threads (and crash
 /// recovery on a blocking thread), never from a runtime worker.
@@ -117,7 +115,7 @@ async fn render_and_store(
 
 /// One tile per participant who published (a screen share gets its own tile), in manifest order.
 pub fn composite_input(m: &Manifest, dir: &Path) -> Result<CompositeInput, String> {
-    let parse = |s: &str| OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("bad time {s}: {e}"));
+    let parse = |s: &str| parse_rfc3339(s).ok_or_else(|| format!("bad time {s}: not RFC 3339"));
     let start = parse(&m.started_at)?;
     let end = parse(m.ended_at.as_deref().ok_or("the recording has no end")?)?;
     // The composite is the joint session: segments recorded in a caucus, a consultation or a

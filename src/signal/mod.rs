@@ -78,9 +78,7 @@ where
     };
     let participant_id = joiner.participant_id.clone();
     let opened_at = match ctx.store.session(&joiner.session.id).await {
-        Ok(s) => s
-            .opened_at
-            .and_then(|t| time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()),
+        Ok(s) => s.opened_at.as_deref().and_then(crate::store::parse_rfc3339),
         Err(_) => None,
     };
     let who = Who {

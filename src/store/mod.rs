@@ -116,6 +116,12 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
         .expect("a SystemTime always formats as RFC 3339")
 }
 
+/// Reads an RFC 3339 time as [`rfc3339`] writes it (and as clients send it); `None` if it is not
+/// one. The one parser every module uses.
+pub fn parse_rfc3339(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
@@ -744,6 +750,18 @@ fn participant_from(r: &sqlx::sqlite::SqliteRow) -> Participant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_read_back_as_written_and_other_text_is_refused() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
+        let text = rfc3339(t);
+        assert_eq!(parse_rfc3339(&text).map(std::time::SystemTime::from), Some(t), "{text}");
+        let offset = parse_rfc3339("2026-11-23T12:00:00+08:00").expect("an offset is RFC 3339");
+        assert_eq!(offset, parse_rfc3339("2026-11-23T04:00:00Z").unwrap());
+        for bad in ["", "2026-11-23", "2026-11-23 12:00:00", "2026-13-01T00:00:00Z", "明天上午"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
 
     #[tokio::test]
     async fn a_case_id_is_unique_and_utf8_safe() {
