@@ -148,7 +148,7 @@ async fn a_hearing_goes_from_lobby_to_admission_to_a_called_witness_to_close() {
     assert_eq!(list[0]["chain_head"], chain_head, "{recordings:#}");
     assert_eq!(list[0]["id"], closed["recording"]["recording_id"], "{recordings:#}");
     // The pause, its reason and who paused are in the manifest.
-    let manifest = s.get(&format!("/api/v1/recordings/{}/manifest", list[0]["id"].as_str().unwrap())).await;
+    let manifest = s.final_manifest(list[0]["id"].as_str().unwrap()).await;
     let pauses = manifest["pauses"].as_array().expect("pauses");
     assert_eq!(pauses.len(), 1, "{:#}", manifest["pauses"]);
     assert_eq!(pauses[0]["reason"], "recess", "{pauses:#?}");

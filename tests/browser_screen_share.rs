@@ -118,7 +118,7 @@ async fn a_party_presents_evidence_by_screen_share_and_it_is_recorded() {
     assert_eq!(list.len(), 1, "{recordings:#}");
     assert_eq!(list[0]["chain_head"], chain_head, "{recordings:#}");
     let rid = list[0]["id"].as_str().expect("recording id");
-    let manifest = s.get(&format!("/api/v1/recordings/{rid}/manifest")).await;
+    let manifest = s.final_manifest(rid).await;
     let tracks = manifest["tracks"].as_array().expect("tracks");
     let segments = manifest["segments"].as_array().expect("segments");
     let of_party = |source: &str| -> Vec<&Value> {

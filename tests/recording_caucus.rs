@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::client::{Media, TestClient};
 use common::server::TestServer;
@@ -54,15 +54,7 @@ async fn a_caucus_recording_is_readable_by_the_mediator_and_that_party_only() {
     let rec_id = closed["recording"]["recording_id"].as_str().unwrap().to_string();
 
     // The stored manifest tags segments by zone.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let manifest = loop {
-        let (status, m) = (200, server.get(&format!("/api/v1/recordings/{rec_id}/manifest")).await);
-        if status == 200 && m["status"] == "final" {
-            break m;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let manifest = server.final_manifest(&rec_id).await;
     let track_of = |pid: &str| -> Vec<String> {
         manifest["tracks"]
             .as_array()

@@ -60,7 +60,7 @@ async fn a_judge_pauses_with_a_statutory_reason_and_the_pause_is_in_the_manifest
     let ses = server.get(&format!("/api/v1/sessions/{session}")).await;
     let list = server.get(&format!("/api/v1/cases/{}/recordings", ses["case"].as_str().unwrap())).await;
     let rec_id = list["recordings"][0]["id"].as_str().unwrap().to_string();
-    let m = server.get(&format!("/api/v1/recordings/{rec_id}/manifest")).await;
+    let m = server.final_manifest(&rec_id).await;
     let pause = &m["pauses"][0];
     assert_eq!(pause["reason"], "recess");
     assert_eq!(pause["by"], judge_inv.participant_id.as_str());

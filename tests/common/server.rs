@@ -88,6 +88,22 @@ impl TestServer {
         v
     }
 
+    /// The recording's manifest once storage holds its final version. The upload queue stores it
+    /// after every segment it lists, a moment after the close returned; until then the API serves
+    /// the version stored before (or 404).
+    pub async fn final_manifest(&self, rec_id: &str) -> Value {
+        let path = format!("/api/v1/recordings/{rec_id}/manifest");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, m) = self.request(reqwest::Method::GET, &path, None).await;
+            if status == 200 && m["status"] == "final" {
+                return m;
+            }
+            assert!(std::time::Instant::now() < deadline, "no final manifest stored for {rec_id}: {status} {m}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let (status, v) = self.request(reqwest::Method::GET, path, None).await;
         assert!((200..300).contains(&status), "GET {path} -> {status}: {v}");
