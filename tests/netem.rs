@@ -251,8 +251,8 @@ fn arrival_trace(c: &TestClient, publisher: &str) -> String {
 /// 10 % loss and 50 ms delay in each direction. One publisher (VP8 + Opus), one subscriber.
 /// Over 15 s the subscriber assembles nearly every frame, sees keyframes, and loses far less
 /// than the ≈ 19 % the two lossy hops would cost without repair: the server asks the publisher
-/// for what its up leg missed (NACK) and retransmits what the subscriber's NACKs name. Its video is never
-/// suspended: random loss is not a full link.
+/// for what its up leg missed (NACK) and retransmits what the subscriber's NACKs name. Its video
+/// is never suspended: random loss is not a full link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_keeps_flowing_through_10pct_loss_and_100ms_rtt() {
     let lab = Lab::start(2).await;

@@ -133,8 +133,7 @@ async fn a_closed_session_leaves_verified_playable_segments_for_every_track() {
         // between went missing, and that span reaches the session's end but for the moments
         // between the last packet and the close (a loaded CI machine once took 115 ms there).
         let session_ms = {
-            use time::format_description::well_known::Rfc3339;
-            let p = |s: &str| time::OffsetDateTime::parse(s, &Rfc3339).unwrap();
+            let p = |s: &str| qiao::store::parse_rfc3339(s).unwrap();
             (p(m.ended_at.as_deref().unwrap()) - p(&m.started_at)).whole_milliseconds() as f64
         };
         let start = t["start_ms"].as_f64().expect("track timing");
@@ -171,8 +170,7 @@ async fn a_closed_session_leaves_verified_playable_segments_for_every_track() {
     let errors = decode_errors(&composite);
     assert!(errors.trim().is_empty(), "the composite does not decode cleanly: {errors}");
     let session_ms = {
-        use time::format_description::well_known::Rfc3339;
-        let p = |s: &str| time::OffsetDateTime::parse(s, &Rfc3339).unwrap();
+        let p = |s: &str| qiao::store::parse_rfc3339(s).unwrap();
         (p(m.ended_at.as_deref().unwrap()) - p(&m.started_at)).whole_milliseconds() as f64
     };
     let d = ffprobe_duration_ms(&composite);
@@ -372,9 +370,7 @@ async fn a_participant_who_leaves_has_its_last_segments_closed_and_its_tracks_ma
         assert!(Instant::now() < deadline, "the party's tracks are not ended: {:?}", live_manifest(&server.data_dir));
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let started =
-        time::OffsetDateTime::parse(m["started_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-            .unwrap();
+    let started = qiao::store::parse_rfc3339(m["started_at"].as_str().unwrap()).unwrap();
     let leave_ms = (time::OffsetDateTime::from(leaving) - started).whole_milliseconds() as i64;
     for (id, count) in &before {
         let t = tracks_of(&m, &party_id).into_iter().find(|t| t["id"] == *id).expect("still listed");

@@ -43,7 +43,7 @@ fn verify(dir: &Path) -> (bool, String) {
 }
 
 fn unix_ms(rfc3339: &str) -> i64 {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
+    let t = qiao::store::parse_rfc3339(rfc3339).unwrap();
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 

@@ -65,8 +65,7 @@ async fn a_judge_pauses_with_a_statutory_reason_and_the_pause_is_in_the_manifest
     assert_eq!(pause["reason"], "recess");
     assert_eq!(pause["by"], judge_inv.participant_id.as_str());
     let ms = |s: &serde_json::Value| {
-        let t =
-            time::OffsetDateTime::parse(s.as_str().unwrap(), &time::format_description::well_known::Rfc3339).unwrap();
+        let t = qiao::store::parse_rfc3339(s.as_str().unwrap()).unwrap();
         (t.unix_timestamp_nanos() / 1_000_000) as i64
     };
     let (start, from, to) = (ms(&m["started_at"]), ms(&pause["from"]), ms(&pause["to"]));

@@ -11,14 +11,15 @@ struct Harness {
 
 const VP8_KEY: &[u8] = &[0x10, 0x00, 0x9d, 0x01, 0x2a];
 const VP8_DELTA: &[u8] = &[0x10, 0x01, 0x00];
+/// Not a partition start: the rest of a frame.
+const VP8_MORE: &[u8] = &[0x00, 0x00, 0x00];
 
 impl Harness {
     fn new() -> Harness {
-        Harness {
-            room: Room::new(CoreConfig { gop_cache_bytes: 1 << 20, ..CoreConfig::default() }, Box::new(SameZone)),
-            keys: KeyAlloc::default(),
-            t0: Instant::now(),
-        }
+        Harness::with_config(CoreConfig { gop_cache_bytes: 1 << 20, ..CoreConfig::default() })
+    }
+    fn with_config(config: CoreConfig) -> Harness {
+        Harness { room: Room::new(config, Box::new(SameZone)), keys: KeyAlloc::default(), t0: Instant::now() }
     }
     fn at(&self, ms: u64) -> Instant {
         self.t0 + Duration::from_millis(ms)
@@ -90,7 +91,9 @@ impl Harness {
     /// A judge's video with a party subscribed and its down track ready; a keyframe (SSRC 1,
     /// seq 10) went out as seq 0.
     fn video_to_one_subscriber() -> (Harness, UpTrackKey) {
-        let mut h = Harness::new();
+        Harness::video_to_one_subscriber_in(Harness::new())
+    }
+    fn video_to_one_subscriber_in(mut h: Harness) -> (Harness, UpTrackKey) {
         let a = h.join("a", Role::Judge);
         let _b = h.join("b", Role::Party);
         let up = h.publish(a, MediaKind::Video);
@@ -397,7 +400,6 @@ fn a_source_switch_waits_for_a_keyframe_and_keeps_numbers_continuous() {
 
 #[test]
 fn a_keyframe_whose_first_packet_arrives_after_the_rest_starts_the_switch_from_the_cache() {
-    const VP8_MORE: &[u8] = &[0x00, 0x00, 0x00]; // not a partition start
     let (mut h, up) = Harness::video_to_one_subscriber();
     h.drain();
     // A new source; its keyframe's first packet (500) is lost and resent after 501 and 502
@@ -428,15 +430,8 @@ fn a_keyframe_whose_first_packet_arrives_after_the_rest_starts_the_switch_from_t
 
 #[test]
 fn without_a_cache_a_keyframe_whose_first_packet_arrives_after_the_rest_waits_for_the_next() {
-    const VP8_MORE: &[u8] = &[0x00, 0x00, 0x00];
-    let mut h = Harness::new();
-    h.room = Room::new(CoreConfig { gop_cache_bytes: 0, ..CoreConfig::default() }, Box::new(SameZone));
-    let a = h.join("a", Role::Judge);
-    let _b = h.join("b", Role::Party);
-    let up = h.publish(a, MediaKind::Video);
-    let down = Harness::added_downs(&h.drain())[0].1;
-    h.room.down_track_ready(h.t0, down, 0, 0, &mut Vec::new());
-    h.forward(h.t0, up, 1, 10, VP8_KEY);
+    let no_cache = Harness::with_config(CoreConfig { gop_cache_bytes: 0, ..CoreConfig::default() });
+    let (mut h, up) = Harness::video_to_one_subscriber_in(no_cache);
     h.drain();
     assert!(h.forward(h.at(2000), up, 2, 501, VP8_MORE).is_empty());
     assert!(h.forward(h.at(2010), up, 2, 500, VP8_KEY).is_empty());
