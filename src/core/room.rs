@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::bwe::{GateChange, VideoGate};
 use super::codec::{starts_keyframe, Codec};
 use super::gop::GopCache;
-use super::ids::{DownTrackKey, KeyAlloc, ParticipantKey, UpTrackKey};
+use super::ids::{DownTrackKey, KeyAlloc, KeyMap, ParticipantKey, UpTrackKey};
 use super::layers::{
     allocate, one_step_up, Choice, Climb, Ladder, RateMeter, BUDGET_SHARE, MAX_SPATIAL, PACKET_OVERHEAD, PROBE_CLUSTER,
     PROBE_MARGIN, PROBE_MAX_FACTOR, PROBE_MAX_LOSS, PROBE_TIMEOUT, PROOF_FRESH, PROOF_MARGIN,
@@ -640,8 +640,8 @@ pub struct Room {
     next_speaker_eval: Option<Instant>,
     spotlight: Option<ParticipantKey>,
     participants: BTreeMap<ParticipantKey, Participant>,
-    up_tracks: HashMap<UpTrackKey, UpTrack>,
-    down_tracks: HashMap<DownTrackKey, DownTrack>,
+    up_tracks: KeyMap<UpTrackKey, UpTrack>,
+    down_tracks: KeyMap<DownTrackKey, DownTrack>,
     outputs: VecDeque<Output>,
     /// Packets left out of down tracks on purpose (temporal layers, padding), for statistics.
     thinned: u64,
@@ -660,8 +660,8 @@ impl Room {
             next_speaker_eval: None,
             spotlight: None,
             participants: BTreeMap::new(),
-            up_tracks: HashMap::new(),
-            down_tracks: HashMap::new(),
+            up_tracks: KeyMap::default(),
+            down_tracks: KeyMap::default(),
             outputs: VecDeque::new(),
             thinned: 0,
             switch_replays: 0,

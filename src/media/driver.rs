@@ -32,6 +32,7 @@ use super::{
     peer, Command, ConnRef, ControlRequest, DriverStats, JoinRefused, Joiner, MediaHandle, Outbound, Presence,
     PresenceRecord,
 };
+use crate::core::ids::KeyMap;
 use crate::core::layers::{rid_index, MAX_SPATIAL};
 use crate::core::vp8::Vp8Desc;
 use crate::core::{
@@ -417,14 +418,14 @@ struct Driver {
     commands: mpsc::Receiver<Command>,
     presence: mpsc::UnboundedSender<Presence>,
     keys: KeyAlloc,
-    rooms: HashMap<RoomKey, RoomState>,
+    rooms: KeyMap<RoomKey, RoomState>,
     room_by_session: HashMap<String, RoomKey>,
-    members: HashMap<ParticipantKey, Member>,
-    peers: HashMap<PeerKey, Peer>,
+    members: KeyMap<ParticipantKey, Member>,
+    peers: KeyMap<PeerKey, Peer>,
     peer_by_ufrag: HashMap<String, PeerKey>,
     peer_by_addr: HashMap<SocketAddr, PeerKey>,
-    ups: HashMap<UpTrackKey, UpState>,
-    downs: HashMap<DownTrackKey, DownState>,
+    ups: KeyMap<UpTrackKey, UpState>,
+    downs: KeyMap<DownTrackKey, DownState>,
     /// Peer connection deadlines, earliest first.
     timers: BTreeSet<(Instant, PeerKey)>,
     next_tick: Instant,
@@ -507,14 +508,14 @@ impl Driver {
             commands,
             presence,
             keys: KeyAlloc::default(),
-            rooms: HashMap::new(),
+            rooms: KeyMap::default(),
             room_by_session: HashMap::new(),
-            members: HashMap::new(),
-            peers: HashMap::new(),
+            members: KeyMap::default(),
+            peers: KeyMap::default(),
             peer_by_ufrag: HashMap::new(),
             peer_by_addr: HashMap::new(),
-            ups: HashMap::new(),
-            downs: HashMap::new(),
+            ups: KeyMap::default(),
+            downs: KeyMap::default(),
             timers: BTreeSet::new(),
             next_tick: Instant::now() + ROOM_TICK,
             next_peer: 0,
