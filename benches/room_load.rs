@@ -410,6 +410,8 @@ struct MediaCounters {
     rtp_forwarded: u64,
     /// Packets the driver failed to forward.
     forward_errors: u64,
+    /// Video packets that waited in a subscriber's pacer (a weak or lossy downlink).
+    packets_paced: u64,
     /// The server's own delay per forwarded packet, kernel in to kernel out.
     forward_delay: qiao::media::DelayHistogram,
 }
@@ -542,6 +544,7 @@ impl QiaoServer {
             rtp_in: n("rtp_in")?,
             rtp_forwarded: n("rtp_forwarded")?,
             forward_errors: n("forward_errors")?,
+            packets_paced: n("packets_paced")?,
             forward_delay: serde_json::from_value(v["forward_delay"].clone())
                 .with_context(|| format!("media stats without forward_delay: {v}"))?,
         })
@@ -1053,8 +1056,9 @@ struct TargetResult {
     server_udp_drops: u64,
     /// Receive-buffer drops on the load tool's sockets over the window.
     self_udp_drops: u64,
-    /// Qiao's counters over the window, per second: (RTP in, RTP forwarded); and forward errors.
-    qiao_counters: Option<(f64, f64, u64)>,
+    /// Qiao's counters over the window, per second: (RTP in, RTP forwarded); forward errors; and
+    /// packets paced per second.
+    qiao_counters: Option<(f64, f64, u64, f64)>,
     /// Qiao's own delay per forwarded packet over the window (its stats; none for Janus).
     forward_delay: Option<qiao::media::DelayHistogram>,
     /// Every video down track over the window.
@@ -1159,7 +1163,12 @@ async fn measure(
         server_udp_drops: end.server_udp_drops.saturating_sub(start.server_udp_drops),
         self_udp_drops: end.self_udp_drops.saturating_sub(start.self_udp_drops),
         qiao_counters: start.counters.zip(end.counters).map(|(a, b)| {
-            (per_s(a.rtp_in, b.rtp_in), per_s(a.rtp_forwarded, b.rtp_forwarded), b.forward_errors - a.forward_errors)
+            (
+                per_s(a.rtp_in, b.rtp_in),
+                per_s(a.rtp_forwarded, b.rtp_forwarded),
+                b.forward_errors - a.forward_errors,
+                per_s(a.packets_paced, b.packets_paced),
+            )
         }),
         forward_delay: start.counters.zip(end.counters).map(|(a, b)| b.forward_delay.since(&a.forward_delay)),
         video: Vec::new(),
@@ -1496,10 +1505,10 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
     }
     println!();
     for r in results {
-        if let Some((rtp_in, forwarded, errors)) = r.qiao_counters {
+        if let Some((rtp_in, forwarded, errors, paced)) = r.qiao_counters {
             println!(
                 "Qiao's own counters (`GET /api/v1/media/stats`) over the window: {rtp_in:.0} RTP packets in/s, \
-                 {forwarded:.0} forwarded/s (÷ in = {:.2}), {errors} forward errors.",
+                 {forwarded:.0} forwarded/s (÷ in = {:.2}), {errors} forward errors, {paced:.0} packets/s paced.",
                 forwarded / rtp_in.max(1.0)
             );
             println!();
@@ -1576,7 +1585,7 @@ fn notes(r: &TargetResult) -> Vec<String> {
              the server and the load generator shared the cores with them; compare with a run on a quiet machine."
         ));
     }
-    if let Some((_, _, errors)) = r.qiao_counters.filter(|c| c.2 > 0) {
+    if let Some((_, _, errors, _)) = r.qiao_counters.filter(|c| c.2 > 0) {
         notes.push(format!("the server counted {errors} forward errors in the window."));
     }
     if r.unstamped > 0 {

@@ -27,6 +27,7 @@ use tracing::{debug, info, trace, warn};
 
 use super::demux::{classify, stun_local_ufrag, DatagramKind};
 use super::feedback::EstimateCell;
+use super::timer::WakeTimer;
 use super::udp;
 use super::{
     peer, Command, ConnRef, ControlRequest, DriverStats, JoinRefused, Joiner, MediaHandle, Outbound, Presence,
@@ -75,6 +76,16 @@ const EARLY_CHECKS: usize = 8;
 /// the check's response, it reached a webrtc-rs client before the client's own DTLS was ready and
 /// waited a second for the retransmission; a few milliseconds later it does not.
 const DTLS_KICK: Duration = Duration::from_millis(5);
+
+/// How late a connection's own timers (RTCP reports, NACK and TWCC feedback intervals, ICE and
+/// DTLS retransmissions) and the room tick may run. Until a deadline is this old, the next
+/// datagram's turn runs it; only then does it wake the media thread on its own. A wake-up of the
+/// thread costs more than the timer's work (a context switch, and on a VM an exit): at light load
+/// (2 × 2 × 3) these timers fired about 90 times a second, most between two datagrams, which
+/// arrive every few milliseconds. None of them is late by a few milliseconds in any way a peer
+/// notices (reports go every second, feedback every 100 ms, retransmissions after 100 ms or
+/// more). Probes, replays, pacing and the DTLS kick keep their exact time.
+const TIMER_SLACK: Duration = Duration::from_millis(10);
 /// Capacity of a participant's outbound signalling queue; a client that lets it fill is stuck.
 pub const OUTBOUND_CAPACITY: usize = 1024;
 
@@ -106,8 +117,9 @@ pub async fn spawn(
         .spawn(move || {
             runtime.block_on(async move {
                 // The socket registers with the reactor of the runtime it is made in: this one.
-                let socket = match UdpSocket::from_std(socket) {
-                    Ok(socket) => socket,
+                // So does the timer.
+                let (socket, timer) = match UdpSocket::from_std(socket).and_then(|s| Ok((s, WakeTimer::new()?))) {
+                    Ok(both) => both,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -118,7 +130,7 @@ pub async fn spawn(
                 driver.recording = recording;
                 driver.pace_below_bps = pace_below_bps;
                 driver.self_tx = Some(self_tx);
-                driver.run().await;
+                driver.run(timer).await;
             })
         })
         .map_err(DriverError::Start)?;
@@ -426,8 +438,13 @@ struct Driver {
     peer_by_addr: HashMap<SocketAddr, PeerKey>,
     ups: KeyMap<UpTrackKey, UpState>,
     downs: KeyMap<DownTrackKey, DownState>,
-    /// Peer connection deadlines, earliest first.
+    /// Peer connection deadlines, earliest first. The thread sleeps to the first plus
+    /// [`TIMER_SLACK`]; any turn before that runs those due.
     timers: BTreeSet<(Instant, PeerKey)>,
+    /// The earliest pending DTLS kick (`Peer::kick_at`), which must not wait out the slack.
+    next_kick_at: Option<Instant>,
+    /// Scratch: peers whose timers ran this turn (their output is drained).
+    fired: Vec<PeerKey>,
     next_tick: Instant,
     next_peer: u32,
     next_room: u32,
@@ -518,6 +535,8 @@ impl Driver {
             downs: KeyMap::default(),
             timers: BTreeSet::new(),
             next_tick: Instant::now() + ROOM_TICK,
+            next_kick_at: None,
+            fired: Vec::new(),
             next_peer: 0,
             next_room: 0,
             next_conn: 0,
@@ -550,31 +569,22 @@ impl Driver {
         }
     }
 
-    async fn run(mut self) {
-        // One timer, moved only when the earliest deadline moves: a new `Sleep` per turn
-        // registered and removed a timer entry for every datagram.
-        let sleep = tokio::time::sleep_until(self.next_tick.into());
-        tokio::pin!(sleep);
-        let mut armed = Some(self.next_tick);
+    /// `timer` is the thread's one timer, set only when the earliest deadline moves.
+    async fn run(mut self, mut timer: WakeTimer) {
         loop {
             let next_peer = self.timers.first().map(|(t, _)| *t);
-            let mut wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
-            for t in [self.next_probe_at, self.next_replay_at, self.next_pace_at].into_iter().flatten() {
+            let mut wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick)) + TIMER_SLACK;
+            for t in
+                [self.next_probe_at, self.next_replay_at, self.next_pace_at, self.next_kick_at].into_iter().flatten()
+            {
                 wake_at = wake_at.min(t);
             }
-            if armed != Some(wake_at) {
-                sleep.as_mut().reset(wake_at.into());
-                armed = Some(wake_at);
-            }
+            timer.set(wake_at);
             let wake = tokio::select! {
                 biased;
                 c = self.commands.recv() => Wake::Command(c),
                 r = self.rx.recv(&self.socket) => Wake::Datagram(r),
-                _ = &mut sleep => {
-                    // A fired timer stays ready: it is set again next turn, even to the same instant.
-                    armed = None;
-                    Wake::Timer
-                }
+                _ = timer.fired() => Wake::Timer,
             };
             match wake {
                 Wake::Command(None) => break,
@@ -610,10 +620,9 @@ impl Driver {
             // Nothing more queued (WouldBlock), or an error the next wait reports.
             next = if read < RX_BATCH { self.rx.try_recv(&self.socket) } else { None };
         }
-        self.run_probes(now);
-        self.run_replays(now);
-        self.run_pacers(now);
-        self.settle(now, false).await;
+        // Timers due by now ride this turn (see `TIMER_SLACK`), with probes, replays and pacing.
+        let ticked = self.run_due(now);
+        self.settle(now, ticked).await;
         // Every copy of these packets is with the kernel now: the server's delay for each.
         if !self.forwarded_stamps.is_empty() {
             let sent = SystemTime::now();
@@ -757,7 +766,9 @@ impl Driver {
             if peer.kick_at.is_some_and(|at| at <= now) {
                 peer.kick_at = None;
             }
-            let deadline = [peer.pc.poll_timeout(), peer.kick_at].into_iter().flatten().min();
+            // While a kick is pending (always in the future here) it is the connection's next
+            // timeout: an earlier one would send the DTLS ClientHello too soon (see `DTLS_KICK`).
+            let deadline = peer.kick_at.or_else(|| peer.pc.poll_timeout());
             if deadline != peer.deadline {
                 if let Some(old) = peer.deadline {
                     self.timers.remove(&(old, pk));
@@ -811,6 +822,7 @@ impl Driver {
                 {
                     // Every caller touched the peer before draining: `settle` schedules the kick.
                     peer.kick_at = Some(now + DTLS_KICK);
+                    self.next_kick_at = Some(self.next_kick_at.map_or(now + DTLS_KICK, |t| t.min(now + DTLS_KICK)));
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if kind == PcKind::Publish => {
                     let rid = init.rid.as_deref().map(str::to_owned);
@@ -2238,31 +2250,46 @@ impl Driver {
 
     async fn on_timer(&mut self, now: Instant) {
         self.forget_touched();
+        let ticked = self.run_due(now);
+        self.settle(now, ticked).await;
+    }
+
+    /// Runs what is due at `now`: the connections' timers (their output drained), probes,
+    /// replays, pacing, and the room tick. Returns whether the room tick ran.
+    fn run_due(&mut self, now: Instant) -> bool {
+        let mut fired = std::mem::take(&mut self.fired);
+        fired.clear();
         while let Some(&(t, pk)) = self.timers.first() {
             if t > now {
                 break;
             }
             self.timers.remove(&(t, pk));
-            if let Some(peer) = self.peers.get_mut(&pk) {
-                peer.deadline = None;
+            let Some(peer) = self.peers.get_mut(&pk) else { continue };
+            peer.deadline = None;
+            // A deadline that came due while waiting out the slack, on the turn that set a kick
+            // (ICE just connected): the kick is the connection's next timeout (`settle` sets it).
+            if peer.kick_at.is_none_or(|k| k <= now) {
                 if let Err(e) = peer.pc.handle_timeout(now) {
                     debug!(error = %e, "peer timeout handling");
                 }
+                fired.push(pk);
             }
             self.touch(pk);
+        }
+        if self.next_kick_at.is_some_and(|t| t <= now) {
+            // Those due ran above (a kick is part of its peer's deadline); the next one, if any.
+            self.next_kick_at = self.peers.values().filter_map(|p| p.kick_at).filter(|&t| t > now).min();
         }
         self.run_probes(now);
         self.run_replays(now);
         self.run_pacers(now);
-        // Draining may touch more peers (forwarded packets, keyframe requests); they are drained
-        // too, which is harmless, and all are flushed by `settle`.
-        let mut i = 0;
-        while i < self.touched.len() {
-            let pk = self.touched[i];
-            i += 1;
+        // A timer's output: events, and reads (which may forward packets and touch more peers;
+        // `settle` flushes them all).
+        for &pk in &fired {
             self.drain_events(pk, now);
             self.drain_reads(pk, now);
         }
+        self.fired = fired;
         let ticked = now >= self.next_tick;
         if ticked {
             self.next_tick = now + ROOM_TICK;
@@ -2299,7 +2326,7 @@ impl Driver {
                 }
             }
         }
-        self.settle(now, ticked).await;
+        ticked
     }
 }
 

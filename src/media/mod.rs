@@ -14,6 +14,7 @@ mod driver;
 mod feedback;
 mod peer;
 pub mod tap;
+mod timer;
 mod udp;
 
 use std::net::SocketAddr;
