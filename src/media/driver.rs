@@ -77,15 +77,6 @@ const EARLY_CHECKS: usize = 8;
 /// waited a second for the retransmission; a few milliseconds later it does not.
 const DTLS_KICK: Duration = Duration::from_millis(5);
 
-/// How late a connection's own timers (RTCP reports, NACK and TWCC feedback intervals, ICE and
-/// DTLS retransmissions) and the room tick may run. Until a deadline is this old, the next
-/// datagram's turn runs it; only then does it wake the media thread on its own. A wake-up of the
-/// thread costs more than the timer's work (a context switch, and on a VM an exit): at light load
-/// (2 × 2 × 3) these timers fired about 90 times a second, most between two datagrams, which
-/// arrive every few milliseconds. None of them is late by a few milliseconds in any way a peer
-/// notices (reports go every second, feedback every 100 ms, retransmissions after 100 ms or
-/// more). Probes, replays, pacing and the DTLS kick keep their exact time.
-const TIMER_SLACK: Duration = Duration::from_millis(10);
 /// Capacity of a participant's outbound signalling queue; a client that lets it fill is stuck.
 pub const OUTBOUND_CAPACITY: usize = 1024;
 
@@ -438,11 +429,8 @@ struct Driver {
     peer_by_addr: HashMap<SocketAddr, PeerKey>,
     ups: KeyMap<UpTrackKey, UpState>,
     downs: KeyMap<DownTrackKey, DownState>,
-    /// Peer connection deadlines, earliest first. The thread sleeps to the first plus
-    /// [`TIMER_SLACK`]; any turn before that runs those due.
+    /// Peer connection deadlines, earliest first.
     timers: BTreeSet<(Instant, PeerKey)>,
-    /// The earliest pending DTLS kick (`Peer::kick_at`), which must not wait out the slack.
-    next_kick_at: Option<Instant>,
     /// Scratch: peers whose timers ran this turn (their output is drained).
     fired: Vec<PeerKey>,
     next_tick: Instant,
@@ -535,7 +523,6 @@ impl Driver {
             downs: KeyMap::default(),
             timers: BTreeSet::new(),
             next_tick: Instant::now() + ROOM_TICK,
-            next_kick_at: None,
             fired: Vec::new(),
             next_peer: 0,
             next_room: 0,
@@ -573,10 +560,8 @@ impl Driver {
     async fn run(mut self, mut timer: WakeTimer) {
         loop {
             let next_peer = self.timers.first().map(|(t, _)| *t);
-            let mut wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick)) + TIMER_SLACK;
-            for t in
-                [self.next_probe_at, self.next_replay_at, self.next_pace_at, self.next_kick_at].into_iter().flatten()
-            {
+            let mut wake_at = next_peer.map_or(self.next_tick, |t| t.min(self.next_tick));
+            for t in [self.next_probe_at, self.next_replay_at, self.next_pace_at].into_iter().flatten() {
                 wake_at = wake_at.min(t);
             }
             timer.set(wake_at);
@@ -620,7 +605,7 @@ impl Driver {
             // Nothing more queued (WouldBlock), or an error the next wait reports.
             next = if read < RX_BATCH { self.rx.try_recv(&self.socket) } else { None };
         }
-        // Timers due by now ride this turn (see `TIMER_SLACK`), with probes, replays and pacing.
+        // Whatever came due while these were read runs now, with probes, replays and pacing.
         let ticked = self.run_due(now);
         self.settle(now, ticked).await;
         // Every copy of these packets is with the kernel now: the server's delay for each.
@@ -822,7 +807,6 @@ impl Driver {
                 {
                     // Every caller touched the peer before draining: `settle` schedules the kick.
                     peer.kick_at = Some(now + DTLS_KICK);
-                    self.next_kick_at = Some(self.next_kick_at.map_or(now + DTLS_KICK, |t| t.min(now + DTLS_KICK)));
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) if kind == PcKind::Publish => {
                     let rid = init.rid.as_deref().map(str::to_owned);
@@ -2266,8 +2250,8 @@ impl Driver {
             self.timers.remove(&(t, pk));
             let Some(peer) = self.peers.get_mut(&pk) else { continue };
             peer.deadline = None;
-            // A deadline that came due while waiting out the slack, on the turn that set a kick
-            // (ICE just connected): the kick is the connection's next timeout (`settle` sets it).
+            // A deadline that came due on the turn that set a kick (ICE just connected): the kick
+            // is the connection's next timeout (`settle` sets it).
             if peer.kick_at.is_none_or(|k| k <= now) {
                 if let Err(e) = peer.pc.handle_timeout(now) {
                     debug!(error = %e, "peer timeout handling");
@@ -2275,10 +2259,6 @@ impl Driver {
                 fired.push(pk);
             }
             self.touch(pk);
-        }
-        if self.next_kick_at.is_some_and(|t| t <= now) {
-            // Those due ran above (a kick is part of its peer's deadline); the next one, if any.
-            self.next_kick_at = self.peers.values().filter_map(|p| p.kick_at).filter(|&t| t > now).min();
         }
         self.run_probes(now);
         self.run_replays(now);
