@@ -401,6 +401,16 @@ impl ChildServer {
     }
 }
 
+/// Qiao's counters over the window: RTP packets in, forwarded and paced per second; forward
+/// errors in all.
+#[derive(Debug, Clone, Copy)]
+struct QiaoRates {
+    rtp_in: f64,
+    forwarded: f64,
+    forward_errors: u64,
+    paced: f64,
+}
+
 /// Counters of `GET /api/v1/media/stats` that the benchmark diffs over the window.
 #[derive(Debug, Clone, Copy, Default)]
 struct MediaCounters {
@@ -1056,9 +1066,8 @@ struct TargetResult {
     server_udp_drops: u64,
     /// Receive-buffer drops on the load tool's sockets over the window.
     self_udp_drops: u64,
-    /// Qiao's counters over the window, per second: (RTP in, RTP forwarded); forward errors; and
-    /// packets paced per second.
-    qiao_counters: Option<(f64, f64, u64, f64)>,
+    /// Qiao's own counters over the window (none for Janus).
+    qiao_counters: Option<QiaoRates>,
     /// Qiao's own delay per forwarded packet over the window (its stats; none for Janus).
     forward_delay: Option<qiao::media::DelayHistogram>,
     /// Every video down track over the window.
@@ -1162,13 +1171,11 @@ async fn measure(
         // Sockets live for the whole run, so the counters only grow over the window.
         server_udp_drops: end.server_udp_drops.saturating_sub(start.server_udp_drops),
         self_udp_drops: end.self_udp_drops.saturating_sub(start.self_udp_drops),
-        qiao_counters: start.counters.zip(end.counters).map(|(a, b)| {
-            (
-                per_s(a.rtp_in, b.rtp_in),
-                per_s(a.rtp_forwarded, b.rtp_forwarded),
-                b.forward_errors - a.forward_errors,
-                per_s(a.packets_paced, b.packets_paced),
-            )
+        qiao_counters: start.counters.zip(end.counters).map(|(a, b)| QiaoRates {
+            rtp_in: per_s(a.rtp_in, b.rtp_in),
+            forwarded: per_s(a.rtp_forwarded, b.rtp_forwarded),
+            forward_errors: b.forward_errors - a.forward_errors,
+            paced: per_s(a.packets_paced, b.packets_paced),
         }),
         forward_delay: start.counters.zip(end.counters).map(|(a, b)| b.forward_delay.since(&a.forward_delay)),
         video: Vec::new(),
@@ -1505,7 +1512,7 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
     }
     println!();
     for r in results {
-        if let Some((rtp_in, forwarded, errors, paced)) = r.qiao_counters {
+        if let Some(QiaoRates { rtp_in, forwarded, forward_errors: errors, paced }) = r.qiao_counters {
             println!(
                 "Qiao's own counters (`GET /api/v1/media/stats`) over the window: {rtp_in:.0} RTP packets in/s, \
                  {forwarded:.0} forwarded/s (÷ in = {:.2}), {errors} forward errors, {paced:.0} packets/s paced.",
@@ -1585,7 +1592,7 @@ fn notes(r: &TargetResult) -> Vec<String> {
              the server and the load generator shared the cores with them; compare with a run on a quiet machine."
         ));
     }
-    if let Some((_, _, errors, _)) = r.qiao_counters.filter(|c| c.2 > 0) {
+    if let Some(errors) = r.qiao_counters.map(|c| c.forward_errors).filter(|&e| e > 0) {
         notes.push(format!("the server counted {errors} forward errors in the window."));
     }
     if r.unstamped > 0 {

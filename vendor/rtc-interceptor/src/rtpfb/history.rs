@@ -117,9 +117,6 @@ impl History {
     ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        if self.packets.is_empty() {
-            self.first_id = id;
-        }
 
         if is_twcc {
             self.index_twcc(twcc_sequence_number, id);
@@ -194,7 +191,9 @@ impl History {
     ) -> Option<Duration> {
         let seq = acknowledgement.sequence_number;
         let id = self.twcc_id(seq)?;
-        // The slot may outlive its record (pruned); the record must carry this number.
+        // A slot may outlive its record (pruned or reported: then `record_mut` finds nothing).
+        // The number check guards the two indexes against ever disagreeing: a wrong match
+        // would feed congestion control another packet's timing.
         let record = self.record_mut(id)?;
         if !record.is_twcc || record.twcc_sequence_number != seq {
             return None;
