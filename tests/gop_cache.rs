@@ -153,7 +153,8 @@ async fn without_the_cache_a_late_joiner_waits_for_a_requested_keyframe() {
 /// A mediator publishes a simulcast camera (180p, 360p, 720p; a keyframe every 2 s on each
 /// layer, and keyframe requests go unanswered, as from a weak township uplink that cannot afford
 /// them). A party on an open link starts on the smallest layer and climbs as the server's probes
-/// prove its link. Each climb starts at once from the new layer's cached GOP: a keyframe, then
+/// prove its link; on this open link each probe delivers (nearly) the rate it asked for, its
+/// padding topping up the media that happened to leave meanwhile. Each climb starts at once from the new layer's cached GOP: a keyframe, then
 /// the frames since it one millisecond apart, then live frames, with sequence numbers and
 /// picture ids continuing across the switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +188,15 @@ async fn a_subscriber_climbing_simulcast_layers_starts_each_one_from_the_cached_
         .expect("video keeps flowing after the climb");
     let stats = server.get("/api/v1/media/stats").await;
     let switch_replays = stats["switch_replays"].as_u64().expect("switch_replays");
+    let count = |k: &str| stats[k].as_u64().unwrap_or_else(|| panic!("no {k} in {stats}"));
+    let (asked, delivered) = (count("probe_asked_kbps"), count("probe_delivered_kbps"));
+    // The climbs need 1.1 times the new layer's cost and probes ask for 1.4 times it: a probe
+    // that sends 15 % less than it asks (its padding counted short, or added to a guess of the
+    // media instead of to what left) leaves the climb to chance.
+    assert!(
+        asked > 0 && delivered as f64 >= asked as f64 * 0.9,
+        "the probes delivered {delivered} of the {asked} kbit/s they asked for on an open link"
+    );
 
     // In sequence-number order: the switches, and what followed each new layer's keyframe.
     let (switches, pid_jumps, seqs, frame_stats) = b
@@ -221,7 +231,7 @@ async fn a_subscriber_climbing_simulcast_layers_starts_each_one_from_the_cached_
         .expect("a video track");
     println!(
         "layer switches (size, timestamp step after the keyframe): {switches:?}; {switch_replays} from the cache; \
-         {} keyframe requests reached the publisher; {frame_stats:?}",
+         {} keyframe requests reached the publisher; {frame_stats:?}; probes delivered {delivered} of {asked} kbit/s",
         a.plis_received()
     );
     let sizes: Vec<(u16, u16)> = switches.iter().map(|s| s.0).collect();

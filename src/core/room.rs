@@ -391,9 +391,10 @@ pub enum Output {
     /// A down track switched layers from the new layer's cached GOP: send these packets to it at
     /// once (paced), before what it forwards from now on.
     Replay { subscriber: ParticipantKey, down: DownTrackKey, layer: u8, packets: Vec<Replayed> },
-    /// Probe the subscriber's downlink: send `padding_bps` of padding on top of its media for
-    /// `duration`, and report what the link delivered meanwhile (`Room::on_probe_result`).
-    Probe { subscriber: ParticipantKey, padding_bps: u64, duration: Duration },
+    /// Probe the subscriber's downlink: for `duration`, send it `rate_bps` in all, padding
+    /// filling what its media leaves, and report what the link delivered meanwhile
+    /// (`Room::on_probe_result`).
+    Probe { subscriber: ParticipantKey, rate_bps: u64, duration: Duration },
     /// A probe showed the subscriber's downlink cannot carry higher layers (for the log).
     ProbeFailed { subscriber: ParticipantKey, delivered_kbps: u64 },
     /// The participant moved to another zone (the recorder tags its segments by zone: a caucus
@@ -1179,7 +1180,7 @@ impl Room {
     /// Otherwise each of its video down tracks gets the layer its share of the estimate allows
     /// (see [`super::layers`]), but only downward on the estimate's word: GCC's estimate on a link
     /// that was never full says nothing about what it would carry. Upward, the room first asks
-    /// the driver for a probe ([`Output::Probe`]: 100 ms of padding on top of the media, at the
+    /// the driver for a probe ([`Output::Probe`]: 100 ms of media topped up with padding to the
     /// rate the higher layers would need plus a margin), and climbs only as far as what the link
     /// delivered meanwhile covers ([`Room::on_probe_result`]). A probe that shows too little, or
     /// during which the estimate falls, makes the next one wait (see [`Climb`]); a lossy link is
@@ -1287,11 +1288,7 @@ impl Room {
                 let target = cost(&picks).min((current * PROBE_MAX_FACTOR).max(cost(&one)));
                 let target = (target as f64 * PROBE_MARGIN) as u64;
                 p.probe = ProbeState::Sent(now);
-                self.outputs.push_back(Output::Probe {
-                    subscriber,
-                    padding_bps: target.saturating_sub(current),
-                    duration: PROBE_CLUSTER,
-                });
+                self.outputs.push_back(Output::Probe { subscriber, rate_bps: target, duration: PROBE_CLUSTER });
             }
             ProbeState::Idle => {}
         }

@@ -215,6 +215,11 @@ pub struct DriverStats {
     pub probes: u64,
     pub padding_packets: u64,
     pub probes_failed: u64,
+    /// Over the probes measured: the rates they asked for and the rates the links delivered, in
+    /// kbit/s, summed. On open links the two agree (a probe sends what it asks for); the
+    /// difference is what narrow links refused.
+    pub probe_asked_kbps: u64,
+    pub probe_delivered_kbps: u64,
     /// The server's own delay for each forwarded packet: from the kernel receiving it to the
     /// kernel having every copy of it (time waiting in the socket's queue included). Paced and
     /// replayed copies are not in it: they wait on purpose.

@@ -851,9 +851,9 @@ impl SimulcastSender {
                     self.key_wanted[usize::from(layer)] = true;
                     self.requests[usize::from(layer)] += 1;
                 }
-                Output::Probe { subscriber, padding_bps, duration } => {
+                Output::Probe { subscriber, rate_bps, duration } => {
                     assert_eq!(duration, crate::core::layers::PROBE_CLUSTER);
-                    self.probes.push((subscriber, padding_bps));
+                    self.probes.push((subscriber, rate_bps));
                 }
                 Output::LayerTarget { subscriber, spatial, .. } => self.targets.push((subscriber, spatial, self.frame)),
                 Output::Replay { subscriber, down, layer, packets } => {
@@ -907,7 +907,7 @@ impl Downlink {
         } else {
             0
         };
-        for (_, padding) in s.probes.iter().filter(|(p, _)| *p == self.who) {
+        for (_, rate) in s.probes.iter().filter(|(p, _)| *p == self.who) {
             for _ in 0..5 {
                 let Some((down, seq, ts)) = h.room.padding_slot(self.who) else { break };
                 let r = got.entry(self.who).or_default();
@@ -916,7 +916,8 @@ impl Downlink {
                 self.padded += 1;
             }
             self.probes += 1;
-            h.room.on_probe_result(at, self.who, (sending + padding).min(self.capacity));
+            // Padding fills what the media leaves of the probe's rate (the driver's `ProbeRun`).
+            h.room.on_probe_result(at, self.who, sending.max(*rate).min(self.capacity));
         }
         s.probes.retain(|(p, _)| *p != self.who);
         h.room.on_bandwidth(at, self.who, self.capacity, 0.0);
