@@ -82,6 +82,8 @@ impl Target {
 
 /// The server's default `--gop-cache-kb`.
 const DEFAULT_GOP_CACHE_KB: usize = 1024;
+/// libwebrtc's pacing factor: a Chromium publisher's packets leave at 2.5 times its target rate.
+const DEFAULT_PUBLISHER_PACING: f64 = 2.5;
 
 /// The command line (see USAGE).
 struct Args {
@@ -104,6 +106,9 @@ struct Args {
     /// Qiao's GOP cache per video track, KiB (its `--gop-cache-kb`; 1024 by default, as the
     /// server's own default; 0 is off).
     gop_cache_kb: usize,
+    /// Publishers pace what they send at this multiple of `kbps`, in bursts of at most 40 ms of
+    /// it, as Chromium's pacer does (factor 2.5; 0 is off: a frame's packets leave together).
+    publisher_pacing: f64,
 }
 
 impl Args {
@@ -118,13 +123,16 @@ impl Args {
             [Target::Janus] => "janus",
             _ => "both",
         };
-        let gop = if self.gop_cache_kb != DEFAULT_GOP_CACHE_KB {
+        let mut extra = if self.gop_cache_kb != DEFAULT_GOP_CACHE_KB {
             format!(" --gop-cache-kb {}", self.gop_cache_kb)
         } else {
             String::new()
         };
+        if self.publisher_pacing != DEFAULT_PUBLISHER_PACING {
+            extra += &format!(" --publisher-pacing {}", self.publisher_pacing);
+        }
         format!(
-            "scripts/bench.sh --rooms {} --publishers {} --subscribers {} --seconds {} --kbps {} --target {target}{gop}",
+            "scripts/bench.sh --rooms {} --publishers {} --subscribers {} --seconds {} --kbps {} --target {target}{extra}",
             self.rooms, self.publishers, self.subscribers, self.seconds, self.kbps
         )
     }
@@ -139,6 +147,9 @@ const USAGE: &str = "usage: scripts/bench.sh [--rooms 2] [--publishers 2] [--sub
   --kbps K           video bit rate each publisher sends; default 1000
   --target T         qiao, janus or both; default both
   --gop-cache-kb K   Qiao's GOP cache per video track (its --gop-cache-kb); default 1024, 0 is off
+  --publisher-pacing F  publishers pace their packets at F times --kbps, in bursts of at most
+                     40 ms of it, as Chromium does (F = 2.5); default 2.5, 0 is off (each frame's
+                     packets leave together)
   --server-ip IP     the servers' media address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.1)
   --client-ip IP     the clients' address; default 127.0.0.1 (scripts/bench.sh sets 10.77.0.2)
 
@@ -159,6 +170,7 @@ fn parse_args() -> Result<Args> {
         server_ip: localhost,
         client_ip: localhost,
         gop_cache_kb: DEFAULT_GOP_CACHE_KB,
+        publisher_pacing: DEFAULT_PUBLISHER_PACING,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -198,6 +210,10 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--gop-cache-kb" => args.gop_cache_kb = count(0)?,
+            "--publisher-pacing" => {
+                args.publisher_pacing = v.parse().with_context(|| format!("--publisher-pacing {v}"))?;
+                ensure!((0.0..=10.0).contains(&args.publisher_pacing), "--publisher-pacing {v}: expected 0..=10");
+            }
             "--server-ip" => args.server_ip = v.parse().with_context(|| format!("--server-ip {v}"))?,
             "--client-ip" => args.client_ip = v.parse().with_context(|| format!("--client-ip {v}"))?,
             _ => bail!("unknown argument {arg:?}\n{USAGE}"),
@@ -605,6 +621,8 @@ fn client_options(args: &Args, name: String, clip: &Arc<Fixture>, probe: &Arc<La
         video_fixture: Some(Arc::clone(clip)),
         udp_addr: Some(format!("{}:0", args.client_ip)),
         latency_probe: Some(Arc::clone(probe)),
+        publish_pacing_bps: (args.publisher_pacing > 0.0)
+            .then(|| args.publisher_pacing * f64::from(args.kbps) * 1000.0),
         ..Default::default()
     }
 }
@@ -1520,6 +1538,24 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
             );
             println!();
         }
+        if let Some(h) = &r.forward_delay {
+            // The whole histogram: where the tail starts says more than two bucket bounds.
+            let total = h.counts.iter().sum::<u64>().max(1) as f64;
+            let shares: Vec<String> = h
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| {
+                    let bound = qiao::media::DELAY_BOUNDS_US
+                        .get(i)
+                        .map_or_else(|| format!("> {}", qiao::media::DELAY_BOUNDS_US[i - 1]), |b| format!("≤ {b}"));
+                    format!("{bound}: {:.2} %", *n as f64 * 100.0 / total)
+                })
+                .collect();
+            println!("Qiao's own delay per forwarded packet over the window, µs: {}.", shares.join(", "));
+            println!();
+        }
     }
     println!(
         "Video: {VIDEO_WIDTH}×{VIDEO_HEIGHT} VP8 at {} fps, clip average {clip_kbps:.0} kbps of RTP payload (target {} \
@@ -1527,13 +1563,13 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
          publishers of its room. The servers and the load tool run in one network namespace (the load tool binds \
          {}, the servers' media {}). Forwarded packets are those the receivers got in the window, retransmissions \
          included; loss counts sequence numbers never received in the window (after NACK repair); jitter is the RFC \
-         3550 estimator, averaged over the window; added latency is from the publisher's packetizer to the \
-         receiver's track reader, both in this process, so it includes both webrtc-rs stacks (packets sent \
+         3550 estimator, averaged over the window; added latency is from the publisher's stack \
+         letting the packet go (after its pacer) to the receiver's track reader, both in this process, so it includes both webrtc-rs stacks (packets sent \
          during the window only: a packet replayed from a GOP cache was sent earlier). Memory per \
          participant is (RSS at the end − RSS idle) ÷ {participants}. CPU is user + system time from \
          /proc/PID/stat over the window; {cores} cores. Qiao records every session (its CPU includes the \
          recorder); Janus records nothing. The publishers' clips start staggered over one key-frame interval (independent cameras \
-         do not send key frames together). Subscribers join spread over one key-frame interval; the publishers' clip \
+         do not send key frames together){pacing}. Subscribers join spread over one key-frame interval; the publishers' clip \
          does not answer keyframe requests, so join to first key frame waits for the clip's next key frame unless \
          the server has one to send (a browser publisher would answer a server's request within about one round \
          trip).",
@@ -1542,6 +1578,15 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
         fixtures::KEYFRAME_INTERVAL,
         args.client_ip,
         args.server_ip,
+        pacing = if args.publisher_pacing > 0.0 {
+            format!(
+                ", and each paces its packets at {} times {} kbps in bursts of at most 40 ms of it, as Chromium's \
+                 pacer does (a key frame leaves over tens of milliseconds, not in one burst)",
+                args.publisher_pacing, args.kbps
+            )
+        } else {
+            "; publishers do not pace (each frame's packets leave together)".to_string()
+        },
     );
     println!();
     println!("Command: `{}`", args.command());

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 use qiao::media::tap::{Tap, TapHooks};
-use rtc::interceptor::{Attribute, Packet, Registry, Slot, TaggedPacket};
+use rtc::interceptor::{Attribute, PacerBuilder, Packet, Registry, Slot, TaggedPacket};
 use rtc::media::Sample;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -120,7 +120,15 @@ pub struct ClientOptions {
     /// independent cameras are: started together, every clip would send its key frames in the
     /// same instant.
     pub video_start_delay: Duration,
+    /// The publish connection paces what it sends, as libwebrtc does: at this many bits per
+    /// second, in bursts of at most [`PUBLISH_BURST`] of it. Off (`None`), every frame's packets
+    /// leave together.
+    pub publish_pacing_bps: Option<f64>,
 }
+
+/// The longest burst a paced publish connection sends at once, in time at its pacing rate:
+/// libwebrtc's pacer sends up to 40 ms of its rate at once (its burst interval).
+pub const PUBLISH_BURST: Duration = Duration::from_millis(40);
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -137,6 +145,7 @@ impl Default for ClientOptions {
             simulcast: None,
             simulcast_rtx: false,
             video_start_delay: Duration::ZERO,
+            publish_pacing_bps: None,
         }
     }
 }
@@ -737,7 +746,13 @@ async fn build_pc(
     if publish {
         registry = registry.with(Slot::from(14_000), Tap::new(KeyframeRequestTap));
         if let Some(probe) = &opts.latency_probe {
-            registry = registry.with(Slot::from(14_100), Tap::new(LatencyTap::new(Arc::clone(probe))));
+            registry = registry
+                .with(Slot::from(super::latency::LATENCY_TAP_SLOT), Tap::new(LatencyTap::new(Arc::clone(probe))));
+        }
+        if let Some(bps) = opts.publish_pacing_bps {
+            let burst = bps * PUBLISH_BURST.as_secs_f64();
+            registry =
+                registry.with(Slot::Pacer, PacerBuilder::new().with_target_bitrate(bps).with_burst_bits(burst).build());
         }
         if let Some(tags) = repair_tags {
             // Between the NACK responder (4 000), which writes the RTX packets, and the wire.

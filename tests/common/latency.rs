@@ -1,8 +1,8 @@
 //! Latency through a server, measured in one process (the load benchmark, benches/room_load.rs).
 //!
 //! When publishers and subscribers share a process, the time a packet spends between them needs
-//! no clock synchronisation: the publish side stamps each RTP payload as it leaves the
-//! application-most interceptor ([`LatencyTap`]) and the subscribe side looks the payload up as
+//! no clock synchronisation: the publish side stamps each RTP payload as it leaves its pacer,
+//! when there is one, for the wire ([`LatencyTap`]) and the subscribe side looks the payload up as
 //! it arrives (`RecvPacket::sent_at`). An SFU forwards payloads unchanged (it rewrites headers:
 //! sequence numbers, timestamps, SSRCs), so a hash of the payload names the packet on both sides.
 //! The VP8 payload descriptor carries the picture ID, so video payloads differ even when the
@@ -65,23 +65,40 @@ impl LatencyProbe {
 }
 
 /// Publish-side interceptor that stamps every outgoing RTP payload in a [`LatencyProbe`].
-/// Registered application-most (above the NACK responder), so it sees each packet once, when the
-/// packetizer emits it; a retransmission keeps the original send time and its delay counts.
+/// Registered between the pacer and the wire ([`LATENCY_TAP_SLOT`]), so a packet is stamped when
+/// it leaves for the server, not when the packetizer queued it behind a paced key frame. A
+/// retransmission passes here too: one on the packet's own SSRC (its sequence number is not
+/// newer than the SSRC's newest) keeps the original send time, so its delay counts; one over RTX
+/// carries another payload, which no receiver looks up.
 pub struct LatencyTap {
     /// Where the send times go.
     probe: Arc<LatencyProbe>,
+    /// Newest sequence number sent on each SSRC.
+    newest: HashMap<u32, u16>,
 }
+
+/// Where the tap sits in the publish chain: below the pacer (`Slot::Pacer`, 3 000), above the
+/// transport-wide numbering (2 000).
+pub const LATENCY_TAP_SLOT: usize = 2_500;
 
 impl LatencyTap {
     pub fn new(probe: Arc<LatencyProbe>) -> LatencyTap {
-        LatencyTap { probe }
+        LatencyTap { probe, newest: HashMap::new() }
     }
 }
 
 impl TapHooks for LatencyTap {
     fn on_write(&mut self, msg: &mut TaggedPacket) {
         if let Packet::Rtp(p) = &msg.message.packet {
-            self.probe.note_sent(&p.payload, Instant::now());
+            let seq = p.header.sequence_number;
+            let newer = match self.newest.get(&p.header.ssrc) {
+                Some(&n) => seq.wrapping_sub(n) != 0 && seq.wrapping_sub(n) < 0x8000,
+                None => true,
+            };
+            if newer {
+                self.newest.insert(p.header.ssrc, seq);
+                self.probe.note_sent(&p.payload, Instant::now());
+            }
         }
     }
 }
