@@ -7,7 +7,7 @@ use interceptor::Packet;
 use bytes::BytesMut;
 use log::debug;
 use shared::error::{Error, Result};
-use shared::marshal::{Marshal, Unmarshal};
+use shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use shared::util::is_rtcp;
 use srtp::context::Context;
 use std::collections::VecDeque;
@@ -21,7 +21,17 @@ pub(crate) struct SrtpHandlerContext {
     pub(crate) read_outs: VecDeque<TaggedRTCMessageInternal>,
     pub(crate) write_outs: VecDeque<TaggedRTCMessageInternal>,
     pub(crate) event_outs: VecDeque<TaggedRTCEventInternal>,
+
+    /// Qiao patch: outgoing SRTP packets are marshalled and encrypted here, each split off as
+    /// its own buffer. Once every packet split from it has been sent and dropped, the next
+    /// `reserve` takes the same allocation back, so a connection's packets cost no allocation
+    /// (upstream allocated twice per packet: the marshalled packet, then the encrypted copy).
+    pub(crate) send_arena: BytesMut,
 }
+
+/// Qiao patch: the size of a connection's send arena (about twelve full-size packets: what one
+/// turn of a server usually sends on one connection).
+const SEND_ARENA: usize = 16 * 1024;
 
 /// SrtpHandler implements SRTP/RTP/RTCP Protocols handling
 pub(crate) struct SrtpHandler<'a> {
@@ -39,11 +49,32 @@ impl<'a> SrtpHandler<'a> {
         let Some(context) = self.ctx.local_srtp_context.as_mut() else {
             return Ok(None);
         };
-        let packet = rtp_message.marshal()?;
-        // Qiao patch: encrypt with the header we just marshalled instead of parsing it back out
-        // of the bytes (`encrypt_rtp`), which allocated its extension list again for every
-        // packet sent.
-        Ok(Some(context.encrypt_rtp_with_header(&packet, &rtp_message.header)?))
+        // Qiao patch: marshal into the send arena and encrypt there, with the header we just
+        // marshalled instead of parsing it back out of the bytes (`encrypt_rtp`, which allocated
+        // its extension list again for every packet sent).
+        let arena = &mut self.ctx.send_arena;
+        let size = rtp_message.marshal_size();
+        let need = size + context.max_rtp_tag_len();
+        if arena.capacity() < need {
+            // Takes the arena's allocation back when every packet split from it is gone; else a
+            // new one.
+            arena.reserve(need.max(SEND_ARENA));
+        }
+        arena.resize(size, 0);
+        let sealed = match rtp_message.marshal_to(&mut arena[..]) {
+            Ok(n) if n == size => context.encrypt_rtp_in_place(arena, &rtp_message.header),
+            Ok(n) => Err(Error::Other(format!(
+                "marshal_to output size {n}, but expect {size}"
+            ))),
+            Err(e) => Err(e),
+        };
+        match sealed {
+            Ok(()) => Ok(Some(arena.split())),
+            Err(e) => {
+                arena.clear();
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn new(ctx: &'a mut SrtpHandlerContext) -> Self {
@@ -212,5 +243,95 @@ impl<'a>
 
     fn close(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Qiao patch: the send arena.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use srtp::protection_profile::ProtectionProfile;
+
+    fn context() -> Context {
+        let provider =
+            crypto::default_provider().expect("a built-in crypto provider is enabled for tests");
+        Context::new(
+            &[7; 16],
+            &[9; 12],
+            ProtectionProfile::AeadAes128Gcm,
+            None,
+            None,
+            provider.crypto(),
+        )
+        .expect("an SRTP context")
+    }
+
+    fn packet(seq: u16, len: usize) -> rtp::Packet {
+        rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type: 96,
+                sequence_number: seq,
+                timestamp: 3000,
+                ssrc: 0x1234_5678,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![seq as u8; len]),
+        }
+    }
+
+    #[test]
+    fn packets_sent_and_dropped_give_their_arena_back_and_decrypt_as_sent() {
+        let mut ctx = SrtpHandlerContext {
+            local_srtp_context: Some(context()),
+            ..Default::default()
+        };
+        let mut receiver = context();
+        let mut first_turn = Vec::new();
+        for seq in 0..4u16 {
+            let out = SrtpHandler::new(&mut ctx)
+                .encrypt_rtp(&packet(seq, 1100))
+                .expect("sealed")
+                .expect("keys");
+            first_turn.push(out);
+        }
+        let start = first_turn[0].as_ptr() as usize;
+        for (seq, out) in first_turn.iter().enumerate() {
+            // One allocation: each packet follows the one before it.
+            assert_eq!(out.as_ptr() as usize, start + seq * out.len());
+            let plain = receiver.decrypt_rtp(out).expect("decrypts");
+            assert_eq!(&plain[12..], &packet(seq as u16, 1100).payload[..]);
+        }
+        drop(first_turn);
+        // Later turns run the arena to its end; once it is full, the next packet goes back to
+        // the start of the same allocation, since every earlier packet has been dropped.
+        let mut wrapped = false;
+        for seq in 4..40u16 {
+            let out = SrtpHandler::new(&mut ctx)
+                .encrypt_rtp(&packet(seq, 1100))
+                .expect("sealed")
+                .expect("keys");
+            wrapped |= out.as_ptr() as usize == start;
+            assert!(
+                (start..start + SEND_ARENA).contains(&(out.as_ptr() as usize)),
+                "packet {seq} outside the arena"
+            );
+            let plain = receiver.decrypt_rtp(&out).expect("decrypts");
+            assert_eq!(&plain[12..], &packet(seq, 1100).payload[..]);
+        }
+        assert!(wrapped, "the arena was taken back");
+        // A packet still held keeps its bytes: the next arena is a new allocation.
+        let held = SrtpHandler::new(&mut ctx)
+            .encrypt_rtp(&packet(40, 1100))
+            .expect("sealed")
+            .expect("keys");
+        let copy = held.clone();
+        for seq in 41..60u16 {
+            SrtpHandler::new(&mut ctx)
+                .encrypt_rtp(&packet(seq, 1100))
+                .expect("sealed")
+                .expect("keys");
+        }
+        assert_eq!(held, copy);
     }
 }
