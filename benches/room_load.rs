@@ -109,6 +109,9 @@ struct Args {
     /// Publishers pace what they send at this multiple of `kbps`, in bursts of at most 40 ms of
     /// it, as Chromium's pacer does (factor 2.5; 0 is off: a frame's packets leave together).
     publisher_pacing: f64,
+    /// Times the targets run, interleaved (Qiao, Janus, Qiao, …): on a shared machine one pair
+    /// of runs can differ by a third from the next, and the median of several pairs says more.
+    rounds: usize,
 }
 
 impl Args {
@@ -128,6 +131,9 @@ impl Args {
         } else {
             String::new()
         };
+        if self.rounds != 1 {
+            extra += &format!(" --rounds {}", self.rounds);
+        }
         if self.publisher_pacing != DEFAULT_PUBLISHER_PACING {
             extra += &format!(" --publisher-pacing {}", self.publisher_pacing);
         }
@@ -147,6 +153,8 @@ const USAGE: &str = "usage: scripts/bench.sh [--rooms 2] [--publishers 2] [--sub
   --kbps K           video bit rate each publisher sends; default 1000
   --target T         qiao, janus or both; default both
   --gop-cache-kb K   Qiao's GOP cache per video track (its --gop-cache-kb); default 1024, 0 is off
+  --rounds N         run the targets N times, interleaved, and print each round's report and
+                     the median of the rounds' ratios; default 1
   --publisher-pacing F  publishers pace their packets at F times --kbps, in bursts of at most
                      40 ms of it, as Chromium does (F = 2.5); default 2.5, 0 is off (each frame's
                      packets leave together)
@@ -171,6 +179,7 @@ fn parse_args() -> Result<Args> {
         client_ip: localhost,
         gop_cache_kb: DEFAULT_GOP_CACHE_KB,
         publisher_pacing: DEFAULT_PUBLISHER_PACING,
+        rounds: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -210,6 +219,7 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--gop-cache-kb" => args.gop_cache_kb = count(0)?,
+            "--rounds" => args.rounds = count(1)?,
             "--publisher-pacing" => {
                 args.publisher_pacing = v.parse().with_context(|| format!("--publisher-pacing {v}"))?;
                 ensure!((0.0..=10.0).contains(&args.publisher_pacing), "--publisher-pacing {v}: expected 0..=10");
@@ -1701,32 +1711,90 @@ async fn run(args: Args) -> Result<()> {
     let clip_kbps = clip_bytes as f64 * 8.0 / clip.total_duration().as_secs_f64() / 1000.0;
     eprintln!("video clip: {} ({clip_kbps:.0} kbps average)", clip.path.display());
 
-    let mut results = Vec::new();
-    for &target in &args.targets {
-        eprintln!(
-            "{}: {} rooms × {} publishers × {} subscribers",
-            target.name(),
-            args.rooms,
-            args.publishers,
-            args.subscribers
+    // Per round: (µs per forwarded packet, packets per CPU-second, the same without the
+    // recorder) of each target.
+    let mut rounds: Vec<Vec<(f64, f64, f64)>> = Vec::new();
+    for round in 1..=args.rounds {
+        let mut results = Vec::new();
+        for &target in &args.targets {
+            eprintln!(
+                "{}: {} rooms × {} publishers × {} subscribers{}",
+                target.name(),
+                args.rooms,
+                args.publishers,
+                args.subscribers,
+                if args.rounds > 1 { format!(" (round {round} of {})", args.rounds) } else { String::new() }
+            );
+            let r = run_target(target, &bin, &args, &clip, host).await.with_context(|| target.name())?;
+            eprintln!(
+                "  server CPU {:.1} % of one core, {:.2} µs per forwarded packet; load tool CPU {:.1} %",
+                r.server_cpu_pct(),
+                r.cpu_us_per_packet(),
+                r.self_cpu_pct
+            );
+            results.push(r);
+        }
+        println!(
+            "Machine: {}, {cores} cores, Linux {}; {version}{}",
+            cpu_model(),
+            kernel.trim(),
+            if args.targets.contains(&Target::Janus) { format!("; Janus {janus_version}") } else { String::new() }
         );
-        let r = run_target(target, &bin, &args, &clip, host).await.with_context(|| target.name())?;
-        eprintln!(
-            "  server CPU {:.1} % of one core, {:.2} µs per forwarded packet; load tool CPU {:.1} %",
-            r.server_cpu_pct(),
-            r.cpu_us_per_packet(),
-            r.self_cpu_pct
+        if args.rounds > 1 {
+            println!("\n## Round {round} of {}", args.rounds);
+        }
+        print_report(&args, &results, clip_kbps, cores);
+        rounds.push(
+            results
+                .iter()
+                .map(|r| (r.cpu_us_per_packet(), r.packets_per_cpu_s(), r.packets_per_cpu_s_unrecorded()))
+                .collect(),
         );
-        results.push(r);
     }
-    println!(
-        "Machine: {}, {cores} cores, Linux {}; {version}{}",
-        cpu_model(),
-        kernel.trim(),
-        if args.targets.contains(&Target::Janus) { format!("; Janus {janus_version}") } else { String::new() }
-    );
-    print_report(&args, &results, clip_kbps, cores);
+    if args.rounds > 1 {
+        print_rounds(&args, &rounds);
+    }
     Ok(())
+}
+
+/// The rounds side by side, and the median of each figure (of the ratios too, with both targets).
+fn print_rounds(args: &Args, rounds: &[Vec<(f64, f64, f64)>]) {
+    let names: Vec<&str> = args.targets.iter().map(|t| t.name()).collect();
+    let both = names.len() == 2;
+    println!("\n## {} rounds\n", rounds.len());
+    let mut head = names.iter().map(|n| format!("{n}: µs per forwarded packet")).collect::<Vec<_>>();
+    if both {
+        head.push("packets per CPU-second, Qiao ÷ Janus".into());
+        head.push("the same, not counting Qiao's recorder threads".into());
+    }
+    println!("| round | {} |", head.join(" | "));
+    println!("|---|{}", "---:|".repeat(head.len()));
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let row = |r: &[(f64, f64, f64)]| -> Vec<f64> {
+        let mut cells: Vec<f64> = r.iter().map(|t| t.0).collect();
+        if both {
+            cells.push(r[0].1 / r[1].1);
+            cells.push(r[0].2 / r[1].1);
+        }
+        cells
+    };
+    let table: Vec<Vec<f64>> = rounds.iter().map(|r| row(r)).collect();
+    for (i, cells) in table.iter().enumerate() {
+        let cells: Vec<String> = cells.iter().map(|c| format!("{c:.2}")).collect();
+        println!("| {} | {} |", i + 1, cells.join(" | "));
+    }
+    let medians: Vec<String> =
+        (0..head.len()).map(|k| format!("**{:.2}**", median(table.iter().map(|c| c[k]).collect()))).collect();
+    println!("| median | {} |", medians.join(" | "));
+    println!("\nCommand: `{}`", args.command());
 }
 
 fn main() -> std::process::ExitCode {
