@@ -35,7 +35,7 @@ mod janus;
 
 use anyhow::{bail, ensure, Context, Result};
 use common::client::Recorder;
-use common::client::{ClientOptions, Media, RecvPacket, TestClient, VideoCodec};
+use common::client::{ClientOptions, Media, RecvPacket, TestClient, VideoCodec, PUBLISH_BURST};
 use common::fixtures::{self, Fixture};
 use common::latency::LatencyProbe;
 use common::rtp_check::{self, SeqUnwrapper};
@@ -1590,9 +1590,11 @@ fn print_report(args: &Args, results: &[TargetResult], clip_kbps: f64, cores: us
         args.server_ip,
         pacing = if args.publisher_pacing > 0.0 {
             format!(
-                ", and each paces its packets at {} times {} kbps in bursts of at most 40 ms of it, as Chromium's \
+                ", and each paces its packets at {} times {} kbps in bursts of at most {} ms of it, as Chromium's \
                  pacer does (a key frame leaves over tens of milliseconds, not in one burst)",
-                args.publisher_pacing, args.kbps
+                args.publisher_pacing,
+                args.kbps,
+                PUBLISH_BURST.as_millis()
             )
         } else {
             "; publishers do not pace (each frame's packets leave together)".to_string()
@@ -1734,12 +1736,14 @@ async fn run(args: Args) -> Result<()> {
             );
             results.push(r);
         }
-        println!(
-            "Machine: {}, {cores} cores, Linux {}; {version}{}",
-            cpu_model(),
-            kernel.trim(),
-            if args.targets.contains(&Target::Janus) { format!("; Janus {janus_version}") } else { String::new() }
-        );
+        if round == 1 {
+            println!(
+                "Machine: {}, {cores} cores, Linux {}; {version}{}",
+                cpu_model(),
+                kernel.trim(),
+                if args.targets.contains(&Target::Janus) { format!("; Janus {janus_version}") } else { String::new() }
+            );
+        }
         if args.rounds > 1 {
             println!("\n## Round {round} of {}", args.rounds);
         }
