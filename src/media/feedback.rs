@@ -511,9 +511,11 @@ impl ProbeMeter {
 /// GCC, publishing its target into an [`EstimateCell`] whenever it may have moved.
 ///
 /// What is published is GCC's target, except while the link is losing a large share of what is
-/// sent: then it is at most what the receiver acknowledged. Below that share of loss it is at
-/// least what the receiver acknowledged (unless GCC's delay half, which sees queueing, is lower):
-/// GCC's loss half answers random loss around 10 % with a cut it never takes back.
+/// sent: then it is what the receiver acknowledged. Below that share of loss it is at least what
+/// the receiver acknowledged. Either way GCC's delay half, which sees queueing, bounds what the
+/// acknowledged rate lifts it to. GCC's loss half is never what takes it below the acknowledged
+/// rate: it answers random loss around 10 % with a cut it never takes back, and a second of random
+/// loss that happens to cross the overload share must not take a collapsed loss half at its word.
 ///
 /// GCC's target starts high and, with no probing, says little about a link until that link is
 /// overloaded; its loss-based cut is gradual (it took 5 s to come down from 15 Mbps to 2.7 Mbps on
@@ -552,14 +554,17 @@ impl ReportingGcc {
     fn publish(&self) {
         if self.fed {
             let target = self.gcc.target_bitrate() as u64;
+            let delay_half = self.gcc.delay_based_bitrate() as u64;
             let usable = match self.delivery.overloaded() {
-                Some(acked_bps) => target.min(acked_bps),
+                // An overloaded link is worth what it delivered. Not GCC's target, whose loss half
+                // may have been cut to its floor by the random loss before (see below).
+                Some(acked_bps) => acked_bps.min(delay_half),
                 // Loss short of overload does not take the estimate below what the receiver
                 // acknowledged: GCC's loss half cuts at every batch over 10 % and never climbs
                 // back while loss stays over 2 %, so a link with random loss around 10 % (a bad
                 // mobile link) would fall to the floor and lose its video for nothing. Queueing
                 // still lowers it (the delay half bounds what is kept).
-                None => target.max(self.delivery.acked_bps().min(self.gcc.delay_based_bitrate() as u64)),
+                None => target.max(self.delivery.acked_bps().min(delay_half)),
             };
             self.out.0.bps.store(usable, Ordering::Relaxed);
             self.out.0.loss_ppm.store((self.delivery.loss() * 1e6) as u64, Ordering::Relaxed);
@@ -775,6 +780,20 @@ mod tests {
         assert!(loss_half < 100_000.0, "GCC's own loss half fell to about its floor: {loss_half}");
         assert!((650_000..=720_000).contains(&kept), "the acknowledged 700 kbps: {kept}");
         assert!((cell.loss() - 0.125).abs() < 0.01, "{}", cell.loss());
+    }
+
+    #[test]
+    fn a_stretch_of_loss_over_the_overload_share_is_worth_what_was_acknowledged_not_the_cut_loss_half() {
+        let t0 = Instant::now();
+        let cell = EstimateCell::default();
+        let mut g = ReportingGcc::new(cell.clone());
+        // 20 s of 12.5 % loss cut GCC's loss half to about its floor; then 2 s of 20 % (a bad
+        // stretch of a random-loss link, or a link that became full).
+        feed_gcc(&mut g, t0, 22, |i| if i < 2000 { i % 8 == 0 } else { i % 5 == 0 }, |i| depart_ms(i) + 20);
+        let (loss_half, est) = (g.gcc.loss_based_bitrate(), cell.get());
+        assert!(loss_half < 100_000.0, "GCC's own loss half is about its floor: {loss_half}");
+        assert!(g.delivery.overloaded().is_some(), "20 % is over the overload share");
+        assert!((600_000..=680_000).contains(&est), "the acknowledged 640 kbps: {est}");
     }
 
     #[test]

@@ -46,6 +46,21 @@ const TWCC_GAP_BRIDGED: u16 = 1024;
 /// ambiguous. Older slots are dropped (their packets are long pruned or reported).
 const TWCC_SLOTS_MAX: usize = 1 << 15;
 
+/// One packet sent, and whether any feedback has named it yet.
+#[derive(Debug)]
+struct Record {
+    report: PacketReport,
+    /// Some feedback said whether the packet arrived.
+    ///
+    /// Qiao patch: a packet no feedback named is not reported at all. Receivers name each packet
+    /// once (a TWCC feedback starts where the previous one ended, RFC 8888 likewise per stream),
+    /// so such a packet is one whose feedback was itself lost on the way back, or one that
+    /// carried no transport-wide number: whether it arrived is unknown. Counting it as lost, as
+    /// upstream did, doubled the loss seen on a link with 10 % random loss each way (10 % of the
+    /// packets, plus the tenth of the feedback that was lost), enough to be taken for overload.
+    heard: bool,
+}
+
 /// Records outgoing packets and matches incoming feedback against them.
 ///
 /// Qiao patch: rings instead of three hash maps. Every packet sent is recorded and released
@@ -66,7 +81,7 @@ pub struct History {
     next_id: u64,
     /// `packets[i]` is the record with id `first_id + i`, `None` once pruned. Invariant:
     /// `first_id + packets.len() == next_id`, and the front slot is never `None`.
-    packets: VecDeque<Option<PacketReport>>,
+    packets: VecDeque<Option<Record>>,
     /// The id of `packets[0]`.
     first_id: u64,
     /// How many slots of `packets` hold a record.
@@ -125,17 +140,20 @@ impl History {
             index.insert((ssrc, rtp_sequence_number), id);
         }
 
-        self.packets.push_back(Some(PacketReport {
-            ssrc,
-            id,
-            rtp_sequence_number,
-            is_twcc,
-            twcc_sequence_number,
-            size,
-            arrived: false,
-            departure,
-            arrival: None,
-            ecn: Ecn::NotEct,
+        self.packets.push_back(Some(Record {
+            report: PacketReport {
+                ssrc,
+                id,
+                rtp_sequence_number,
+                is_twcc,
+                twcc_sequence_number,
+                size,
+                arrived: false,
+                departure,
+                arrival: None,
+                ecn: Ecn::NotEct,
+            },
+            heard: false,
         }));
         self.tracked += 1;
 
@@ -170,7 +188,7 @@ impl History {
         }
     }
 
-    fn record_mut(&mut self, id: u64) -> Option<&mut PacketReport> {
+    fn record_mut(&mut self, id: u64) -> Option<&mut Record> {
         let index = usize::try_from(id.checked_sub(self.first_id)?).ok()?;
         self.packets.get_mut(index)?.as_mut()
     }
@@ -194,7 +212,7 @@ impl History {
         // A slot may outlive its record (pruned or reported: then `record_mut` finds nothing).
         // The number check guards the two indexes against ever disagreeing: a wrong match
         // would feed congestion control another packet's timing.
-        let record = self.record_mut(id)?;
+        let record = &self.record_mut(id)?.report;
         if !record.is_twcc || record.twcc_sequence_number != seq {
             return None;
         }
@@ -213,7 +231,7 @@ impl History {
             self.packets
                 .iter()
                 .flatten()
-                .map(|p| ((p.ssrc, p.rtp_sequence_number), p.id))
+                .map(|r| ((r.report.ssrc, r.report.rtp_sequence_number), r.report.id))
                 .collect()
         });
         let id = *index.get(&(ssrc, acknowledgement.sequence_number))?;
@@ -226,8 +244,9 @@ impl History {
         id: u64,
         acknowledgement: Acknowledgement,
     ) -> Option<Duration> {
-        let packet = self.record_mut(id)?;
-
+        let record = self.record_mut(id)?;
+        record.heard = true;
+        let packet = &mut record.report;
         packet.arrived = acknowledgement.arrived;
         packet.arrival = acknowledgement.arrival;
         packet.ecn = acknowledgement.ecn;
@@ -269,9 +288,10 @@ impl History {
 
     /// Take everything up to the highest *arrived* packet since the last call, in send order.
     ///
-    /// Packets older than that which are still unreported are treated as lost and then dropped.
-    /// Loss feedback alone does not advance the reporting window; losses are emitted when a later
-    /// packet is reported as arrived.
+    /// Packets older than that which feedback named as lost are reported as lost; those no
+    /// feedback named are dropped unreported (see [`Record::heard`]). Loss feedback alone does not
+    /// advance the reporting window; losses are emitted when a later packet is reported as
+    /// arrived.
     pub fn take_reports(&mut self) -> Vec<PacketReport> {
         let Some(highest) = self.highest_acknowledged else {
             return Vec::new();
@@ -288,10 +308,12 @@ impl History {
                 break;
             };
             self.first_id += 1;
-            if let Some(packet) = slot {
+            if let Some(record) = slot {
                 self.tracked -= 1;
-                self.unindex(&packet);
-                reports.push(packet);
+                self.unindex(&record.report);
+                if record.heard {
+                    reports.push(record.report);
+                }
             }
         }
         self.trim_front();
@@ -308,18 +330,18 @@ impl History {
         // Records are in send order, so the stale ones are at the front: stop at the first one
         // sent at or after the cutoff.
         for i in 0..self.packets.len() {
-            let Some(packet) = self.packets[i].as_ref() else {
+            let Some(record) = self.packets[i].as_ref() else {
                 continue;
             };
-            if packet.departure >= cutoff {
+            if record.report.departure >= cutoff {
                 break;
             }
-            if packet.arrived {
+            if record.report.arrived {
                 continue;
             }
-            if let Some(packet) = self.packets[i].take() {
+            if let Some(record) = self.packets[i].take() {
                 self.tracked -= 1;
-                self.unindex(&packet);
+                self.unindex(&record.report);
             }
         }
         self.trim_front();
@@ -363,10 +385,40 @@ mod tests {
         assert_eq!(Some(Duration::from_millis(80)), rtt);
 
         let reports = history.take_reports();
-        assert_eq!(2, reports.len(), "everything up to the acknowledgement");
-        assert_eq!(101, reports[1].rtp_sequence_number);
-        assert!(reports[1].arrived);
-        assert!(!reports[0].arrived, "never acknowledged, so a loss");
+        assert_eq!(
+            1,
+            reports.len(),
+            "packet 0, which no feedback named, is not reported (Qiao patch)"
+        );
+        assert_eq!(101, reports[0].rtp_sequence_number);
+        assert!(reports[0].arrived);
+        assert_eq!(1, history.len(), "packet 2 is still outstanding");
+    }
+
+    /// Qiao patch: a feedback lost on its way back leaves the packets it named unknown, not lost.
+    /// Receivers name each packet once, so the next feedback starts after them.
+    #[test]
+    fn packets_whose_feedback_was_lost_are_not_reported_as_lost() {
+        let now = Instant::now();
+        let mut history = History::new();
+        for seq in 0..6u16 {
+            history.add_outgoing(1, 100 + seq, true, seq, 1200, now);
+        }
+        // The feedback naming 0..=2 was lost; the next names 3 (lost), 4 and 5 (arrived).
+        history.on_twcc_feedback(now, Acknowledgement::lost(3));
+        for seq in 4..6u16 {
+            history.on_twcc_feedback(now, Acknowledgement::received(seq, None, Ecn::NotEct));
+        }
+        let reports = history.take_reports();
+        assert_eq!(
+            vec![(3, false), (4, true), (5, true)],
+            reports
+                .iter()
+                .map(|r| (r.twcc_sequence_number, r.arrived))
+                .collect::<Vec<_>>(),
+            "one loss in three, not four in six"
+        );
+        assert!(history.is_empty(), "the unknown ones are released all the same");
     }
 
     /// RFC 8888 names packets by the stream's own sequence number, so two streams can use the
@@ -385,13 +437,14 @@ mod tests {
         );
 
         let reports = history.take_reports();
-        assert_eq!(2, reports.len());
-        assert!(
-            !reports[0].arrived,
-            "stream 1's packet was not acknowledged"
+        assert_eq!(
+            1,
+            reports.len(),
+            "stream 1's packet, which no feedback named, is not reported (Qiao patch)"
         );
-        assert!(reports[1].arrived, "stream 2's was");
-        assert_eq!(Ecn::Ce, reports[1].ecn);
+        assert_eq!(2, reports[0].ssrc, "stream 2's was acknowledged");
+        assert!(reports[0].arrived);
+        assert_eq!(Ecn::Ce, reports[0].ecn);
     }
 
     /// Feedback naming a stream that never sent that sequence number must not match another
@@ -441,7 +494,9 @@ mod tests {
         let now = Instant::now();
         let mut history = history_with_three_packets(now);
 
-        history.on_twcc_feedback(now, Acknowledgement::received(2, None, Ecn::NotEct));
+        for seq in 0..3u16 {
+            history.on_twcc_feedback(now, Acknowledgement::received(seq, None, Ecn::NotEct));
+        }
         assert_eq!(3, history.take_reports().len());
         assert!(history.take_reports().is_empty());
         assert!(history.is_empty(), "and released");
@@ -508,8 +563,8 @@ mod tests {
         let mut history = History::new();
 
         // The non-TWCC packet is sent *first*, so reporting it does not sweep up the TWCC one:
-        // the reporting window runs to the highest arrived id, and anything below it is dropped
-        // as a loss regardless. Ordering this way isolates the index eviction from that.
+        // the reporting window runs to the highest arrived id, and anything below it is released
+        // regardless. Ordering this way isolates the index eviction from that.
         history.add_outgoing(2, 200, false, 0, 1200, now);
         // A real TWCC packet holding transport-wide sequence 0, sent after.
         history.add_outgoing(1, 100, true, 0, 1200, now);
@@ -596,6 +651,12 @@ mod tests {
             history.add_outgoing(1, 100 + i as u16, true, seq, 1200, now);
         }
         assert!(history
+            .on_twcc_feedback(now, Acknowledgement::lost(65534))
+            .is_some());
+        assert!(history
+            .on_twcc_feedback(now, Acknowledgement::received(65535, None, Ecn::NotEct))
+            .is_some());
+        assert!(history
             .on_twcc_feedback(now, Acknowledgement::received(0, None, Ecn::NotEct))
             .is_some());
         let reports = history.take_reports();
@@ -606,7 +667,7 @@ mod tests {
                 .map(|r| r.twcc_sequence_number)
                 .collect::<Vec<_>>()
         );
-        assert!(reports[2].arrived && !reports[0].arrived);
+        assert!(reports[2].arrived && reports[1].arrived && !reports[0].arrived);
         assert!(history
             .on_twcc_feedback(now, Acknowledgement::received(1, None, Ecn::NotEct))
             .is_some());
@@ -628,10 +689,12 @@ mod tests {
             history.on_twcc_feedback(now, Acknowledgement::received(7, None, Ecn::NotEct)),
             "7 was never sent here"
         );
+        history.on_twcc_feedback(now, Acknowledgement::lost(5));
         history.on_twcc_feedback(now, Acknowledgement::received(9, None, Ecn::NotEct));
         let reports = history.take_reports();
+        // The untagged packet is named by no TWCC feedback, so it is not reported.
         assert_eq!(
-            vec![(1, 10, false), (2, 70, false), (1, 11, true)],
+            vec![(1, 10, false), (1, 11, true)],
             reports
                 .iter()
                 .map(|r| (r.ssrc, r.rtp_sequence_number, r.arrived))
@@ -649,7 +712,16 @@ mod tests {
         assert!(history
             .on_twcc_feedback(now, Acknowledgement::received(3, None, Ecn::NotEct))
             .is_some());
-        assert_eq!(2, history.take_reports().len());
+        let reports = history.take_reports();
+        assert_eq!(
+            vec![(3, true)],
+            reports
+                .iter()
+                .map(|r| (r.twcc_sequence_number, r.arrived))
+                .collect::<Vec<_>>(),
+            "the packet before the restart can no longer be named, so it is released unreported"
+        );
+        assert!(history.is_empty());
     }
 
     /// The RFC 8888 index is built at the first such feedback, from what is outstanding then.
@@ -660,6 +732,7 @@ mod tests {
         history.add_outgoing(1, 500, true, 0, 1000, now);
         history.add_outgoing(1, 501, true, 1, 1000, now);
         history.on_ccfb_feedback(now, 1, Acknowledgement::received(500, None, Ecn::NotEct));
+        history.on_ccfb_feedback(now, 1, Acknowledgement::lost(501));
         history.add_outgoing(1, 502, true, 2, 1000, now);
         history.on_ccfb_feedback(now, 1, Acknowledgement::received(502, None, Ecn::NotEct));
         let reports = history.take_reports();
