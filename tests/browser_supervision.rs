@@ -1,6 +1,8 @@
 //! The web client's consoles for the clerk and the supervisor, in real browsers
 //! (tests/browser/supervision.mjs): a hearing at a township centre below a county court, with a
-//! judge's, a clerk's and a party's page. The clerk writes two notes in its notes panel (记录, then
+//! judge's, a clerk's and a party's page. When the party's page stops sending (its senders'
+//! tracks replaced by null), the judge's roster shows its network as lost (网络中断), and good
+//! again once the tracks are back. The clerk writes two notes in its notes panel (记录, then
 //! Ctrl+Enter); both are listed with the timecode the server stamped (mm:ss) and the clerk as
 //! author, and GET /api/v1/sessions/{id}/notes returns them, in order, with the same timecodes.
 //! A supervisor opens supervise.html with the admin token: every live session is listed, and with

@@ -6,6 +6,8 @@
 //!   retransmission on both legs of the SFU.
 //! - One subscriber's downlink capped at 300 kbps: it keeps its audio while the others keep the
 //!   full video, because the server pauses or reduces that subscriber's video.
+//! - The host sees each participant's network quality: a lossy uplink as poor, a capped downlink
+//!   as fair or poor, its own clean link as good.
 //!
 //! The figures each test measures are printed (`cargo test --test netem -- --nocapture`).
 //! Needs root (network namespaces, TUN devices) and `ip` (iproute2); the unit tests of the
@@ -515,6 +517,119 @@ async fn capped_subscriber_falls_back_while_others_keep_video() {
     }
     publisher.assert_healthy().unwrap();
     free.assert_healthy().unwrap();
+}
+
+/// The mediator's view of everyone's network (protocol.md, "Network quality"): a party whose
+/// uplink loses a fifth of its packets, and a party whose downlink is capped at 300 kbps, are
+/// shown to the mediator as what they are, while the mediator's own clean link stays good; the
+/// lossy uplink's change reaches the audit log with the loss it rests on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mediator_sees_a_lossy_uplink_as_poor_and_a_capped_downlink_fall_while_its_own_stays_good() {
+    let lab = Lab::start(3).await;
+    let [host_ip, lossy_ip, capped_ip] = [lab.netem.client_ips[0], lab.netem.client_ips[1], lab.netem.client_ips[2]];
+    let host = lab.join("调解员", "mediator", host_ip, Some(Media::audio_video(VideoCodec::Vp8)), None).await;
+    let lossy = lab.join("当事人甲", "party", lossy_ip, Some(Media::audio_video(VideoCodec::Vp8)), None).await;
+    let capped = lab.join("当事人乙", "party", capped_ip, None, None).await;
+    let (host_id, lossy_id, capped_id) =
+        (host.participant_id.clone(), lossy.participant_id.clone(), capped.participant_id.clone());
+    host.wait_media("the lossy party's video before the links turn bad", &lossy_id, "video", SETUP_TIMEOUT, |t| {
+        t.frame_stats().complete_keyframes >= 1
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.log()));
+
+    // Connection setup is not what is measured: the links turn bad once media flows.
+    lab.netem.set(Dir::Up, Impairment { loss: 0.20, spared: vec![host_ip, capped_ip], ..Default::default() });
+    let cap = RateCap::with_queue_delay(300_000, Duration::from_millis(200));
+    lab.netem.set(Dir::Down, Impairment { caps: vec![(capped_ip, cap)], ..Default::default() });
+    let mark = host.mark();
+    let network_of = |id: &str, levels: &'static [&'static str]| {
+        let id = id.to_owned();
+        move |m: &serde_json::Value| {
+            m["type"] == "participant_updated"
+                && m["participant"]["id"] == id.as_str()
+                && levels.iter().any(|l| m["participant"]["network"] == *l)
+        }
+    };
+    let fail = |what: &str, e: anyhow::Error| -> ! {
+        panic!("{what}: {e:#}\n{}\n{}\n{}", host.diagnostics(), capped.diagnostics(), lab.log())
+    };
+    host.wait_for_since(mark, "the lossy uplink shown poor", SETUP_TIMEOUT, network_of(&lossy_id, &["poor"]))
+        .await
+        .unwrap_or_else(|e| fail("the mediator should see the party losing a fifth of its uplink as poor", e));
+    host.wait_for_since(
+        mark,
+        "the capped downlink shown fair or poor",
+        SETUP_TIMEOUT,
+        network_of(&capped_id, &["fair", "poor"]),
+    )
+    .await
+    .unwrap_or_else(|e| fail("the mediator should see the party on a 300 kbps downlink as fair or poor", e));
+    // The mediator's own links are clean: it is never shown anything but good.
+    let own: Vec<serde_json::Value> = host
+        .messages()
+        .into_iter()
+        .filter(|m| m["type"] == "participant_updated" && m["participant"]["id"] == host_id.as_str())
+        .map(|m| m["participant"]["network"].clone())
+        .collect();
+    assert!(own.iter().all(|n| n == "good"), "the mediator's own network as it was told: {own:?}\n{}", lab.log());
+    // The lossy party is told too (the message goes to the participant itself).
+    lossy
+        .wait_for("its own network shown poor", SETUP_TIMEOUT, network_of(&lossy_id, &["poor"]))
+        .await
+        .unwrap_or_else(|e| fail("the party should be told its own network is poor", e));
+
+    // The change is in the audit log (written by a background task: wait, bounded), with the
+    // uplink loss it rests on.
+    let path = format!("/api/v1/audit?session_id={}", lab.session);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entry = loop {
+        let v = lab.server.api.get(&path).await;
+        let found = v["entries"].as_array().into_iter().flatten().find(|e| {
+            e["action"] == "network"
+                && e["actor"] == lossy_id.as_str()
+                && e["detail"].as_str().is_some_and(|d| d.starts_with("poor"))
+        });
+        if let Some(e) = found {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "no network change of the lossy party in the audit log: {v:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let detail = entry["detail"].as_str().unwrap_or_default();
+    let loss: f64 = detail
+        .split("uplink loss ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the audit detail names the uplink loss: {detail}"));
+    assert!((10.0..=35.0).contains(&loss), "20 % random loss on the uplink read as {loss} %: {detail}");
+    println!("audit: {detail}");
+    for (name, id) in [("mediator", &host_id), ("lossy uplink", &lossy_id), ("capped downlink", &capped_id)] {
+        let seen: Vec<String> = host
+            .messages()
+            .iter()
+            .filter(|m| m["type"] == "participant_updated" && m["participant"]["id"] == id.as_str())
+            .map(|m| m["participant"]["network"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        println!("the mediator was told of the {name}: {seen:?}");
+    }
+
+    // The recording's manifest keeps it in the party's presence history, and stays valid.
+    let closed = lab.server.api.post(&format!("/api/v1/sessions/{}/close", lab.session), serde_json::json!({})).await;
+    let rec_id = closed["recording"]["recording_id"].as_str().expect("the session was recorded").to_owned();
+    let manifest = lab.server.api.final_manifest(&rec_id).await;
+    qiao::record::manifest::check_schema(&manifest).unwrap_or_else(|e| panic!("{e}: {manifest:#}"));
+    let presence = manifest["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["id"] == lossy_id.as_str())
+        .map(|p| p["presence"].clone())
+        .unwrap_or_default();
+    let poor = presence.as_array().into_iter().flatten().find(|e| e["event"] == "network" && e["quality"] == "poor");
+    let poor = poor.unwrap_or_else(|| panic!("no poor network in the lossy party's presence: {presence:#}"));
+    assert!(poor["detail"].as_str().is_some_and(|d| d.starts_with("uplink loss")), "{poor:#}");
 }
 
 /// What a township subscriber behind a short bottleneck queue received, with or without pacing.

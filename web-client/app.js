@@ -86,7 +86,8 @@ window.qiao = Object.freeze({
   /**
    * Everyone the server told us about, ourselves first:
    * [{id, display_name, role, group, zone, queue_position, hand_raised, audio_muted_by_host,
-   * video_muted_by_host}] (queue_position: 1 = next, while in the lobby; else null).
+   * video_muted_by_host, network}] (queue_position: 1 = next, while in the lobby; else null;
+   * network: the server's measure of that participant's links, protocol.md "Network quality").
    */
   roster() {
     return [...(app.session?.people.values() ?? [])].map((p) => ({
@@ -99,6 +100,7 @@ window.qiao = Object.freeze({
       hand_raised: !!p.hand_raised,
       audio_muted_by_host: !!p.audio_muted_by_host,
       video_muted_by_host: !!p.video_muted_by_host,
+      network: p.network ?? null,
     }));
   },
   /**

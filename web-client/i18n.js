@@ -279,6 +279,9 @@ const STRINGS = {
   'roster.spotlight': ['聚焦中', 'Spotlighted'],
   'roster.conn.connecting': ['连接中', 'Connecting'],
   'roster.conn.reconnecting': ['重新连接中', 'Reconnecting'],
+  'roster.net.fair': ['网络一般', 'Network fair'],
+  'roster.net.poor': ['网络较差', 'Network poor'],
+  'roster.net.lost': ['网络中断', 'Network lost'],
   'roster.move_label': ['移至', 'Move to'],
 
   'act.admit': ['准许进入', 'Admit'],

@@ -139,6 +139,12 @@ export class Roster {
       const conn = textEl('span', 'chip conn', `roster.conn.${p.connection}`);
       conn.dataset.state = p.connection;
       meta.append(conn);
+    } else if (p.network && p.network !== 'good') {
+      // The server's measure of this participant's links (protocol.md, "Network quality").
+      const net = textEl('span', 'chip net', `roster.net.${p.network}`);
+      net.dataset.state = p.network;
+      net.setAttribute('data-testid', `network-${p.id}`);
+      meta.append(net);
     }
     text.append(name, meta);
     const flags = el('span', 'flags');

@@ -427,6 +427,9 @@ function renderPerson(p) {
   const conn = el('td');
   conn.append(textEl('span', 'sup-conn', p.connection === 'connected' ? 'sup.conn.connected' : `roster.conn.${p.connection}`,
     undefined, { 'data-state': p.connection }));
+  if (p.connection === 'connected' && p.network && p.network !== 'good') {
+    conn.append(' ', textEl('span', 'chip net', `roster.net.${p.network}`, undefined, { 'data-state': p.network }));
+  }
   tr.append(name, role, zone, conn);
   return tr;
 }

@@ -743,6 +743,7 @@ async fn participants_with_presence(s: &AppState, session_id: &str) -> Result<Va
                 v["connection"] = json!(l.connection);
                 v["audio_muted"] = json!(l.audio_muted);
                 v["video_muted"] = json!(l.video_muted);
+                v["network"] = json!(l.network);
             }
             v
         })

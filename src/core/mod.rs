@@ -26,6 +26,7 @@ pub mod ids;
 pub mod layers;
 pub mod munger;
 pub mod policy;
+pub mod quality;
 pub mod roles;
 pub mod room;
 pub mod speaker;

@@ -17,6 +17,7 @@ use super::layers::{
 };
 use super::munger::Munger;
 use super::policy::{ForwardPolicy, Subject};
+use super::quality::{Evidence, NetworkQuality, QualityMeter, Sample, EVALUATE_EVERY};
 use super::roles::{policy, Action};
 use super::speaker::{Loudness, SpeakerPicker, SPEAKER_INTERVAL};
 use super::stats::{ReceiveStats, StatsView};
@@ -220,6 +221,15 @@ pub struct ParticipantInfo {
 /// Representatives of one group allowed in a session's media zones at once.
 pub const MAX_REPRESENTATIVES: usize = 5;
 
+/// A published camera or microphone that sends nothing for this long has stopped (network
+/// quality `Poor`, or `Lost` when all of a participant's have): an unmuted microphone sends a
+/// packet every 20 ms, and a camera a frame at least every second even when disabled.
+pub const STALL: Duration = Duration::from_secs(3);
+
+/// How long after a subscriber's first downlink estimate a layer below the best one counts
+/// against its network quality: the estimate starts low and climbs for the first seconds.
+pub const ESTIMATE_WARMUP: Duration = Duration::from_secs(10);
+
 /// A published track as the core needs it.
 #[derive(Debug, Clone)]
 pub struct UpTrackInfo {
@@ -251,6 +261,8 @@ pub struct ParticipantView {
     pub video_muted_by_host: bool,
     pub hand_raised: bool,
     pub connection: ConnectionState,
+    /// How well its links carry the session (see [`super::quality`]).
+    pub network: NetworkQuality,
 }
 
 /// What clients are told about a track.
@@ -400,6 +412,15 @@ pub enum Output {
     /// The participant moved to another zone (the recorder tags its segments by zone: a caucus
     /// recording is readable only by the mediator and that party).
     ZoneChanged { participant: ParticipantKey, zone: Zone },
+    /// A participant's network quality changed (the room has been told, as
+    /// `ParticipantUpdated`): for its presence history and the log, with what the window measured
+    /// and its latest downlink estimate.
+    NetworkChanged {
+        participant: ParticipantKey,
+        quality: NetworkQuality,
+        evidence: Evidence,
+        estimate_kbps: Option<u64>,
+    },
 }
 
 /// The fields of an incoming RTP packet that forwarding decisions need.
@@ -467,6 +488,16 @@ struct Participant {
     climb: Climb,
     /// Whether its downlink is being probed for a higher layer, and what the probe showed.
     probe: ProbeState,
+    /// Its network quality as shown to the room.
+    network: QualityMeter,
+    /// The downlink loss its estimates carried since the last evaluation: their sum and count
+    /// (the evaluation takes the mean).
+    down_loss_sum: f64,
+    down_loss_n: u32,
+    /// Whether its latest estimate fell short of every video it receives at its best layer.
+    down_limited: bool,
+    /// When its first downlink estimate came (see [`ESTIMATE_WARMUP`]).
+    first_estimate_at: Option<Instant>,
 }
 
 /// A subscriber's bandwidth probe (see [`Room::on_bandwidth`]).
@@ -494,6 +525,11 @@ struct Layer {
     /// after packets sent later, from one in order. A down track cannot switch to this layer at
     /// a keyframe whose first packet comes late: the rest of that keyframe already went by.
     newest: Option<(u32, u16)>,
+    /// Packets that arrived in order: those the uplink did not lose (a NACK-repaired packet
+    /// arrives after newer ones), for the publisher's network quality.
+    in_order_packets: u64,
+    /// Expected and in-order packets at the last network evaluation.
+    evaluated: (u64, u64),
 }
 
 impl Layer {
@@ -534,6 +570,8 @@ struct UpTrack {
     loudness: Loudness,
     /// A level arrived since the last speaker evaluation.
     level_seen: bool,
+    /// When it was published: a track that never sent has stopped only [`STALL`] after this.
+    published_at: Instant,
 }
 
 impl UpTrack {
@@ -648,6 +686,8 @@ pub struct Room {
     thinned: u64,
     /// Layer switches (and resumes) served from a GOP cache instead of a keyframe request.
     switch_replays: u64,
+    /// When every participant's network quality is next evaluated (see [`super::quality`]).
+    next_network_eval: Option<Instant>,
 }
 
 impl Room {
@@ -666,6 +706,7 @@ impl Room {
             outputs: VecDeque::new(),
             thinned: 0,
             switch_replays: 0,
+            next_network_eval: None,
         }
     }
 
@@ -757,6 +798,11 @@ impl Room {
                 estimate_bps: None,
                 climb: Climb::default(),
                 probe: ProbeState::Idle,
+                network: QualityMeter::default(),
+                down_loss_sum: 0.0,
+                down_loss_n: 0,
+                down_limited: false,
+                first_estimate_at: None,
             },
         );
         let view = self.view_of(key).expect("just inserted");
@@ -877,7 +923,7 @@ impl Room {
 
     pub fn publish(
         &mut self,
-        _now: Instant,
+        now: Instant,
         publisher: ParticipantKey,
         info: UpTrackInfo,
         keys: &mut KeyAlloc,
@@ -900,6 +946,7 @@ impl Room {
         let track = UpTrack {
             loudness: Loudness::default(),
             level_seen: false,
+            published_at: now,
             muted_by_host,
             codec,
             layers: [layer(), layer(), layer()],
@@ -1053,6 +1100,7 @@ impl Room {
         {
             let l = &mut track.layers[li];
             in_order = l.in_order(ssrc, seq);
+            l.in_order_packets += u64::from(in_order);
             l.stats.on_packet(seq, ts, payload.len(), clock_rate, now);
             if !payload.is_empty() {
                 l.meter.on_packet(now, tid, payload.len() + PACKET_OVERHEAD);
@@ -1188,6 +1236,9 @@ impl Room {
     pub fn on_bandwidth(&mut self, now: Instant, subscriber: ParticipantKey, estimate_bps: u64, loss: f64) {
         let Some(p) = self.participants.get_mut(&subscriber) else { return };
         p.estimate_bps = Some(estimate_bps);
+        p.down_loss_sum += loss;
+        p.down_loss_n += 1;
+        p.first_estimate_at.get_or_insert(now);
         let p = &*p;
         let mut downs = Vec::new();
         let mut ladders = Vec::new();
@@ -1233,6 +1284,7 @@ impl Room {
         let up = picks.iter().zip(&ats).any(|(p, a)| p > a);
         let down = picks.iter().zip(&ats).any(|(p, a)| p < a);
         let Some(p) = self.participants.get_mut(&subscriber) else { return };
+        p.down_limited = picks.iter().zip(&ladders).any(|(&i, l)| i + 1 < l.steps.len());
         if down {
             // A step down needs no proof; tracks the estimate would raise meanwhile stay.
             if !p.climb.wants_down(now) {
@@ -1388,6 +1440,67 @@ impl Room {
     pub fn on_tick(&mut self, now: Instant) {
         let downs: Vec<DownTrackKey> = self.down_tracks.keys().copied().collect();
         self.refresh_wants(now, &downs);
+        if self.next_network_eval.is_none_or(|t| now >= t) {
+            self.next_network_eval = Some(now + EVALUATE_EVERY);
+            self.evaluate_networks(now);
+        }
+    }
+
+    /// Measures every participant's links over the window since the last evaluation (see
+    /// [`super::quality`]); a participant whose shown level changes is announced to the room
+    /// and reported as [`Output::NetworkChanged`].
+    fn evaluate_networks(&mut self, now: Instant) {
+        let mut changed = Vec::new();
+        for (&key, p) in &mut self.participants {
+            let mut s = Sample { reconnecting: p.connection == ConnectionState::Reconnecting, ..Sample::default() };
+            for up in &p.up_tracks {
+                let Some(t) = self.up_tracks.get_mut(up) else { continue };
+                let mut last_packet = t.published_at;
+                for l in &mut t.layers {
+                    let (expected, in_order) = (l.stats.expected(), l.in_order_packets);
+                    // A new SSRC restarts the count (a publisher that reconnected): no window.
+                    if expected >= l.evaluated.0 {
+                        s.up_expected += expected - l.evaluated.0;
+                        s.up_in_order += in_order.saturating_sub(l.evaluated.1).min(expected - l.evaluated.0);
+                    }
+                    l.evaluated = (expected, in_order);
+                    last_packet = last_packet.max(l.stats.last_packet_at.unwrap_or(last_packet));
+                }
+                let muted = match t.info.kind {
+                    MediaKind::Audio => p.audio_muted,
+                    MediaKind::Video => p.video_muted,
+                };
+                // A shared screen that does not change may send nothing for long.
+                if muted || t.info.source == TrackSource::Screen {
+                    continue;
+                }
+                s.up_live_tracks += 1;
+                if now.saturating_duration_since(last_packet) >= STALL {
+                    s.up_stalled_tracks += 1;
+                }
+            }
+            s.down_loss = (p.down_loss_n > 0).then(|| p.down_loss_sum / f64::from(p.down_loss_n));
+            (p.down_loss_sum, p.down_loss_n) = (0.0, 0);
+            s.down_video_suspended = p.video_gate.suspended();
+            s.down_limited = p.down_limited
+                && !s.down_video_suspended
+                && p.first_estimate_at.is_some_and(|t| now.saturating_duration_since(t) >= ESTIMATE_WARMUP);
+            if let Some(quality) = p.network.update(s.classify()) {
+                let estimate_kbps = p.estimate_bps.map(|b| b / 1000);
+                changed.push(Output::NetworkChanged {
+                    participant: key,
+                    quality,
+                    evidence: s.evidence(),
+                    estimate_kbps,
+                });
+            }
+        }
+        for out in changed {
+            if let Output::NetworkChanged { participant, .. } = out {
+                self.broadcast_updated(participant);
+            }
+            self.outputs.push_back(out);
+        }
     }
 
     fn refresh_wants(&mut self, now: Instant, downs: &[DownTrackKey]) {
@@ -1614,6 +1727,7 @@ impl Room {
             video_muted_by_host: p.video_muted_by_host,
             hand_raised: p.hand_raised,
             connection: p.connection,
+            network: p.network.shown(),
         })
     }
 

@@ -81,8 +81,17 @@ impl ReceiveStats {
         }
     }
 
+    /// Packets the sequence numbers say were sent since the first one received.
+    pub fn expected(&self) -> u64 {
+        if self.started {
+            (self.max_seq_ext.wrapping_sub(self.base_seq) as u64) + 1
+        } else {
+            0
+        }
+    }
+
     pub fn view(&self, clock_rate: u32) -> StatsView {
-        let expected = if self.started { (self.max_seq_ext.wrapping_sub(self.base_seq) as u64) + 1 } else { 0 };
+        let expected = self.expected();
         let jitter_units = self.jitter_q4 >> 4;
         StatsView {
             packets: self.packets,

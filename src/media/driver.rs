@@ -1412,6 +1412,19 @@ impl Driver {
                     let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
                     debug!(participant = who, ?up, spatial, temporal, estimate_kbps, "video layer for the downlink");
                 }
+                Output::NetworkChanged { participant, quality, evidence, estimate_kbps } => {
+                    let Some(m) = self.members.get(&participant) else { continue };
+                    let detail = evidence.describe(quality, estimate_kbps);
+                    info!(session = %m.session_id, participant = %m.participant_id, %detail, "network quality changed");
+                    let _ = self.presence.send(Presence::Record(PresenceRecord {
+                        session_id: m.session_id.clone(),
+                        participant_id: m.participant_id.clone(),
+                        event: "network",
+                        cause: None,
+                        detail: Some(detail),
+                        at: SystemTime::now(),
+                    }));
+                }
                 Output::ZoneChanged { participant, zone } => {
                     let Some(pid) = self.members.get(&participant).map(|m| m.participant_id.clone()) else { continue };
                     if let Some(tap) = self.rooms.get_mut(&rk).and_then(|r| r.recorder.as_mut()) {

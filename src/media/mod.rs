@@ -290,10 +290,11 @@ pub enum Presence {
 pub struct PresenceRecord {
     pub session_id: String,
     pub participant_id: String,
-    /// `joined`, `reconnected`, `left` or `control`.
+    /// `joined`, `reconnected`, `left`, `control` or `network`.
     pub event: &'static str,
     pub cause: Option<LeaveCause>,
-    /// What a `control` event did, e.g. `admit p_…` (the participant is the actor).
+    /// What a `control` event did, e.g. `admit p_…` (the participant is the actor); for
+    /// `network`, the level shown and what it rests on (`poor: uplink loss 12.3 %, …`).
     pub detail: Option<String>,
     pub at: std::time::SystemTime,
 }

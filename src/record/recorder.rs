@@ -1043,9 +1043,18 @@ impl Recorder {
         for p in people {
             let presence: Vec<serde_json::Value> = events
                 .iter()
-                .filter(|(pid, _, ev, _)| pid == &p.id && matches!(ev.as_str(), "joined" | "reconnected" | "left"))
+                .filter(|(pid, _, ev, _)| {
+                    pid == &p.id && matches!(ev.as_str(), "joined" | "reconnected" | "left" | "network")
+                })
                 .map(|(_, at, ev, cause)| match cause {
                     Some(c) if ev == "left" => json!({ "at": at, "event": ev, "cause": c }),
+                    // `poor: uplink loss 12.3 %, …`: the level, then what it rests on.
+                    Some(c) if ev == "network" => match c.split_once(": ") {
+                        Some((quality, detail)) => {
+                            json!({ "at": at, "event": ev, "quality": quality, "detail": detail })
+                        }
+                        None => json!({ "at": at, "event": ev, "quality": c }),
+                    },
                     _ => json!({ "at": at, "event": ev }),
                 })
                 .collect();

@@ -11,6 +11,11 @@
 //
 //  1. join        judge, clerk and party open their links (autojoin): all connected in `main`, the
 //                 judge decoding both others.
+//  1b. network    the party's page stops sending (its senders' tracks replaced by null, the
+//                 camera and microphone left open): the server sees its media stop while its
+//                 signalling stays, and the judge's roster shows the party's network as lost
+//                 (网络中断 chip); the clerk and the party itself are told too. Once the tracks are
+//                 back, the judge's roster shows it good again, without a chip.
 //  2. notes       the clerk's notes panel is open by itself (the clerk keeps the record); the judge
 //                 has the 笔录 button too (its panel opens, empty), the party has none. An empty
 //                 note is refused on the page. The clerk types a note and presses 记录, then a
@@ -108,6 +113,39 @@ async function main() {
         () => pages.every((p) => p.snap?.state === 'connected' && p.snap.zone === 'main' && p.snap.roster.length === 3)
           && [clerk, party].every((p) => received(judge.snap, id(p), 'video') > 0));
       return { wait_ms: ms, roles: Object.fromEntries(pages.map((p) => [p.name, p.snap.roster[0]?.role ?? null])) };
+    });
+
+    // ---- 1b. the party's media stops arriving; the judge's roster says so -------------------------
+    await step('network', async () => {
+      const partyId = id(party);
+      const shown = (p) => p.snap?.roster.find((r) => r.id === partyId)?.network ?? null;
+      const chip = () => evaluate(judge, (pid) => {
+        const el = document.querySelector(`[data-testid="network-${pid}"]`);
+        return el ? { text: el.textContent, state: el.dataset.state } : null;
+      }, partyId);
+      // The party's senders send nothing from now on (its camera and microphone stay open): what a
+      // link that drops every packet looks like to the server, while the signalling stays up.
+      const held = await evaluate(party, () => {
+        window.__heldTracks = [];
+        for (const pc of window.__qiaoTestPcs || []) {
+          for (const s of pc.getSenders()) {
+            if (!s.track) continue;
+            window.__heldTracks.push([s, s.track]);
+            s.replaceTrack(null);
+          }
+        }
+        return window.__heldTracks.length;
+      });
+      if (held < 2) throw new Error(`the party's page had ${held} tracks to hold`);
+      const lostMs = await wait("the judge's roster showing the party's network lost", () => shown(judge) === 'lost');
+      const lostChip = await chip();
+      if (lostChip?.text !== '网络中断' || lostChip.state !== 'lost') throw new Error(`the judge's chip: ${JSON.stringify(lostChip)}`);
+      const others = { clerk: shown(clerk), party: shown(party) };
+      await evaluate(party, () => Promise.all(window.__heldTracks.map(([s, t]) => s.replaceTrack(t))));
+      const backMs = await wait("the judge's roster showing the party's network good again", () => shown(judge) === 'good');
+      const back = await chip();
+      if (back !== null) throw new Error(`a chip is still shown for a good network: ${JSON.stringify(back)}`);
+      return { tracks_held: held, lost_after_ms: lostMs, chip: lostChip, others_see: others, good_again_after_ms: backMs };
     });
 
     // ---- 2. the clerk keeps the record ------------------------------------------------------------

@@ -1171,3 +1171,133 @@ fn a_gop_longer_than_half_a_second_of_the_layer_is_not_replayed_however_high_the
     assert!(s.requests[1] >= 1 && s.requests[2] >= 1, "each climb asked for a keyframe: {:?}", s.requests);
     assert_continuous("b", &got[&b]);
 }
+
+/// `b` publishes a microphone (50 packets a second) from `from_ms` to `to_ms` of the test's
+/// clock, leaving out every `drop_every`th packet (none when 0) and sending what it left out
+/// 100 ms late, as a NACK repair does; the room ticks every 100 ms until `until_ms`. Returns the
+/// outputs, in order.
+fn speak(h: &mut Harness, up: UpTrackKey, (from_ms, to_ms): (u64, u64), drop_every: u16, until_ms: u64) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    let mut repairs: VecDeque<(u64, u16)> = VecDeque::new();
+    let payload = Bytes::from_static(&[0xf8, 0xff, 0xfe]);
+    let mut out = Vec::new();
+    for t in (0..until_ms).step_by(20) {
+        let at = h.at(t);
+        while repairs.front().is_some_and(|(due, _)| *due <= t) {
+            let (_, seq) = repairs.pop_front().expect("checked");
+            let pkt = RtpIn { ssrc: 7, layer: 0, seq, ts: 0, marker: false, payload: &payload, audio_level: Some(40) };
+            h.room.on_rtp(at, up, pkt, &mut out);
+        }
+        if (from_ms..to_ms).contains(&t) {
+            let seq = (t / 20) as u16;
+            if drop_every > 0 && seq % drop_every == 0 {
+                repairs.push_back((t + 100, seq));
+            } else {
+                let ts = seq as u32 * 960;
+                let pkt = RtpIn { ssrc: 7, layer: 0, seq, ts, marker: false, payload: &payload, audio_level: Some(40) };
+                h.room.on_rtp(at, up, pkt, &mut out);
+            }
+        }
+        if t % 100 == 0 {
+            h.room.on_tick(at);
+            outputs.extend(h.drain());
+        }
+    }
+    outputs
+}
+
+/// The network levels `to` was told of `about`, in order.
+fn network_told(outputs: &[Output], to: ParticipantKey, about: &str) -> Vec<NetworkQuality> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event { to: t, event: RoomEvent::ParticipantUpdated(v) } if *t == to && v.id == about => {
+                Some(v.network)
+            }
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .chunk_by(|a, b| a == b)
+        .map(|c| c[0])
+        .collect()
+}
+
+#[test]
+fn a_party_losing_an_eighth_of_its_uplink_is_shown_poor_to_the_judge_though_nack_repairs_it() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let party = h.join("party", Role::Party);
+    let up = h.publish(party, MediaKind::Audio);
+    h.drain();
+    let out = speak(&mut h, up, (0, 6_000), 8, 6_000);
+    assert_eq!(network_told(&out, judge, "p_party"), vec![NetworkQuality::Poor]);
+    let evidence = out
+        .iter()
+        .find_map(|o| match o {
+            Output::NetworkChanged { participant, quality: NetworkQuality::Poor, evidence, .. }
+                if *participant == party =>
+            {
+                Some(*evidence)
+            }
+            _ => None,
+        })
+        .expect("the change is reported for the presence history");
+    // One packet in eight, 12.5 %, whatever came back repaired a little later.
+    let loss = evidence.up_loss_permille.expect("measured");
+    assert!((115..=135).contains(&loss), "{evidence:?}");
+    assert_eq!(h.room.participant_view(judge).map(|v| v.network), Some(NetworkQuality::Good));
+}
+
+#[test]
+fn a_clean_uplink_stays_good_and_never_announces_a_change() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let party = h.join("party", Role::Party);
+    let up = h.publish(party, MediaKind::Audio);
+    h.drain();
+    let out = speak(&mut h, up, (0, 6_000), 0, 6_000);
+    assert!(network_told(&out, judge, "p_party").is_empty());
+    assert!(!out.iter().any(|o| matches!(o, Output::NetworkChanged { .. })));
+}
+
+#[test]
+fn a_microphone_whose_packets_stop_arriving_is_lost_at_once_then_recovers_through_poor() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let party = h.join("party", Role::Party);
+    let up = h.publish(party, MediaKind::Audio);
+    h.drain();
+    // Arrives for 2 s, then nothing for 5 s (the link dropped what was sent), then again.
+    let out = speak(&mut h, up, (0, 2_000), 0, 7_000);
+    assert_eq!(network_told(&out, judge, "p_party"), vec![NetworkQuality::Lost]);
+    let stopped = out.iter().find_map(|o| match o {
+        Output::NetworkChanged { quality: NetworkQuality::Lost, evidence, .. } => Some(*evidence),
+        _ => None,
+    });
+    assert_eq!(stopped.map(|e| (e.stalled_tracks, e.live_tracks)), Some((1, 1)));
+    // The first window after it resumes counts the packets the outage lost; three clean windows
+    // later it is good again.
+    let out = speak(&mut h, up, (7_000, 14_000), 0, 14_000);
+    assert_eq!(network_told(&out, judge, "p_party"), vec![NetworkQuality::Poor, NetworkQuality::Good]);
+}
+
+#[test]
+fn a_muted_microphone_that_sends_nothing_is_not_a_network_fault() {
+    let mut h = Harness::new();
+    let judge = h.join("judge", Role::Judge);
+    let party = h.join("party", Role::Party);
+    let up = h.publish(party, MediaKind::Audio);
+    h.room.set_muted(party, MediaKind::Audio, true);
+    h.drain();
+    let out = speak(&mut h, up, (0, 1_000), 0, 8_000);
+    assert!(network_told(&out, judge, "p_party").is_empty());
+}
+
+#[test]
+fn downlinks_that_carry_only_a_lower_layer_read_fair_and_the_open_link_good() {
+    let (h, _s, got) = run_simulcast(&[("fast", 10_000_000), ("township", 340_000), ("village", 200_000)], 14_000);
+    let network = |i: usize| h.room.participant_view(got[i].0.who).map(|v| v.network);
+    assert_eq!(network(0), Some(NetworkQuality::Good));
+    assert_eq!(network(1), Some(NetworkQuality::Fair));
+    assert_eq!(network(2), Some(NetworkQuality::Fair));
+}
