@@ -1458,11 +1458,11 @@ impl Room {
                 let mut last_packet = t.published_at;
                 for l in &mut t.layers {
                     let (expected, in_order) = (l.stats.expected(), l.in_order_packets);
-                    // A new SSRC restarts the count (a publisher that reconnected): no window.
-                    if expected >= l.evaluated.0 {
-                        s.up_expected += expected - l.evaluated.0;
-                        s.up_in_order += in_order.saturating_sub(l.evaluated.1).min(expected - l.evaluated.0);
-                    }
+                    let window = expected.saturating_sub(l.evaluated.0);
+                    // Capped at what was expected: packets of another SSRC (the stats follow the
+                    // first one's numbers) may arrive in order without moving `expected`.
+                    s.up_expected += window;
+                    s.up_in_order += in_order.saturating_sub(l.evaluated.1).min(window);
                     l.evaluated = (expected, in_order);
                     last_packet = last_packet.max(l.stats.last_packet_at.unwrap_or(last_packet));
                 }
