@@ -59,7 +59,7 @@ impl NetworkQuality {
 }
 
 /// What the room measured of one participant over one evaluation window.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sample {
     /// Its signalling dropped and it has not come back yet.
     pub reconnecting: bool,
@@ -73,8 +73,8 @@ pub struct Sample {
     pub up_live_tracks: u32,
     pub up_stalled_tracks: u32,
     /// Mean loss its subscribe connection's congestion control saw on the downlink in the
-    /// window; `None` without an estimate in it.
-    pub down_loss: Option<f64>,
+    /// window, in tenths of a percent; `None` without an estimate in it.
+    pub down_loss_permille: Option<u32>,
     /// Its downlink carries audio only (the server suspended its video).
     pub down_video_suspended: bool,
     /// Its downlink estimate does not allow every video it receives at its best layer (only
@@ -82,28 +82,15 @@ pub struct Sample {
     pub down_limited: bool,
 }
 
-/// What a shown level rests on, for the presence history and the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Evidence {
-    /// Uplink and downlink loss in the window, in tenths of a percent (`None`: not measured).
-    pub up_loss_permille: Option<u32>,
-    pub down_loss_permille: Option<u32>,
-    /// Published tracks that stopped, of those not muted.
-    pub stalled_tracks: u32,
-    pub live_tracks: u32,
-    pub audio_only: bool,
-    pub lower_layer: bool,
-}
-
-impl Evidence {
-    /// `quality` and what it rests on, as the presence history and the audit log keep it, e.g.
-    /// `poor: uplink loss 12.3 %, downlink loss 0.4 %, estimate 280 kbps, audio only`. The level
-    /// comes first, before the colon.
+impl Sample {
+    /// `quality` and what this window measured, as the presence history and the audit log keep
+    /// it, e.g. `poor: uplink loss 12.3 %, downlink loss 0.4 %, estimate 280 kbps, audio only`.
+    /// The level comes first, before the colon.
     pub fn describe(&self, quality: NetworkQuality, estimate_kbps: Option<u64>) -> String {
         let pct = |p: u32| format!("{}.{} %", p / 10, p % 10);
         let mut parts = Vec::new();
-        if let Some(p) = self.up_loss_permille {
-            parts.push(format!("uplink loss {}", pct(p)));
+        if let Some(l) = self.up_loss() {
+            parts.push(format!("uplink loss {}", pct((l * 1000.0).round() as u32)));
         }
         if let Some(p) = self.down_loss_permille {
             parts.push(format!("downlink loss {}", pct(p)));
@@ -111,32 +98,18 @@ impl Evidence {
         if let Some(k) = estimate_kbps {
             parts.push(format!("estimate {k} kbps"));
         }
-        if self.audio_only {
+        if self.down_video_suspended {
             parts.push("audio only".into());
-        } else if self.lower_layer {
+        } else if self.down_limited {
             parts.push("lower video layer".into());
         }
-        if self.stalled_tracks > 0 {
-            parts.push(format!("{} of {} tracks stopped", self.stalled_tracks, self.live_tracks));
+        if self.up_stalled_tracks > 0 {
+            parts.push(format!("{} of {} tracks stopped", self.up_stalled_tracks, self.up_live_tracks));
         }
         if parts.is_empty() {
             quality.as_str().to_owned()
         } else {
             format!("{}: {}", quality.as_str(), parts.join(", "))
-        }
-    }
-}
-
-impl Sample {
-    pub fn evidence(&self) -> Evidence {
-        let permille = |l: f64| (l * 1000.0).round() as u32;
-        Evidence {
-            up_loss_permille: self.up_loss().map(permille),
-            down_loss_permille: self.down_loss.map(permille),
-            stalled_tracks: self.up_stalled_tracks,
-            live_tracks: self.up_live_tracks,
-            audio_only: self.down_video_suspended,
-            lower_layer: self.down_limited,
         }
     }
 
@@ -151,7 +124,8 @@ impl Sample {
         if self.reconnecting || (self.up_live_tracks > 0 && self.up_stalled_tracks == self.up_live_tracks) {
             return NetworkQuality::Lost;
         }
-        let loss = self.up_loss().unwrap_or(0.0).max(self.down_loss.unwrap_or(0.0));
+        let down = self.down_loss_permille.map_or(0.0, |p| f64::from(p) / 1000.0);
+        let loss = self.up_loss().unwrap_or(0.0).max(down);
         if self.up_stalled_tracks > 0 || self.down_video_suspended || loss >= POOR_LOSS {
             NetworkQuality::Poor
         } else if self.down_limited || loss >= FAIR_LOSS {
@@ -231,9 +205,9 @@ mod tests {
 
     #[test]
     fn downlink_loss_counts_like_uplink_loss() {
-        let s = Sample { down_loss: Some(0.04), ..Default::default() };
+        let s = Sample { down_loss_permille: Some(40), ..Default::default() };
         assert_eq!(s.classify(), Fair);
-        let s = Sample { down_loss: Some(0.15), ..uplink(1000, 1000) };
+        let s = Sample { down_loss_permille: Some(150), ..uplink(1000, 1000) };
         assert_eq!(s.classify(), Poor);
     }
 
@@ -260,12 +234,12 @@ mod tests {
 
     #[test]
     fn the_description_names_the_level_first_and_then_what_it_rests_on() {
-        let s = Sample { down_loss: Some(0.004), down_video_suspended: true, ..uplink(1000, 877) };
+        let s = Sample { down_loss_permille: Some(4), down_video_suspended: true, ..uplink(1000, 877) };
         assert_eq!(
-            s.evidence().describe(Poor, Some(280)),
+            s.describe(Poor, Some(280)),
             "poor: uplink loss 12.3 %, downlink loss 0.4 %, estimate 280 kbps, audio only"
         );
-        assert_eq!(Sample::default().evidence().describe(Good, None), "good");
+        assert_eq!(Sample::default().describe(Good, None), "good");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::layers::{
 };
 use super::munger::Munger;
 use super::policy::{ForwardPolicy, Subject};
-use super::quality::{Evidence, NetworkQuality, QualityMeter, Sample, EVALUATE_EVERY};
+use super::quality::{NetworkQuality, QualityMeter, Sample, EVALUATE_EVERY};
 use super::roles::{policy, Action};
 use super::speaker::{Loudness, SpeakerPicker, SPEAKER_INTERVAL};
 use super::stats::{ReceiveStats, StatsView};
@@ -415,12 +415,7 @@ pub enum Output {
     /// A participant's network quality changed (the room has been told, as
     /// `ParticipantUpdated`): for its presence history and the log, with what the window measured
     /// and its latest downlink estimate.
-    NetworkChanged {
-        participant: ParticipantKey,
-        quality: NetworkQuality,
-        evidence: Evidence,
-        estimate_kbps: Option<u64>,
-    },
+    NetworkChanged { participant: ParticipantKey, quality: NetworkQuality, sample: Sample, estimate_kbps: Option<u64> },
 }
 
 /// The fields of an incoming RTP packet that forwarding decisions need.
@@ -1479,7 +1474,8 @@ impl Room {
                     s.up_stalled_tracks += 1;
                 }
             }
-            s.down_loss = (p.down_loss_n > 0).then(|| p.down_loss_sum / f64::from(p.down_loss_n));
+            s.down_loss_permille =
+                (p.down_loss_n > 0).then(|| (p.down_loss_sum / f64::from(p.down_loss_n) * 1000.0).round() as u32);
             (p.down_loss_sum, p.down_loss_n) = (0.0, 0);
             s.down_video_suspended = p.video_gate.suspended();
             s.down_limited = p.down_limited
@@ -1487,19 +1483,12 @@ impl Room {
                 && p.first_estimate_at.is_some_and(|t| now.saturating_duration_since(t) >= ESTIMATE_WARMUP);
             if let Some(quality) = p.network.update(s.classify()) {
                 let estimate_kbps = p.estimate_bps.map(|b| b / 1000);
-                changed.push(Output::NetworkChanged {
-                    participant: key,
-                    quality,
-                    evidence: s.evidence(),
-                    estimate_kbps,
-                });
+                self.outputs.push_back(Output::NetworkChanged { participant: key, quality, sample: s, estimate_kbps });
+                changed.push(key);
             }
         }
-        for out in changed {
-            if let Output::NetworkChanged { participant, .. } = out {
-                self.broadcast_updated(participant);
-            }
-            self.outputs.push_back(out);
+        for key in changed {
+            self.broadcast_updated(key);
         }
     }
 

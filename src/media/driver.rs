@@ -1412,9 +1412,9 @@ impl Driver {
                     let who = self.members.get(&subscriber).map(|m| m.participant_id.as_str()).unwrap_or("?");
                     debug!(participant = who, ?up, spatial, temporal, estimate_kbps, "video layer for the downlink");
                 }
-                Output::NetworkChanged { participant, quality, evidence, estimate_kbps } => {
+                Output::NetworkChanged { participant, quality, sample, estimate_kbps } => {
                     let Some(m) = self.members.get(&participant) else { continue };
-                    let detail = evidence.describe(quality, estimate_kbps);
+                    let detail = sample.describe(quality, estimate_kbps);
                     info!(session = %m.session_id, participant = %m.participant_id, %detail, "network quality changed");
                     let _ = self.presence.send(Presence::Record(PresenceRecord {
                         session_id: m.session_id.clone(),

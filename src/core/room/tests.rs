@@ -1231,20 +1231,20 @@ fn a_party_losing_an_eighth_of_its_uplink_is_shown_poor_to_the_judge_though_nack
     h.drain();
     let out = speak(&mut h, up, (0, 6_000), 8, 6_000);
     assert_eq!(network_told(&out, judge, "p_party"), vec![NetworkQuality::Poor]);
-    let evidence = out
+    let sample = out
         .iter()
         .find_map(|o| match o {
-            Output::NetworkChanged { participant, quality: NetworkQuality::Poor, evidence, .. }
+            Output::NetworkChanged { participant, quality: NetworkQuality::Poor, sample, .. }
                 if *participant == party =>
             {
-                Some(*evidence)
+                Some(*sample)
             }
             _ => None,
         })
         .expect("the change is reported for the presence history");
     // One packet in eight, 12.5 %, whatever came back repaired a little later.
-    let loss = evidence.up_loss_permille.expect("measured");
-    assert!((115..=135).contains(&loss), "{evidence:?}");
+    let loss = sample.up_loss().expect("measured");
+    assert!((0.115..=0.135).contains(&loss), "{sample:?}");
     assert_eq!(h.room.participant_view(judge).map(|v| v.network), Some(NetworkQuality::Good));
 }
 
@@ -1271,10 +1271,10 @@ fn a_microphone_whose_packets_stop_arriving_is_lost_at_once_then_recovers_throug
     let out = speak(&mut h, up, (0, 2_000), 0, 7_000);
     assert_eq!(network_told(&out, judge, "p_party"), vec![NetworkQuality::Lost]);
     let stopped = out.iter().find_map(|o| match o {
-        Output::NetworkChanged { quality: NetworkQuality::Lost, evidence, .. } => Some(*evidence),
+        Output::NetworkChanged { quality: NetworkQuality::Lost, sample, .. } => Some(*sample),
         _ => None,
     });
-    assert_eq!(stopped.map(|e| (e.stalled_tracks, e.live_tracks)), Some((1, 1)));
+    assert_eq!(stopped.map(|s| (s.up_stalled_tracks, s.up_live_tracks)), Some((1, 1)));
     // The first window after it resumes counts the packets the outage lost; three clean windows
     // later it is good again.
     let out = speak(&mut h, up, (7_000, 14_000), 0, 14_000);
